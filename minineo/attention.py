@@ -1,0 +1,71 @@
+"""Attention masks (causal, GPT-Neo's local window, padding) and the attention math, explicit and fused.
+
+Both bodies take the same arguments; the explicit one is the spec and records `scores` and
+`pattern`, the fused one calls scaled_dot_product_attention. A test proves them equal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minineo.recording import Recorder
+
+
+def allowed_keys(
+    q_index: torch.Tensor, k_index: torch.Tensor, window: int | None, key_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Boolean (batch or 1, 1, q_pos, k_pos): may query i look at key j?
+
+    Causal (j <= i); GPT-Neo local layers also need i - window < j. Padding keys (key_mask == 0)
+    are hidden, but a query always sees itself so no row is fully masked (pad rows stay finite).
+    """
+    distance = q_index[:, None] - k_index[None, :]  # (q_pos, k_pos)
+    allowed = distance >= 0
+    if window is not None:
+        allowed = allowed & (distance < window)
+    allowed = allowed[None, None]  # (1, 1, q_pos, k_pos)
+    if key_mask is not None:
+        allowed = allowed & (key_mask.bool()[:, None, None, :] | (distance == 0))
+    return allowed
+
+
+def attend_explicit(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: float,
+    upcast: bool, rec: Recorder, prefix: str,
+) -> torch.Tensor:
+    """softmax(q.k * scale, masked) @ v, recording `{prefix}scores` and `{prefix}pattern`.
+
+    q: (batch, q_pos, head, d_head); k, v: (batch, k_pos, head, d_head). Returns z (batch, q_pos, head, d_head).
+    """
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (batch, head, pos, d_head)
+    if upcast:  # HF computes these scores in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
+        q, k = q.float(), k.float()
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (batch, head, q_pos, k_pos)
+    if scale != 1.0:
+        scores = scores * scale
+    if allowed is None:
+        k_index = torch.arange(k.shape[-2], device=q.device)
+        allowed = allowed_keys(k_index[k.shape[-2] - q.shape[-2]:], k_index, None, None)
+    scores = rec(prefix + "scores", scores.masked_fill(~allowed, float("-inf")))
+    pattern = rec(prefix + "pattern", F.softmax(scores, dim=-1).to(v.dtype))
+    return torch.matmul(pattern, v).transpose(1, 2)  # (batch, q_pos, head, d_head)
+
+
+def attend_fused(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: float, upcast: bool,
+) -> torch.Tensor:
+    """The same attention through scaled_dot_product_attention.
+
+    `allowed=None` means plain causal with as many queries as keys (or a single query that sees every key).
+    """
+    dtype = v.dtype
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if upcast and dtype == torch.float16:
+        # GPT-Neo's unscaled q.k overflows float16's range; HF upcasts, so do the whole attention in float32.
+        q, k, v = q.float(), k.float(), v.float()
+    if allowed is None:  # plain causal; callers pass a mask when queries follow a key/value cache
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[-2] > 1, scale=scale)
+    else:
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+    return z.transpose(1, 2).to(dtype)  # (batch, q_pos, head, d_head)

@@ -1,0 +1,110 @@
+"""Cache: the named activations of one forward pass, plus stacking and residual decomposition.
+
+It holds tensors only (the activations, each layer's W_O for lazy `attn.result`, and
+ln_final's weight and bias), never the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Iterator
+
+import torch
+
+from minineo import sites
+from minineo.config import Config
+
+
+class Cache(Mapping):
+    """`cache["blocks.3.attn.pattern"]`, `cache["pattern", 3]` or `cache["blocks.3.attn.hook_pattern"]`."""
+
+    def __init__(
+        self, store: dict[str, torch.Tensor], config: Config, W_O: list[torch.Tensor],
+        ln_final_w: torch.Tensor, ln_final_b: torch.Tensor,
+    ):
+        self._store, self.config = store, config
+        self._W_O, self._ln_w, self._ln_b = W_O, ln_final_w, ln_final_b
+
+    # ---- mapping ------------------------------------------------------------------------------------
+
+    def _key(self, key: str | tuple[str, int]) -> str:
+        if isinstance(key, tuple):
+            site, layer = key
+            key = f"blocks.{layer}.{sites.block_site(site)}"
+        return sites.resolve(key, self.config)
+
+    def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
+        name = self._key(key)
+        if name in self._store:
+            return self._store[name]
+        if name.endswith(".attn.result"):
+            z_name = name.replace(".attn.result", ".attn.z")
+            if z_name in self._store:  # computed lazily from z and W_O
+                layer = int(name.split(".")[1])
+                return torch.einsum("bphe,hed->bphd", self._store[z_name], self._W_O[layer])
+        raise KeyError(
+            f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
+            f"(recorded: {len(self._store)} names, e.g. {list(self._store)[:3]})"
+        )
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __repr__(self) -> str:
+        return f"Cache({len(self)} activations: {', '.join(list(self._store)[:4])}, ...)"
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def stack(self, site: str) -> torch.Tensor:
+        """One site of every layer stacked: cache.stack("attn.pattern") -> (layer, batch, head, q_pos, k_pos)."""
+        site = sites.block_site(site)
+        return torch.stack([self[f"blocks.{layer}.{site}"] for layer in range(self.config.n_layers)])
+
+    def accumulated_resid(self, apply_ln: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """The residual stream before each block and after the last: (n_layers + 1, batch, pos, d_model).
+
+        With `apply_ln`, each layer's residual goes through ln_final with its own LayerNorm scale
+        (the logit lens), not the final layer's cached one.
+        """
+        n = self.config.n_layers
+        resid = torch.stack([self[f"blocks.{layer}.resid_pre"] for layer in range(n)] + [self[f"blocks.{n - 1}.resid_post"]])
+        labels = [f"{layer}_pre" for layer in range(n)] + ["final_post"]
+        if apply_ln:
+            resid = torch.nn.functional.layer_norm(resid, resid.shape[-1:], self._ln_w, self._ln_b, self.config.layer_norm_eps)
+        return resid, labels
+
+    def decompose_resid(self) -> tuple[torch.Tensor, list[str]]:
+        """Every write to the residual stream: (component, batch, pos, d_model), summing to the final residual.
+
+        Components: embed, pos_embed, then each layer's attn_out (b_O included) and mlp_out.
+        """
+        parts, labels = [self["embed"], self["pos_embed"]], ["embed", "pos_embed"]
+        for layer in range(self.config.n_layers):
+            parts += [self[f"blocks.{layer}.attn_out"], self[f"blocks.{layer}.mlp_out"]]
+            labels += [f"{layer}_attn_out", f"{layer}_mlp_out"]
+        return torch.stack(parts), labels
+
+    def apply_ln_final(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """ln_final applied to x (..., batch, pos, d_model) with the final residual's cached scale.
+
+        Linear in x: centre, divide by the cached scale, multiply by the weight. Summing over the
+        components of `decompose_resid` (bias=False) and adding the bias once gives ln_final's output.
+        """
+        scale = self["ln_final.scale"]  # (batch, pos, 1)
+        out = (x - x.mean(-1, keepdim=True)) / scale * self._ln_w
+        return out + self._ln_b if bias else out
+
+    def to(self, device: str | torch.device) -> Cache:
+        """A copy of this cache with every tensor on `device`."""
+        return Cache({k: v.to(device) for k, v in self._store.items()}, self.config,
+                     [w.to(device) for w in self._W_O], self._ln_w.to(device), self._ln_b.to(device))

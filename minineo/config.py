@@ -1,0 +1,198 @@
+"""Config: the one place that knows HuggingFace's config.json field names.
+
+GPT-2 and GPT-Neo differences are resolved here into plain per-layer values
+(attention scale, window, q/k/v bias), so the forward pass never asks which
+architecture it is running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
+
+# Fields that do not change the inference math (dropout, init, tokens, bookkeeping).
+_IGNORED_COMMON = {
+    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "use_cache",
+    "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "task_specific_params",
+    "_name_or_path", "id2label", "label2id", "tokenizer_class", "return_dict", "output_hidden_states",
+    "output_attentions", "torchscript", "is_decoder", "is_encoder_decoder", "problem_type",
+    "chunk_size_feed_forward", "gradient_checkpointing", "classifier_dropout", "summary_type",
+    "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+    "n_ctx", "prefix", "decoder_start_token_id", "tie_word_embeddings", "num_labels", "finetuning_task", "max_length", "do_sample", "temperature",
+    "tf_legacy_loss", "use_bfloat16", "pruned_heads", "add_cross_attention", "cross_attention_hidden_size",
+    "chunk_size", "output_scores", "return_dict_in_generate", "attn_implementation",
+    "text_config", "_attn_implementation_autoset",
+}
+_IGNORED_GPT2 = {"resid_pdrop", "embd_pdrop", "attn_pdrop"}
+_IGNORED_NEO = {"resid_dropout", "embed_dropout", "attention_dropout", "gradient_checkpointing"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Model hyper-parameters. Build with `Config.from_hf(config_json_dict)`."""
+
+    architecture: str  # "gpt2" or "gpt_neo" (informational: the forward never branches on it)
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_mlp: int
+    n_ctx: int
+    d_vocab: int
+    act_fn: str = "gelu_new"
+    layer_norm_eps: float = 1e-5
+    attn_scales: tuple[float, ...] = ()  # per layer: multiplies q.k (GPT-2 1/sqrt(d_head), GPT-Neo 1.0)
+    windows: tuple[int | None, ...] = ()  # per layer: None = global, W = sees keys i-W < j <= i
+    qkv_bias: bool = True  # GPT-Neo's q/k/v projections have no bias
+    upcast_attn: bool = False  # compute q.k and softmax in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
+    tie_unembed: bool = True  # W_U is W_E.T
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
+        if not self.attn_scales:
+            object.__setattr__(self, "attn_scales", (1 / math.sqrt(self.d_head),) * self.n_layers)
+        if not self.windows:
+            object.__setattr__(self, "windows", (None,) * self.n_layers)
+        if len(self.attn_scales) != self.n_layers or len(self.windows) != self.n_layers:
+            raise ValueError("attn_scales and windows need one entry per layer")
+        for w in self.windows:
+            if w is not None and w < 1:
+                raise ValueError(f"window_size must be >= 1, got {w}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> Config:
+        """Build from a HuggingFace config.json dict (`model_type` "gpt2" or "gpt_neo")."""
+        model_type = hf.get("model_type")
+        if model_type == "gpt2":
+            return _from_gpt2(hf)
+        if model_type == "gpt_neo":
+            return _from_gpt_neo(hf)
+        raise ValueError(
+            f"unsupported model_type {model_type!r} in config.json: minineo implements 'gpt2' and 'gpt_neo'"
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        """The config.json dict HF would write for this model (gpt_neo or gpt2)."""
+        common = {"vocab_size": self.d_vocab, "activation_function": self.act_fn,
+                  "layer_norm_epsilon": self.layer_norm_eps, "tie_word_embeddings": self.tie_unembed,
+                  "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
+        if self.architecture == "gpt_neo":
+            kinds = ["global" if w is None else "local" for w in self.windows]
+            window = next((w for w in self.windows if w is not None), 256)
+            return {"model_type": "gpt_neo", "architectures": ["GPTNeoForCausalLM"], "hidden_size": self.d_model,
+                    "num_layers": self.n_layers, "num_heads": self.n_heads, "intermediate_size": self.d_mlp,
+                    "max_position_embeddings": self.n_ctx, "window_size": window,
+                    "attention_types": [[[k], 1] for k in kinds], "attention_layers": kinds, **common}
+        return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": self.d_model,
+                "n_layer": self.n_layers, "n_head": self.n_heads, "n_inner": self.d_mlp,
+                "n_positions": self.n_ctx, **common}
+
+
+def _check_known(hf: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(hf) - known - _IGNORED_COMMON)
+    if unknown:
+        raise ValueError(
+            f"config.json has fields minineo does not know how to honour: {unknown}. "
+            "If they do not change the forward pass, add them to the ignored set in minineo/config.py."
+        )
+
+
+def _int(hf: dict[str, Any], key: str) -> int:
+    if key not in hf or not isinstance(hf[key], int):
+        raise ValueError(f"config.json field {key!r} must be an integer, got {hf.get(key)!r}")
+    return hf[key]
+
+
+def _activation(hf: dict[str, Any]) -> str:
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"config.json activation_function {act!r} is not supported; use one of {ACTIVATIONS}")
+    return act
+
+
+def _from_gpt2(hf: dict[str, Any]) -> Config:
+    _check_known(hf, {"vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+                      "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+                      "reorder_and_upcast_attn"} | _IGNORED_GPT2)
+    if hf.get("add_cross_attention"):
+        raise ValueError("config.json add_cross_attention=true (an encoder-decoder GPT-2) is not supported")
+    d_model, n_layers, n_heads = _int(hf, "n_embd"), _int(hf, "n_layer"), _int(hf, "n_head")
+    if d_model % n_heads:
+        raise ValueError(f"n_embd={d_model} is not divisible by n_head={n_heads}")
+    base = (d_model // n_heads) ** -0.5 if hf.get("scale_attn_weights", True) else 1.0
+    inverse = bool(hf.get("scale_attn_by_inverse_layer_idx", False))
+    scales = tuple(base / (layer + 1) if inverse else base for layer in range(n_layers))
+    return Config(
+        architecture="gpt2", d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+        d_mlp=hf.get("n_inner") or 4 * d_model, n_ctx=_int(hf, "n_positions"), d_vocab=_int(hf, "vocab_size"),
+        act_fn=_activation(hf), layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        attn_scales=scales, qkv_bias=True, upcast_attn=bool(hf.get("reorder_and_upcast_attn", False)),
+        tie_unembed=bool(hf.get("tie_word_embeddings", True)),
+        bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
+    )
+
+
+def _from_gpt_neo(hf: dict[str, Any]) -> Config:
+    _check_known(hf, {"vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads",
+                      "intermediate_size", "activation_function", "layer_norm_epsilon", "attention_types",
+                      "attention_layers", "window_size"} | _IGNORED_NEO)
+    n_layers = _int(hf, "num_layers")
+    kinds = _neo_attention_layers(hf, n_layers)
+    window = _int(hf, "window_size") if "local" in kinds else hf.get("window_size", 256)
+    return Config(
+        architecture="gpt_neo", d_model=_int(hf, "hidden_size"), n_layers=n_layers, n_heads=_int(hf, "num_heads"),
+        d_mlp=hf.get("intermediate_size") or 4 * _int(hf, "hidden_size"),
+        n_ctx=_int(hf, "max_position_embeddings"), d_vocab=_int(hf, "vocab_size"), act_fn=_activation(hf),
+        layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        attn_scales=(1.0,) * n_layers,  # GPT-Neo does not scale q.k by 1/sqrt(d_head)
+        windows=tuple(window if kind == "local" else None for kind in kinds),
+        qkv_bias=False, upcast_attn=True, tie_unembed=bool(hf.get("tie_word_embeddings", True)),
+        bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
+    )
+
+
+def _neo_attention_layers(hf: dict[str, Any], n_layers: int) -> list[str]:
+    """Per-layer "global"/"local": an explicit attention_layers list, else the attention_types expansion."""
+    expanded = None
+    if hf.get("attention_types") is not None:
+        try:
+            expanded = [kind for kinds, repeat in hf["attention_types"] for _ in range(repeat) for kind in kinds]
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"config.json attention_types {hf['attention_types']!r} is malformed: "
+                "expected a list like [[['global', 'local'], 6]]"
+            ) from err
+    explicit = hf.get("attention_layers")
+    if explicit is not None and expanded is not None and list(explicit) != expanded:
+        # HF transformers 5 silently rebuilds attention_layers from attention_types: refuse rather than guess.
+        raise ValueError(
+            f"config.json attention_layers {explicit} disagrees with the expansion of attention_types "
+            f"{expanded}; make them agree (or drop one of them)"
+        )
+    if explicit is None and expanded is None:
+        expanded = ["global", "local"] * 12  # HF's default attention_types: [[["global", "local"], 12]]
+    kinds = list(explicit if explicit is not None else expanded)
+    if len(kinds) != n_layers:
+        raise ValueError(
+            f"config.json gives {len(kinds)} attention layer types but num_layers={n_layers}; "
+            "fix attention_types (or attention_layers) so there is one per layer"
+        )
+    bad = sorted({k for k in kinds if k not in ("global", "local")})
+    if bad:
+        raise ValueError(f"config.json attention type(s) {bad} are not supported: use 'global' or 'local'")
+    return kinds
+
+
+def _first(token_id: Any) -> int | None:
+    return token_id[0] if isinstance(token_id, list) and token_id else token_id

@@ -1,0 +1,45 @@
+"""Small numerical building blocks, written with the primitives HF uses so float32 agreement is round-off."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI GPT-2's tanh GELU, written exactly as HF's NewGELUActivation."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_new": gelu_new,
+    "gelu": F.gelu,
+    "gelu_fast": gelu_fast,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": quick_gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def layer_norm_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalized, scale) of a LayerNorm before its weight and bias, as TransformerLens defines them.
+
+    scale = sqrt(var + eps), shape (..., 1); normalized = (x - mean) / scale, shape (...,  d).
+    """
+    centred = x - x.mean(-1, keepdim=True)
+    scale = (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return centred / scale, scale

@@ -1,0 +1,68 @@
+"""Repo id or local directory -> a local folder with config.json and *.safetensors (huggingface_hub)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+# Only what minineo reads: never pytorch_model.bin or other frameworks' weights.
+ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
+                  "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_NAME = "tiny-neo"
+EMBEDDED_DIR = Path(__file__).resolve().parent / "zoo" / EMBEDDED_NAME
+
+
+def default_cache_dir() -> Path:
+    """$MININEO_CACHE, else the project's weights_cache/ (a source checkout), else ~/.cache/minineo."""
+    if os.environ.get("MININEO_CACHE"):
+        return Path(os.environ["MININEO_CACHE"]).expanduser()
+    if (PROJECT_ROOT / "weights_cache").is_dir():
+        return PROJECT_ROOT / "weights_cache"
+    return Path.home() / ".cache" / "minineo"
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE (read at call time, so it can be set after import)."""
+    return os.environ.get("HF_HUB_OFFLINE", os.environ.get("TRANSFORMERS_OFFLINE", "")).lower() in ("1", "true", "yes", "on")
+
+
+def resolve(
+    name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
+) -> Path:
+    """A local folder holding the model's files: the directory itself, the embedded model, or a hub snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if name == EMBEDDED_NAME:
+        return EMBEDDED_DIR
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"{name!r} is not a directory; give a folder with config.json and *.safetensors, or a hub id like 'gpt2'")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        folder = snapshot_download(
+            name, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=offline()
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
+        raise FileNotFoundError(f"{name!r} (revision {revision or 'main'}) is not a model on the hub: {err}") from err
+    except LocalEntryNotFoundError as err:
+        raise FileNotFoundError(
+            f"{name!r} is not in the cache {cache} and the hub could not be reached "
+            f"({'HF_HUB_OFFLINE is set' if offline() else 'no network'}). Fix: on a machine with network run "
+            f"`minineo download {name}` (or copy its models--{name.replace('/', '--')} folder into {cache}), "
+            "or point MININEO_CACHE at a hub cache that holds it."
+        ) from err
+    finally:
+        _remove_incomplete(cache)
+    return Path(folder)
+
+
+def _remove_incomplete(cache: Path) -> None:
+    """Leave nothing half-written in the cache after a failed or interrupted download."""
+    if cache.is_dir():
+        for partial in cache.glob("models--*/blobs/*.incomplete"):
+            partial.unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""Text <-> token ids through the `tokenizers` library, from a snapshot's tokenizer.json (or vocab.json + merges.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer with the model's BOS (GPT-2's and GPT-Neo's <|endoftext|>)."""
+
+    def __init__(self, backend: HFTokenizer, bos_token_id: int | None = None, pad_token_id: int | None = None):
+        self.backend = backend
+        fallback = backend.token_to_id(END_OF_TEXT)
+        self.bos_token_id = bos_token_id if bos_token_id is not None else fallback
+        self.pad_token_id = pad_token_id if pad_token_id is not None else self.bos_token_id
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, bos_token_id: int | None = None) -> Tokenizer | None:
+        """The tokenizer files in `directory`, or None when there are none."""
+        directory = Path(directory)
+        if (directory / "tokenizer.json").is_file():
+            return cls(HFTokenizer.from_file(str(directory / "tokenizer.json")), bos_token_id)
+        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            return cls.from_vocab(directory / "vocab.json", directory / "merges.txt", bos_token_id)
+        return None
+
+    @classmethod
+    def from_vocab(cls, vocab: str | Path, merges: str | Path, bos_token_id: int | None = None) -> Tokenizer:
+        """GPT-2's byte-level BPE from its vocab.json (encoder.json) and merges.txt (vocab.bpe)."""
+        backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        return cls(backend, bos_token_id)
+
+    def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        if prepend_bos:
+            if self.bos_token_id is None:
+                raise ValueError("this tokenizer has no BOS token; pass prepend_bos=False")
+            ids = [self.bos_token_id] + ids
+        return ids
+
+    def encode_batch(
+        self, texts: str | list[str], prepend_bos: bool = True, padding_side: str = "right"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, attention_mask), both LongTensor (batch, pos); shorter texts are padded."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if isinstance(texts, str):
+            texts = [texts]
+        rows = [self.encode(t, prepend_bos) for t in texts]
+        if not rows or max(map(len, rows)) == 0:
+            raise ValueError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")
+        width = max(map(len, rows))
+        tokens = torch.full((len(rows), width), self.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+            tokens[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return tokens, mask
+
+    def decode(self, ids: list[int]) -> str:
+        return self.backend.decode(ids, skip_special_tokens=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
