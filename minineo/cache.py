@@ -7,9 +7,11 @@ ln_final's weight and bias), never the model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors.torch import save_file
 
 from minineo import sites
 from minineo.config import Config
@@ -103,6 +105,16 @@ class Cache(Mapping):
         scale = self["ln_final.scale"]  # (batch, pos, 1)
         out = (x - x.mean(-1, keepdim=True)) / scale * self._ln_w
         return out + self._ln_b if bias else out
+
+    def save(self, path: str | Path) -> None:
+        """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            save_file({name: t.detach().cpu().contiguous().clone() for name, t in self._store.items()}, str(tmp))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""

@@ -45,7 +45,8 @@ def resolve(
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     try:
         folder = snapshot_download(
-            name, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=offline()
+            name, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=offline(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
     except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
         raise FileNotFoundError(f"{name!r} (revision {revision or 'main'}) is not a model on the hub: {err}") from err

@@ -1,0 +1,1 @@
+"""Analysis sub-commands of `minineo` (registered on minineo.cli.app)."""

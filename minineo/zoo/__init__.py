@@ -1,0 +1,1 @@
+"""Models trained in this repository (the embedded default model lives in zoo/tiny-neo/)."""
