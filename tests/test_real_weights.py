@@ -33,3 +33,32 @@ def test_real_weights_logits_match_hf(name):
             expected = hf(tokens).logits
         assert_close(model(tokens), expected, f"{name} fast path on {prompt!r}")
         assert_close(model.run_with_cache(tokens)[0], expected, f"{name} explicit on {prompt!r}")
+
+
+def test_embedding_geometry_gpt_neo_shares_a_large_offset():
+    from minineo import analysis
+
+    geometry = analysis.embedding_geometry(cached_hub_model("EleutherAI/gpt-neo-125M").W_E)
+    assert 0.93 < geometry.mean_cosine < 0.99
+    assert 10.5 < geometry.mean_norm < 12.5 and 10 < geometry.mean_vector_norm < 12
+    assert abs(geometry.mean_cosine_centred) < 0.01
+
+
+def test_embedding_geometry_gpt2_small_is_spread_out():
+    from minineo import analysis
+
+    geometry = analysis.embedding_geometry(cached_hub_model("gpt2").W_E)
+    assert 0.18 < geometry.mean_cosine < 0.28
+    assert abs(geometry.mean_cosine_centred) < 0.01
+
+
+def test_ioi_name_movers_rank_high_on_gpt2():
+    from minineo import analysis
+
+    model = cached_hub_model("gpt2")
+    data = analysis.ioi_dataset(model, n=40, seed=0)
+    result = analysis.ioi_analysis(model, data, ablation=False)
+    assert result.logit_diff > 2.0 and result.accuracy > 0.9
+    top = result.head_dla.flatten().argsort(descending=True)[:8].tolist()
+    ranked = {divmod(i, model.config.n_heads) for i in top}
+    assert {(9, 9), (9, 6), (10, 0)} <= ranked, ranked

@@ -1,0 +1,276 @@
+"""Forward-pass benchmarks: minineo (fast, compiled, run_with_cache) against HF transformers (and
+TransformerLens when installed), on CPU and on CUDA where present, float32 and bfloat16.
+
+    python -m benchmarks [--quick] [--device cpu|cuda|all] [--out benchmarks/results.json]
+
+Every variant is timed in interleaved rounds inside one process (this machine drifts by up to 40%
+between processes), and every time is reported as a ratio to HF's fastest attention (sdpa for GPT-2;
+GPT-Neo has only eager in HF) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import minineo
+
+SHAPES = [(1, 128), (8, 128), (1, 1024), (4, 512)]
+QUICK_SHAPES = [(2, 64)]
+
+
+@dataclass
+class Result:
+    model: str
+    device: str
+    dtype: str
+    shape: tuple[int, int]
+    variant: str
+    median_ms: float
+    tokens_per_s: float
+    gflops: float
+    peak_fraction: float
+    peak_extra_mb: float | None
+    ratio_to_hf: float | None = None
+    max_abs_dlogit: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    machine: dict = field(default_factory=dict)
+    matmul_peak_gflops: dict = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+
+# ---- models -----------------------------------------------------------------------------------------
+
+def hf_configs(quick: bool):
+    from transformers import GPT2Config, GPTNeoConfig
+
+    layers = 2 if quick else 12
+    return {
+        "gpt2-small": GPT2Config(n_layer=layers),
+        "gpt-neo-125M": GPTNeoConfig(hidden_size=768, num_layers=layers, num_heads=12, window_size=256,
+                                     attention_types=[[["global", "local"], layers // 2]], max_position_embeddings=2048),
+    }
+
+
+def save_random_model(hf_config, folder: Path) -> Path:
+    """The HF model with random weights, saved as safetensors (both libraries load the same file)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(hf_config).save_pretrained(folder)
+    return folder
+
+
+def load_hf(folder: Path, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
+    """HF's attention implementations for this model: eager always, sdpa where HF has it (not GPT-Neo)."""
+    from transformers import AutoModelForCausalLM
+
+    models = {}
+    for impl in ("eager", "sdpa"):
+        try:
+            models[impl] = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=impl, dtype=dtype).to(device).eval()
+        except (ValueError, ImportError):
+            pass  # GPT-Neo has no sdpa in HF
+    return models
+
+
+def transformer_lens_model(model: minineo.Model):
+    """A HookedTransformer with the same shapes (random weights suffice for timing), or None."""
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except ImportError:
+        return None
+    c = model.config
+    cfg = HookedTransformerConfig(n_layers=c.n_layers, d_model=c.d_model, n_ctx=c.n_ctx, d_head=c.d_head,
+                                  n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab, act_fn=c.act_fn,
+                                  normalization_type="LN", positional_embedding_type="standard")
+    return HookedTransformer(cfg).eval()
+
+
+# ---- measurement ----------------------------------------------------------------------------------
+
+def forward_flops(config: minineo.Config, batch: int, pos: int) -> float:
+    """Multiply-adds x 2 of one forward: the projections, q.k and pattern.v (causal half), the unembedding."""
+    per_token = config.n_layers * (4 * config.d_model**2 + 2 * config.d_model * config.d_mlp) + config.d_model * config.d_vocab
+    attention = 0.0
+    for window in config.windows:
+        keys = pos * (pos + 1) / 2 if window is None else sum(min(i + 1, window) for i in range(pos))
+        attention += 2 * keys * config.d_model
+    return 2 * batch * (pos * per_token + attention)
+
+
+def matmul_peak_gflops(device: str, dtype: torch.dtype, size: int) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = time_calls({"mm": lambda: a @ b}, device, rounds=5)["mm"]
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(calls: dict[str, Callable], device: str, rounds: int) -> dict[str, list[float]]:
+    """Interleaved rounds: every variant once per round, so drift hits all of them alike."""
+    times = {name: [] for name in calls}
+    for fn in calls.values():  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+class PeakMemory:
+    """Peak extra memory of a call: CUDA's allocator counter, or the process RSS sampled every millisecond."""
+
+    def __init__(self, device: str):
+        self.device, self.peak_mb = device, 0.0
+
+    @staticmethod
+    def _rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    def measure(self, fn: Callable) -> float | None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - base) / 2**20
+        if not Path("/proc/self/statm").exists():
+            return None
+        base, peak, done = self._rss_mb(), [0.0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], self._rss_mb())
+                time.sleep(0.001)
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        fn()
+        done.set()
+        thread.join()
+        return max(0.0, peak[0] - base)
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool) -> None:
+    dtypes = [torch.float32, torch.bfloat16]
+    for dtype in dtypes:
+        run.matmul_peak_gflops[f"{device}/{str(dtype)[6:]}"] = matmul_peak_gflops(device, dtype, 512 if quick else 2048)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, hf_config in hf_configs(quick).items():
+            folder = save_random_model(hf_config, Path(tmp) / name)
+            hf32 = load_hf(folder, device, torch.float32)["eager"]
+            for dtype in dtypes:
+                model = minineo.load(folder, device=device, dtype=dtype)
+                compiled = minineo.load(folder, device=device, dtype=dtype).compile_fast_path() if compile_ else None
+                tl = transformer_lens_model(model) if dtype == torch.float32 and device == "cpu" else None
+                hf_models = load_hf(folder, device, dtype)
+                for shape in QUICK_SHAPES if quick else SHAPES:
+                    bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, shape, rounds)
+                del hf_models, compiled
+
+
+@torch.inference_mode()
+def bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, shape, rounds) -> None:
+    batch, pos = shape
+    tokens = torch.randint(0, model.config.d_vocab, shape, device=device)
+    calls: dict[str, Callable] = {"minineo fast": lambda: model(tokens),
+                                  "minineo run_with_cache (all names)": lambda: model.run_with_cache(tokens)}
+    if compiled is not None:
+        calls["minineo compiled"] = lambda: compiled(tokens)
+    for impl, hf in hf_models.items():
+        calls[f"HF {impl}"] = lambda hf=hf: hf(tokens)
+    if tl is not None:
+        calls["TransformerLens forward"] = lambda: tl(tokens)
+        calls["TransformerLens run_with_cache"] = lambda: tl.run_with_cache(tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = time_calls(calls, device, rounds)
+    reference = "HF sdpa" if "HF sdpa" in calls else "HF eager"
+    flops = forward_flops(model.config, batch, pos)
+    peak = run.matmul_peak_gflops[f"{device}/{str(dtype)[6:]}"]
+    float32_logits = hf32(tokens).logits.float()
+    memory = PeakMemory(device)
+    for variant, ts in times.items():
+        median = statistics.median(ts)
+        result = Result(name, device, str(dtype)[6:], shape, variant, median * 1e3, batch * pos / median,
+                        flops / median / 1e9, flops / median / 1e9 / peak, memory.measure(calls[variant]),
+                        statistics.median(times[reference]) / median)
+        if variant.startswith("minineo"):
+            out = calls[variant]()
+            logits = out[0] if isinstance(out, tuple) else out
+            result.max_abs_dlogit = float((logits.float() - float32_logits).abs().max())
+        if variant == reference:
+            result.note = "reference"
+        run.results.append(result)
+
+
+def print_table(run: Run) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="forward pass: time, throughput, share of the measured matmul peak, ratio to HF (higher = faster)")
+    for column in ("model", "device", "dtype", "shape", "variant", "median ms", "tok/s", "GFLOP/s", "% peak",
+                   "peak +MB", "speed vs HF", "max|Δlogit| vs f32"):
+        table.add_column(column, justify="left" if column in ("model", "variant") else "right")
+    for r in run.results:
+        table.add_row(r.model, r.device, r.dtype, f"{r.shape[0]}x{r.shape[1]}", r.variant, f"{r.median_ms:.1f}",
+                      f"{r.tokens_per_s:,.0f}", f"{r.gflops:.0f}", f"{100 * r.peak_fraction:.0f}%",
+                      "-" if r.peak_extra_mb is None else f"{r.peak_extra_mb:.0f}",
+                      "-" if r.ratio_to_hf is None else f"{r.ratio_to_hf:.2f}x",
+                      "-" if r.max_abs_dlogit is None else f"{r.max_abs_dlogit:.1e}")
+    console = Console(width=max(170, Console().width))
+    console.print(table)
+    console.print("matmul peak measured in this run (GFLOP/s): " +
+                  ", ".join(f"{k} {v:.0f}" for k, v in run.matmul_peak_gflops.items()))
+
+
+def main(argv: list[str] | None = None) -> Run:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
+    parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    args = parser.parse_args(argv)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
+    run = Run(machine={"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None})
+    rounds = args.rounds or (2 if args.quick else 7)
+    for device in devices:
+        bench_device(run, device, args.quick, rounds, compile_=not args.no_compile and not args.quick)
+    print_table(run)
+    args.out.write_text(json.dumps(asdict(run), indent=1))
+    print(f"wrote {args.out}")
+    return run
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Direct logit attribution: each component's write to the residual, through ln_final's cached scale, onto
+the unembedding direction of an answer (or of answer minus wrong)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minineo.cache import Cache
+from minineo.model import Model
+
+
+@dataclass
+class Attribution:
+    labels: list[str]  # "embed", "pos_embed", "L{l}H{h}", "L{l} b_O", "L{l} mlp"
+    contributions: torch.Tensor  # (component, batch)
+    ln_bias_term: torch.Tensor  # (batch,): ln_final's bias onto the direction
+    logit: torch.Tensor  # (batch,): the true logit (difference)
+
+    def per_head(self, n_layers: int, n_heads: int) -> torch.Tensor:
+        """The heads' contributions as (layer, head, batch)."""
+        rows = [self.labels.index(f"L{l}H{h}") for l in range(n_layers) for h in range(n_heads)]
+        return self.contributions[rows].view(n_layers, n_heads, -1)
+
+
+def unembed_direction(model: Model, answer: torch.Tensor, wrong: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, d_model): W_U[:, answer] (minus W_U[:, wrong])."""
+    direction = model.W_U[:, answer].T
+    return direction - model.W_U[:, wrong].T if wrong is not None else direction
+
+
+def direct_logit_attribution(
+    model: Model, tokens: torch.Tensor, answer: int | torch.Tensor, wrong: int | torch.Tensor | None = None,
+    position: int | torch.Tensor = -1, attention_mask: torch.Tensor | None = None,
+) -> Attribution:
+    """Contributions at `position` (per row if a tensor) to the answer logit, or to answer - wrong.
+
+    They sum, with `ln_bias_term`, to the true logit (difference) at that position.
+    """
+    tokens = torch.as_tensor(tokens, device=model.W_E.device)
+    tokens = tokens[None] if tokens.ndim == 1 else tokens
+    wanted = lambda n: n in ("embed", "pos_embed", "ln_final.scale") or n.endswith(("attn.z", "mlp_out"))  # noqa: E731
+    logits, cache = model.run_with_cache(tokens, names=wanted, attention_mask=attention_mask)
+    return attribution_from_cache(model, cache, logits, answer, wrong, position)
+
+
+def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong, position) -> Attribution:
+    batch = logits.shape[0]
+    rows = torch.arange(batch, device=logits.device)
+    pos = torch.as_tensor(position, device=logits.device).expand(batch) % logits.shape[1]
+    answer = torch.as_tensor(answer, device=logits.device).expand(batch)
+    wrong = None if wrong is None else torch.as_tensor(wrong, device=logits.device).expand(batch)
+    direction = unembed_direction(model, answer, wrong)  # (batch, d_model)
+    scale = cache["ln_final.scale"][rows, pos]  # (batch, 1)
+
+    def project(x: torch.Tensor) -> torch.Tensor:  # x: (..., batch, d_model) at the chosen positions
+        centred = x - x.mean(-1, keepdim=True)
+        return (centred / scale * model.ln_final.w * direction).sum(-1)
+
+    labels, parts = ["embed", "pos_embed"], [project(cache["embed"][rows, pos]), project(cache["pos_embed"][rows, pos])]
+    for layer, block in enumerate(model.blocks):
+        result = cache[f"blocks.{layer}.attn.result"][rows, pos]  # (batch, head, d_model), lazily from z
+        parts += list(project(result.transpose(0, 1)))
+        labels += [f"L{layer}H{h}" for h in range(model.config.n_heads)]
+        parts.append(project(block.attn.b_O.expand(batch, -1)))
+        labels.append(f"L{layer} b_O")
+        parts.append(project(cache[f"blocks.{layer}.mlp_out"][rows, pos]))
+        labels.append(f"L{layer} mlp")
+    true_logit = logits[rows, pos, answer] - (logits[rows, pos, wrong] if wrong is not None else 0)
+    bias_term = (model.ln_final.b * direction).sum(-1)
+    return Attribution(labels, torch.stack(parts), bias_term, true_logit)
+
+
+def head_logit_attribution(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:
+    """Per-head direct effect (layer, head), averaged over the batch."""
+    attribution = attribution_from_cache(model, cache, logits, answer, wrong, position)
+    return attribution.per_head(model.config.n_layers, model.config.n_heads).mean(-1)

@@ -1,0 +1,37 @@
+"""The logit lens: each layer's residual stream, through ln_final (its own LayerNorm scale) and W_U."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from minineo.model import Model
+
+
+@dataclass
+class LogitLens:
+    labels: list[str]  # "0_pre" ... "final_post": the residual before each block, and after the last
+    logits: torch.Tensor  # (layer + 1, pos, d_vocab), first batch row
+    top_tokens: torch.Tensor  # (layer + 1, pos): the lens's top token at each position
+    next_token_rank: torch.Tensor  # (layer + 1, pos - 1): rank of the actual next token (0 = top)
+    next_token_prob: torch.Tensor  # (layer + 1, pos - 1)
+    kl_to_final: torch.Tensor  # (layer + 1, pos): KL(final distribution || this layer's)
+
+
+def logit_lens(model: Model, tokens: torch.Tensor) -> LogitLens:
+    """Lens over the first row of `tokens` (batch, pos)."""
+    tokens = torch.as_tensor(tokens, device=model.W_E.device)
+    tokens = tokens[None] if tokens.ndim == 1 else tokens
+    _, cache = model.run_with_cache(tokens[:1], names=lambda n: n.endswith(("resid_pre", "resid_post")))
+    resid, labels = cache.accumulated_resid(apply_ln=True)  # each layer normalised with its own scale
+    logits = (resid[:, 0] @ model.W_U).float()  # (layer + 1, pos, d_vocab)
+    log_probs = logits.log_softmax(-1)
+    nxt = tokens[0, 1:]
+    next_logit = logits[:, :-1].gather(-1, nxt[None, :, None].expand(logits.shape[0], -1, 1))  # (layer+1, pos-1, 1)
+    rank = (logits[:, :-1] > next_logit).sum(-1)
+    prob = log_probs[:, :-1].gather(-1, nxt[None, :, None].expand(logits.shape[0], -1, 1)).squeeze(-1).exp()
+    final = log_probs[-1:]
+    kl = F.kl_div(log_probs, final.expand_as(log_probs), log_target=True, reduction="none").sum(-1)
+    return LogitLens(labels, logits, logits.argmax(-1), rank, prob, kl)
