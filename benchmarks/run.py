@@ -89,17 +89,15 @@ def load_hf(folder: Path, device: str, dtype: torch.dtype) -> dict[str, torch.nn
     return models
 
 
-def transformer_lens_model(model: minineo.Model):
-    """A HookedTransformer with the same shapes (random weights suffice for timing), or None."""
+def transformer_lens_model(folder: Path, device: str, dtype: torch.dtype):
+    """TransformerLens 4's TransformerBridge on the same saved weights, or None when it is not installed."""
     try:
-        from transformer_lens import HookedTransformer, HookedTransformerConfig
+        from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
         return None
-    c = model.config
-    cfg = HookedTransformerConfig(n_layers=c.n_layers, d_model=c.d_model, n_ctx=c.n_ctx, d_head=c.d_head,
-                                  n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab, act_fn=c.act_fn,
-                                  normalization_type="LN", positional_embedding_type="standard")
-    return HookedTransformer(cfg).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype).eval()
 
 
 # ---- measurement ----------------------------------------------------------------------------------
@@ -162,6 +160,7 @@ class PeakMemory:
             return (torch.cuda.max_memory_allocated() - base) / 2**20
         if not Path("/proc/self/statm").exists():
             return None
+        _release_freed_memory()
         base, peak, done = self._rss_mb(), [0.0], threading.Event()
 
         def sample():
@@ -177,6 +176,18 @@ class PeakMemory:
         return max(0.0, peak[0] - base)
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS (glibc), so RSS growth measures this call's own peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 # ---- the run ----------------------------------------------------------------------------------------
 
 def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool) -> None:
@@ -190,7 +201,7 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
             for dtype in dtypes:
                 model = minineo.load(folder, device=device, dtype=dtype)
                 compiled = minineo.load(folder, device=device, dtype=dtype).compile_fast_path() if compile_ else None
-                tl = transformer_lens_model(model) if dtype == torch.float32 and device == "cpu" else None
+                tl = transformer_lens_model(folder, device, dtype) if dtype == torch.float32 else None
                 hf_models = load_hf(folder, device, dtype)
                 for shape in QUICK_SHAPES if quick else SHAPES:
                     bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, shape, rounds)

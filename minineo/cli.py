@@ -30,7 +30,7 @@ def load_or_exit(name: str, device: str = "cpu"):
     try:
         return load(name, device=device)
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -41,8 +41,9 @@ def show(text: str) -> str:
 
 @app.command()
 def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, help="how many next tokens to list"),
+        generate: int = typer.Option(24, help="also print this many greedily generated tokens (0: none)"),
         device: str = DeviceOption) -> None:
-    """The model's top-k next tokens for PROMPT, and the tokens as the model saw them."""
+    """The model's top-k next tokens for PROMPT, the tokens as the model saw them, and a greedy continuation."""
     m = load_or_exit(model, device)
     tokens = m.to_tokens(prompt)
     with torch.inference_mode():
@@ -58,6 +59,10 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
     for rank, (p, i) in enumerate(zip(values.tolist(), ids.tolist()), 1):
         table.add_row(str(rank), show(m.to_string([i])), str(i), f"{p:.4f}")
     console.print(table)
+    if generate > 0:
+        n = min(generate, m.config.n_ctx - tokens.shape[1])
+        continuation = m.generate(tokens, max_new_tokens=n)[0, tokens.shape[1]:]
+        console.print(f"greedy continuation: [green]{show(m.to_string(continuation))}[/green]")
 
 
 @app.command()
@@ -85,7 +90,7 @@ def download(name: str, cache_dir: Optional[Path] = typer.Option(None, help="def
     try:
         folder = hub.resolve(name, cache_dir, revision)
     except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{name} is in {folder}")
 

@@ -1,8 +1,9 @@
 """Train the embedded tiny GPT-Neo with minineo's own forward pass; save it in HF layout.
 
-    python -m minineo.zoo.train_tiny [--steps 1200] [--out minineo/zoo/tiny-neo]
+    python -m minineo.zoo.train_tiny [--steps 8000] [--seed 0] [--out minineo/zoo/tiny-neo]
 
-Deterministic from the seed: byte-level data from minineo.zoo.data, AdamW, cosine schedule.
+Deterministic from the seed: byte-level data from minineo.zoo.data, AdamW with a constant learning
+rate after warm-up (so the model at step N does not depend on --steps).
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ from minineo.weights.export import to_hf_gpt_neo
 from minineo.zoo import data
 
 CONFIG = Config(
-    architecture="gpt_neo", d_model=128, n_layers=4, n_heads=4, d_mlp=512, n_ctx=256, d_vocab=data.VOCAB,
-    act_fn="gelu_new", layer_norm_eps=1e-5, attn_scales=(1.0,) * 4, windows=(8, None, 8, None),
+    architecture="gpt_neo", d_model=128, n_layers=2, n_heads=4, d_mlp=512, n_ctx=128, d_vocab=data.VOCAB,
+    act_fn="gelu_new", layer_norm_eps=1e-5, attn_scales=(1.0,) * 2, windows=(8, None),
     qkv_bias=False, upcast_attn=True, tie_unembed=True, bos_token_id=data.BOS, eos_token_id=data.BOS,
 )
+
+
+INIT_STD = 0.02
+STEPS = 8000  # about 7 minutes on 2 cores; the induction head forms around step 2500
 
 
 def init_model(config: Config, seed: int) -> Model:
@@ -41,7 +46,7 @@ def init_model(config: Config, seed: int) -> Model:
             elif name.endswith((".b", "b_O", "b_in", "b_out")):
                 p.zero_()
             else:
-                std = 0.02 / math.sqrt(2 * config.n_layers) if name.endswith(("W_O", "W_out")) else 0.02
+                std = INIT_STD / math.sqrt(2 * config.n_layers) if name.endswith(("W_O", "W_out")) else INIT_STD
                 p.normal_(0.0, std)
     return model.requires_grad_(True)
 
@@ -72,15 +77,15 @@ def _bytes_to_unicode() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def train(steps: int, seed: int, batch_size: int = 24, length: int = 128, lr: float = 3e-3) -> tuple[Model, list[float]]:
+def train(steps: int, seed: int, batch_size: int = 16, length: int = 128, lr: float = 1e-3,
+          report: int = 500) -> tuple[Model, list[float]]:
     model = init_model(CONFIG, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     losses, start = [], time.time()
     for step in range(steps):
-        warm = min(1.0, (step + 1) / 100)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in optimizer.param_groups:  # warm-up, then constant: step N is the same whatever --steps says
+            group["lr"] = lr * min(1.0, (step + 1) / 100)
         tokens = data.batch(batch_size, length, g)
         logits = model(tokens)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, CONFIG.d_vocab), tokens[:, 1:].reshape(-1))
@@ -89,33 +94,69 @@ def train(steps: int, seed: int, batch_size: int = 24, length: int = 128, lr: fl
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-        if step % 100 == 0 or step == steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - start:6.1f}s", flush=True)
+        if step % report == 0 or step == steps - 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  {induction_report(model)}  {time.time() - start:6.1f}s", flush=True)
     return model.requires_grad_(False).eval(), losses
 
 
-def save(model: Model, out: Path, steps: int, seed: int, losses: list[float]) -> None:
+@torch.no_grad()
+def induction_report(model: Model) -> str:
+    from minineo.analysis.heads import head_scores, repeated_tokens
+
+    scores = head_scores(model, repeated_tokens(model, 25, 8, seed=1, low=33, high=127), repeated_len=25)
+    return (f"repeat loss {scores.first_half_loss:.2f} -> {scores.induction_loss:.2f}, "
+            f"best induction score {float(scores.induction.max()):.2f}")
+
+
+def save(model: Model, out: Path, steps: int, seed: int, losses: list[float], seconds: float) -> None:
+    """HF layout (config.json, model.safetensors, tokenizer.json) plus a model card, written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
-    save_file(to_hf_gpt_neo(model), tmp, metadata={"format": "pt"})
+    save_file(to_hf_gpt_neo(model), str(tmp), metadata={"format": "pt"})
     tmp.replace(out / "model.safetensors")  # never leave a half-written model behind
     (out / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
     byte_tokenizer().save(str(out / "tokenizer.json"))
-    final = sum(losses[-50:]) / len(losses[-50:])
-    (out / "training.json").write_text(json.dumps({"steps": steps, "seed": seed, "final_loss_last50": final}, indent=2) + "\n")
-    print(f"saved to {out} (mean loss over the last 50 steps: {final:.4f})")
+    final = sum(losses[-100:]) / len(losses[-100:])
+    (out / "README.md").write_text(MODEL_CARD.format(
+        steps=steps, seed=seed, final=final, report=induction_report(model), seconds=seconds,
+        params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads(),
+    ))
+    print(f"saved to {out} (mean training loss over the last 100 steps: {final:.4f})")
+
+
+MODEL_CARD = """# tiny-neo: the embedded model
+
+A 2-layer GPT-Neo ({params:,} parameters; d_model 128, 4 heads, d_mlp 512; layer 0 local with a
+window of 8, layer 1 global; byte-level vocabulary of 257: bytes 0..255 and <|endoftext|> = 256,
+which is also BOS). Trained in this repository with minineo's own forward pass, so that a machine
+without network still has a real model to look inside.
+
+- **Data** (`minineo/zoo/data.py`, generated from the seed, nothing downloaded): half the rows are
+  template sentences about two people ("When Mary and John went to the store, John gave a drink to
+  Mary.") and lines of the Zen of Python (which ships with Python); half are random printable bytes
+  in segments that each repeat twice, which teaches in-context copying.
+- **Training**: {steps} steps of AdamW (lr 1e-3 after 100 warm-up steps, constant; no weight decay),
+  batches of 16 rows of 128 tokens (the whole context), seed {seed}, {threads} CPU threads, {seconds:.0f} s.
+  Mean training loss over the last 100 steps: {final:.3f} nats/token.
+- **What it learned**: an induction head. On random printable bytes repeated twice: {report}.
+- **Reproduce**: `python -m minineo.zoo.train_tiny --steps {steps} --seed {seed}` (writes `minineo/zoo/tiny-neo/`).
+
+Files: `config.json` (`model_type: gpt_neo`), `model.safetensors` (HF GPTNeoForCausalLM keys; HF
+loads it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "tiny-neo")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "tiny-neo")  # the shipped model
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    start = time.time()
     model, losses = train(args.steps, args.seed)
-    save(model, args.out, args.steps, args.seed, losses)
+    save(model, args.out, args.steps, args.seed, losses, time.time() - start)
 
 
 if __name__ == "__main__":
