@@ -1,0 +1,36 @@
+"""The benchmark suite's smoke run (`python -m benchmarks --quick`): it runs, reports every variant, and
+its fast path agrees with HF. It checks that the benchmark works, not how fast anything is."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.run import forward_flops, main
+
+import minineo
+
+
+def test_quick_benchmark_runs_and_reports_every_variant(tmp_path):
+    out = tmp_path / "results.json"
+    main(["--quick", "--device", "cpu", "--out", str(out)])
+    report = json.loads(out.read_text())
+    variants = {(r["model"], r["dtype"], r["variant"]) for r in report["results"]}
+    for model in ("gpt2-small", "gpt-neo-125M"):
+        for dtype in ("float32", "bfloat16"):
+            assert {(model, dtype, "minineo fast"), (model, dtype, "minineo run_with_cache (all names)"),
+                    (model, dtype, "HF eager")} <= variants
+    assert ("gpt2-small", "float32", "HF sdpa") in variants
+    for r in report["results"]:
+        assert r["median_ms"] > 0 and r["ratio_to_hf"] > 0
+        if r["variant"].startswith("minineo") and r["dtype"] == "float32":
+            assert r["max_abs_dlogit"] < 1e-4, r
+    assert set(report["matmul_peak_gflops"]) == {"cpu/float32", "cpu/bfloat16"}
+
+
+def test_flop_count_matches_a_hand_count_for_one_layer():
+    config = minineo.Config(architecture="gpt_neo", d_model=8, n_layers=1, n_heads=2, d_mlp=32, n_ctx=16,
+                            d_vocab=10, attn_scales=(1.0,), windows=(2,), qkv_bias=False)
+    pos = 4
+    # projections 4*d^2 + mlp 2*d*d_mlp + unembed d*V per token; q.k and p.v over 1+2+2+2 keys
+    expected = 2 * (pos * (4 * 64 + 2 * 8 * 32 + 8 * 10) + 2 * (1 + 2 + 2 + 2) * 8)
+    assert forward_flops(config, 1, pos) == expected
