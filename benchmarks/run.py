@@ -241,6 +241,8 @@ def bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, 
         if variant == reference:
             result.note = "reference"
         run.results.append(result)
+        print(f"{name} {device} {result.dtype} {batch}x{pos} {variant}: {result.median_ms:.1f} ms, "
+              f"{result.ratio_to_hf:.2f}x {reference}, {100 * result.peak_fraction:.0f}% of peak", flush=True)
 
 
 def print_table(run: Run) -> None:

@@ -65,7 +65,9 @@ def attend_fused(
         # GPT-Neo's unscaled q.k overflows float16's range; HF upcasts, so do the whole attention in float32.
         q, k, v = q.float(), k.float(), v.float()
     if allowed is None:  # plain causal; callers pass a mask when queries follow a key/value cache
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[-2] > 1, scale=scale)
+        # An `if`, not a comparison result: torch.compile then guards on it and passes a plain bool.
+        causal = True if q.shape[-2] > 1 else False  # noqa: SIM210
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
     else:
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
     return z.transpose(1, 2).to(dtype)  # (batch, q_pos, head, d_head)

@@ -14,7 +14,7 @@ from torch import nn
 
 from minineo.attention import attend_explicit, attend_fused
 from minineo.config import Config
-from minineo.functional import ACTIVATION_FUNCTIONS
+from minineo.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS
 from minineo.recording import Recorder
 
 if TYPE_CHECKING:
@@ -116,16 +116,19 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: Config, layer: int):
         super().__init__()
-        self.layer, self.act = layer, ACTIVATION_FUNCTIONS[config.act_fn]
+        self.layer = layer
+        self.act, self.fused_act = ACTIVATION_FUNCTIONS[config.act_fn], FUSED_ACTIVATION_FUNCTIONS[config.act_fn]
         self.W_in = nn.Parameter(torch.zeros(config.d_model, config.d_mlp))
         self.b_in = nn.Parameter(torch.zeros(config.d_mlp))
         self.W_out = nn.Parameter(torch.zeros(config.d_mlp, config.d_model))
         self.b_out = nn.Parameter(torch.zeros(config.d_model))
 
-    def forward(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rec: Recorder, explicit: bool) -> torch.Tensor:
         p = f"blocks.{self.layer}.mlp."
         pre = rec(p + "pre", affine(x, self.W_in, self.b_in))  # (batch, pos, d_mlp)
-        post = rec(p + "post", self.act(pre))
+        # HF's exact formula wherever mlp.post is seen; the fused kernel where nobody looks.
+        act = self.act if explicit or rec.wants(p + "post") else self.fused_act
+        post = rec(p + "post", act(pre))
         return affine(post, self.W_out, self.b_out)  # (batch, pos, d_model)
 
 
@@ -145,5 +148,5 @@ class Block(nn.Module):
         resid_pre = rec(p + "resid_pre", x)
         attn_out = rec(p + "attn_out", self.attn(self.ln1(resid_pre, rec, p + "ln1."), rec, mask, explicit, kv))
         resid_mid = rec(p + "resid_mid", resid_pre + attn_out)
-        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(resid_mid, rec, p + "ln2."), rec))
+        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(resid_mid, rec, p + "ln2."), rec, explicit))
         return rec(p + "resid_post", resid_mid + mlp_out)

@@ -15,32 +15,31 @@ import minineo
 def compare_everything(hf, model, tokens, **hf_kwargs):
     """Logits, every resid_pre and every attention pattern, explicit path; and the fast path's logits."""
     out = hf_forward(hf, tokens, **hf_kwargs)
-    logits, cache = model.run_with_cache(tokens, explicit=True, **{k: v for k, v in hf_kwargs.items()})
+    logits, cache = model.run_with_cache(tokens, explicit=True, **hf_kwargs)
     assert_close(logits, out.logits, "logits")
     for layer in range(model.config.n_layers):
-        assert_close(cache["blocks.%d.resid_pre" % layer], out.hidden_states[layer], f"resid_pre {layer}")
+        assert_close(cache[f"blocks.{layer}.resid_pre"], out.hidden_states[layer], f"resid_pre {layer}")
         assert_close(cache[f"blocks.{layer}.attn.pattern"], out.attentions[layer], f"pattern {layer}")
     assert_close(model(tokens, **hf_kwargs), out.logits, "fast-path logits")
+
+
+def check_random_model(directory, arch, shape, batch, weight_scale):
+    hf = build_hf(hf_config(arch, **shape), weight_scale=weight_scale)
+    model = minineo.load(save_hf(hf, directory))
+    n, pos, seed = batch
+    compare_everything(hf, model, torch.randint(0, 97, (n, pos), generator=torch.Generator().manual_seed(seed)))
 
 
 @settings(max_examples=25)
 @given(shape=neo_shapes(), batch=token_batches(), weight_scale=st.sampled_from([1.0, 4.0]))
 def test_gpt_neo_matches_hf(tmp_path_factory, shape, batch, weight_scale):
-    hf = build_hf(hf_config("gpt_neo", **shape), weight_scale=weight_scale)
-    model = minineo.load(save_hf(hf, tmp_path_factory.mktemp("neo")))
-    n, pos, seed = batch
-    tokens = torch.randint(0, 97, (n, pos), generator=torch.Generator().manual_seed(seed))
-    compare_everything(hf, model, tokens)
+    check_random_model(tmp_path_factory.mktemp("neo"), "gpt_neo", shape, batch, weight_scale)
 
 
 @settings(max_examples=20)
 @given(shape=gpt2_shapes(), batch=token_batches(), weight_scale=st.sampled_from([1.0, 4.0]))
 def test_gpt2_matches_hf(tmp_path_factory, shape, batch, weight_scale):
-    hf = build_hf(hf_config("gpt2", **shape), weight_scale=weight_scale)
-    model = minineo.load(save_hf(hf, tmp_path_factory.mktemp("gpt2")))
-    n, pos, seed = batch
-    tokens = torch.randint(0, 97, (n, pos), generator=torch.Generator().manual_seed(seed))
-    compare_everything(hf, model, tokens)
+    check_random_model(tmp_path_factory.mktemp("gpt2"), "gpt2", shape, batch, weight_scale)
 
 
 def test_local_layer_sees_exactly_window_keys(hf_pair):
