@@ -190,12 +190,15 @@ def _release_freed_memory() -> None:
 
 # ---- the run ----------------------------------------------------------------------------------------
 
-def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool) -> None:
+def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool,
+                 shapes: list[tuple[int, int]], models: list[str] | None) -> None:
     dtypes = [torch.float32, torch.bfloat16]
     for dtype in dtypes:
         run.matmul_peak_gflops[f"{device}/{str(dtype)[6:]}"] = matmul_peak_gflops(device, dtype, 512 if quick else 2048)
     with tempfile.TemporaryDirectory() as tmp:
         for name, hf_config in hf_configs(quick).items():
+            if models and name not in models:
+                continue
             folder = save_random_model(hf_config, Path(tmp) / name)
             hf32 = load_hf(folder, device, torch.float32)["eager"]
             for dtype in dtypes:
@@ -203,7 +206,7 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
                 compiled = minineo.load(folder, device=device, dtype=dtype).compile_fast_path() if compile_ else None
                 tl = transformer_lens_model(folder, device, dtype) if dtype == torch.float32 else None
                 hf_models = load_hf(folder, device, dtype)
-                for shape in QUICK_SHAPES if quick else SHAPES:
+                for shape in shapes:
                     bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, shape, rounds)
                 del hf_models, compiled
 
@@ -270,6 +273,8 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--shapes", default=None, help="e.g. 1x1024,8x128 (default: the four standard shapes)")
+    parser.add_argument("--models", default=None, help="gpt2-small, gpt-neo-125M, or both (default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args(argv)
@@ -277,8 +282,12 @@ def main(argv: list[str] | None = None) -> Run:
     run = Run(machine={"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None})
     rounds = args.rounds or (2 if args.quick else 7)
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+    models = args.models.split(",") if args.models else None
     for device in devices:
-        bench_device(run, device, args.quick, rounds, compile_=not args.no_compile and not args.quick)
+        bench_device(run, device, args.quick, rounds, not args.no_compile and not args.quick, shapes, models)
     print_table(run)
     args.out.write_text(json.dumps(asdict(run), indent=1))
     print(f"wrote {args.out}")

@@ -42,12 +42,13 @@ def attend_explicit(
     if upcast:  # HF computes these scores in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
         q, k = q.float(), k.float()
     scores = torch.matmul(q, k.transpose(-1, -2))  # (batch, head, q_pos, k_pos)
+    # In place: the (q_pos, k_pos) tensors dominate this path's memory traffic; same values as HF's `* scaling`.
     if scale != 1.0:
-        scores = scores * scale
+        scores.mul_(scale)
     if allowed is None:
         k_index = torch.arange(k.shape[-2], device=q.device)
         allowed = allowed_keys(k_index[k.shape[-2] - q.shape[-2]:], k_index, None, None)
-    scores = rec(prefix + "scores", scores.masked_fill(~allowed, float("-inf")))
+    scores = rec(prefix + "scores", scores.masked_fill_(~allowed, float("-inf")))
     pattern = rec(prefix + "pattern", F.softmax(scores, dim=-1).to(v.dtype))
     return torch.matmul(pattern, v).transpose(1, 2)  # (batch, q_pos, head, d_head)
 
