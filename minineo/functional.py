@@ -40,13 +40,3 @@ FUSED_ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = 
     **ACTIVATION_FUNCTIONS,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
 }
-
-
-def layer_norm_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalized, scale) of a LayerNorm before its weight and bias, as TransformerLens defines them.
-
-    scale = sqrt(var + eps), shape (..., 1); normalized = (x - mean) / scale, shape (...,  d).
-    """
-    centred = x - x.mean(-1, keepdim=True)
-    scale = (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    return centred / scale, scale

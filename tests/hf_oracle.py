@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -47,7 +46,3 @@ def hf_forward(model, tokens, **kwargs):
     with torch.no_grad():
         out = model(tokens, output_hidden_states=True, output_attentions=True, **kwargs)
     return out
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -44,7 +44,7 @@ def test_batch_padding_sides_and_mask(gpt2_tokenizer):
     assert mask.tolist() == [[1, 1, 1], [1, 1, 0]] and torch.equal(right[1, :2], torch.tensor([50256, 17250]))
 
 
-def test_model_text_helpers_use_the_snapshot_tokenizer(hf_pair, tmp_path):
+def test_model_text_helpers_use_the_snapshot_tokenizer(tmp_path):
     import shutil
 
     from hf_oracle import build_hf, hf_config, save_hf
