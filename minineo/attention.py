@@ -30,15 +30,11 @@ def allowed_keys(
     return allowed
 
 
-def attend_explicit(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: float,
-    upcast: bool, rec: Recorder, prefix: str,
+def attention_scores(
+    q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None, scale: float, upcast: bool
 ) -> torch.Tensor:
-    """softmax(q.k * scale, masked) @ v, recording `{prefix}scores` and `{prefix}pattern`.
-
-    q: (batch, q_pos, head, d_head); k, v: (batch, k_pos, head, d_head). Returns z (batch, q_pos, head, d_head).
-    """
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (batch, head, pos, d_head)
+    """Masked, pre-softmax q.k * scale: (batch, head, q_pos, k_pos); q, k: (batch, pos, head, d_head)."""
+    q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, head, pos, d_head)
     if upcast:  # HF computes these scores in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
         q, k = q.float(), k.float()
     scores = torch.matmul(q, k.transpose(-1, -2))  # (batch, head, q_pos, k_pos)
@@ -48,9 +44,20 @@ def attend_explicit(
     if allowed is None:
         k_index = torch.arange(k.shape[-2], device=q.device)
         allowed = allowed_keys(k_index[k.shape[-2] - q.shape[-2]:], k_index, None, None)
-    scores = rec(prefix + "scores", scores.masked_fill_(~allowed, float("-inf")))
+    return scores.masked_fill_(~allowed, float("-inf"))
+
+
+def attend_explicit(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: float,
+    upcast: bool, rec: Recorder, prefix: str,
+) -> torch.Tensor:
+    """softmax(q.k * scale, masked) @ v, recording `{prefix}scores` and `{prefix}pattern`.
+
+    q: (batch, q_pos, head, d_head); k, v: (batch, k_pos, head, d_head). Returns z (batch, q_pos, head, d_head).
+    """
+    scores = rec(prefix + "scores", attention_scores(q, k, allowed, scale, upcast))
     pattern = rec(prefix + "pattern", F.softmax(scores, dim=-1).to(v.dtype))
-    return torch.matmul(pattern, v).transpose(1, 2)  # (batch, q_pos, head, d_head)
+    return torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2)  # (batch, q_pos, head, d_head)
 
 
 def attend_fused(

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from minineo import sites
+from minineo.attention import attention_scores
 from minineo.config import Config
 
 
@@ -22,10 +23,14 @@ class Cache(Mapping):
 
     def __init__(
         self, store: dict[str, torch.Tensor], config: Config, W_O: list[torch.Tensor],
-        ln_final_w: torch.Tensor, ln_final_b: torch.Tensor,
+        ln_final_w: torch.Tensor, ln_final_b: torch.Tensor, lazy_scores: set[str] | frozenset[str] = frozenset(),
+        attention_masks: list[torch.Tensor | None] | None = None, unlisted: set[str] | frozenset[str] = frozenset(),
     ):
         self._store, self.config = store, config
         self._W_O, self._ln_w, self._ln_b = W_O, ln_final_w, ln_final_b
+        # attn.scores recomputed on access from the recorded q and k with the forward's own function and mask
+        self._lazy_scores, self._masks = lazy_scores, attention_masks or [None] * config.n_layers
+        self._unlisted = unlisted  # q and k kept only for that recomputation: not listed as recorded
 
     # ---- mapping ------------------------------------------------------------------------------------
 
@@ -39,6 +44,10 @@ class Cache(Mapping):
         name = self._key(key)
         if name in self._store:
             return self._store[name]
+        if name in self._lazy_scores:
+            layer = int(name.split(".")[1])
+            q, k = self._store[f"blocks.{layer}.attn.q"], self._store[f"blocks.{layer}.attn.k"]
+            return attention_scores(q, k, self._masks[layer], self.config.attn_scales[layer], self.config.upcast_attn)
         if name.endswith(".attn.result"):
             z_name = name.replace(".attn.result", ".attn.z")
             if z_name in self._store:  # computed lazily from z and W_O
@@ -51,19 +60,21 @@ class Cache(Mapping):
 
     def __contains__(self, key: object) -> bool:
         try:
-            self[key]  # type: ignore[index]
+            name = self._key(key)  # type: ignore[arg-type]
         except KeyError:
             return False
-        return True
+        z_name = name.replace(".attn.result", ".attn.z")
+        return name in self._store or name in self._lazy_scores or (name.endswith(".attn.result") and z_name in self._store)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._store)
+        yield from (name for name in self._store if name not in self._unlisted)
+        yield from sorted(self._lazy_scores)
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self._store) - len(self._unlisted) + len(self._lazy_scores)
 
     def __repr__(self) -> str:
-        return f"Cache({len(self)} activations: {', '.join(list(self._store)[:4])}, ...)"
+        return f"Cache({len(self)} activations: {', '.join(list(self)[:4])}, ...)"
 
     # ---- helpers -------------------------------------------------------------------------------------
 
@@ -111,12 +122,13 @@ class Cache(Mapping):
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            save_file({name: t.detach().cpu().contiguous().clone() for name, t in self._store.items()}, str(tmp))
+            save_file({name: self[name].detach().cpu().contiguous().clone() for name in self}, str(tmp))
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
 
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""
-        return Cache({k: v.to(device) for k, v in self._store.items()}, self.config,
-                     [w.to(device) for w in self._W_O], self._ln_w.to(device), self._ln_b.to(device))
+        masks = [None if m is None else m.to(device) for m in self._masks]
+        return Cache({k: v.to(device) for k, v in self._store.items()}, self.config, [w.to(device) for w in self._W_O],
+                     self._ln_w.to(device), self._ln_b.to(device), self._lazy_scores, masks, self._unlisted)

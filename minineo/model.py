@@ -66,10 +66,18 @@ class Model(nn.Module):
         `names` is a list of names, one name, or a predicate on names. Attention layers whose scores
         or pattern are not asked for still use the fused kernel unless `explicit=True`.
         """
-        rec = Recorder(keep=self._resolve_names(names), patch=self._resolve_patch(patch))
+        keep, patch = self._resolve_names(names), self._resolve_patch(patch)
+        # attn.scores is recomputed from the recorded q and k when read, not kept: with the pattern it
+        # would double the (q_pos, k_pos) memory. A patched score tensor is kept as patched.
+        lazy_scores = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
+        helpers = {name.replace("scores", qk) for name in lazy_scores for qk in "qk"} - keep  # q, k for the recompute
+        keep = (keep - lazy_scores) | helpers
+        rec = Recorder(keep=keep, patch=patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
         W_O = [block.attn.W_O for block in self.blocks]
-        return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b)
+        masks = [rec.attention_masks.get(window) for window in self.config.windows]
+        return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
+                             lazy_scores=lazy_scores, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
@@ -119,6 +127,7 @@ class Model(nn.Module):
         pos_embed = rec("pos_embed", F.embedding(position_ids, self.W_pos).expand_as(embed))
         x = embed + pos_embed
         masks = self._masks(tokens.shape[1], past + tokens.shape[1], attention_mask, tokens.device)
+        rec.attention_masks = masks  # the Cache recomputes attn.scores with them
         for block in self.blocks:
             x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
         x = self.ln_final(x, rec, "ln_final.")

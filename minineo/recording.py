@@ -20,6 +20,7 @@ class Recorder:
         self.keep = keep
         self.patch = patch or {}
         self.store: dict[str, torch.Tensor] = {}
+        self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
 
     def wants(self, name: str) -> bool:
         """True when the site must be materialised (recorded or patched)."""

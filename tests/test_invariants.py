@@ -120,3 +120,18 @@ def test_stack_gives_one_slice_per_layer(model):
     stacked = cache.stack("pattern")
     assert stacked.shape == (model.config.n_layers, 2, model.config.n_heads, 11, 11)
     assert torch.equal(stacked[2], cache["blocks.2.attn.pattern"])
+
+
+def test_scores_recomputed_on_access_equal_the_forward_pass_scores(model):
+    """attn.scores is not kept but recomputed from q and k; keeping it (an identity patch) must agree exactly."""
+    t = tokens()
+    mask = torch.ones_like(t)
+    mask[0, :3] = 0  # padding too: the recomputation must use the forward's own mask
+    _, lazy = model.run_with_cache(t, attention_mask=mask)
+    _, kept = model.run_with_cache(t, attention_mask=mask, patch={f"blocks.{L}.attn.scores": (lambda s: s)
+                                                                  for L in range(model.config.n_layers)})
+    for layer in range(model.config.n_layers):
+        name = f"blocks.{layer}.attn.scores"
+        assert name in lazy and name in list(lazy)
+        assert torch.equal(lazy[name], kept[name])
+        assert torch.equal(lazy[name].softmax(-1), lazy[f"blocks.{layer}.attn.pattern"])
