@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from minineo.analysis.attribution import head_logit_attribution
+from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.model import Model
 
 Head = tuple[int, int]
@@ -91,13 +91,12 @@ class BackupHeads:
 def backup_heads(model: Model, tokens: torch.Tensor, answer, wrong=None, position=-1, top: int = 3,
                  method: str = "mean", attention_mask: torch.Tensor | None = None, n_backups: int = 5) -> BackupHeads:
     """Ablate the `top` heads with the largest direct effect on answer (- wrong); report compensating heads."""
-    names = lambda n: n in ("embed", "pos_embed", "ln_final.scale") or n.endswith(("attn.z", "mlp_out"))  # noqa: E731
-    logits, cache = model.run_with_cache(tokens, names=names, attention_mask=attention_mask)
+    logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
     before = head_logit_attribution(model, cache, logits, answer, wrong, position)
     order = before.flatten().argsort(descending=True)[:top]
     ablated = [(int(i) // model.config.n_heads, int(i) % model.config.n_heads) for i in order]
     patch = ablation_patch(model, tokens, ablated, method, attention_mask=attention_mask)
-    logits_after, cache_after = model.run_with_cache(tokens, names=names, patch=patch, attention_mask=attention_mask)
+    logits_after, cache_after = model.run_with_cache(tokens, names=dla_sites, patch=patch, attention_mask=attention_mask)
     after = head_logit_attribution(model, cache_after, logits_after, answer, wrong, position)
     growth = after - before
     for layer, head in ablated:

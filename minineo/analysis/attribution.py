@@ -24,6 +24,11 @@ class Attribution:
         return self.contributions[rows].view(n_layers, n_heads, -1)
 
 
+def dla_sites(name: str) -> bool:
+    """The sites direct logit attribution reads: embeddings, each head's z, each MLP, ln_final's scale."""
+    return name in ("embed", "pos_embed", "ln_final.scale") or name.endswith(("attn.z", "mlp_out"))
+
+
 def unembed_direction(model: Model, answer: torch.Tensor, wrong: torch.Tensor | None = None) -> torch.Tensor:
     """(batch, d_model): W_U[:, answer] (minus W_U[:, wrong])."""
     direction = model.W_U[:, answer].T
@@ -40,8 +45,7 @@ def direct_logit_attribution(
     """
     tokens = torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
-    wanted = lambda n: n in ("embed", "pos_embed", "ln_final.scale") or n.endswith(("attn.z", "mlp_out"))  # noqa: E731
-    logits, cache = model.run_with_cache(tokens, names=wanted, attention_mask=attention_mask)
+    logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
     return attribution_from_cache(model, cache, logits, answer, wrong, position)
 
 

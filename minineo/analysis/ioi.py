@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from minineo.analysis.ablation import head_ablation_effects
-from minineo.analysis.attribution import head_logit_attribution
+from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.model import Model
 
 TEMPLATES = [
@@ -86,8 +86,7 @@ class IOIResult:
 
 
 def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True) -> IOIResult:
-    names = lambda n: n in ("embed", "pos_embed", "ln_final.scale") or n.endswith(("attn.z", "mlp_out"))  # noqa: E731
-    logits, cache = model.run_with_cache(data.tokens, names=names, attention_mask=data.attention_mask)
+    logits, cache = model.run_with_cache(data.tokens, names=dla_sites, attention_mask=data.attention_mask)
     abc_logits = model(data.abc_tokens, attention_mask=data.abc_attention_mask)
     rows = torch.arange(logits.shape[0], device=logits.device)
     diffs = logits[rows, -1, data.io_tokens] - logits[rows, -1, data.s_tokens]
