@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import save_file
@@ -44,27 +44,33 @@ class Cache(Mapping):
         name = self._key(key)
         if name in self._store:
             return self._store[name]
+        compute = self._computable(name)
+        if compute is None:
+            raise KeyError(
+                f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
+                f"(recorded: {len(self._store)} names, e.g. {list(self._store)[:3]})"
+            )
+        return compute()
+
+    def _computable(self, name: str) -> Callable[[], torch.Tensor] | None:
+        """How to compute a site that is not stored from what is: attn.scores from q and k (with the
+        forward's own function and mask), attn.result from z and W_O; None when it cannot be."""
+        layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
         if name in self._lazy_scores:
-            layer = int(name.split(".")[1])
             q, k = self._store[f"blocks.{layer}.attn.q"], self._store[f"blocks.{layer}.attn.k"]
-            return attention_scores(q, k, self._masks[layer], self.config.attn_scales[layer], self.config.upcast_attn)
-        if name.endswith(".attn.result"):
-            z_name = name.replace(".attn.result", ".attn.z")
-            if z_name in self._store:  # computed lazily from z and W_O
-                layer = int(name.split(".")[1])
-                return torch.einsum("bphe,hed->bphd", self._store[z_name], self._W_O[layer])
-        raise KeyError(
-            f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
-            f"(recorded: {len(self._store)} names, e.g. {list(self._store)[:3]})"
-        )
+            scale, upcast = self.config.attn_scales[layer], self.config.upcast_attn
+            return lambda: attention_scores(q, k, self._masks[layer], scale, upcast)
+        z_name = name.replace(".attn.result", ".attn.z")
+        if name.endswith(".attn.result") and z_name in self._store:
+            return lambda: torch.einsum("bphe,hed->bphd", self._store[z_name], self._W_O[layer])
+        return None
 
     def __contains__(self, key: object) -> bool:
         try:
             name = self._key(key)  # type: ignore[arg-type]
         except KeyError:
             return False
-        z_name = name.replace(".attn.result", ".attn.z")
-        return name in self._store or name in self._lazy_scores or (name.endswith(".attn.result") and z_name in self._store)
+        return name in self._store or self._computable(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         yield from (name for name in self._store if name not in self._unlisted)
