@@ -81,16 +81,16 @@ class Model(nn.Module):
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None, explicit: bool, kv: KVCache | None = None,
+        position_ids: torch.Tensor | None, explicit: bool,
     ) -> torch.Tensor:
-        tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids, kv)
-        if rec.idle and kv is None and not explicit and self._compiled is not None:
+        tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids, None)
+        if rec.idle and not explicit and self._compiled is not None:
             try:
                 return self._compiled(tokens, position_ids, attention_mask)
             except Exception as err:  # a compiler failure must never cost the user their forward pass
                 warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly from now on")
                 self._compiled = None
-        return self._core(tokens, position_ids, attention_mask, rec, explicit, kv)
+        return self._core(tokens, position_ids, attention_mask, rec, explicit)
 
     def _prepare(
         self, tokens: TokenInput, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
