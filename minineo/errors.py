@@ -1,0 +1,13 @@
+"""The one exception type for a user's mistake.
+
+`UserError` is raised for bad input that the user can fix (a wrong argument, path, model folder,
+token id, site name...). Its message names the problem and the fix. The command line prints it as
+one paragraph (`error: ...`) with a non-zero exit code; every other exception is a bug and keeps
+its traceback. It subclasses ValueError so `except ValueError` in user code keeps working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input that the user can fix; the message says what is wrong and how to fix it."""
