@@ -35,8 +35,9 @@ def attention_scores(
 ) -> torch.Tensor:
     """Masked, pre-softmax q.k * scale: (batch, head, q_pos, k_pos); q, k: (batch, pos, head, d_head)."""
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, head, pos, d_head)
-    if upcast:  # HF computes these scores in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
-        q, k = q.float(), k.float()
+    if upcast:  # HF computes these scores in at least float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
+        wide = torch.promote_types(q.dtype, torch.float32)  # never lower: float64 stays float64
+        q, k = q.to(wide), k.to(wide)
     scores = torch.matmul(q, k.transpose(-1, -2))  # (batch, head, q_pos, k_pos)
     # In place: the (q_pos, k_pos) tensors dominate this path's memory traffic; same values as HF's `* scaling`.
     if scale != 1.0:

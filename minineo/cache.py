@@ -6,6 +6,9 @@ ln_final's weight and bias), never the model.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterator
@@ -124,14 +127,22 @@ class Cache(Mapping):
         return out + self._ln_b if bias else out
 
     def save(self, path: str | Path) -> None:
-        """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure)."""
+        """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure).
+
+        The data goes to a uniquely named temporary file beside `path`, then replaces it, so concurrent
+        saves to one path each succeed (the last one wins).
+        """
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        tensors = {name: self[name].detach().cpu().contiguous().clone() for name in self}
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
         try:
-            save_file({name: self[name].detach().cpu().contiguous().clone() for name in self}, str(tmp))
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            save_file(tensors, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # never let the cleanup's own error hide the real one
+                os.unlink(tmp)
+            raise
 
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from minineo.errors import UserError
+
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
 
 # Fields that do not change the inference math (dropout, init, tokens, bookkeeping).
@@ -53,18 +55,18 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+            raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.act_fn not in ACTIVATIONS:
-            raise ValueError(f"activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
+            raise UserError(f"activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
         if not self.attn_scales:
             object.__setattr__(self, "attn_scales", (1 / math.sqrt(self.d_head),) * self.n_layers)
         if not self.windows:
             object.__setattr__(self, "windows", (None,) * self.n_layers)
         if len(self.attn_scales) != self.n_layers or len(self.windows) != self.n_layers:
-            raise ValueError("attn_scales and windows need one entry per layer")
+            raise UserError("attn_scales and windows need one entry per layer")
         for w in self.windows:
             if w is not None and w < 1:
-                raise ValueError(f"window_size must be >= 1, got {w}")
+                raise UserError(f"window_size must be >= 1, got {w}")
 
     @property
     def d_head(self) -> int:
@@ -78,7 +80,7 @@ class Config:
             return _from_gpt2(hf)
         if model_type == "gpt_neo":
             return _from_gpt_neo(hf)
-        raise ValueError(
+        raise UserError(
             f"unsupported model_type {model_type!r} in config.json: minineo implements 'gpt2' and 'gpt_neo'"
         )
 
@@ -102,7 +104,7 @@ class Config:
 def _check_known(hf: dict[str, Any], known: set[str]) -> None:
     unknown = sorted(set(hf) - known - _IGNORED_COMMON)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"config.json has fields minineo does not know how to honour: {unknown}. "
             "If they do not change the forward pass, add them to the ignored set in minineo/config.py."
         )
@@ -110,14 +112,14 @@ def _check_known(hf: dict[str, Any], known: set[str]) -> None:
 
 def _int(hf: dict[str, Any], key: str) -> int:
     if key not in hf or not isinstance(hf[key], int):
-        raise ValueError(f"config.json field {key!r} must be an integer, got {hf.get(key)!r}")
+        raise UserError(f"config.json field {key!r} must be an integer, got {hf.get(key)!r}")
     return hf[key]
 
 
 def _activation(hf: dict[str, Any]) -> str:
     act = hf.get("activation_function", "gelu_new")
     if act not in ACTIVATIONS:
-        raise ValueError(f"config.json activation_function {act!r} is not supported; use one of {ACTIVATIONS}")
+        raise UserError(f"config.json activation_function {act!r} is not supported; use one of {ACTIVATIONS}")
     return act
 
 
@@ -126,10 +128,10 @@ def _from_gpt2(hf: dict[str, Any]) -> Config:
                       "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
                       "reorder_and_upcast_attn"} | _IGNORED_GPT2)
     if hf.get("add_cross_attention"):
-        raise ValueError("config.json add_cross_attention=true (an encoder-decoder GPT-2) is not supported")
+        raise UserError("config.json add_cross_attention=true (an encoder-decoder GPT-2) is not supported")
     d_model, n_layers, n_heads = _int(hf, "n_embd"), _int(hf, "n_layer"), _int(hf, "n_head")
     if d_model % n_heads:
-        raise ValueError(f"n_embd={d_model} is not divisible by n_head={n_heads}")
+        raise UserError(f"n_embd={d_model} is not divisible by n_head={n_heads}")
     base = (d_model // n_heads) ** -0.5 if hf.get("scale_attn_weights", True) else 1.0
     inverse = bool(hf.get("scale_attn_by_inverse_layer_idx", False))
     scales = tuple(base / (layer + 1) if inverse else base for layer in range(n_layers))
@@ -163,34 +165,33 @@ def _from_gpt_neo(hf: dict[str, Any]) -> Config:
 
 
 def _neo_attention_layers(hf: dict[str, Any], n_layers: int) -> list[str]:
-    """Per-layer "global"/"local": an explicit attention_layers list, else the attention_types expansion."""
+    """Per-layer "global"/"local": an explicit attention_layers list, else the attention_types expansion.
+
+    As in HF transformers 5, an explicit attention_layers wins over attention_types when they differ.
+    """
     expanded = None
     if hf.get("attention_types") is not None:
         try:
             expanded = [kind for kinds, repeat in hf["attention_types"] for _ in range(repeat) for kind in kinds]
         except (TypeError, ValueError) as err:
-            raise ValueError(
+            raise UserError(
                 f"config.json attention_types {hf['attention_types']!r} is malformed: "
                 "expected a list like [[['global', 'local'], 6]]"
             ) from err
     explicit = hf.get("attention_layers")
-    if explicit is not None and expanded is not None and list(explicit) != expanded:
-        # HF transformers 5 silently rebuilds attention_layers from attention_types: refuse rather than guess.
-        raise ValueError(
-            f"config.json attention_layers {explicit} disagrees with the expansion of attention_types "
-            f"{expanded}; make them agree (or drop one of them)"
-        )
+    if explicit is not None and not isinstance(explicit, list):
+        raise UserError(f"config.json attention_layers {explicit!r} must be a list like ['global', 'local']")
     if explicit is None and expanded is None:
         expanded = ["global", "local"] * 12  # HF's default attention_types: [[["global", "local"], 12]]
     kinds = list(explicit if explicit is not None else expanded)
     if len(kinds) != n_layers:
-        raise ValueError(
+        raise UserError(
             f"config.json gives {len(kinds)} attention layer types but num_layers={n_layers}; "
             "fix attention_types (or attention_layers) so there is one per layer"
         )
     bad = sorted({k for k in kinds if k not in ("global", "local")})
     if bad:
-        raise ValueError(f"config.json attention type(s) {bad} are not supported: use 'global' or 'local'")
+        raise UserError(f"config.json attention type(s) {bad} are not supported: use 'global' or 'local'")
     return kinds
 
 

@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input that the user can fix; the message says what is wrong and how to fix it."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (or a model folder needs) is not there; also a FileNotFoundError."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from minineo.errors import UserError
 from minineo.recording import Recorder
 from minineo.tokens import TokenInput
 
@@ -43,13 +44,15 @@ def generate(
     masked automatically). Rows that produced `eos_token_id` continue with padding.
     """
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise UserError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if do_sample and temperature <= 0:
-        raise ValueError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
+        raise UserError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
     kv = KVCache(model.config.n_layers)
     tokens, attention_mask, position_ids = model._prepare(tokens, attention_mask, None, kv)
     if tokens.shape[1] + max_new_tokens > model.config.n_ctx:
-        raise ValueError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
+        raise UserError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
     mask = attention_mask if attention_mask is not None else torch.ones_like(tokens)
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None and model.tokenizer.pad_token_id is not None else 0

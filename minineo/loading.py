@@ -10,6 +10,7 @@ import torch
 
 from minineo import hub
 from minineo.config import Config
+from minineo.errors import MissingFileError, UserError
 from minineo.model import Model
 from minineo.tokenizer import Tokenizer
 from minineo.weights import load_params
@@ -18,16 +19,26 @@ from minineo.weights import load_params
 def load(
     name_or_path: str | os.PathLike = hub.EMBEDDED_NAME, *, device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
-    compile: bool = False,
+    compile: bool = False, check_finite: bool = True,
 ) -> Model:
     """Load a GPT-2 / GPT-Neo: "gpt2", "EleutherAI/gpt-neo-125M", "tiny-neo" (embedded) or a local folder.
 
     Hub ids are fetched once into `cache_dir` (default: $MININEO_CACHE or the project's weights_cache/).
-    Parameters do not require grad; call `model.requires_grad_(True)` to train.
+    Parameters do not require grad; call `model.requires_grad_(True)` to train. Weights holding NaN
+    or inf are refused (UserError) unless `check_finite=False`.
     """
+    device = check_device(device)
     directory = hub.resolve(name_or_path, cache_dir, revision)
     config = read_config(directory)
     params = load_params(directory, config)
+    if check_finite:
+        bad = [name for name, value in params.items() if value.is_floating_point() and not bool(value.isfinite().all())]
+        if bad:
+            raise UserError(
+                f"the weights in {directory} hold NaN or inf values ({len(bad)} tensor(s): {', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''}), so every output would be NaN; download or export the model "
+                "again (or pass check_finite=False to minineo.load to inspect it anyway)"
+            )
     with torch.device("meta"):
         model = Model(config)
     model.load_state_dict(params, strict=True, assign=True)
@@ -39,12 +50,36 @@ def load(
     return model
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The device, or a UserError when it is not a device name or this torch cannot use it."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UserError(f"{str(device)!r} is not a device ({err}); use 'cpu', 'cuda', 'cuda:1' or 'mps'") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"device {str(device)!r} is not available ({why}); use --device cpu (device='cpu')")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device 'mps' is not available on this machine; use 'cpu'")
+    return device
+
+
 def read_config(directory: Path) -> Config:
     path = directory / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {directory}; a model folder needs config.json and *.safetensors")
+        raise MissingFileError(f"no config.json in {directory}; a model folder needs config.json and *.safetensors")
     try:
         hf = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); download it again") from err
-    return Config.from_hf(hf)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); download it again or fix the file") from err
+    if not isinstance(hf, dict):
+        raise UserError(f"{path} holds a {type(hf).__name__}, not a JSON object of model settings; "
+                        "download it again or fix the file")
+    try:
+        return Config.from_hf(hf)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err

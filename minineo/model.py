@@ -17,8 +17,9 @@ from minineo.attention import allowed_keys
 from minineo.blocks import Block, LayerNorm
 from minineo.cache import Cache
 from minineo.config import Config
+from minineo.errors import UserError
 from minineo.recording import PatchValue, Recorder
-from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask
+from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask, validate_positions
 
 if TYPE_CHECKING:
     from minineo.generate import KVCache
@@ -100,6 +101,8 @@ class Model(nn.Module):
         if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
             tokens, text_mask = self._require_tokenizer().encode_batch(tokens, padding_side="left")
             attention_mask = text_mask if attention_mask is None else attention_mask
+        if attention_mask is None and isinstance(tokens, torch.Tensor):
+            attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
         device = self.W_E.device
         tokens = as_token_batch(tokens, self.config.d_vocab, device)  # (batch, pos)
         past = kv.length if kv is not None else 0
@@ -108,12 +111,12 @@ class Model(nn.Module):
         if position_ids is None:
             position_ids = (positions_from_mask(attention_mask)[:, past:] if attention_mask is not None
                             else torch.arange(past, past + tokens.shape[1], device=device)[None])
-        position_ids = torch.as_tensor(position_ids, device=device)
-        if past + tokens.shape[1] > self.config.n_ctx or int(position_ids.max()) >= self.config.n_ctx:
-            raise ValueError(
+        if past + tokens.shape[1] > self.config.n_ctx:
+            raise UserError(
                 f"sequence of {past + tokens.shape[1]} positions is longer than the model's context "
                 f"n_ctx={self.config.n_ctx}; truncate the input (e.g. tokens[:, -{self.config.n_ctx}:])"
             )
+        position_ids = validate_positions(position_ids, tokens.shape, self.config.n_ctx, device)
         return tokens, attention_mask, position_ids
 
     def _core(
@@ -130,7 +133,7 @@ class Model(nn.Module):
         rec.attention_masks = masks  # the Cache recomputes attn.scores with them
         for block in self.blocks:
             x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
-        x = self.ln_final(x, rec, "ln_final.")
+        x = rec("unembed.in", self.ln_final(x, rec, "ln_final."))  # (batch, pos, d_model)
         if kv is not None:
             kv.advance(tokens.shape[1])
         return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
@@ -171,31 +174,52 @@ class Model(nn.Module):
         if not patch:
             return {}
         if not isinstance(patch, dict):
-            raise TypeError("patch must be a dict {activation name: tensor or function(value) -> value}")
+            raise UserError("patch must be a dict {activation name: tensor or function(value) -> value}")
+        for name, value in patch.items():
+            if not (isinstance(value, torch.Tensor) or callable(value)):
+                raise UserError(
+                    f"patch value for {name!r} is a {type(value).__name__} ({value!r}); give a tensor of the site's "
+                    f"shape or a function of the site's value, e.g. patch={{{name!r}: lambda x: x * 0}} to zero it"
+                )
         return {sites.resolve(name, self.config): value for name, value in patch.items()}
 
     # ---- text ------------------------------------------------------------------------------------------
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ValueError(
-                "this model was loaded without a tokenizer (no tokenizer.json, or vocab.json + merges.txt, "
-                "beside its weights); pass token ids instead of text"
+            source = getattr(self, "source", None)
+            raise UserError(
+                f"the model {'from ' + source + ' ' if source else ''}has no tokenizer (no tokenizer.json, or "
+                "vocab.json + merges.txt, beside its weights), so it cannot read text; put the tokenizer files "
+                "in its folder, or pass token ids instead of text"
             )
         return self.tokenizer
 
-    def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "right") -> torch.Tensor:
-        """LongTensor (batch, pos); a list of texts is padded with the pad (or end-of-text) token."""
-        tokens, _ = self._require_tokenizer().encode_batch(text, prepend_bos=prepend_bos, padding_side=padding_side)
-        return tokens.to(self.W_E.device)
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "left") -> torch.Tensor:
+        """LongTensor (batch, pos); a list of texts is left-padded with the pad (or end-of-text) token.
 
-    def to_str_tokens(self, tokens: str | torch.Tensor | Iterable[int], prepend_bos: bool = True) -> list[str]:
-        """Each token as the string it stands for."""
+        A padded batch carries its 0/1 mask as `tokens.attention_mask`, which `model(tokens)`,
+        `run_with_cache` and `generate` use when no `attention_mask` is given, so each row's logits
+        equal those of the row alone. The attribute does not survive slicing or `.to()`: pass
+        `attention_mask=` yourself then. Left padding keeps every row's last token at position -1.
+        """
+        tokens, mask = self._require_tokenizer().encode_batch(text, prepend_bos=prepend_bos, padding_side=padding_side)
+        tokens = tokens.to(self.W_E.device)
+        if not bool(mask.all()):
+            tokens.attention_mask = mask.to(self.W_E.device)
+        return tokens
+
+    def to_str_tokens(
+        self, tokens: str | torch.Tensor | Iterable[int], prepend_bos: bool = True
+    ) -> list[str] | list[list[str]]:
+        """Each token as the string it stands for; a (batch, pos) tensor gives one list per row."""
         tokenizer = self._require_tokenizer()
         if isinstance(tokens, str):
             tokens = tokenizer.encode_batch(tokens, prepend_bos=prepend_bos)[0][0]
-        ids = torch.as_tensor(tokens).flatten().tolist()
-        return [tokenizer.decode([t]) for t in ids]
+        ids = torch.as_tensor(tokens)
+        if ids.ndim == 2:
+            return [[tokenizer.decode([t]) for t in row] for row in ids.tolist()]
+        return [tokenizer.decode([t]) for t in ids.flatten().tolist()]
 
     def to_string(self, tokens: torch.Tensor | Iterable[int]) -> str | list[str]:
         """Text of a (pos,) sequence, or a list of texts for a (batch, pos) tensor."""

@@ -10,6 +10,8 @@ from typing import Callable, Union
 
 import torch
 
+from minineo.errors import UserError
+
 PatchValue = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -47,7 +49,7 @@ def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Ten
     else:
         new, what = patch, "patch tensor for"
     if new.shape != value.shape:
-        raise ValueError(
+        raise UserError(
             f"{what} {name!r} has shape {tuple(new.shape)} but the site has shape {tuple(value.shape)}; "
             "give a tensor of exactly the site's shape"
         )

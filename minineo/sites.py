@@ -16,6 +16,7 @@ GLOBAL_SITES = {
     "pos_embed": ("batch", "pos", "d_model"),
     "ln_final.scale": ("batch", "pos", "1"),
     "ln_final.normalized": ("batch", "pos", "d_model"),
+    "unembed.in": ("batch", "pos", "d_model"),  # ln_final's output, after its weight and bias
     "logits": ("batch", "pos", "d_vocab"),
 }
 BLOCK_SITES = {
@@ -42,6 +43,7 @@ BLOCK_SITES = {
 ON_REQUEST = {"attn.result"}
 
 _ALIASES = {"attn.attn_scores": "attn.scores"}
+_GLOBAL_ALIASES = {"unembed.out": "logits"}  # TransformerLens's unembed.hook_out
 _BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
@@ -50,7 +52,7 @@ def all_names(config: Config, include_on_request: bool = False) -> list[str]:
     names = ["embed", "pos_embed"]
     for layer in range(config.n_layers):
         names += [f"blocks.{layer}.{site}" for site in BLOCK_SITES if include_on_request or site not in ON_REQUEST]
-    return names + ["ln_final.scale", "ln_final.normalized", "logits"]
+    return names + ["ln_final.scale", "ln_final.normalized", "unembed.in", "logits"]
 
 
 def canonical(name: str) -> str:
@@ -60,7 +62,7 @@ def canonical(name: str) -> str:
     if match:
         site = _ALIASES.get(match.group(2), match.group(2))
         return f"blocks.{match.group(1)}.{site}"
-    return name
+    return _GLOBAL_ALIASES.get(name, name)
 
 
 def block_site(short: str) -> str:

@@ -8,6 +8,8 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from minineo.errors import UserError
+
 END_OF_TEXT = "<|endoftext|>"
 
 
@@ -24,10 +26,17 @@ class Tokenizer:
     def from_dir(cls, directory: str | Path, bos_token_id: int | None = None) -> Tokenizer | None:
         """The tokenizer files in `directory`, or None when there are none."""
         directory = Path(directory)
-        if (directory / "tokenizer.json").is_file():
-            return cls(HFTokenizer.from_file(str(directory / "tokenizer.json")), bos_token_id)
-        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-            return cls.from_vocab(directory / "vocab.json", directory / "merges.txt", bos_token_id)
+        try:
+            if (directory / "tokenizer.json").is_file():
+                return cls(HFTokenizer.from_file(str(directory / "tokenizer.json")), bos_token_id)
+            if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+                return cls.from_vocab(directory / "vocab.json", directory / "merges.txt", bos_token_id)
+        except Exception as err:  # the tokenizers library raises a bare Exception for an unreadable file
+            files = "tokenizer.json" if (directory / "tokenizer.json").is_file() else "vocab.json / merges.txt"
+            raise UserError(
+                f"{directory / files.split(' ')[0]} is not a readable tokenizer file ({err}); "
+                f"download the model's {files} again or fix it"
+            ) from err
         return None
 
     @classmethod
@@ -42,7 +51,7 @@ class Tokenizer:
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if prepend_bos:
             if self.bos_token_id is None:
-                raise ValueError("this tokenizer has no BOS token; pass prepend_bos=False")
+                raise UserError("this tokenizer has no BOS token; pass prepend_bos=False")
             ids = [self.bos_token_id] + ids
         return ids
 
@@ -51,12 +60,12 @@ class Tokenizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens, attention_mask), both LongTensor (batch, pos); shorter texts are padded."""
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+            raise UserError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if isinstance(texts, str):
             texts = [texts]
         rows = [self.encode(t, prepend_bos) for t in texts]
         if not rows or max(map(len, rows)) == 0:
-            raise ValueError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")
+            raise UserError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")
         width = max(map(len, rows))
         tokens = torch.full((len(rows), width), self.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 from hf_oracle import hf_config
+from transformers import GPTNeoConfig
 
 from minineo import Config
 
@@ -21,13 +23,17 @@ def test_gpt_neo_values():
     assert c.windows == (None, 5, None, 5) and c.attn_scales == (1.0,) * 4 and not c.qkv_bias and c.upcast_attn
 
 
-def test_explicit_attention_layers_override_and_conflicts_are_refused():
+def test_explicit_attention_layers_win_over_attention_types_as_in_hf(tmp_path):
     d = neo_dict()
     d.pop("attention_types")
     d["attention_layers"] = ["local", "local", "global", "local"]
     assert Config.from_hf(d).windows == (5, 5, None, 5)
-    with pytest.raises(ValueError, match="disagrees with the expansion of attention_types"):
-        Config.from_hf(neo_dict(attention_layers=["local"] * 4))
+    # attention_types expands to global/local/global/local; HF runs the explicit list (construction and from_pretrained)
+    conflicting = neo_dict(attention_types=[[["global", "local"], 2]], attention_layers=["local"] * 4)
+    (tmp_path / "config.json").write_text(json.dumps(conflicting))
+    hf = GPTNeoConfig.from_pretrained(tmp_path)
+    assert hf.attention_layers == ["local"] * 4
+    assert Config.from_hf(conflicting).windows == tuple(5 if k == "local" else None for k in hf.attention_layers)
     short = neo_dict(attention_types=[[["global", "local"], 1]])
     short.pop("attention_layers")
     with pytest.raises(ValueError, match="num_layers=4"):

@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import torch
 
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo.errors import UserError
 from minineo.model import Model
 
 Head = tuple[int, int]
@@ -28,11 +29,11 @@ def ablation_patch(
     same position. `reference_mask` is the reference's attention mask (default: `attention_mask`).
     """
     if method not in ("zero", "mean", "resample"):
-        raise ValueError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
+        raise UserError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in heads:
         if not (0 <= layer < model.config.n_layers and 0 <= head < model.config.n_heads):
-            raise ValueError(f"head ({layer}, {head}) does not exist in a {model.config.n_layers}x{model.config.n_heads} model")
+            raise UserError(f"head ({layer}, {head}) does not exist in a {model.config.n_layers}x{model.config.n_heads} model")
         by_layer[layer].append(head)
     replacement: dict[int, torch.Tensor] = {}
     if method != "zero":

@@ -10,6 +10,7 @@ import torch
 
 from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo.errors import UserError
 from minineo.model import Model
 
 TEMPLATES = [
@@ -47,7 +48,7 @@ def ioi_dataset(model: Model, n: int = 32, seed: int = 0, templates: list[str] =
     sep = "" if space_in_prompt else " "
     first_token = {name: tokenizer.encode(sep + name)[0] for name in names}
     if len(set(first_token.values())) < 3:
-        raise ValueError("IOI needs at least 3 names whose first tokens differ")
+        raise UserError("IOI needs at least 3 names whose first tokens differ")
     prompts, abc, ios, ss = [], [], [], []
     for i in range(n):
         io, s, c = rng.sample(names, 3)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from minineo.config import Config
+from minineo.errors import UserError
 from minineo.weights import gpt2, gpt_neo
 from minineo.weights.files import read_tensors
 from minineo.weights.ledger import Ledger
@@ -23,10 +24,10 @@ def load_params(directory: Path, config: Config) -> dict[str, torch.Tensor]:
         lm_head = ledger.take("lm_head.weight", (config.d_vocab, config.d_model))
         if config.tie_unembed:
             if not torch.equal(lm_head, params["W_E"]):
-                raise ValueError("lm_head.weight differs from wte.weight but config.json says tie_word_embeddings=true")
+                raise UserError("lm_head.weight differs from wte.weight but config.json says tie_word_embeddings=true")
         else:
             params["W_U_untied"] = lm_head.T
     elif not config.tie_unembed:
-        raise ValueError("config.json says tie_word_embeddings=false but the checkpoint has no lm_head.weight")
+        raise UserError("config.json says tie_word_embeddings=false but the checkpoint has no lm_head.weight")
     ledger.finish()
     return {name: tensor.contiguous() for name, tensor in params.items()}

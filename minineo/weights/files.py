@@ -9,23 +9,31 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from minineo.errors import MissingFileError, UserError
+
 INDEX = "model.safetensors.index.json"
 
 
 def safetensors_files(directory: Path) -> list[Path]:
     """model.safetensors, or the shards its index names."""
     if (directory / INDEX).is_file():
-        index = json.loads((directory / INDEX).read_text())
-        shards = sorted(set(index.get("weight_map", {}).values()))
+        try:
+            index = json.loads((directory / INDEX).read_text())
+            shards = sorted(set(index.get("weight_map", {}).values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as err:
+            raise UserError(
+                f"{directory / INDEX} is not a valid shard index ({err}); it must be a JSON object whose "
+                "'weight_map' maps weight names to shard files: download it again or fix it"
+            ) from err
         missing = [s for s in shards if not (directory / s).is_file()]
         if not shards or missing:
-            raise FileNotFoundError(f"{directory / INDEX} names shards that are not there: {missing or 'none listed'}")
+            raise MissingFileError(f"{directory / INDEX} names shards that are not there: {missing or 'none listed'}")
         return [directory / s for s in shards]
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         bins = [p.name for p in directory.glob("*.bin")]
         hint = f" (found {bins}: convert them to safetensors; minineo never unpickles .bin files)" if bins else ""
-        raise FileNotFoundError(f"no *.safetensors weights in {directory}{hint}")
+        raise MissingFileError(f"no *.safetensors weights in {directory}{hint}")
     return files
 
 
@@ -36,12 +44,12 @@ def read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         try:
             part = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(
+            raise UserError(
                 f"{path} is not a readable safetensors file ({err}); it is probably truncated or corrupt: "
                 "delete it and download it again"
             ) from err
         clash = tensors.keys() & part.keys()
         if clash:
-            raise ValueError(f"{path} repeats keys found in another shard: {sorted(clash)[:5]}")
+            raise UserError(f"{path} repeats keys found in another shard: {sorted(clash)[:5]}")
         tensors.update(part)
     return tensors

@@ -6,6 +6,8 @@ import re
 
 import torch
 
+from minineo.errors import UserError
+
 
 class Ledger:
     """Hands out a checkpoint's tensors by key and, at the end, refuses any key nobody took."""
@@ -22,10 +24,10 @@ class Ledger:
 
     def take(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
         if key not in self.tensors:
-            raise ValueError(f"weight {key!r} is missing from the checkpoint (expected shape {shape})")
+            raise UserError(f"weight {key!r} is missing from the checkpoint (expected shape {shape})")
         tensor = self.tensors[key]
         if tuple(tensor.shape) != shape:
-            raise ValueError(
+            raise UserError(
                 f"weight {key!r} has shape {tuple(tensor.shape)} but config.json implies {shape}; "
                 "the weights and config.json do not belong together"
             )
@@ -35,7 +37,7 @@ class Ledger:
     def finish(self) -> None:
         extra = sorted(k for k in self.tensors if k not in self.used and not self.ignore.fullmatch(k))
         if extra:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint has {len(extra)} weight(s) minineo does not know what to do with: {extra[:8]}; "
                 "is config.json the right one for these weights?"
             )
