@@ -1,42 +1,156 @@
-"""The `minineo` command: run a prompt, inspect its cache, download models, and the analyses.
+"""The `minineo` command: one app, its error boundary, and the basic sub-commands (run, cache, download).
 
+Other sub-commands live in their own modules (`cli_analysis.py`, ...): each imports `app` and the
+helpers from here and registers with `@app.command()`; `main()` imports them. Nothing here imports
+them at import time, so the arrows point one way.
+
+The error boundary: every command registered on `app` runs inside it. A `UserError` (a mistake the
+user can fix) or an OSError (a path that cannot be read or written) prints one `error: ...`
+paragraph on stderr and exits with code 1; any other exception is a bug and keeps its traceback.
+`--debug` (before the sub-command) or MININEO_DEBUG=1 shows the traceback of user errors too.
 Printing lives here; the functions it calls return tensors and dataclasses.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from minineo import hub
+from minineo import hub, sites
+from minineo.errors import UserError
 from minineo.loading import load
 
-app = typer.Typer(help="minineo: look inside GPT-2 and GPT-Neo. The default model is the embedded tiny GPT-Neo.",
-                  no_args_is_help=True, add_completion=False)
 console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+def debugging() -> bool:
+    """True under `--debug` or MININEO_DEBUG=1: user errors keep their traceback."""
+    return _state["debug"] or os.environ.get("MININEO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def fail(message: str) -> None:
+    """Raise the UserError the boundary prints as `error: message`."""
+    raise UserError(message)
+
+
+def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1."""
+
+    @functools.wraps(command)
+    def run_command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (UserError, OSError) as err:
+            if debugging():
+                raise
+            text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
+            err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if debugging():
+                raise
+            err_console.print(Text("interrupted", style="bold red"))
+            raise typer.Exit(130) from None
+
+    return run_command
+
+
+class App(typer.Typer):
+    """A Typer app whose every command runs inside the error boundary."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+            register(_boundary(function))
+            return function
+
+        return decorator
+
+
+app = App(help="minineo: look inside GPT-2 and GPT-Neo. The default model is the embedded tiny GPT-Neo.",
+          no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of every error "
+                                        "(also MININEO_DEBUG=1)")) -> None:
+    _state["debug"] = debug
+
 
 ModelOption = typer.Option(hub.EMBEDDED_NAME, "--model", "-m",
                            help="'tiny-neo' (embedded), a hub id such as gpt2 or EleutherAI/gpt-neo-125M, or a folder")
-DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, ...")
+DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps")
 
 
 def load_or_exit(name: str, device: str = "cpu"):
-    """Load a model, turning a clear loading error into a one-line message and exit code 1."""
-    try:
-        return load(name, device=device)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    """Load a model; a loading mistake (bad folder, file, device...) becomes a UserError for the boundary."""
+    return load(name, device=device)
 
 
 def show(text: str) -> str:
-    """A token's text with whitespace made visible, safe for rich markup."""
-    return repr(text)[1:-1].replace("[", r"\[")
+    """A token's text with whitespace made visible (a space is ␣, a newline \\n), safe for rich markup."""
+    return escape(repr(text)[1:-1].replace(" ", "␣"))
+
+
+def quote(text: str, limit: int = 40) -> str:
+    """A prompt for a title: its first `limit` characters, quoted, safe for rich markup."""
+    return escape(repr(text if len(text) <= limit else text[:limit] + "…"))
+
+
+def check_positive(**values: int) -> None:
+    """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error."""
+    for name, value in values.items():
+        if value < 1:
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def prompt_tokens(m, prompt: str, model: str) -> torch.Tensor:
+    """The prompt's tokens (1, pos), or a UserError when it does not fit the model's context."""
+    tokens = m.to_tokens(prompt)
+    if tokens.shape[1] > m.config.n_ctx:
+        fail(f"the prompt is {tokens.shape[1]} tokens (with BOS) but {model} reads at most n_ctx={m.config.n_ctx}; "
+             "shorten it")
+    return tokens
+
+
+def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
+    """The file to write: its folder must exist and be writable, and it must not be a folder.
+
+    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        fail(f"{what} {path} is a directory; give a file name, e.g. {path / ('out' + (default_suffix or ''))}")
+    if suffixes:
+        if not path.suffix and default_suffix:
+            path = path.with_name(path.name + default_suffix)
+        if path.suffix.lower() not in suffixes:
+            fail(f"{what} {path} has the extension {path.suffix!r}, which cannot be written; use one of "
+                 f"{', '.join(suffixes)}")
+    folder = path.parent
+    if not folder.is_dir():
+        what_it_is = "is a file" if folder.exists() else "does not exist"
+        fail(f"cannot write {what} {path}: the folder {folder} {what_it_is}; create the folder first or give another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        fail(f"cannot write {what} {path}: the folder {folder} is not writable ({err.strerror or err}); "
+             "give a path in a folder you can write to")
+    return path
 
 
 @app.command()
@@ -44,13 +158,19 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
         generate: int = typer.Option(24, help="also print this many greedily generated tokens (0: none)"),
         device: str = DeviceOption) -> None:
     """The model's top-k next tokens for PROMPT, the tokens as the model saw them, and a greedy continuation."""
+    check_positive(top_k=top_k)
+    if generate < 0:
+        fail(f"--generate must be 0 or more, got {generate}")
     m = load_or_exit(model, device)
-    tokens = m.to_tokens(prompt)
+    tokens = prompt_tokens(m, prompt, model)
     with torch.inference_mode():
         probs = m(tokens)[0, -1].float().softmax(-1)
-    console.print(f"[bold]{model}[/bold] ({m.config.architecture}, {m.config.n_layers} layers) saw "
+    if not bool(probs.isfinite().all()):
+        fail(f"{model} computed NaN or inf probabilities for this prompt; its weights or activations overflow "
+             "(try --device cpu in float32, or check the model's weights)")
+    console.print(f"[bold]{escape(model)}[/bold] ({m.config.architecture}, {m.config.n_layers} layers) saw "
                   f"{tokens.shape[1]} tokens: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in m.to_str_tokens(tokens[0])))
-    table = Table(title=f"next token after {show(prompt[-40:])}")
+    table = Table(title=f"next token after {quote(prompt[-40:])} (␣ is a space)")
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("id", justify="right")
@@ -62,37 +182,45 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
     if generate > 0:
         n = min(generate, m.config.n_ctx - tokens.shape[1])
         continuation = m.generate(tokens, max_new_tokens=n)[0, tokens.shape[1]:]
-        console.print(f"greedy continuation: [green]{show(m.to_string(continuation))}[/green]")
+        console.print(f"greedy continuation: [green]{escape(repr(m.to_string(continuation)))}[/green]")
+
+
+def finite_norm(value: torch.Tensor) -> float:
+    """The norm over the finite entries (attn.scores holds -inf where attention is masked)."""
+    value = value.float()
+    return float(value[value.isfinite()].norm())
 
 
 @app.command()
 def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Option(None, help="write the cache as .safetensors"),
           device: str = DeviceOption) -> None:
-    """Every recorded activation name for PROMPT, with shape, dtype and norm."""
+    """Every recorded activation name for PROMPT in forward order, with shape, dtype and norm."""
+    if save is not None:
+        save = output_path(save, "--save file")
     m = load_or_exit(model, device)
     with torch.inference_mode():
-        _, recorded = m.run_with_cache(m.to_tokens(prompt))
-    table = Table(title=f"{len(recorded)} activations of {model} on {show(prompt[:40])}")
+        _, recorded = m.run_with_cache(prompt_tokens(m, prompt, model))
+    order = {name: i for i, name in enumerate(sites.all_names(m.config, include_on_request=True))}
+    names = sorted(recorded, key=lambda name: order.get(name, len(order)))
+    table = Table(title=f"{len(recorded)} activations of {escape(model)} on {quote(prompt)}, in forward order")
     for column in ("name", "shape", "dtype", "norm"):
         table.add_column(column, justify="right" if column == "norm" else "left")
-    for name, value in recorded.items():
-        table.add_row(name, str(tuple(value.shape)), str(value.dtype).removeprefix("torch."), f"{value.float().norm():.4g}")
+    for name in names:
+        value = recorded[name]
+        norm = f"{finite_norm(value):.4g}" + (" (finite entries)" if not bool(value.isfinite().all()) else "")
+        table.add_row(name, str(tuple(value.shape)), str(value.dtype).removeprefix("torch."), norm)
     console.print(table)
     if save is not None:
         recorded.save(save)
-        console.print(f"saved {len(recorded)} tensors to {save}")
+        console.print(f"saved {len(recorded)} tensors to {escape(str(save))}")
 
 
 @app.command()
 def download(name: str, cache_dir: Optional[Path] = typer.Option(None, help="default: $MININEO_CACHE or weights_cache/"),
              revision: Optional[str] = None) -> None:
     """Fetch a hub model (config, safetensors, tokenizer) into the cache, with a progress bar."""
-    try:
-        folder = hub.resolve(name, cache_dir, revision)
-    except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    console.print(f"{name} is in {folder}")
+    folder = hub.resolve(name, cache_dir, revision)
+    console.print(f"{escape(name)} is in {escape(str(folder))}")
 
 
 def main() -> None:

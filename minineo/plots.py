@@ -1,10 +1,14 @@
-"""PNG plots for the CLI (matplotlib, headless)."""
+"""Plots for the CLI (matplotlib, headless): PNG, PDF, SVG or JPEG by the file's extension."""
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import torch
+
+SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _pyplot():
@@ -16,43 +20,59 @@ def _pyplot():
     return plt
 
 
-def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diverging: bool = False) -> None:
-    """One layer x head heatmap per score."""
+def _title(fig, title: str) -> None:
+    """A figure title wrapped to the figure's width, so a long model path is never clipped."""
+    width = max(30, int(fig.get_figwidth() * 11))  # characters of a 12-pt title per inch, roughly
+    fig.suptitle(textwrap.fill(title, width, break_long_words=True, break_on_hyphens=False))
+
+
+def _save(fig, plt, path: Path) -> None:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diverging: bool = False,
+                  columns: int | None = None) -> None:
+    """One layer x head heatmap per score, `columns` per row (default: all in one row)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], scores.items()):
+    columns = min(columns or len(scores), len(scores))
+    rows = math.ceil(len(scores) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.8 * rows + 0.8), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(scores):]:
+        ax.set_visible(False)
+    for ax, (name, values) in zip(axes.flat, scores.items()):
         values = values.detach().float().cpu()
         limit = float(values.abs().max()) or 1.0
         image = ax.imshow(values, cmap="RdBu" if diverging else "viridis", vmin=-limit if diverging else None,
                           vmax=limit if diverging else None, aspect="auto")
+        n_layers, n_heads = values.shape
+        ax.set_xticks(range(n_heads))  # whole heads and layers: no fractional ticks
+        ax.set_yticks(range(n_layers))
         ax.set(title=name, xlabel="head", ylabel="layer")
         fig.colorbar(image, ax=ax)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _title(fig, title)
+    _save(fig, plt, path)
 
 
 def lens_heatmap(result, words: list[str], path: Path, title: str) -> None:
     """Layer x position: log10(1 + rank) of the actual next token under the logit lens."""
     plt = _pyplot()
     ranks = torch.log10(1 + result.next_token_rank.float()).cpu()
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(words)), 0.4 * len(result.labels) + 2))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(words)), 0.4 * len(result.labels) + 2.5), layout="constrained")
     image = ax.imshow(ranks, cmap="magma_r", aspect="auto")
-    ax.set_xticks(range(len(words) - 1), [repr(w)[1:-1] for w in words[:-1]], rotation=60, ha="right")
+    ax.set_xticks(range(len(words) - 1), [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], rotation=60, ha="right")
     ax.set_yticks(range(len(result.labels)), result.labels)
-    ax.set(title=title, xlabel="position (predicting the next token)", ylabel="residual stream")
+    ax.set(xlabel="position (predicting the next token)", ylabel="residual stream")
     fig.colorbar(image, ax=ax, label="log10(1 + rank)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _title(fig, title)
+    _save(fig, plt, path)
 
 
 def embedding_norms(norms: torch.Tensor, path: Path, title: str) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.hist(norms.float().cpu().numpy(), bins=100)
-    ax.set(title=title, xlabel="norm", ylabel="tokens")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set(xlabel="norm", ylabel="tokens")
+    _title(fig, title)
+    _save(fig, plt, path)
