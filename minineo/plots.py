@@ -22,7 +22,7 @@ def _pyplot():
 
 def _title(fig, title: str) -> None:
     """A figure title wrapped to the figure's width, so a long model path is never clipped."""
-    width = max(30, int(fig.get_figwidth() * 11))  # characters of a 12-pt title per inch, roughly
+    width = max(30, int(fig.get_figwidth() * 9.5))  # characters of a 12-pt title per inch, with a margin
     fig.suptitle(textwrap.fill(title, width, break_long_words=True, break_on_hyphens=False))
 
 

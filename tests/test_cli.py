@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
+from pathlib import Path
+
 import pytest
+from hf_oracle import build_hf, hf_config, save_hf
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from minineo import cli_analysis  # noqa: F401  (registers the analysis commands)
+from minineo import cli_analysis, plots, sites  # noqa: F401  (cli_analysis registers the analysis commands)
 from minineo.cli import app
+from minineo.hub import EMBEDDED_DIR
 
 runner = CliRunner()
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -45,7 +52,7 @@ def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_unknown_model_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = invoke("run", "hi", "--model", "./no/such/folder")
+    result = runner.invoke(app, ["run", "hi", "--model", "./no/such/folder"])
     assert result.exit_code == 1 and "not a directory" in " ".join(result.output.split())
 
 
@@ -62,3 +69,133 @@ def test_analysis_commands_print_tables_and_write_plots(tmp_path, args):
     result = invoke(*args, "--plot", str(plot))
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- issue 10 §2: the README's examples on the default model -----------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_commands() -> list[str]:
+    """Every `minineo ...` line of the README's bash blocks that runs on the embedded model, offline."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("minineo ") and "--model" not in line
+            and not line.startswith("minineo download")]
+
+
+def test_the_readme_lists_the_analysis_examples():
+    commands = " ".join(readme_commands())
+    for command in ("run", "cache", "embeddings", "lens", "heads", "attribute", "ablate", "ioi"):
+        assert f"minineo {command} " in commands + " ", command
+
+
+@pytest.mark.parametrize("line", readme_commands())
+def test_readme_example_runs_as_written_on_the_default_model(line, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `cache --save cache.safetensors` writes here
+    result = runner.invoke(app, shlex.split(line, comments=True)[1:], terminal_width=100)
+    assert result.exit_code == 0, (line, result.output, result.exception)
+    assert "error" not in result.output.lower() and "Traceback" not in result.output
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[-+]?\d+\.\d+", text)]
+
+
+def test_attribute_compares_multi_token_answers_on_their_first_differing_token():
+    result = invoke("attribute", PROMPT, "--answer", " Mary", "--wrong", " John")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "share their first 1 token(s) ␣" in text and "comparing M against J" in text
+    assert "direct logit attribution to M - J" in text
+    true_difference = float(re.search(r"true logit difference ([-+]\d+\.\d+)", text).group(1))
+    assert abs(true_difference) > 0.5  # a real comparison, not the all-zero table of ' ' against ' '
+    assert max(abs(x) for x in numbers(text.split("sum of all")[0])) > 0.1
+
+
+def test_whitespace_tokens_are_visible():
+    result = invoke("run", PROMPT, "--top-k", "3", "--generate", "0")
+    assert result.exit_code == 0, result.output
+    assert "saw 59 tokens" in result.output and "␣|" in result.output  # the prompt's spaces
+    first_row = next(line for line in result.output.splitlines() if re.match(r"│\s+1 │", line))
+    assert first_row.split("│")[2].strip() == "␣"  # the default model's top next token is a space
+
+
+def test_cache_lists_names_in_forward_order_with_finite_norms():
+    result = invoke("cache", "Hello")
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
+    names = [row[1].strip() for row in rows]
+    order = sites.all_names(load_default_config())
+    assert names == [n for n in order if n in names] and len(names) == len(order)
+    assert names.index("blocks.0.attn.scores") < names.index("blocks.0.attn.pattern")
+    norms = {row[1].strip(): row[4].strip() for row in rows}
+    assert "inf" not in " ".join(norms.values()) and "nan" not in " ".join(norms.values())
+    assert norms["blocks.0.attn.scores"].endswith("(finite entries)")
+
+
+def load_default_config():
+    import minineo
+
+    return minineo.load().config
+
+
+def lens_rows(output: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_lens_reads_at_80_columns(width):
+    result = runner.invoke(app, ["lens", PROMPT], terminal_width=width)
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.output.splitlines())) <= width
+    rows = lens_rows(result.output)
+    assert len(rows) == 59 and all(all(row[:-1]) for row in rows[:-1])  # every cell filled (the last has no next)
+    assert all(label in result.output for label in ("0_pre", "1_pre", "final_post"))
+
+
+def test_lens_splits_many_layers_into_tables_that_fit_80_columns(tmp_path):
+    folder = save_hf(build_hf(hf_config("gpt2", layers=12, vocab=257, n_ctx=128, bos_token_id=256, eos_token_id=256)), tmp_path / "deep")
+    shutil.copy(EMBEDDED_DIR / "tokenizer.json", folder / "tokenizer.json")
+    result = runner.invoke(app, ["lens", "Hello world", "--model", str(folder)], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.output.splitlines())) <= 80
+    rows = lens_rows(result.output)
+    assert len(rows) > 12 and all(all(row[:3]) and all(row[3:]) for row in rows if row[0] != "11")
+    assert all(f"{layer}_pre" in result.output for layer in range(12)) and "final_post" in result.output
+
+
+def test_ablate_table_sign_matches_its_wording():
+    result = invoke("ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "8")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "most negative = most needed" in " ".join(text.split()) and "change in metric" in text
+    table = text.split("change in metric")[1].split("backup heads")[0]
+    values = numbers(table)
+    assert len(values) == 8 and values == sorted(values)  # most needed first, same sign as the column
+
+
+class Captured:
+    def __init__(self, monkeypatch):
+        self.figures = []
+        monkeypatch.setattr(plots, "_save", lambda fig, plt, path: self.figures.append(fig))
+
+
+def test_heads_plot_has_integer_ticks_the_prompt_scores_and_an_unclipped_title(tmp_path, monkeypatch):
+    captured = Captured(monkeypatch)
+    long_folder = tmp_path / ("a_model_folder_with_a_long_name_" * 3)
+    shutil.copytree(EMBEDDED_DIR, long_folder)
+    result = invoke("heads", "--seq-len", "10", "--n-seqs", "2", "--prompt", "abcdabcd", "--model", str(long_folder),
+                    "--plot", str(tmp_path / "h.png"))
+    assert result.exit_code == 0, result.output
+    (fig,) = captured.figures
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    titles = [ax.get_title() for ax in visible]
+    assert sum("on the prompt" in t for t in titles) == 3 and sum("repeated" in t for t in titles) == 3
+    for ax in visible:
+        assert list(ax.get_xticks()) == [0, 1, 2, 3] and list(ax.get_yticks()) == [0, 1]
+    fig.canvas.draw()
+    title = fig._suptitle
+    assert str(long_folder) in title.get_text().replace("\n", "")
+    box = title.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
