@@ -15,9 +15,11 @@ def test_hf_loads_the_shipped_files_and_agrees():
     model = minineo.load()
     hf = GPTNeoForCausalLM.from_pretrained(EMBEDDED_DIR, attn_implementation="eager").eval()
     tokens = model.to_tokens(["When Mary and John went to the store, John gave a drink to", "Beautiful is better than"])
+    mask = tokens.attention_mask  # left padding, carried by the tensor
     with torch.no_grad():
-        expected = hf(tokens).logits
-    assert_close(model(tokens), expected, "embedded model vs HF")
+        expected = hf(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    real = mask.bool()  # padded positions are nobody's prediction
+    assert_close(model(tokens)[real], expected[real], "embedded model vs HF")
     assert model.config.architecture == "gpt_neo" and None in model.config.windows and any(model.config.windows)
 
 
