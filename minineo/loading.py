@@ -30,7 +30,12 @@ def load(
     device = check_device(device)
     directory = hub.resolve(name_or_path, cache_dir, revision)
     config = read_config(directory)
-    params = load_params(directory, config)
+    try:
+        params = load_params(directory, config)
+    except UserError as err:  # name the folder when the message does not already
+        if str(directory) in str(err):
+            raise
+        raise UserError(f"the weights in {directory}: {err}") from err
     if check_finite:
         bad = [name for name, value in params.items() if value.is_floating_point() and not bool(value.isfinite().all())]
         if bad:

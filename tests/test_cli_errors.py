@@ -81,7 +81,7 @@ def test_typo_in_folder_name_says_no_folder_and_not_in_cache(tmp_path, monkeypat
     assert str(tmp_path / "my-modle") in text
 
 
-def test_mininoe_cache_pointing_at_a_file(tmp_path, monkeypatch):
+def test_minineo_cache_pointing_at_a_file(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MININEO_CACHE", str(tmp_path / "afile"))
