@@ -1,4 +1,4 @@
-"""Analysis sub-commands of `minineo`: rich tables on screen, PNG plots with --plot."""
+"""Analysis sub-commands of `minineo`: rich tables on screen, plots (PNG, PDF, SVG, JPEG) with --plot."""
 
 from __future__ import annotations
 
