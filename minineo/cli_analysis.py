@@ -248,7 +248,8 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]
 @app.command()
 def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = None, model: str = ModelOption,
            method: str = typer.Option("zero", help="zero, mean or resample"),
-           heads_: Optional[str] = typer.Option(None, "--heads", help="heads to ablate together, LAYER.HEAD, e.g. '1.0,1.2' (GPT-2's name movers: 9.9,10.0)"),
+           heads_: Optional[str] = typer.Option(None, "--heads", help="heads to ablate together as LAYER.HEAD, "
+                                                "e.g. '1.0,1.2' (GPT-2's name movers: 9.9,10.0)"),
            top: int = 10, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Ablate heads via patch= on attn.z: each head's effect on the logit (difference), and backup heads.
 
