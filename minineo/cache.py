@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from minineo import sites
 from minineo.attention import attention_scores
 from minineo.config import Config
+from minineo.errors import UnknownNameError
 
 
 class Cache(Mapping):
@@ -49,7 +50,7 @@ class Cache(Mapping):
             return self._store[name]
         compute = self._computable(name)
         if compute is None:
-            raise KeyError(
+            raise UnknownNameError(
                 f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
                 f"(recorded: {len(self._store)} names, e.g. {list(self._store)[:3]})"
             )

@@ -15,3 +15,14 @@ class UserError(ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or a model folder needs) is not there; also a FileNotFoundError."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """An activation name or layer this model (or cache) does not have; also a KeyError, so Mapping lookups work."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's quoted repr of it
+        return ValueError.__str__(self)
+
+
+class WrongTypeError(UserError, TypeError):
+    """An argument of the wrong type (e.g. a patch function that returns no tensor); also a TypeError."""

@@ -10,7 +10,7 @@ from typing import Callable, Union
 
 import torch
 
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 
 PatchValue = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -44,7 +44,7 @@ def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Ten
     if callable(patch):
         new = patch(value)
         if not isinstance(new, torch.Tensor):
-            raise TypeError(f"patch function for {name!r} returned {type(new).__name__}; it must return the new tensor")
+            raise WrongTypeError(f"patch function for {name!r} returned {type(new).__name__}; it must return the new tensor")
         what = "patch function for"
     else:
         new, what = patch, "patch tensor for"

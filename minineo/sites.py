@@ -9,6 +9,7 @@ import difflib
 import re
 
 from minineo.config import Config
+from minineo.errors import UnknownNameError, WrongTypeError
 
 # name template -> shape in named dimensions ({L} is the layer)
 GLOBAL_SITES = {
@@ -72,14 +73,14 @@ def block_site(short: str) -> str:
         return short
     candidates = [site for site in BLOCK_SITES if site.endswith("." + short)]
     if len(candidates) != 1:
-        raise KeyError(f"{short!r} does not name one block site; give one of {list(BLOCK_SITES)}")
+        raise UnknownNameError(f"{short!r} does not name one block site; give one of {list(BLOCK_SITES)}")
     return candidates[0]
 
 
 def resolve(name: str, config: Config) -> str:
     """The canonical name, or a KeyError that lists close matches."""
     if not isinstance(name, str):
-        raise TypeError(f"activation names are strings, got {type(name).__name__}: {name!r}")
+        raise WrongTypeError(f"activation names are strings, got {type(name).__name__}: {name!r}")
     canon = canonical(name)
     match = _BLOCK_NAME.match(canon)
     if match and match.group(2) in BLOCK_SITES and int(match.group(1)) < config.n_layers:
@@ -87,10 +88,10 @@ def resolve(name: str, config: Config) -> str:
     if canon in GLOBAL_SITES:
         return canon
     if match and match.group(2) in BLOCK_SITES:
-        raise KeyError(f"{name!r}: layer {match.group(1)} does not exist; this model has layers 0..{config.n_layers - 1}")
+        raise UnknownNameError(f"{name!r}: layer {match.group(1)} does not exist; this model has layers 0..{config.n_layers - 1}")
     close = difflib.get_close_matches(canon, all_names(config, include_on_request=True), n=5, cutoff=0.6)
     hint = f" Did you mean one of {close}?" if close else ""
-    raise KeyError(f"unknown activation name {name!r}.{hint} See minineo.sites for the full table.")
+    raise UnknownNameError(f"unknown activation name {name!r}.{hint} See minineo.sites for the full table.")
 
 
 def shape_of(name: str, config: Config, batch: int, pos: int) -> tuple[int, ...]:

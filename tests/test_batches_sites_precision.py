@@ -152,3 +152,17 @@ def test_float64_is_never_downcast():
         recorded, cache = model.run_with_cache(tokens)
     assert cache["blocks.0.attn.scores"].dtype == torch.float64 and cache["blocks.0.attn.pattern"].dtype == torch.float64
     assert float((fast - recorded).abs().max()) < 1e-12
+
+
+def test_unknown_names_and_wrong_types_are_user_errors_and_still_key_and_type_errors(tiny):
+    from minineo.errors import UnknownNameError, WrongTypeError
+
+    with pytest.raises(UnknownNameError) as caught:
+        tiny.run_with_cache(tiny.to_tokens("Hi"), names=["blocks.0.attn.patern"])
+    assert isinstance(caught.value, KeyError) and isinstance(caught.value, UserError)
+    assert str(caught.value).startswith("unknown activation name 'blocks.0.attn.patern'")  # not KeyError's quoting
+    _, cache = tiny.run_with_cache(tiny.to_tokens("Hi"), names=["embed"])
+    assert cache.get("blocks.0.resid_pre") is None and "blocks.0.resid_pre" not in cache
+    with pytest.raises(WrongTypeError) as caught:
+        tiny(tiny.to_tokens("Hi"), patch={"blocks.0.attn.z": lambda z: None})
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, UserError)
