@@ -75,13 +75,17 @@ def test_every_row_equals_run_with_cache_and_the_folder_is_saelens_layout(tiny, 
     assert dataset.features["token_ids"] == datasets.Sequence(datasets.Value("int32"), length=32)
     rows = [r.tolist() for r in pack_rows(tiny, read_documents(corpus), 32)]
     assert len(dataset) == len(rows) > 150 and len(dataset) % 16 != 0  # several shards, the last one partial
-    torch_rows = dataset.with_format("torch")
-    for i, row in enumerate(torch_rows):
-        assert row["token_ids"].tolist() == rows[i]
-        _, cache = tiny.run_with_cache(row["token_ids"].long(), names=["blocks.0.resid_post", "blocks.1.attn.z", "blocks.1.mlp.post"])
-        assert_close(row["blocks.0.hook_resid_post"], cache["blocks.0.resid_post"][0], f"row {i} resid_post")
-        assert_close(row["blocks.1.attn.hook_z"], cache["blocks.1.attn.z"][0].flatten(-2), f"row {i} z")
-        assert_close(row["blocks.1.mlp.hook_post"], cache["blocks.1.mlp.post"][0], f"row {i} mlp.post")
+    stored = dataset.with_format("torch")[:]
+    assert stored["token_ids"].tolist() == rows
+    sites = {"blocks.0.hook_resid_post": "blocks.0.resid_post", "blocks.1.attn.hook_z": "blocks.1.attn.z",
+             "blocks.1.mlp.hook_post": "blocks.1.mlp.post"}
+    _, every = tiny.run_with_cache(stored["token_ids"].long(), names=list(sites.values()))  # rows are independent
+    for i in [0, 15, 16, 100, len(rows) - 1]:  # and a few rows on their own: shard edges, the last row
+        _, one = tiny.run_with_cache(stored["token_ids"][i].long(), names=list(sites.values()))
+        for column, site in sites.items():
+            assert_close(stored[column][i], one[site][0].flatten(1) if site.endswith("z") else one[site][0], f"row {i} {site}")
+    for column, site in sites.items():
+        assert_close(stored[column], every[site].flatten(2) if site.endswith("z") else every[site], f"every row, {site}")
     assert len(datasets.load_from_disk(str(reference))) == len(rows)  # what SAELens's cached_activations_path reads
 
 
