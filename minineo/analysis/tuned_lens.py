@@ -134,7 +134,7 @@ class TunedLens(nn.Module):
         return lens
 
 
-def tuned_lens(lens: TunedLens, tokens: torch.Tensor) -> LogitLens:
+def apply_tuned_lens(lens: TunedLens, tokens: torch.Tensor) -> LogitLens:
     """The tuned lens over the first row of `tokens` (batch, pos), summarised like `logit_lens`."""
     model = lens.model
     tokens = torch.as_tensor(tokens, device=model.W_E.device)  # a str or list of str: tokenise it first

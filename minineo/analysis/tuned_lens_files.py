@@ -29,10 +29,16 @@ WEIGHTS, META = "lens.safetensors", "lens.json"
 PACKAGE_CONFIG, PACKAGE_PARAMS = "config.json", "params.pt"
 
 
-def write_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict) -> None:
-    """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
+def check_output(path: str | Path) -> None:
+    """Refuse an output path that holds something other than a minineo lens (which would be replaced)."""
+    path = Path(path)
     if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / META).is_file())):
         raise UserError(f"{path} exists and is not a minineo tuned-lens folder; choose another output path")
+
+
+def write_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict) -> None:
+    """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
+    check_output(path)
     meta = {"format": FORMAT, "version": VERSION, **identity, "bias": "bias" in tensors}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -40,6 +46,8 @@ def write_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict) -> 
     try:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        for file, mode in ((tmp, 0o755), (tmp / WEIGHTS, 0o644), (tmp / META, 0o644)):
+            file.chmod(mode)  # mkdtemp's private 0700 is for the temporary folder only
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
