@@ -57,7 +57,7 @@ def held_out(neo) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def trained(neo, corpus) -> TunedLens:
-    return train_tuned_lens(neo, corpus, steps=30, batch_size=8, context=64)
+    return train_tuned_lens(neo, corpus, steps=20, batch_size=8, context=64)
 
 
 def package_case(arch: str):

@@ -134,10 +134,10 @@ class TunedLens(nn.Module):
         return lens
 
 
-def apply_tuned_lens(lens: TunedLens, tokens: torch.Tensor) -> LogitLens:
-    """The tuned lens over the first row of `tokens` (batch, pos), summarised like `logit_lens`."""
+def apply_tuned_lens(lens: TunedLens, tokens: torch.Tensor | str) -> LogitLens:
+    """The tuned lens over the first row of `tokens` (batch, pos) or a prompt, summarised like `logit_lens`."""
     model = lens.model
-    tokens = torch.as_tensor(tokens, device=model.W_E.device)  # a str or list of str: tokenise it first
+    tokens = model.to_tokens(tokens) if isinstance(tokens, str) else torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
     with torch.no_grad():
         logits = lens.logits(model, tokens[:1])[:, 0]  # (layer + 1, pos, d_vocab)
@@ -172,7 +172,7 @@ Corpus = Union[str, os.PathLike, Iterable[torch.Tensor]]
 def train_tuned_lens(
     model: Model, corpus: Corpus, *, steps: int = 250, batch_size: int = 8, context: int | None = None,
     optimizer: str = "sgd", lr: float | None = None, momentum: float = 0.9, weight_decay: float = 1e-3,
-    warmup_steps: int | None = None, text_field: str = "text", lens: TunedLens | None = None, seed: int = 0,
+    warmup_steps: int | None = None, text_field: str = "text", lens: TunedLens | None = None,
 ) -> TunedLens:
     """Train a tuned lens for `model` on `corpus` and return it.
 
@@ -184,7 +184,7 @@ def train_tuned_lens(
     next-token distribution at the same position as the target (as in the paper and the tuned-lens
     package). `optimizer` "sgd" is the package's default: SGD with Nesterov momentum, lr 1.0 * (1 - momentum),
     linear decay to zero; "adam" is AdamW (amsgrad) at lr 1e-3 with a linear warmup over the first 20%
-    of steps. Gradients are clipped to norm 1.
+    of steps. Gradients are clipped to norm 1. Deterministic: zero start, rows in corpus order.
     """
     if steps < 1 or batch_size < 1:
         raise UserError(f"steps ({steps}) and batch_size ({batch_size}) must be at least 1")
@@ -193,7 +193,6 @@ def train_tuned_lens(
     context = context or min(model.config.n_ctx, 512)
     if not 2 <= context <= model.config.n_ctx:
         raise UserError(f"context {context} must be between 2 and the model's n_ctx ({model.config.n_ctx})")
-    torch.manual_seed(seed)
     lens = lens if lens is not None else TunedLens(model)
     lens._check(model.config)
     params = [p for p in lens.parameters()]
@@ -246,7 +245,6 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
     """Batches (batch, context) of token rows, reading the corpus again from the start when it runs out."""
     device, n_ctx, d_vocab = model.W_E.device, model.config.n_ctx, model.config.d_vocab
     rereadable = isinstance(corpus, (str, os.PathLike)) or iter(corpus) is not corpus
-    epoch = 0
     while True:
         rows, produced = [], 0
         for row in _rows(model, corpus, context, text_field):
@@ -272,7 +270,6 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
                             "use a bigger corpus, or a smaller batch size or context")
         if not rereadable:
             return
-        epoch += 1
 
 
 def _rows(model: Model, corpus: Corpus, context: int, text_field: str) -> Iterable[torch.Tensor]:
