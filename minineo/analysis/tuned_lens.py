@@ -234,7 +234,7 @@ def _step(lens: TunedLens, model: Model, tokens: torch.Tensor) -> float:
         resid, _ = cache.accumulated_resid()
     total = 0.0
     for layer in range(model.config.n_layers):  # one layer at a time: the (batch, pos, d_vocab) logits are large
-        log_probs = lens.unembed(lens.translate(resid[layer], layer)).log_softmax(-1)
+        log_probs = lens.unembed(lens.translate(resid[layer], layer), model).log_softmax(-1)
         kl = (p_target * (target - log_probs)).sum(-1).mean()
         kl.backward()
         total += kl.item()
@@ -265,9 +265,11 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
                 rows, produced = [], produced + 1
         if produced == 0:
             what = f"{corpus}" if isinstance(corpus, (str, os.PathLike)) else "the corpus"
-            raise UserError(f"{what} has too few tokens for one step: a step needs {batch_size} rows of {context} "
-                            f"tokens ({batch_size * context} tokens){' and it had ' + str(len(rows)) + ' row(s)' if rows else ''}; "
-                            "use a bigger corpus, or a smaller batch size or context")
+            length = rows[0].numel() if rows else context
+            had = f" and it has {len(rows)}" if rows else ""
+            raise UserError(f"{what} has too few tokens for one step: a step needs {batch_size} rows of {length} "
+                            f"tokens ({batch_size * length} tokens){had}; use a bigger corpus, or a smaller batch "
+                            "size or context")
         if not rereadable:
             return
 
