@@ -226,6 +226,7 @@ def download(name: str, cache_dir: Optional[Path] = typer.Option(None, help="def
 def main() -> None:
     from minineo import cli_analysis  # noqa: F401  (registers the analysis sub-commands)
     from minineo import cli_harvest  # noqa: F401  (registers `minineo harvest`)
+    from minineo import cli_tuned_lens  # noqa: F401  (registers tune-lens)
 
     app()
 

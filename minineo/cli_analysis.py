@@ -72,7 +72,8 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
 
 
 @app.command()
-def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
+def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOption, device: str = DeviceOption,
+         tuned: Optional[Path] = typer.Option(None, "--tuned", help="also a tuned lens folder, side by side")) -> None:
     """Logit lens: each layer's top token per position, the next token's rank, and KL to the final layer."""
     plot = plot_path(plot)
     m = load_or_exit(model, device)
@@ -103,6 +104,10 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     if plot:
         plots.lens_heatmap(result, words, plot, title=f"logit lens, {model}: log10 rank of the next token")
         console.print(f"wrote {escape(str(plot))}")
+    if tuned:
+        from minineo.cli_tuned_lens import lens_comparison
+
+        console.print(lens_comparison(m, tokens, result, tuned))
 
 
 def _column_chunks(cells: dict[str, list[str]], room: int) -> list[list[str]]:

@@ -27,8 +27,16 @@ def logit_lens(model: Model, tokens: torch.Tensor) -> LogitLens:
     _, cache = model.run_with_cache(tokens[:1], names=lambda n: n.endswith(("resid_pre", "resid_post")))
     resid, labels = cache.accumulated_resid(apply_ln=True)  # each layer normalised with its own scale
     logits = (resid[:, 0] @ model.W_U).float()  # (layer + 1, pos, d_vocab)
+    return summarise_lens(labels, logits, tokens[0])
+
+
+def summarise_lens(labels: list[str], logits: torch.Tensor, tokens: torch.Tensor) -> LogitLens:
+    """Top tokens, next-token rank and probability, KL to the last row, from lens logits (layer + 1, pos, d_vocab).
+
+    Shared by the logit lens and the tuned lens (minineo.analysis.tuned_lens); `tokens` is one row (pos,).
+    """
     log_probs = logits.log_softmax(-1)
-    nxt = tokens[0, 1:]
+    nxt = tokens[1:]
     next_logit = logits[:, :-1].gather(-1, nxt[None, :, None].expand(logits.shape[0], -1, 1))  # (layer+1, pos-1, 1)
     rank = (logits[:, :-1] > next_logit).sum(-1)
     prob = log_probs[:, :-1].gather(-1, nxt[None, :, None].expand(logits.shape[0], -1, 1)).squeeze(-1).exp()
