@@ -67,17 +67,20 @@ class Model(nn.Module):
         or pattern are not asked for still use the fused kernel unless `explicit=True`.
         """
         keep, patch = self._resolve_names(names), self._resolve_patch(patch)
-        # attn.scores is recomputed from the recorded q and k when read, not kept: with the pattern it
-        # would double the (q_pos, k_pos) memory. A patched score tensor is kept as patched.
-        lazy_scores = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
-        helpers = {name.replace("scores", qk) for name in lazy_scores for qk in "qk"} - keep  # q, k for the recompute
-        keep = (keep - lazy_scores) | helpers
+        # attn.scores and attn.pattern are recomputed from the recorded q and k when read, not kept, so
+        # their layers stay on the fused kernel. A patched score or pattern tensor forces the explicit
+        # path for its layer and is kept as patched (a pattern downstream of patched scores too).
+        lazy = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
+        lazy |= {name for name in keep if name.endswith(".attn.pattern") and name not in patch
+                 and name.replace("pattern", "scores") not in patch}
+        helpers = {name.rsplit(".", 1)[0] + "." + qk for name in lazy for qk in "qk"} - keep  # q, k for the recompute
+        keep = (keep - lazy) | helpers
         rec = Recorder(keep=keep, patch=patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                             lazy_scores=lazy_scores, attention_masks=masks, unlisted=helpers)
+                             lazy=lazy, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
