@@ -3,6 +3,10 @@ TransformerLens when installed), on CPU and on CUDA where present, float32 and b
 
     python -m benchmarks [--quick] [--device cpu|cuda|all] [--out benchmarks/results.json]
 
+It also times greedy generation against HF's `generate` and, where a TransformerLens 3 venv exists
+(MININEO_TL3_PYTHON, default /work/venvs/tl3/bin/python), measures TransformerLens 3's run_with_cache
+peak memory on the same saved weights in a subprocess (benchmarks/tl3.py).
+
 Every variant is timed in interleaved rounds inside one process (this machine drifts by up to 40%
 between processes), and every time is reported as a ratio to HF's fastest attention (sdpa for GPT-2;
 GPT-Neo has only eager in HF) measured in the same run.
@@ -14,8 +18,9 @@ import argparse
 import json
 import platform
 import statistics
+import os
+import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,9 +30,13 @@ from typing import Callable
 import torch
 
 import minineo
+from benchmarks.memory import PeakMemory
 
 SHAPES = [(1, 128), (8, 128), (1, 1024), (4, 512)]
 QUICK_SHAPES = [(2, 64)]
+GENERATION = [(1, 128, 128), (8, 128, 128)]  # (batch, prompt, new tokens)
+QUICK_GENERATION = [(2, 8, 4)]
+TL3_PYTHON = os.environ.get("MININEO_TL3_PYTHON", "/work/venvs/tl3/bin/python")  # a venv with transformer-lens<4
 
 
 @dataclass
@@ -48,10 +57,24 @@ class Result:
 
 
 @dataclass
+class GenerationResult:
+    model: str
+    device: str
+    dtype: str
+    shape: tuple[int, int, int]  # (batch, prompt, new tokens)
+    variant: str
+    median_s: float
+    tokens_per_s: float  # new tokens (batch x new) per second
+    ratio_to_hf: float
+    same_tokens_as_hf: bool
+
+
+@dataclass
 class Run:
     machine: dict = field(default_factory=dict)
     matmul_peak_gflops: dict = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
+    generation: list[GenerationResult] = field(default_factory=list)
 
 
 # ---- models -----------------------------------------------------------------------------------------
@@ -139,59 +162,11 @@ def time_calls(calls: dict[str, Callable], device: str, rounds: int) -> dict[str
     return times
 
 
-class PeakMemory:
-    """Peak extra memory of a call: CUDA's allocator counter, or the process RSS sampled every millisecond."""
-
-    def __init__(self, device: str):
-        self.device, self.peak_mb = device, 0.0
-
-    @staticmethod
-    def _rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 2**20
-
-    def measure(self, fn: Callable) -> float | None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - base) / 2**20
-        if not Path("/proc/self/statm").exists():
-            return None
-        _release_freed_memory()
-        base, peak, done = self._rss_mb(), [0.0], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], self._rss_mb())
-                time.sleep(0.001)
-
-        thread = threading.Thread(target=sample)
-        thread.start()
-        fn()
-        done.set()
-        thread.join()
-        return max(0.0, peak[0] - base)
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap back to the OS (glibc), so RSS growth measures this call's own peak."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-
-
 # ---- the run ----------------------------------------------------------------------------------------
 
 def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool,
-                 shapes: list[tuple[int, int]], models: list[str] | None) -> None:
+                 shapes: list[tuple[int, int]], models: list[str] | None, generation: list[tuple[int, int, int]],
+                 tl3: bool) -> None:
     dtypes = [torch.float32, torch.bfloat16]
     for dtype in dtypes:
         run.matmul_peak_gflops[f"{device}/{str(dtype)[6:]}"] = matmul_peak_gflops(device, dtype, 512 if quick else 2048)
@@ -208,7 +183,11 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
                 hf_models = load_hf(folder, device, dtype)
                 for shape in shapes:
                     bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, shape, rounds)
+                for shape in generation:
+                    bench_generation(run, name, model, hf_models["eager"], device, dtype, shape, max(2, rounds // 2))
                 del hf_models, compiled
+            if tl3 and shapes:
+                bench_tl3(run, name, folder, device, shapes)
 
 
 @torch.inference_mode()
@@ -248,6 +227,69 @@ def bench_shape(run, name, model, compiled, hf_models, hf32, tl, device, dtype, 
               f"{result.ratio_to_hf:.2f}x {reference}, {100 * result.peak_fraction:.0f}% of peak", flush=True)
 
 
+@torch.inference_mode()
+def bench_generation(run, name, model, hf, device, dtype, shape, rounds) -> None:
+    """Greedy model.generate against HF's generate (use_cache=True, its default attention), same weights."""
+    batch, prompt, new = shape
+    tokens = torch.randint(0, model.config.d_vocab, (batch, prompt), device=device)
+    mask = torch.ones_like(tokens)
+    calls = {"minineo generate": lambda: model.generate(tokens, max_new_tokens=new),
+             "HF generate": lambda: hf.generate(tokens, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                                                do_sample=False, use_cache=True, pad_token_id=0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = torch.equal(calls["minineo generate"](), calls["HF generate"]())
+        times = time_calls(calls, device, rounds)
+    hf_median = statistics.median(times["HF generate"])
+    for variant, ts in times.items():
+        median = statistics.median(ts)
+        result = GenerationResult(name, device, str(dtype)[6:], shape, variant, median, batch * new / median,
+                                  hf_median / median, same)
+        run.generation.append(result)
+        print(f"{name} {device} {result.dtype} generate {batch}x{prompt}+{new} {variant}: {result.tokens_per_s:.1f} tok/s, "
+              f"{result.ratio_to_hf:.2f}x HF, same tokens: {same}", flush=True)
+
+
+def bench_tl3(run: Run, name: str, folder: Path, device: str, shapes: list[tuple[int, int]]) -> None:
+    """TransformerLens 3's run_with_cache peak memory, float32, in its own venv (a subprocess; see tl3.py)."""
+    if not Path(TL3_PYTHON).exists():
+        print(f"TransformerLens 3 not measured: no {TL3_PYTHON} (set MININEO_TL3_PYTHON)", flush=True)
+        return
+    shape_arg = ",".join(f"{b}x{p}" for b, p in shapes)
+    done = subprocess.run([TL3_PYTHON, str(Path(__file__).parent / "tl3.py"), str(folder), "--shapes", shape_arg,
+                           "--device", device], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"TransformerLens 3 failed: {done.stderr[-2000:]}", flush=True)
+        return
+    for line in lines:
+        r = json.loads(line)
+        batch, pos = r["shape"]
+        run.results.append(Result(name, device, "float32", (batch, pos), "TransformerLens 3 run_with_cache",
+                                  r["median_ms"], batch * pos / r["median_ms"] * 1e3, 0.0, 0.0, r["peak_extra_mb"],
+                                  max_abs_dlogit=r["max_abs_dlogit"], note="separate process: time not interleaved"))
+        print(f"{name} {device} float32 {batch}x{pos} TransformerLens 3 run_with_cache: peak +{r['peak_extra_mb']:.0f} MB",
+              flush=True)
+
+
+def summary(run: Run) -> list[dict]:
+    """Per (model, device, dtype, shape): the ratios the issue asks about."""
+    rows = []
+    keys = sorted({(r.model, r.device, r.dtype, tuple(r.shape)) for r in run.results})
+    for key in keys:
+        by = {r.variant: r for r in run.results if (r.model, r.device, r.dtype, tuple(r.shape)) == key}
+        fast, rwc = by.get("minineo fast"), by.get("minineo run_with_cache (all names)")
+        tl3 = by.get("TransformerLens 3 run_with_cache")
+        if fast is None or rwc is None:
+            continue
+        rows.append({"model": key[0], "device": key[1], "dtype": key[2], "shape": key[3],
+                     "fast_vs_hf": fast.ratio_to_hf, "rwc_over_fast": rwc.median_ms / fast.median_ms,
+                     "rwc_peak_mb": rwc.peak_extra_mb, "tl3_peak_mb": tl3.peak_extra_mb if tl3 else None,
+                     "rwc_peak_over_tl3": (rwc.peak_extra_mb / tl3.peak_extra_mb
+                                           if tl3 and tl3.peak_extra_mb and rwc.peak_extra_mb is not None else None)})
+    return rows
+
+
 def print_table(run: Run) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -264,6 +306,27 @@ def print_table(run: Run) -> None:
                       "-" if r.max_abs_dlogit is None else f"{r.max_abs_dlogit:.1e}")
     console = Console(width=max(170, Console().width))
     console.print(table)
+    rows = summary(run)
+    if rows:
+        table = Table(title="the targets: fast path vs HF, run_with_cache (every name) vs fast, peak memory vs TransformerLens 3")
+        for column in ("model", "device", "dtype", "shape", "fast vs HF", "rwc / fast", "rwc peak +MB",
+                       "TL3 rwc peak +MB", "rwc / TL3 memory"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for r in rows:
+            table.add_row(r["model"], r["device"], r["dtype"], f"{r['shape'][0]}x{r['shape'][1]}", f"{r['fast_vs_hf']:.2f}x",
+                          f"{r['rwc_over_fast']:.2f}", "-" if r["rwc_peak_mb"] is None else f"{r['rwc_peak_mb']:.0f}",
+                          "-" if r["tl3_peak_mb"] is None else f"{r['tl3_peak_mb']:.0f}",
+                          "-" if r["rwc_peak_over_tl3"] is None else f"{r['rwc_peak_over_tl3']:.2f}")
+        console.print(table)
+    if run.generation:
+        table = Table(title="generation: greedy, new tokens per second (higher = faster)")
+        for column in ("model", "device", "dtype", "batch x prompt + new", "variant", "median s", "tok/s", "vs HF",
+                       "same tokens as HF"):
+            table.add_column(column, justify="left" if column in ("model", "variant") else "right")
+        for g in run.generation:
+            table.add_row(g.model, g.device, g.dtype, f"{g.shape[0]}x{g.shape[1]}+{g.shape[2]}", g.variant,
+                          f"{g.median_s:.2f}", f"{g.tokens_per_s:.1f}", f"{g.ratio_to_hf:.2f}x", str(g.same_tokens_as_hf))
+        console.print(table)
     console.print("matmul peak measured in this run (GFLOP/s): " +
                   ", ".join(f"{k} {v:.0f}" for k, v in run.matmul_peak_gflops.items()))
 
@@ -273,9 +336,13 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--shapes", default=None, help="e.g. 1x1024,8x128 (default: the four standard shapes)")
+    parser.add_argument("--shapes", default=None, help="e.g. 1x1024,8x128 (default: the four standard shapes; 'none')")
     parser.add_argument("--models", default=None, help="gpt2-small, gpt-neo-125M, or both (default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    parser.add_argument("--generation", default=None,
+                        help="generation shapes BATCHxPROMPT+NEW, e.g. 1x128+128,8x128+128 (default those two; 'none')")
+    parser.add_argument("--tl3", choices=("auto", "yes", "no"), default="auto",
+                        help="TransformerLens 3 run_with_cache memory in a subprocess (auto: not with --quick)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args(argv)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
@@ -284,10 +351,16 @@ def main(argv: list[str] | None = None) -> Run:
     rounds = args.rounds or (2 if args.quick else 7)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     if args.shapes:
-        shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+        shapes = [] if args.shapes == "none" else [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     models = args.models.split(",") if args.models else None
+    generation = QUICK_GENERATION if args.quick else GENERATION
+    if args.generation:
+        generation = [] if args.generation == "none" else [
+            tuple(int(n) for n in g.replace("+", "x").split("x")) for g in args.generation.split(",")]
+    tl3 = args.tl3 == "yes" or (args.tl3 == "auto" and not args.quick)
     for device in devices:
-        bench_device(run, device, args.quick, rounds, not args.no_compile and not args.quick, shapes, models)
+        bench_device(run, device, args.quick, rounds, not args.no_compile and not args.quick, shapes, models,
+                     generation, tl3)
     print_table(run)
     args.out.write_text(json.dumps(asdict(run), indent=1))
     print(f"wrote {args.out}")

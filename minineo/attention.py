@@ -35,9 +35,8 @@ def attention_scores(
 ) -> torch.Tensor:
     """Masked, pre-softmax q.k * scale: (batch, head, q_pos, k_pos); q, k: (batch, pos, head, d_head)."""
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, head, pos, d_head)
-    if upcast:  # HF computes these scores in at least float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
-        wide = torch.promote_types(q.dtype, torch.float32)  # never lower: float64 stays float64
-        q, k = q.to(wide), k.to(wide)
+    if upcast:  # HF computes these scores in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
+        q, k = at_least_float32(q), at_least_float32(k)
     scores = torch.matmul(q, k.transpose(-1, -2))  # (batch, head, q_pos, k_pos)
     # In place: the (q_pos, k_pos) tensors dominate this path's memory traffic; same values as HF's `* scaling`.
     if scale != 1.0:
@@ -46,6 +45,16 @@ def attention_scores(
         k_index = torch.arange(k.shape[-2], device=q.device)
         allowed = allowed_keys(k_index[k.shape[-2] - q.shape[-2]:], k_index, None, None)
     return scores.masked_fill_(~allowed, float("-inf"))
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged (an upcast never lowers precision)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def attention_pattern(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """softmax over keys, in the scores' precision, then in the values' dtype: (batch, head, q_pos, k_pos)."""
+    return F.softmax(scores, dim=-1).to(dtype)
 
 
 def attend_explicit(
@@ -57,7 +66,7 @@ def attend_explicit(
     q: (batch, q_pos, head, d_head); k, v: (batch, k_pos, head, d_head). Returns z (batch, q_pos, head, d_head).
     """
     scores = rec(prefix + "scores", attention_scores(q, k, allowed, scale, upcast))
-    pattern = rec(prefix + "pattern", F.softmax(scores, dim=-1).to(v.dtype))
+    pattern = rec(prefix + "pattern", attention_pattern(scores, v.dtype))
     return torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2)  # (batch, q_pos, head, d_head)
 
 

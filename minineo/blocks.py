@@ -6,8 +6,6 @@ layout -- and `W_Q`, `W_K`, `W_V` are views of it, shaped (head, d_model, d_head
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,10 +13,8 @@ from torch import nn
 from minineo.attention import attend_explicit, attend_fused
 from minineo.config import Config
 from minineo.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS
+from minineo.kv_cache import KVCache
 from minineo.recording import Recorder
-
-if TYPE_CHECKING:
-    from minineo.generate import KVCache
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

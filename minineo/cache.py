@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from minineo import sites
-from minineo.attention import attention_scores
+from minineo.attention import attention_pattern, attention_scores
 from minineo.config import Config
 from minineo.errors import UnknownNameError
 
@@ -27,13 +27,14 @@ class Cache(Mapping):
 
     def __init__(
         self, store: dict[str, torch.Tensor], config: Config, W_O: list[torch.Tensor],
-        ln_final_w: torch.Tensor, ln_final_b: torch.Tensor, lazy_scores: set[str] | frozenset[str] = frozenset(),
+        ln_final_w: torch.Tensor, ln_final_b: torch.Tensor, lazy: set[str] | frozenset[str] = frozenset(),
         attention_masks: list[torch.Tensor | None] | None = None, unlisted: set[str] | frozenset[str] = frozenset(),
     ):
         self._store, self.config = store, config
         self._W_O, self._ln_w, self._ln_b = W_O, ln_final_w, ln_final_b
-        # attn.scores recomputed on access from the recorded q and k with the forward's own function and mask
-        self._lazy_scores, self._masks = lazy_scores, attention_masks or [None] * config.n_layers
+        # attn.scores / attn.pattern recomputed on access from the recorded q and k with the explicit
+        # path's own functions and the forward's mask (bit-identical to what that path computes)
+        self._lazy, self._masks = frozenset(lazy), attention_masks or [None] * config.n_layers
         self._unlisted = unlisted  # q and k kept only for that recomputation: not listed as recorded
 
     # ---- mapping ------------------------------------------------------------------------------------
@@ -46,24 +47,29 @@ class Cache(Mapping):
 
     def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
         name = self._key(key)
-        if name in self._store:
+        if name in self._store and name not in self._unlisted:
             return self._store[name]
         compute = self._computable(name)
         if compute is None:
             raise UnknownNameError(
                 f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
-                f"(recorded: {len(self._store)} names, e.g. {list(self._store)[:3]})"
+                f"(recorded: {len(self)} names, e.g. {list(self)[:3]})"
             )
         return compute()
 
     def _computable(self, name: str) -> Callable[[], torch.Tensor] | None:
-        """How to compute a site that is not stored from what is: attn.scores from q and k (with the
-        forward's own function and mask), attn.result from z and W_O; None when it cannot be."""
+        """How to compute a site that is not stored from what is: attn.scores and attn.pattern from q and
+        k (with the explicit path's functions and the forward's mask), attn.result from z and W_O; None
+        when it cannot be."""
         layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
-        if name in self._lazy_scores:
+        if name in self._lazy:
             q, k = self._store[f"blocks.{layer}.attn.q"], self._store[f"blocks.{layer}.attn.k"]
             scale, upcast = self.config.attn_scales[layer], self.config.upcast_attn
-            return lambda: attention_scores(q, k, self._masks[layer], scale, upcast)
+
+            def scores() -> torch.Tensor:  # (batch, head, q_pos, k_pos)
+                return attention_scores(q, k, self._masks[layer], scale, upcast)
+
+            return (lambda: attention_pattern(scores(), q.dtype)) if name.endswith(".pattern") else scores
         z_name = name.replace(".attn.result", ".attn.z")
         if name.endswith(".attn.result") and z_name in self._store:
             return lambda: torch.einsum("bphe,hed->bphd", self._store[z_name], self._W_O[layer])
@@ -74,14 +80,14 @@ class Cache(Mapping):
             name = self._key(key)  # type: ignore[arg-type]
         except KeyError:
             return False
-        return name in self._store or self._computable(name) is not None
+        return (name in self._store and name not in self._unlisted) or self._computable(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         yield from (name for name in self._store if name not in self._unlisted)
-        yield from sorted(self._lazy_scores)
+        yield from sorted(self._lazy)
 
     def __len__(self) -> int:
-        return len(self._store) - len(self._unlisted) + len(self._lazy_scores)
+        return len(self._store) - len(self._unlisted) + len(self._lazy)
 
     def __repr__(self) -> str:
         return f"Cache({len(self)} activations: {', '.join(list(self)[:4])}, ...)"
@@ -149,4 +155,4 @@ class Cache(Mapping):
         """A copy of this cache with every tensor on `device`."""
         masks = [None if m is None else m.to(device) for m in self._masks]
         return Cache({k: v.to(device) for k, v in self._store.items()}, self.config, [w.to(device) for w in self._W_O],
-                     self._ln_w.to(device), self._ln_b.to(device), self._lazy_scores, masks, self._unlisted)
+                     self._ln_w.to(device), self._ln_b.to(device), self._lazy, masks, self._unlisted)

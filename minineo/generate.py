@@ -1,4 +1,9 @@
-"""Sampling with a key/value cache on the fast path, apart from the analysis path. Left-padding aware."""
+"""Sampling with a key/value cache on the fast path, apart from the analysis path. Left-padding aware.
+
+It uses only the model's public decoding entry (`Model.kv_cache`, `Model.decode`): the prompt is one
+decode call, every new token one more, each writing into a key/value cache preallocated for the
+prompt plus `max_new_tokens`.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,26 @@ from typing import TYPE_CHECKING
 import torch
 
 from minineo.errors import UserError
-from minineo.recording import Recorder
-from minineo.tokens import TokenInput
+from minineo.kv_cache import KVCache
+from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask
 
 if TYPE_CHECKING:
     from minineo.model import Model
 
-
-class KVCache:
-    """Each layer's keys and values so far: (batch, pos_so_far, head, d_head)."""
-
-    def __init__(self, n_layers: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layers
-        self.values: list[torch.Tensor | None] = [None] * n_layers
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k, v = torch.cat([self.keys[layer], k], dim=1), torch.cat([self.values[layer], v], dim=1)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
-
-    def advance(self, n: int) -> None:
-        self.length += n
+__all__ = ["KVCache", "generate"]
 
 
 @torch.inference_mode()
 def generate(
     model: Model, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
     do_sample: bool = False, attention_mask: torch.Tensor | None = None, eos_token_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, static: bool | None = None,
 ) -> torch.Tensor:
     """Prompt plus up to `max_new_tokens` tokens: LongTensor (batch, pos + new).
 
     Greedy unless `do_sample`. Left-padded batches need `attention_mask` (text input is padded and
-    masked automatically). Rows that produced `eos_token_id` continue with padding.
+    masked automatically). Rows that produced `eos_token_id` continue with padding. `static` decodes
+    with the same shapes at every step (the default when the model was compiled; see `KVCache`).
     """
     if max_new_tokens < 0:
         raise UserError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -49,27 +39,50 @@ def generate(
         raise UserError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
-    kv = KVCache(model.config.n_layers)
-    tokens, attention_mask, position_ids = model._prepare(tokens, attention_mask, None, kv)
-    if tokens.shape[1] + max_new_tokens > model.config.n_ctx:
-        raise UserError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(tokens)
-    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    tokens, attention_mask = _prompt(model, tokens, attention_mask)
+    batch, prompt = tokens.shape
+    if prompt + max_new_tokens > model.config.n_ctx:
+        raise UserError(f"prompt ({prompt}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
+    out = torch.empty(batch, prompt + max_new_tokens, dtype=torch.long, device=tokens.device)  # (batch, pos + new)
+    out[:, :prompt] = tokens
+    if max_new_tokens == 0:
+        return out
+    kv = model.kv_cache(batch, prompt + max_new_tokens, static=static)
+    if attention_mask is None:
+        position_ids = torch.arange(prompt, device=tokens.device).expand(batch, prompt)
+    else:
+        position_ids = positions_from_mask(attention_mask)
+    finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None and model.tokenizer.pad_token_id is not None else 0
-    step_input, out = tokens, tokens
-    for _ in range(max_new_tokens):
-        logits = model._core(step_input, position_ids, mask, Recorder(), False, kv)[:, -1].float()  # (batch, d_vocab)
-        next_token = _choose(logits, do_sample, temperature, top_k, generator)
+    logits = model.decode(tokens, kv, position_ids, attention_mask)  # (batch, d_vocab)
+    position_ids = position_ids[:, -1:]  # (batch, 1)
+    for step in range(max_new_tokens):
+        next_token = _choose(logits.float(), do_sample, temperature, top_k, generator)  # (batch,)
         if eos_token_id is not None:
             next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
             finished |= next_token == eos_token_id
-        out = torch.cat([out, next_token[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        position_ids = (mask.sum(-1, keepdim=True) - 1)  # (batch, 1): the next real position
-        step_input = next_token[:, None]
-        if eos_token_id is not None and bool(finished.all()):
-            break
+        out[:, prompt + step] = next_token
+        if step + 1 == max_new_tokens or eos_token_id is not None and bool(finished.all()):
+            return out[:, :prompt + step + 1]
+        position_ids = position_ids + 1  # every new token is real: the next position of its row
+        logits = model.decode(next_token[:, None], kv, position_ids)
     return out
+
+
+def _prompt(model: Model, tokens: TokenInput, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validated (tokens (batch, pos), attention_mask or None) on the model's device; text is left-padded."""
+    if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
+        if model.tokenizer is None:
+            raise UserError("this model was loaded without a tokenizer; pass token ids instead of text")
+        tokens, text_mask = model.tokenizer.encode_batch(tokens, padding_side="left")
+        attention_mask = text_mask if attention_mask is None else attention_mask
+    if attention_mask is None and isinstance(tokens, torch.Tensor):
+        attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
+    device = model.W_E.device
+    tokens = as_token_batch(tokens, model.config.d_vocab, device)
+    if attention_mask is not None:
+        attention_mask = validate_mask(attention_mask, tokens.shape, device)
+    return tokens, attention_mask
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None,

@@ -21,8 +21,9 @@ from minineo.errors import UserError
 from minineo.recording import PatchValue, Recorder
 from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask, validate_positions
 
+from minineo.kv_cache import KVCache
+
 if TYPE_CHECKING:
-    from minineo.generate import KVCache
     from minineo.tokenizer import Tokenizer
 
 Names = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -40,6 +41,7 @@ class Model(nn.Module):
         self.ln_final = LayerNorm(config.d_model, config.layer_norm_eps)
         self.W_U_untied = None if config.tie_unembed else nn.Parameter(torch.zeros(config.d_model, config.d_vocab))
         self._compiled: Callable | None = None
+        self._compiled_decode: Callable | None = None
 
     @property
     def W_U(self) -> torch.Tensor:
@@ -68,17 +70,20 @@ class Model(nn.Module):
         or pattern are not asked for still use the fused kernel unless `explicit=True`.
         """
         keep, patch = self._resolve_names(names), self._resolve_patch(patch)
-        # attn.scores is recomputed from the recorded q and k when read, not kept: with the pattern it
-        # would double the (q_pos, k_pos) memory. A patched score tensor is kept as patched.
-        lazy_scores = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
-        helpers = {name.replace("scores", qk) for name in lazy_scores for qk in "qk"} - keep  # q, k for the recompute
-        keep = (keep - lazy_scores) | helpers
+        # attn.scores and attn.pattern are recomputed from the recorded q and k when read, not kept, so
+        # their layers stay on the fused kernel. A patched score or pattern tensor forces the explicit
+        # path for its layer and is kept as patched (a pattern downstream of patched scores too).
+        lazy = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
+        lazy |= {name for name in keep if name.endswith(".attn.pattern") and name not in patch
+                 and name.replace("pattern", "scores") not in patch}
+        helpers = {name.rsplit(".", 1)[0] + "." + qk for name in lazy for qk in "qk"} - keep  # q, k for the recompute
+        keep = (keep - lazy) | helpers
         rec = Recorder(keep=keep, patch=patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                             lazy_scores=lazy_scores, attention_masks=masks, unlisted=helpers)
+                             lazy=lazy, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
@@ -139,14 +144,54 @@ class Model(nn.Module):
         return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
 
     def compile_fast_path(self, mode: str | None = None) -> Model:
-        """Run `model(tokens)` (nothing recorded or patched) under torch.compile.
+        """Run `model(tokens)` (nothing recorded or patched) and the decode step under torch.compile.
 
-        On CUDA the default mode is "reduce-overhead" (CUDA graphs). A compiler failure falls back
-        to eager execution with a warning.
+        On CUDA the default mode is "reduce-overhead" (CUDA graphs); the decode step then runs on a
+        static-shape key/value cache (see `kv_cache`). A compiler failure falls back to eager
+        execution with a warning.
         """
         mode = mode or ("reduce-overhead" if self.W_E.is_cuda else None)
         self._compiled = torch.compile(self._core, mode=mode)
+        self._compiled_decode = torch.compile(self._decode_core, mode=mode, dynamic=False)
         return self
+
+    # ---- decoding with a key/value cache --------------------------------------------------------------
+
+    def kv_cache(self, batch: int, max_len: int, static: bool | None = None) -> KVCache:
+        """An empty key/value cache for `decode`; static shapes (CUDA-graph friendly) by default when compiled."""
+        static = self._compiled_decode is not None if static is None else static
+        return KVCache(self.config, batch, max_len, device=self.W_E.device, dtype=self.W_E.dtype, static=static)
+
+    def decode(
+        self, tokens: torch.Tensor, kv: KVCache, position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Continue the sequence held in `kv` by `tokens` (batch, n) at `position_ids` (batch, n).
+
+        Their keys and values are written into `kv`; returns the logits of the last position (batch, d_vocab).
+        `attention_mask` (batch, n) marks padding among these tokens. Inputs are trusted (no validation).
+        """
+        masks = kv.masks(tokens.shape[1], attention_mask)
+        if kv.static and self._compiled_decode is not None:
+            try:
+                logits = self._compiled_decode(tokens, position_ids, masks, kv)
+            except Exception as err:  # a compiler failure must never cost the user their generation
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); decoding eagerly from now on")
+                self._compiled_decode = None
+                logits = self._decode_core(tokens, position_ids, masks, kv)
+        else:
+            logits = self._decode_core(tokens, position_ids, masks, kv)
+        kv.advance(tokens.shape[1])
+        return logits
+
+    def _decode_core(
+        self, tokens: torch.Tensor, position_ids: torch.Tensor, masks: dict[int | None, torch.Tensor | None], kv: KVCache,
+    ) -> torch.Tensor:
+        rec = Recorder()
+        x = F.embedding(tokens, self.W_E) + F.embedding(position_ids, self.W_pos)  # (batch, n, d_model)
+        for block in self.blocks:
+            x = block(x, rec, masks[self.config.windows[block.layer]], False, kv)
+        x = self.ln_final(x[:, -1], rec, "ln_final.")  # (batch, d_model): only the last position is unembedded
+        return F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied
 
     def _masks(
         self, q_len: int, k_len: int, key_mask: torch.Tensor | None, device: torch.device

@@ -25,6 +25,11 @@ def test_quick_benchmark_runs_and_reports_every_variant(tmp_path):
         if r["variant"].startswith("minineo") and r["dtype"] == "float32":
             assert r["max_abs_dlogit"] < 1e-4, r
     assert set(report["matmul_peak_gflops"]) == {"cpu/float32", "cpu/bfloat16"}
+    generation = {(g["model"], g["dtype"], g["variant"]): g for g in report["generation"]}
+    for model in ("gpt2-small", "gpt-neo-125M"):
+        for dtype in ("float32", "bfloat16"):
+            assert {(model, dtype, "minineo generate"), (model, dtype, "HF generate")} <= set(generation)
+        assert generation[(model, "float32", "minineo generate")]["same_tokens_as_hf"]  # greedy float32: identical
 
 
 def test_flop_count_matches_a_hand_count_for_one_layer():

@@ -41,3 +41,19 @@ def test_bfloat16_fast_path_stays_close_to_float32(hf_pair, arch):
         # bfloat16 keeps 8 bits of mantissa: a few percent of the logit scale is its round-off
         assert float((logits - reference).abs().max()) < 0.05 * float(reference.abs().max()) + 0.05
     assert_close(low(tokens).float(), low(tokens, explicit=True).float(), "bf16 fused vs explicit", atol=0.05)
+
+
+def test_bfloat16_load_keeps_values_and_shapes_with_column_major_matmul_weights(hf_pair):
+    """On CPU, bfloat16 matmul weights are stored transposed (10x faster oneDNN path): same values, same views."""
+    import minineo
+
+    _, model = hf_pair("gpt_neo", layers=2, window=3)
+    fast = minineo.load(model.source, dtype=torch.bfloat16)
+    plain = model.to(torch.bfloat16)
+    for (name, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters()):
+        assert a.shape == b.shape and torch.equal(a, b), name
+    assert fast.blocks[0].mlp.W_in.stride() == (1, fast.config.d_model)
+    assert torch.equal(fast.blocks[1].attn.W_Q, plain.blocks[1].attn.W_Q)
+    tokens = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    diff = (fast(tokens).float() - plain(tokens).float()).abs().max()
+    assert float(diff) < 0.05 * float(plain(tokens).float().abs().max())  # bfloat16 round-off of a different sum order

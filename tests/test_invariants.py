@@ -127,7 +127,7 @@ def test_scores_recomputed_on_access_equal_the_forward_pass_scores(model):
     t = tokens()
     mask = torch.ones_like(t)
     mask[0, :3] = 0  # padding too: the recomputation must use the forward's own mask
-    _, lazy = model.run_with_cache(t, attention_mask=mask)
+    _, lazy = model.run_with_cache(t, attention_mask=mask, explicit=True)  # the same q and k as `kept`
     _, kept = model.run_with_cache(t, attention_mask=mask, patch={f"blocks.{L}.attn.scores": (lambda s: s)
                                                                   for L in range(model.config.n_layers)})
     for layer in range(model.config.n_layers):

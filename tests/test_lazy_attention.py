@@ -1,0 +1,95 @@
+"""attn.scores and attn.pattern computed on access: run_with_cache keeps every layer on the fused kernel,
+and what the Cache computes from the recorded q and k is exactly what the explicit path computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close
+from safetensors.torch import load_file
+
+import minineo.blocks
+
+
+def padded_tokens(pos=11):
+    tokens = torch.randint(0, 97, (2, pos), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    mask[0, :4] = 0  # a left-padded row: the recomputation must use the forward's own mask
+    return tokens, mask
+
+
+def identity_patches(model, site):
+    return {f"blocks.{layer}.attn.{site}": (lambda x: x) for layer in range(model.config.n_layers)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_lazy_pattern_and_scores_equal_the_explicit_paths_bit_for_bit(hf_pair, arch, dtype):
+    # window 3 < 11 positions: GPT-Neo's local layers have a real window
+    model = hf_pair(arch, layers=3, window=3, weight_scale=3.0)[1].to(dtype)
+    tokens, mask = padded_tokens()
+    # explicit=True on both runs so that both see the same q and k; the second keeps what that path computed
+    _, lazy = model.run_with_cache(tokens, attention_mask=mask, explicit=True)
+    _, kept = model.run_with_cache(tokens, attention_mask=mask, explicit=True,
+                                   patch=identity_patches(model, "pattern") | identity_patches(model, "scores"))
+    for layer in range(model.config.n_layers):
+        for site in ("pattern", "scores"):
+            name = f"blocks.{layer}.attn.{site}"
+            assert name in lazy._lazy and name not in kept._lazy  # computed on access vs stored
+            assert lazy[name].dtype == kept[name].dtype
+            assert torch.equal(lazy[name], kept[name]), name
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_run_with_cache_stays_fused_and_pattern_times_v_is_the_recorded_z(hf_pair, arch, monkeypatch):
+    model = hf_pair(arch, layers=3, window=3, weight_scale=3.0)[1]
+    calls = []
+    explicit = minineo.blocks.attend_explicit
+    monkeypatch.setattr(minineo.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
+    tokens, mask = padded_tokens()
+    logits, cache = model.run_with_cache(tokens, attention_mask=mask)
+    assert calls == []  # every layer through the fused kernel
+    assert_close(logits, model(tokens, attention_mask=mask), "run_with_cache vs fast path")
+    for layer in range(model.config.n_layers):
+        pattern, v = cache["pattern", layer], cache["v", layer]  # (batch, head, q, k), (batch, pos, head, d_head)
+        z = torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2)
+        assert_close(z, cache["z", layer], f"pattern @ v vs z, layer {layer}")
+
+
+def test_a_patched_pattern_forces_the_explicit_path_for_its_layer_only(hf_pair, monkeypatch):
+    model = hf_pair("gpt_neo", layers=3, window=3, weight_scale=3.0)[1]
+    calls = []
+    explicit = minineo.blocks.attend_explicit
+    monkeypatch.setattr(minineo.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
+    tokens, _ = padded_tokens()
+    uniform = torch.tril(torch.ones(11, 11))
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(2, model.config.n_heads, 11, 11)
+    logits, cache = model.run_with_cache(tokens, patch={"blocks.1.attn.pattern": uniform})
+    assert calls == ["blocks.1.attn."]
+    assert "blocks.1.attn.pattern" not in cache._lazy and torch.equal(cache["pattern", 1], uniform)
+    assert_close(logits, model(tokens, patch={"blocks.1.attn.pattern": uniform}, explicit=True), "patched")
+    assert not torch.allclose(logits, model(tokens), atol=1e-3)  # the patch did something
+
+
+def test_lazy_sites_behave_like_stored_ones(hf_pair, tmp_path):
+    model = hf_pair("gpt2", layers=2)[1]
+    tokens, _ = padded_tokens()
+    _, cache = model.run_with_cache(tokens)
+    names = list(cache)
+    assert len(names) == len(cache) == len(set(names))
+    for layer in range(2):
+        for site in ("pattern", "scores", "hook_pattern", "hook_attn_scores"):
+            assert f"blocks.{layer}.attn.{site}" in cache
+        assert f"blocks.{layer}.attn.pattern" in names and f"blocks.{layer}.attn.q" in names
+    stacked = cache.stack("pattern")
+    assert stacked.shape == (2, 2, model.config.n_heads, 11, 11)
+    assert torch.equal(stacked[1], cache["blocks.1.attn.pattern"])
+    cache.save(tmp_path / "cache.safetensors")
+    saved = load_file(tmp_path / "cache.safetensors")
+    assert set(saved) == set(names)
+    assert torch.equal(saved["blocks.0.attn.pattern"], cache["blocks.0.attn.pattern"])
+    # only q and k asked for the pattern: they are kept for the recomputation but not listed
+    _, only = model.run_with_cache(tokens, names=["blocks.0.attn.pattern"])
+    assert list(only) == ["blocks.0.attn.pattern"] and len(only) == 1 and "blocks.0.attn.q" not in only
+    assert torch.equal(only["pattern", 0], cache["pattern", 0])
+    assert torch.equal(only.to("cpu")["pattern", 0], cache["pattern", 0])
