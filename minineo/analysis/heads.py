@@ -23,15 +23,11 @@ class HeadScores:
 
 def repeated_tokens(model: Model, seq_len: int = 50, n_seqs: int = 8, seed: int = 0, prepend_bos: bool = True,
                     low: int | None = None, high: int | None = None) -> torch.Tensor:
-    """(n_seqs, [BOS] + 2 * seq_len): random token ids in [low, high), each sequence repeated twice.
-
-    Default range: the whole vocabulary; for a byte-level vocabulary (256 or 257 ids, like the embedded
-    model's) printable ASCII 33..126, since the other bytes hardly ever occur in text.
-    """
+    """(n_seqs, [BOS] + 2 * seq_len): random token ids in [low, high) (default: the whole vocabulary),
+    each sequence repeated twice."""
     g = torch.Generator().manual_seed(seed)
-    byte_level = model.config.d_vocab in (256, 257)
-    low = (33 if byte_level else 0) if low is None else low
-    high = (127 if byte_level else model.config.d_vocab) if high is None else high
+    low = 0 if low is None else low
+    high = model.config.d_vocab if high is None else high
     half = torch.randint(low, high, (n_seqs, seq_len), generator=g)
     tokens = torch.cat([half, half], dim=1)
     if prepend_bos:

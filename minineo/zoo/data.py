@@ -30,13 +30,18 @@ TEMPLATES = [
 ZEN = codecs.decode(this.s, "rot13")
 
 
-def sentence(g: torch.Generator) -> str:
+def sentence(g: torch.Generator, both_orders: bool = False) -> str:
+    """A template sentence; the indirect object {a} is named first (ABBA), or with `both_orders` half
+    the time second (BABA: "When John and Mary went ..., John gave ... to Mary")."""
     def pick(options):
         return options[int(torch.randint(len(options), (1,), generator=g))]
 
     a = pick(NAMES)
     b = pick([n for n in NAMES if n != a])
-    return pick(TEMPLATES).format(a=a, b=b, place=pick(PLACES), obj=pick(OBJECTS))
+    template = pick(TEMPLATES)
+    if both_orders and float(torch.rand((), generator=g)) < 0.5:
+        template = template.replace("{a} and {b}", "{b} and {a}")
+    return template.format(a=a, b=b, place=pick(PLACES), obj=pick(OBJECTS))
 
 
 def text_sequence(length: int, g: torch.Generator) -> torch.Tensor:
@@ -52,17 +57,37 @@ def text_sequence(length: int, g: torch.Generator) -> torch.Tensor:
     return torch.tensor([BOS] + list(data), dtype=torch.long)
 
 
-def repeated_sequence(length: int, g: torch.Generator) -> torch.Tensor:
-    """BOS, then random printable bytes in segments each repeated twice (induction practice)."""
+def repeated_sequence(length: int, g: torch.Generator, low: int = 33, high: int = 127) -> torch.Tensor:
+    """BOS, then random ids in [low, high) (default: printable bytes) in segments each repeated twice
+    (induction practice)."""
     out = [BOS]
     while len(out) < length:
         seg_len = int(torch.randint(6, 40, (1,), generator=g))
-        seg = torch.randint(33, 127, (seg_len,), generator=g).tolist()
+        seg = torch.randint(low, high, (seg_len,), generator=g).tolist()
         out += seg + seg
     return torch.tensor(out[:length], dtype=torch.long)
 
 
 def batch(size: int, length: int, g: torch.Generator) -> torch.Tensor:
-    """(size, length) token ids: half text, half repeated random segments."""
+    """Stage 1, (size, length) token ids: half text, half repeated random printable segments."""
     rows = [text_sequence(length, g) if i % 2 == 0 else repeated_sequence(length, g) for i in range(size)]
+    return torch.stack(rows)
+
+
+def sentences_row(length: int, g: torch.Generator) -> torch.Tensor:
+    """BOS, then template sentences in both name orders, cut to `length` tokens."""
+    pieces: list[str] = []
+    while sum(map(len, pieces)) < length:
+        pieces.append(sentence(g, both_orders=True) + " ")
+    return torch.tensor([BOS] + list("".join(pieces).encode("utf-8")[: length - 1]), dtype=torch.long)
+
+
+def batch_stage2(size: int, length: int, g: torch.Generator) -> torch.Tensor:
+    """Stage 2, (size, length): 3/8 sentences in both name orders, 1/4 repeated printable segments,
+    3/8 repeated segments drawn from the whole vocabulary (every byte and <|endoftext|>), so that
+    the induction head copies any token and the name movers do not depend on the order."""
+    n_text, n_printable = 3 * size // 8, size // 4
+    rows = ([sentences_row(length, g) for _ in range(n_text)]
+            + [repeated_sequence(length, g) for _ in range(n_printable)]
+            + [repeated_sequence(length, g, 0, VOCAB) for _ in range(size - n_text - n_printable)])
     return torch.stack(rows)

@@ -1,9 +1,15 @@
 """Train the embedded tiny GPT-Neo with minineo's own forward pass; save it in HF layout.
 
-    python -m minineo.zoo.train_tiny [--steps 8000] [--seed 0] [--out minineo/zoo/tiny-neo]
+    python -m minineo.zoo.train_tiny [--steps 8000] [--stage2-steps 600] [--seed 0] [--out minineo/zoo/tiny-neo]
 
-Deterministic from the seed: byte-level data from minineo.zoo.data, AdamW with a constant learning
-rate after warm-up (so the model at step N does not depend on --steps).
+Two stages, deterministic from the seed (byte-level data from minineo.zoo.data, AdamW with a
+constant learning rate, so the model at step N does not depend on the number of steps):
+1. half template sentences (indirect object named first), half repeated random printable bytes:
+   the induction head forms (around step 2500) and the sentences are learned;
+2. a fresh optimizer on sentences in both name orders and repeated segments drawn from the whole
+   vocabulary: the head learns to copy any token, and the name movers stop depending on the order.
+Stage 2 alone generalises the circuits in a few hundred steps; from scratch the full-vocabulary
+mixture stays on the induction plateau far longer.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 
+import minineo
 from minineo.config import Config
 from minineo.model import Model
 from minineo.weights.export import to_hf_gpt_neo
@@ -33,7 +40,8 @@ CONFIG = Config(
 
 
 INIT_STD = 0.02
-STEPS = 8000  # about 7 minutes on 2 cores; the induction head forms around step 2500
+STEPS = 8000  # stage 1: about 7 minutes on 2 cores; the induction head forms around step 2500
+STAGE2_STEPS = 600  # stage 2: about 40 s on 2 cores
 
 
 def init_model(config: Config, seed: int) -> Model:
@@ -77,16 +85,29 @@ def _bytes_to_unicode() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def train(steps: int, seed: int, batch_size: int = 16, length: int = 128, lr: float = 1e-3,
-          report: int = 500) -> tuple[Model, list[float]]:
-    model = init_model(CONFIG, seed)
+def train(steps: int, seed: int, stage2_steps: int = STAGE2_STEPS, batch_size: int = 16, length: int = 128,
+          lr: float = 1e-3, report: int = 500, start: Model | None = None) -> tuple[Model, list[float]]:
+    """Stage 1 (from a seeded init, or skipped when `start` is given: a stage-1 model), then stage 2."""
+    losses: list[float] = []
+    model = init_model(CONFIG, seed) if start is None else start.requires_grad_(True)
+    if start is None:
+        run_stage(model, steps, data.batch, torch.Generator().manual_seed(seed), batch_size, length, lr, 100, report,
+                  losses)
+    run_stage(model, stage2_steps, data.batch_stage2, torch.Generator().manual_seed(seed + 1), batch_size, length,
+              lr, 0, 100, losses)
+    return model.requires_grad_(False).eval(), losses
+
+
+def run_stage(model: Model, steps: int, make_batch, g: torch.Generator, batch_size: int, length: int, lr: float,
+              warmup: int, report: int, losses: list[float]) -> None:
+    """`steps` AdamW steps (a fresh optimizer; lr warmed up over `warmup` steps, then constant) on make_batch(g)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    losses, start = [], time.time()
+    model.train()
+    begin = time.time()
     for step in range(steps):
         for group in optimizer.param_groups:  # warm-up, then constant: step N is the same whatever --steps says
-            group["lr"] = lr * min(1.0, (step + 1) / 100)
-        tokens = data.batch(batch_size, length, g)
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        tokens = make_batch(batch_size, length, g)  # (batch, pos)
         logits = model(tokens)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, CONFIG.d_vocab), tokens[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
@@ -95,20 +116,24 @@ def train(steps: int, seed: int, batch_size: int = 16, length: int = 128, lr: fl
         optimizer.step()
         losses.append(loss.item())
         if step % report == 0 or step == steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  {induction_report(model)}  {time.time() - start:6.1f}s", flush=True)
-    return model.requires_grad_(False).eval(), losses
+            print(f"{make_batch.__name__} step {step:5d}  loss {loss.item():.4f}  {induction_report(model)}  "
+                  f"{time.time() - begin:6.1f}s", flush=True)
 
 
 @torch.no_grad()
 def induction_report(model: Model) -> str:
     from minineo.analysis.heads import head_scores, repeated_tokens
 
-    scores = head_scores(model, repeated_tokens(model, 25, 8, seed=1, low=33, high=127), repeated_len=25)
-    return (f"repeat loss {scores.first_half_loss:.2f} -> {scores.induction_loss:.2f}, "
-            f"best induction score {float(scores.induction.max()):.2f}")
+    parts = []
+    for what, low, high in (("printable", 33, 127), ("any token", 0, CONFIG.d_vocab)):
+        scores = head_scores(model, repeated_tokens(model, 25, 8, seed=1, low=low, high=high), repeated_len=25)
+        parts.append(f"{what}: repeat loss {scores.first_half_loss:.2f} -> {scores.induction_loss:.2f}, "
+                     f"best induction score {float(scores.induction.max()):.2f}")
+    return "; ".join(parts)
 
 
-def save(model: Model, out: Path, steps: int, seed: int, losses: list[float], seconds: float) -> None:
+def save(model: Model, out: Path, steps: int, stage2_steps: int, seed: int, losses: list[float], seconds: float,
+         stage1_from: Path | None) -> None:
     """HF layout (config.json, model.safetensors, tokenizer.json) plus a model card, written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
@@ -117,11 +142,29 @@ def save(model: Model, out: Path, steps: int, seed: int, losses: list[float], se
     (out / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
     byte_tokenizer().save(str(out / "tokenizer.json"))
     final = sum(losses[-100:]) / len(losses[-100:])
+    how = (f"stage 1 loaded from {stage1_from} (a stage-1 model), then stage 2" if stage1_from is not None
+           else "both stages")
     (out / "README.md").write_text(MODEL_CARD.format(
-        steps=steps, seed=seed, final=final, report=induction_report(model), seconds=seconds,
+        steps=steps, stage2_steps=stage2_steps, seed=seed, final=final, report=induction_report(model).replace("; ", ";\n  "),
+        ioi=ioi_report(model), seconds=seconds, how=how,
         params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads(),
     ))
     print(f"saved to {out} (mean training loss over the last 100 steps: {final:.4f})")
+
+
+@torch.no_grad()
+def ioi_report(model: Model) -> str:
+    from minineo.analysis.ioi import ioi_analysis, ioi_dataset
+
+    data = ioi_dataset(model, 64, seed=5)  # even rows ABBA, odd rows BABA
+    logits = model(data.tokens, attention_mask=data.attention_mask)[:, -1]  # (batch, d_vocab)
+    rows = torch.arange(len(data.prompts))
+    correct = (logits[rows, data.io_tokens] > logits[rows, data.s_tokens]).float()
+    result = ioi_analysis(model, data, ablation=False)
+    layer, head = divmod(int(result.head_dla.argmax()), model.config.n_heads)
+    return (f"{correct.mean():.0%} of 64 mixed prompts (ABBA {correct[0::2].mean():.0%}, BABA {correct[1::2].mean():.0%}); "
+            f"mean IO - S logit difference {result.logit_diff:.2f}, of which head L{layer}H{head} writes "
+            f"{float(result.head_dla.max()):.2f} directly (the strongest name mover)")
 
 
 MODEL_CARD = """# tiny-neo: the embedded model
@@ -131,15 +174,23 @@ window of 8, layer 1 global; byte-level vocabulary of 257: bytes 0..255 and <|en
 which is also BOS). Trained in this repository with minineo's own forward pass, so that a machine
 without network still has a real model to look inside.
 
-- **Data** (`minineo/zoo/data.py`, generated from the seed, nothing downloaded): half the rows are
-  template sentences about two people ("When Mary and John went to the store, John gave a drink to
-  Mary.") and lines of the Zen of Python (which ships with Python); half are random printable bytes
-  in segments that each repeat twice, which teaches in-context copying.
-- **Training**: {steps} steps of AdamW (lr 1e-3 after 100 warm-up steps, constant; no weight decay),
-  batches of 16 rows of 128 tokens (the whole context), seed {seed}, {threads} CPU threads, {seconds:.0f} s.
+- **Data** (`minineo/zoo/data.py`, generated from the seed, nothing downloaded). Stage 1: half the
+  rows are template sentences about two people ("When Mary and John went to the store, John gave a
+  drink to Mary.") and lines of the Zen of Python (which ships with Python); half are random
+  printable bytes in segments that each repeat twice, which teaches in-context copying. Stage 2:
+  the sentences in both name orders (ABBA and BABA), repeated printable segments, and repeated
+  segments drawn uniformly from the whole vocabulary.
+- **Training**: stage 1, {steps} steps of AdamW (lr 1e-3 after 100 warm-up steps, constant; no
+  weight decay); stage 2, {stage2_steps} more steps with a fresh AdamW at lr 1e-3. Batches of 16 rows of
+  128 tokens (the whole context), seed {seed}, {threads} CPU threads; {how} took {seconds:.0f} s.
   Mean training loss over the last 100 steps: {final:.3f} nats/token.
-- **What it learned**: an induction head. On random printable bytes repeated twice: {report}.
-- **Reproduce**: `python -m minineo.zoo.train_tiny --steps {steps} --seed {seed}` (writes `minineo/zoo/tiny-neo/`).
+- **What it learned**, measured on the saved model (the tests check the same through HF's
+  `GPTNeoForCausalLM`):
+  - an induction head, on random segments repeated twice (25 tokens, 8 sequences):
+  {report};
+  - indirect-object identification (`minineo ioi`'s prompts): IO above S in {ioi}.
+- **Reproduce**: `python -m minineo.zoo.train_tiny --steps {steps} --stage2-steps {stage2_steps} --seed {seed}`
+  (writes `minineo/zoo/tiny-neo/`; about 8 minutes on 2 cores).
 
 Files: `config.json` (`model_type: gpt_neo`), `model.safetensors` (HF GPTNeoForCausalLM keys; HF
 loads it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
@@ -148,15 +199,19 @@ loads it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--steps", type=int, default=STEPS, help="stage-1 steps")
+    parser.add_argument("--stage2-steps", type=int, default=STAGE2_STEPS)
+    parser.add_argument("--stage1-from", type=Path, default=None,
+                        help="skip stage 1: start stage 2 from this stage-1 model folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "tiny-neo")  # the shipped model
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
-    model, losses = train(args.steps, args.seed)
-    save(model, args.out, args.steps, args.seed, losses, time.time() - start)
+    first = None if args.stage1_from is None else minineo.load(args.stage1_from)
+    model, losses = train(args.steps, args.seed, args.stage2_steps, start=first)
+    save(model, args.out, args.steps, args.stage2_steps, args.seed, losses, time.time() - start, args.stage1_from)
 
 
 if __name__ == "__main__":
