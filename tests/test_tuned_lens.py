@@ -202,6 +202,13 @@ def test_a_corrupt_package_lens_is_a_clear_error(tmp_path, damage):
         TunedLens.load(folder, model)
 
 
+def assert_user_error(result, message: str) -> None:
+    """The command line's error boundary: exit 1 and one `error:` paragraph naming the problem, no traceback."""
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and text.startswith("error: ") and message in text, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+
+
 # ---- bad corpora -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, message", [("Hi.\n", "not enough for one row"),  # minineo.corpus says so
@@ -210,16 +217,15 @@ def test_a_corpus_too_small_for_one_step_is_a_clear_error_and_writes_nothing(tmp
     small = tmp_path / "small.txt"
     small.write_text(text)  # 4 sentences: about 3 rows of 64 tokens
     out = tmp_path / "lens"
-    with pytest.raises(UserError, match=message):
-        CliRunner().invoke(app, ["tune-lens", str(small), "--out", str(out), "--context", "64", "--batch-size", "8"],
-                           catch_exceptions=False)
+    result = CliRunner().invoke(app, ["tune-lens", str(small), "--out", str(out), "--context", "64", "--batch-size", "8"])
+    assert_user_error(result, message)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["small.txt"]
 
 
 def test_tune_lens_refuses_an_output_path_that_is_not_a_lens_before_training(tmp_path, corpus):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not a minineo tuned-lens folder"):
-        CliRunner().invoke(app, ["tune-lens", str(corpus), "--out", str(tmp_path)], catch_exceptions=False)
+    result = CliRunner().invoke(app, ["tune-lens", str(corpus), "--out", str(tmp_path)])
+    assert_user_error(result, "not a minineo tuned-lens folder")
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
