@@ -166,8 +166,8 @@ def time_calls(calls: dict[str, Callable], device: str, rounds: int) -> dict[str
 
 def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool,
                  shapes: list[tuple[int, int]], models: list[str] | None, generation: list[tuple[int, int, int]],
-                 tl3: bool) -> None:
-    dtypes = [torch.float32, torch.bfloat16]
+                 tl3: bool, dtypes: list[torch.dtype] | None = None) -> None:
+    dtypes = [torch.float32, torch.bfloat16] if dtypes is None else dtypes
     for dtype in dtypes:
         run.matmul_peak_gflops[f"{device}/{str(dtype)[6:]}"] = matmul_peak_gflops(device, dtype, 512 if quick else 2048)
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +257,7 @@ def bench_tl3(run: Run, name: str, folder: Path, device: str, shapes: list[tuple
         return
     shape_arg = ",".join(f"{b}x{p}" for b, p in shapes)
     done = subprocess.run([TL3_PYTHON, str(Path(__file__).parent / "tl3.py"), str(folder), "--shapes", shape_arg,
-                           "--device", device], capture_output=True, text=True)
+                           "--device", device, "--rounds", "1"], capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         print(f"TransformerLens 3 failed: {done.stderr[-2000:]}", flush=True)
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--shapes", default=None, help="e.g. 1x1024,8x128 (default: the four standard shapes; 'none')")
     parser.add_argument("--models", default=None, help="gpt2-small, gpt-neo-125M, or both (default)")
+    parser.add_argument("--dtypes", default=None, help="float32, bfloat16, or both (default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--generation", default=None,
                         help="generation shapes BATCHxPROMPT+NEW, e.g. 1x128+128,8x128+128 (default those two; 'none')")
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> Run:
     tl3 = args.tl3 == "yes" or (args.tl3 == "auto" and not args.quick)
     for device in devices:
         bench_device(run, device, args.quick, rounds, not args.no_compile and not args.quick, shapes, models,
-                     generation, tl3)
+                     generation, tl3, [getattr(torch, d) for d in args.dtypes.split(",")] if args.dtypes else None)
     print_table(run)
     args.out.write_text(json.dumps(asdict(run), indent=1))
     print(f"wrote {args.out}")
