@@ -178,7 +178,7 @@ def activation_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
-    """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float32, CPU)."""
+    """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float64, CPU)."""
     site = _check_site(site, per)
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg, (batch, n_pos) = model.config, tokens.shape
@@ -186,7 +186,7 @@ def activation_patching(
     logits, corrupted = model.run_with_cache(tokens, names=names, attention_mask=mask)
     read, baseline = _read_positions(metric, logits)
     shape, cells = _cells(site, per, n_pos, cfg.n_heads)
-    out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float32)
+    out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float64)
     template = logits.clone()
     template[~read] = float("nan")
     buffer = torch.empty_like(template)
@@ -267,4 +267,4 @@ def attribution_patching(
         if per == "head_pos" and head_axis < pos_axis:
             summed = summed.T
         out.append(summed)
-    return torch.stack(out).float().cpu()
+    return torch.stack(out).double().cpu()
