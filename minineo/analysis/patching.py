@@ -53,7 +53,8 @@ SITES: dict[str, tuple[int, int | None]] = {
 PERS = ("pos", "head", "head_pos")
 
 
-def _check_site(site: str, per: str) -> str:
+def check_site(site: str, per: str) -> str:
+    """The canonical block site name ("z" -> "attn.z"), or a UserError for an unknown site or unsupported per."""
     short = site.removeprefix("hook_").replace("attn.hook_", "attn.")
     short = {"z": "attn.z", "q": "attn.q", "k": "attn.k", "v": "attn.v", "pattern": "attn.pattern",
              "post": "mlp.post", "mlp.hook_post": "mlp.post"}.get(short, short)
@@ -179,7 +180,7 @@ def activation_patching(
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
     """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float64, CPU)."""
-    site = _check_site(site, per)
+    site = check_site(site, per)
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg, (batch, n_pos) = model.config, tokens.shape
     names = {f"blocks.{layer}.{s}" for layer in range(cfg.n_layers) for s in ("resid_pre", "attn.k", "attn.v", site)}
@@ -242,7 +243,7 @@ def attribution_patching(
     One corrupted forward and one backward pass through the model's own forward (autograd through the
     recorded sites); same shapes as `activation_patching`. Exact where the metric is linear in the site.
     """
-    site = _check_site(site, per)
+    site = check_site(site, per)
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg = model.config
     names = [f"blocks.{layer}.{site}" for layer in range(cfg.n_layers)]
