@@ -17,8 +17,9 @@ site value is replaced by the clean cache's)`. Swap the roles (clean tokens, cor
         f"blocks.{L}.{site}" for every layer (a Cache from run_with_cache). `attention_mask` (batch, pos)
         applies to both runs (the clean cache must come from a run with the same mask).
 
-Why the engine is fast, while every cell is still a real forward pass (Model.run_from, the model's own
-block loop) and equals `metric(model(corrupted_tokens, patch={name: value}))`:
+Why the engine is fast, while every cell is still a real forward pass (Model.run_from: the model's own
+block loop, with `kv=` for earlier positions and `logits_at=` for the unembedded ones) and equals
+`metric(model(corrupted_tokens, patch={name: value}))`:
   * a patch at layer L leaves layers < L as in the corrupted run: each cell starts at L from the
     corrupted run's recorded resid_pre;
   * attention is causal: a patch whose first changed position is p leaves positions < p as in the
@@ -40,7 +41,6 @@ import torch
 from minineo.errors import UserError
 from minineo.generate import KVCache
 from minineo.model import Model
-from minineo.recording import Recorder
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, d_vocab) -> scalar
 
@@ -221,11 +221,10 @@ def activation_patching(
                     kv.values[later] = corrupted[f"blocks.{later}.attn.v"][:, :start].repeat(n_variants, 1, 1, 1)
                 kv.length = start
             patch = _variants_patch(clean_value, site, [cells[i] for _, i in chunk], n_variants, start)
-            final = model._blocks(x, layer, Recorder(patch={name: patch}),
-                                  model._masks(n_suffix, n_pos, None if mask is None else mask.repeat(n_variants, 1),
-                                               x.device), False, kv)
-            final = final.view(n_variants, batch, n_suffix, cfg.d_model)[:, rows]  # (variants, rows, d_model)
-            variant_logits = model._unembed(final, Recorder())  # (variants, rows, d_vocab)
+            variant_logits = model.run_from(
+                layer, x, patch={name: patch}, attention_mask=None if mask is None else mask.repeat(n_variants, 1),
+                kv=kv, logits_at=rows.repeat(n_variants, 1),
+            ).view(n_variants, -1, cfg.d_vocab)  # (variants, rows, d_vocab)
             buffer.copy_(template)
             target = buffer[:, start:]
             for v, (_, i) in enumerate(chunk):
