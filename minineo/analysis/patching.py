@@ -210,6 +210,9 @@ def activation_patching(
                                                           + (3 * cfg.n_heads * n_pos if site == "attn.pattern" else 0))
                                       + int(rows.sum()) * cfg.d_vocab)
             n_variants = max(1, min(len(todo), memory_budget // max(per_variant, 1)))
+            # cells whose first changed position is later than `start` recompute a few unchanged positions:
+            # keep that waste under 1/8 of the chunk's positions
+            n_variants = max(1, sum(1 for first, _ in todo[:n_variants] if first - start <= n_suffix // 8))
             chunk, todo = todo[:n_variants], todo[n_variants:]
             n_variants = len(chunk)
             x = corrupted[f"blocks.{layer}.resid_pre"][:, start:].repeat(n_variants, 1, 1)
