@@ -82,8 +82,9 @@ def patch(clean: str, corrupted: str,
     # tick labels: the clean token, and clean/corrupted where the prompts differ
     words = [show(c) if c == k else f"{show(c)}/{show(k)}"
              for c, k in zip(m.to_str_tokens(clean_tokens[0]), m.to_str_tokens(corrupted_tokens[0]))]
-    console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} (compared on {show(m.to_string([answer_id]))} vs "
-                  f"{show(m.to_string([wrong_id]))}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
+    compared = f"{show(m.to_string([answer_id]))} vs {show(m.to_string([wrong_id]))}"
+    console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
+                  f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
     if per == "pos":
         columns, labels = words, [f"pos {p} {w}" for p, w in enumerate(words)]
     elif per == "head":

@@ -120,7 +120,8 @@ def _first_changed(clean: torch.Tensor, corrupted: torch.Tensor, site: str, posi
     """The first position the cell's patch changes (None: it changes nothing)."""
     pos_axis, head_axis = SITES[site]
     if position is not None:
-        return position if not torch.equal(_select(clean, site, position, head), _select(corrupted, site, position, head)) else None
+        same = torch.equal(_select(clean, site, position, head), _select(corrupted, site, position, head))
+        return None if same else position
     differs = clean != corrupted  # (batch, ...)
     if head is not None:
         differs = differs.select(head_axis, head)
