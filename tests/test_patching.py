@@ -104,6 +104,32 @@ def test_shapes_and_denoising_ends(hf_pair):
     assert activation_patching(model, corrupted, cache, metric, "z", "head_pos").shape == (2, 6, 4)
 
 
+def test_a_metric_whose_reads_depend_on_the_logits_is_still_exact(hf_pair, monkeypatch):
+    """If the guess of the positions the metric reads is wrong (the metric picks its position with an
+    argmax), the unread logits are NaN, the metric returns NaN, and the engine redoes the sweep with all."""
+    _, model = hf_pair("gpt2", layers=2, heads=2, weight_scale=3.0)
+    clean = torch.randint(0, 97, (1, 7), generator=torch.Generator().manual_seed(30))
+    corrupted = clean.clone()
+    corrupted[:, 1] = (corrupted[:, 1] + 7) % 97
+
+    def metric(logits):
+        return logits[0, int(logits[0, -1].argmax()) % logits.shape[1], 0]
+
+    from minineo.analysis import patching
+
+    def wrong_guess(metric, logits):  # as if the probe had seen only the last position read
+        read = torch.zeros(logits.shape[:2], dtype=torch.bool)
+        read[:, -1] = True
+        return read, float(metric(logits))
+
+    monkeypatch.setattr(patching, "_read_positions", wrong_guess)
+    _, cache = model.run_with_cache(clean)
+    engine = activation_patching(model, corrupted, cache, metric, "resid_pre", "pos")
+    expected = brute_force(model, corrupted, cache, metric, "resid_pre", "pos", engine.shape, None)
+    assert not engine.isnan().any()
+    assert float((engine - expected).abs().max()) <= 1e-5 * max(1.0, float(expected.abs().max()))
+
+
 # ---- attribution patching --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("site, per", [("resid_pre", "pos"), ("attn.z", "head_pos"), ("attn.pattern", "head"),

@@ -188,52 +188,60 @@ def activation_patching(
     logits, corrupted = model.run_with_cache(tokens, names=names, attention_mask=mask)
     read, baseline = _read_positions(metric, logits)
     shape, cells = _cells(site, per, n_pos, cfg.n_heads)
-    out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float64)
-    template = logits.clone()
-    template[~read] = float("nan")
-    buffer = torch.empty_like(template)
-    itemsize = logits.element_size()
-    for layer in range(cfg.n_layers):
-        name = f"blocks.{layer}.{site}"
-        _same_shape(clean[layer], corrupted[name], name, tokens)
-        clean_value = clean[layer].to(device=logits.device, dtype=corrupted[name].dtype)
-        todo = []  # (first changed position, cell index)
-        for i, (position, head) in enumerate(cells):
-            first = _first_changed(clean_value, corrupted[name], site, position, head)
-            if first is not None:
-                todo.append((first, i))
-        todo.sort()
-        while todo:
-            start = todo[0][0]
-            n_suffix = n_pos - start
-            rows = read[:, start:]  # (batch, n_suffix) positions to unembed
-            per_variant = itemsize * (batch * n_suffix * (14 * cfg.d_model + 3 * cfg.d_mlp
-                                                          + (3 * cfg.n_heads * n_pos if site == "attn.pattern" else 0))
-                                      + int(rows.sum()) * cfg.d_vocab)
-            n_variants = max(1, min(len(todo), memory_budget // max(per_variant, 1)))
-            # cells whose first changed position is later than `start` recompute a few unchanged positions:
-            # keep that waste under 1/8 of the chunk's positions
-            n_variants = max(1, sum(1 for first, _ in todo[:n_variants] if first - start <= n_suffix // 8))
-            chunk, todo = todo[:n_variants], todo[n_variants:]
-            n_variants = len(chunk)
-            x = corrupted[f"blocks.{layer}.resid_pre"][:, start:].repeat(n_variants, 1, 1)
-            kv = None
-            if start > 0:
-                kv = KVCache(cfg.n_layers)
-                for later in range(layer, cfg.n_layers):
-                    kv.keys[later] = corrupted[f"blocks.{later}.attn.k"][:, :start].repeat(n_variants, 1, 1, 1)
-                    kv.values[later] = corrupted[f"blocks.{later}.attn.v"][:, :start].repeat(n_variants, 1, 1, 1)
-                kv.length = start
-            patch = _variants_patch(clean_value, site, [cells[i] for _, i in chunk], n_variants, start)
-            variant_logits = model.run_from(
-                layer, x, patch={name: patch}, attention_mask=None if mask is None else mask.repeat(n_variants, 1),
-                kv=kv, logits_at=rows.repeat(n_variants, 1),
-            ).view(n_variants, -1, cfg.d_vocab)  # (variants, rows, d_vocab)
-            buffer.copy_(template)
-            target = buffer[:, start:]
-            for v, (_, i) in enumerate(chunk):
-                target[rows] = variant_logits[v]
-                out[layer, i] = float(_scalar(metric(buffer), f"on patched logits (layer {layer})"))
+
+    def sweep(read: torch.Tensor) -> torch.Tensor:  # (layer, cell), unembedding the (batch, pos) in `read`
+        out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float64)
+        template = logits.clone()
+        template[~read] = float("nan")
+        buffer = torch.empty_like(template)
+        itemsize = logits.element_size()
+        for layer in range(cfg.n_layers):
+            name = f"blocks.{layer}.{site}"
+            _same_shape(clean[layer], corrupted[name], name, tokens)
+            clean_value = clean[layer].to(device=logits.device, dtype=corrupted[name].dtype)
+            todo = []  # (first changed position, cell index)
+            for i, (position, head) in enumerate(cells):
+                first = _first_changed(clean_value, corrupted[name], site, position, head)
+                if first is not None:
+                    todo.append((first, i))
+            todo.sort()
+            while todo:
+                start = todo[0][0]
+                n_suffix = n_pos - start
+                rows = read[:, start:]  # (batch, n_suffix) positions to unembed
+                per_variant = itemsize * (batch * n_suffix * (14 * cfg.d_model + 3 * cfg.d_mlp
+                                                              + (3 * cfg.n_heads * n_pos if site == "attn.pattern" else 0))
+                                          + int(rows.sum()) * cfg.d_vocab)
+                n_variants = max(1, min(len(todo), memory_budget // max(per_variant, 1)))
+                # cells whose first changed position is later than `start` recompute a few unchanged positions:
+                # keep that waste under 1/8 of the chunk's positions
+                n_variants = max(1, sum(1 for first, _ in todo[:n_variants] if first - start <= n_suffix // 8))
+                chunk, todo = todo[:n_variants], todo[n_variants:]
+                n_variants = len(chunk)
+                x = corrupted[f"blocks.{layer}.resid_pre"][:, start:].repeat(n_variants, 1, 1)
+                kv = None
+                if start > 0:
+                    kv = KVCache(cfg.n_layers)
+                    for later in range(layer, cfg.n_layers):
+                        kv.keys[later] = corrupted[f"blocks.{later}.attn.k"][:, :start].repeat(n_variants, 1, 1, 1)
+                        kv.values[later] = corrupted[f"blocks.{later}.attn.v"][:, :start].repeat(n_variants, 1, 1, 1)
+                    kv.length = start
+                patch = _variants_patch(clean_value, site, [cells[i] for _, i in chunk], n_variants, start)
+                variant_logits = model.run_from(
+                    layer, x, patch={name: patch}, attention_mask=None if mask is None else mask.repeat(n_variants, 1),
+                    kv=kv, logits_at=rows.repeat(n_variants, 1),
+                ).view(n_variants, -1, cfg.d_vocab)  # (variants, rows, d_vocab)
+                buffer.copy_(template)
+                target = buffer[:, start:]
+                for v, (_, i) in enumerate(chunk):
+                    target[rows] = variant_logits[v]
+                    out[layer, i] = float(_scalar(metric(buffer), f"on patched logits (layer {layer})"))
+        return out
+
+    out = sweep(read)
+    if bool(out.isnan().any()) and not bool(read.all()):
+        # the metric read a logit that was not unembedded (left NaN): data-dependent reads; redo with all
+        out = sweep(torch.ones_like(read))
     return out.view((cfg.n_layers,) + shape)
 
 
