@@ -227,6 +227,7 @@ def main() -> None:
     from minineo import cli_analysis  # noqa: F401  (registers the analysis sub-commands)
     from minineo import cli_harvest  # noqa: F401  (registers `minineo harvest`)
     from minineo import cli_tuned_lens  # noqa: F401  (registers tune-lens)
+    from minineo import cli_patch  # noqa: F401  (registers `minineo patch`)
 
     app()
 

@@ -80,10 +80,13 @@ class Model(nn.Module):
         keep = (keep - lazy) | helpers
         rec = Recorder(keep=keep, patch=patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
+        return logits, self._cache(rec, lazy, helpers)
+
+    def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
-        return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                             lazy=lazy, attention_masks=masks, unlisted=helpers)
+        return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
+                     lazy=lazy, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
@@ -126,22 +129,63 @@ class Model(nn.Module):
 
     def _core(
         self, tokens: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-        rec: Recorder | None = None, explicit: bool = False, kv: KVCache | None = None,
+        rec: Recorder | None = None, explicit: bool = False,
     ) -> torch.Tensor:
         """The forward pass proper, on validated inputs. Returns logits (batch, pos, d_vocab)."""
         rec = rec if rec is not None else Recorder()
-        past = kv.length if kv is not None else 0
         embed = rec("embed", F.embedding(tokens, self.W_E))  # (batch, pos, d_model)
         pos_embed = rec("pos_embed", F.embedding(position_ids, self.W_pos).expand_as(embed))
-        x = embed + pos_embed
-        masks = self._masks(tokens.shape[1], past + tokens.shape[1], attention_mask, tokens.device)
+        masks = self._masks(tokens.shape[1], tokens.shape[1], attention_mask, tokens.device)
+        x = self._blocks(embed + pos_embed, 0, rec, masks, explicit, None)
+        return self._unembed(x, rec)
+
+    def _blocks(
+        self, x: torch.Tensor, start: int, rec: Recorder, masks: dict[int | None, torch.Tensor | None],
+        explicit: bool, kv: KVCache | None,
+    ) -> torch.Tensor:
+        """Blocks start..n_layers-1 on the residual x (batch, pos, d_model); returns the last resid_post."""
         rec.attention_masks = masks  # the Cache recomputes attn.scores with them
-        for block in self.blocks:
+        for block in self.blocks[start:]:
             x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
-        x = rec("unembed.in", self.ln_final(x, rec, "ln_final."))  # (batch, pos, d_model)
-        if kv is not None:
-            kv.advance(tokens.shape[1])
+        return x
+
+    def _unembed(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
+        """ln_final then W_U: logits (..., d_vocab) from the final residual (..., d_model)."""
+        x = rec("unembed.in", self.ln_final(x, rec, "ln_final."))  # (..., d_model)
         return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
+
+    def run_from(
+        self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
+        names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
+        kv: KVCache | None = None, logits_at: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Cache]:
+        """Continue the forward pass at block `layer` from `resid_pre` (batch, pos, d_model).
+
+        The same block loop as `forward`: `run_from(L, cache[f"blocks.{L}.resid_pre"])` equals `model(tokens)`
+        (positions enter only through pos_embed, already in the residual). Returns logits (batch, pos, d_vocab),
+        or (logits, Cache) when `names` is given (True: every site from `layer` on). `attention_mask`
+        (batch, past + pos) as for `forward`; `kv` holds keys/values of earlier positions (then resid_pre
+        holds only the later positions, as in generation). `logits_at`, a (batch, pos) bool mask, unembeds
+        only those positions: logits (selected, d_vocab) in row-major order.
+        """
+        if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
+            raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
+        if resid_pre.ndim != 3 or resid_pre.shape[-1] != self.config.d_model:
+            raise UserError(f"run_from: resid_pre must have shape (batch, pos, {self.config.d_model}), "
+                            f"got {tuple(resid_pre.shape)}; pass a cached blocks.{layer}.resid_pre")
+        batch, pos, _ = resid_pre.shape
+        past = kv.length if kv is not None else 0
+        if attention_mask is not None:
+            attention_mask = validate_mask(attention_mask, torch.Size((batch, pos)), resid_pre.device, past)
+        record = names is not False and names is not None
+        keep = self._resolve_names(None if names is True else names) if record else set()
+        rec = Recorder(keep=keep, patch=self._resolve_patch(patch))
+        masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
+        x = self._blocks(resid_pre, layer, rec, masks, explicit, kv)  # (batch, pos, d_model)
+        logits = self._unembed(x if logits_at is None else x[logits_at], rec)
+        if kv is not None:
+            kv.advance(pos)
+        return (logits, self._cache(rec)) if record else logits
 
     def compile_fast_path(self, mode: str | None = None) -> Model:
         """Run `model(tokens)` (nothing recorded or patched) and the decode step under torch.compile.
@@ -186,12 +230,9 @@ class Model(nn.Module):
     def _decode_core(
         self, tokens: torch.Tensor, position_ids: torch.Tensor, masks: dict[int | None, torch.Tensor | None], kv: KVCache,
     ) -> torch.Tensor:
-        rec = Recorder()
         x = F.embedding(tokens, self.W_E) + F.embedding(position_ids, self.W_pos)  # (batch, n, d_model)
-        for block in self.blocks:
-            x = block(x, rec, masks[self.config.windows[block.layer]], False, kv)
-        x = self.ln_final(x[:, -1], rec, "ln_final.")  # (batch, d_model): only the last position is unembedded
-        return F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied
+        x = self._blocks(x, 0, Recorder(), masks, False, kv)
+        return self._unembed(x[:, -1], Recorder())  # (batch, d_vocab): only the last position is unembedded
 
     def _masks(
         self, q_len: int, k_len: int, key_mask: torch.Tensor | None, device: torch.device
