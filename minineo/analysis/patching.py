@@ -244,6 +244,10 @@ def activation_patching(
     return out.view((cfg.n_layers,) + shape)
 
 
+def _identity(value: torch.Tensor) -> torch.Tensor:
+    return value
+
+
 def attribution_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None,
@@ -259,8 +263,10 @@ def attribution_patching(
     names = [f"blocks.{layer}.{site}" for layer in range(cfg.n_layers)]
     with torch.inference_mode(False), torch.enable_grad():
         # a leaf at the embedding so the graph exists whether or not the parameters require grad
-        leaf = {"embed": lambda e: e.detach().requires_grad_(True)}
-        logits, corrupted = model.run_with_cache(tokens, names=names, patch=leaf, attention_mask=mask)
+        patch = {"embed": lambda e: e.detach().requires_grad_(True)}
+        if site == "attn.pattern":  # patterns are computed on access unless patched: an identity patch keeps
+            patch |= {name: _identity for name in names}  # them in the graph (their layers run explicitly)
+        logits, corrupted = model.run_with_cache(tokens, names=names, patch=patch, attention_mask=mask)
         value = _scalar(metric(logits), "on the corrupted logits")
         if not value.requires_grad:
             raise UserError("the metric's value does not depend differentiably on the logits (e.g. it calls "
