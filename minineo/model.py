@@ -17,6 +17,7 @@ from minineo.attention import allowed_keys
 from minineo.blocks import Block, LayerNorm
 from minineo.cache import Cache
 from minineo.config import Config
+from minineo.errors import UserError
 from minineo.recording import PatchValue, Recorder
 from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask
 
@@ -74,10 +75,13 @@ class Model(nn.Module):
         keep = (keep - lazy_scores) | helpers
         rec = Recorder(keep=keep, patch=patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
+        return logits, self._cache(rec, lazy_scores, helpers)
+
+    def _cache(self, rec: Recorder, lazy_scores: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
-        return logits, Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                             lazy_scores=lazy_scores, attention_masks=masks, unlisted=helpers)
+        return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
+                     lazy_scores=lazy_scores, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
@@ -125,15 +129,57 @@ class Model(nn.Module):
         past = kv.length if kv is not None else 0
         embed = rec("embed", F.embedding(tokens, self.W_E))  # (batch, pos, d_model)
         pos_embed = rec("pos_embed", F.embedding(position_ids, self.W_pos).expand_as(embed))
-        x = embed + pos_embed
         masks = self._masks(tokens.shape[1], past + tokens.shape[1], attention_mask, tokens.device)
-        rec.attention_masks = masks  # the Cache recomputes attn.scores with them
-        for block in self.blocks:
-            x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
-        x = self.ln_final(x, rec, "ln_final.")
+        x = self._blocks(embed + pos_embed, 0, rec, masks, explicit, kv)
         if kv is not None:
             kv.advance(tokens.shape[1])
+        return self._unembed(x, rec)
+
+    def _blocks(
+        self, x: torch.Tensor, start: int, rec: Recorder, masks: dict[int | None, torch.Tensor | None],
+        explicit: bool, kv: KVCache | None,
+    ) -> torch.Tensor:
+        """Blocks start..n_layers-1 on the residual x (batch, pos, d_model); returns the last resid_post."""
+        rec.attention_masks = masks  # the Cache recomputes attn.scores with them
+        for block in self.blocks[start:]:
+            x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
+        return x
+
+    def _unembed(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
+        """ln_final then W_U: logits (..., d_vocab) from the final residual (..., d_model)."""
+        x = self.ln_final(x, rec, "ln_final.")
         return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
+
+    def run_from(
+        self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
+        names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
+        kv: KVCache | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Cache]:
+        """Continue the forward pass at block `layer` from `resid_pre` (batch, pos, d_model).
+
+        The same block loop as `forward`: `run_from(L, cache[f"blocks.{L}.resid_pre"])` equals `model(tokens)`
+        (positions enter only through pos_embed, already in the residual). Returns logits (batch, pos, d_vocab),
+        or (logits, Cache) when `names` is given (True: every site from `layer` on). `attention_mask`
+        (batch, past + pos) as for `forward`; `kv` holds keys/values of earlier positions (then resid_pre
+        holds only the later positions, as in generation).
+        """
+        if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
+            raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
+        if resid_pre.ndim != 3 or resid_pre.shape[-1] != self.config.d_model:
+            raise UserError(f"run_from: resid_pre must have shape (batch, pos, {self.config.d_model}), "
+                            f"got {tuple(resid_pre.shape)}; pass a cached blocks.{layer}.resid_pre")
+        batch, pos, _ = resid_pre.shape
+        past = kv.length if kv is not None else 0
+        if attention_mask is not None:
+            attention_mask = validate_mask(attention_mask, torch.Size((batch, pos)), resid_pre.device, past)
+        record = names is not False and names is not None
+        keep = self._resolve_names(None if names is True else names) if record else set()
+        rec = Recorder(keep=keep, patch=self._resolve_patch(patch))
+        masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
+        logits = self._unembed(self._blocks(resid_pre, layer, rec, masks, explicit, kv), rec)
+        if kv is not None:
+            kv.advance(pos)
+        return (logits, self._cache(rec)) if record else logits
 
     def compile_fast_path(self, mode: str | None = None) -> Model:
         """Run `model(tokens)` (nothing recorded or patched) under torch.compile.

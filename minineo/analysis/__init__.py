@@ -8,10 +8,11 @@ from minineo.analysis.embeddings import (EmbeddingAutoencoding, EmbeddingGeometr
 from minineo.analysis.heads import HeadScores, head_scores, repeated_tokens
 from minineo.analysis.ioi import IOIDataset, IOIResult, ioi_analysis, ioi_dataset
 from minineo.analysis.lens import LogitLens, logit_lens
+from minineo.analysis.patching import activation_patching, attribution_patching
 
 __all__ = [
     "Attribution", "BackupHeads", "EmbeddingAutoencoding", "EmbeddingGeometry", "HeadScores", "IOIDataset",
-    "IOIResult", "LogitLens", "ablate_heads", "backup_heads", "direct_logit_attribution", "embedding_autoencoding",
+    "IOIResult", "LogitLens", "ablate_heads", "activation_patching", "attribution_patching", "backup_heads", "direct_logit_attribution", "embedding_autoencoding",
     "embedding_geometry", "head_ablation_effects", "head_logit_attribution", "head_scores", "ioi_analysis",
     "ioi_dataset", "logit_lens", "repeated_tokens",
 ]
