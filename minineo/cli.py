@@ -97,6 +97,7 @@ def download(name: str, cache_dir: Optional[Path] = typer.Option(None, help="def
 
 def main() -> None:
     from minineo import cli_analysis  # noqa: F401  (registers the analysis sub-commands)
+    from minineo import cli_patch  # noqa: F401  (registers `minineo patch`)
 
     app()
 

@@ -153,7 +153,7 @@ class Model(nn.Module):
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
         names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
-        kv: KVCache | None = None,
+        kv: KVCache | None = None, logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Cache]:
         """Continue the forward pass at block `layer` from `resid_pre` (batch, pos, d_model).
 
@@ -161,7 +161,8 @@ class Model(nn.Module):
         (positions enter only through pos_embed, already in the residual). Returns logits (batch, pos, d_vocab),
         or (logits, Cache) when `names` is given (True: every site from `layer` on). `attention_mask`
         (batch, past + pos) as for `forward`; `kv` holds keys/values of earlier positions (then resid_pre
-        holds only the later positions, as in generation).
+        holds only the later positions, as in generation). `logits_at`, a (batch, pos) bool mask, unembeds
+        only those positions: logits (selected, d_vocab) in row-major order.
         """
         if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
             raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
@@ -176,7 +177,8 @@ class Model(nn.Module):
         keep = self._resolve_names(None if names is True else names) if record else set()
         rec = Recorder(keep=keep, patch=self._resolve_patch(patch))
         masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
-        logits = self._unembed(self._blocks(resid_pre, layer, rec, masks, explicit, kv), rec)
+        x = self._blocks(resid_pre, layer, rec, masks, explicit, kv)  # (batch, pos, d_model)
+        logits = self._unembed(x if logits_at is None else x[logits_at], rec)
         if kv is not None:
             kv.advance(pos)
         return (logits, self._cache(rec)) if record else logits

@@ -56,3 +56,21 @@ def embedding_norms(norms: torch.Tensor, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list[str], metric_name: str,
+                     column_title: str = "position") -> None:
+    """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero."""
+    plt = _pyplot()
+    values = values.detach().double().cpu()
+    n_layers, n_columns = values.shape
+    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 0.3 * n_columns + 3)), max(3.5, 0.4 * n_layers + 2.5)))
+    limit = float(values.abs().max()) or 1.0
+    image = ax.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(n_columns), columns, rotation=60 if n_columns > 8 else 0, ha="right" if n_columns > 8 else "center")
+    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
+    ax.set(title=title, xlabel=column_title, ylabel="layer")
+    fig.colorbar(image, ax=ax, label=metric_name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

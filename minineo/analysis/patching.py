@@ -17,8 +17,9 @@ site value is replaced by the clean cache's)`. Swap the roles (clean tokens, cor
         f"blocks.{L}.{site}" for every layer (a Cache from run_with_cache). `attention_mask` (batch, pos)
         applies to both runs (the clean cache must come from a run with the same mask).
 
-Why the engine is fast, while every cell is still a real forward pass (Model.run_from, the model's own
-block loop) and equals `metric(model(corrupted_tokens, patch={name: value}))`:
+Why the engine is fast, while every cell is still a real forward pass (Model.run_from: the model's own
+block loop, with `kv=` for earlier positions and `logits_at=` for the unembedded ones) and equals
+`metric(model(corrupted_tokens, patch={name: value}))`:
   * a patch at layer L leaves layers < L as in the corrupted run: each cell starts at L from the
     corrupted run's recorded resid_pre;
   * attention is causal: a patch whose first changed position is p leaves positions < p as in the
@@ -40,7 +41,6 @@ import torch
 from minineo.errors import UserError
 from minineo.generate import KVCache
 from minineo.model import Model
-from minineo.recording import Recorder
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, d_vocab) -> scalar
 
@@ -53,7 +53,8 @@ SITES: dict[str, tuple[int, int | None]] = {
 PERS = ("pos", "head", "head_pos")
 
 
-def _check_site(site: str, per: str) -> str:
+def check_site(site: str, per: str) -> str:
+    """The canonical block site name ("z" -> "attn.z"), or a UserError for an unknown site or unsupported per."""
     short = site.removeprefix("hook_").replace("attn.hook_", "attn.")
     short = {"z": "attn.z", "q": "attn.q", "k": "attn.k", "v": "attn.v", "pattern": "attn.pattern",
              "post": "mlp.post", "mlp.hook_post": "mlp.post"}.get(short, short)
@@ -119,7 +120,8 @@ def _first_changed(clean: torch.Tensor, corrupted: torch.Tensor, site: str, posi
     """The first position the cell's patch changes (None: it changes nothing)."""
     pos_axis, head_axis = SITES[site]
     if position is not None:
-        return position if not torch.equal(_select(clean, site, position, head), _select(corrupted, site, position, head)) else None
+        same = torch.equal(_select(clean, site, position, head), _select(corrupted, site, position, head))
+        return None if same else position
     differs = clean != corrupted  # (batch, ...)
     if head is not None:
         differs = differs.select(head_axis, head)
@@ -178,15 +180,15 @@ def activation_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
-    """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float32, CPU)."""
-    site = _check_site(site, per)
+    """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float64, CPU)."""
+    site = check_site(site, per)
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg, (batch, n_pos) = model.config, tokens.shape
     names = {f"blocks.{layer}.{s}" for layer in range(cfg.n_layers) for s in ("resid_pre", "attn.k", "attn.v", site)}
     logits, corrupted = model.run_with_cache(tokens, names=names, attention_mask=mask)
     read, baseline = _read_positions(metric, logits)
     shape, cells = _cells(site, per, n_pos, cfg.n_heads)
-    out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float32)
+    out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float64)
     template = logits.clone()
     template[~read] = float("nan")
     buffer = torch.empty_like(template)
@@ -209,6 +211,9 @@ def activation_patching(
                                                           + (3 * cfg.n_heads * n_pos if site == "attn.pattern" else 0))
                                       + int(rows.sum()) * cfg.d_vocab)
             n_variants = max(1, min(len(todo), memory_budget // max(per_variant, 1)))
+            # cells whose first changed position is later than `start` recompute a few unchanged positions:
+            # keep that waste under 1/8 of the chunk's positions
+            n_variants = max(1, sum(1 for first, _ in todo[:n_variants] if first - start <= n_suffix // 8))
             chunk, todo = todo[:n_variants], todo[n_variants:]
             n_variants = len(chunk)
             x = corrupted[f"blocks.{layer}.resid_pre"][:, start:].repeat(n_variants, 1, 1)
@@ -220,11 +225,10 @@ def activation_patching(
                     kv.values[later] = corrupted[f"blocks.{later}.attn.v"][:, :start].repeat(n_variants, 1, 1, 1)
                 kv.length = start
             patch = _variants_patch(clean_value, site, [cells[i] for _, i in chunk], n_variants, start)
-            final = model._blocks(x, layer, Recorder(patch={name: patch}),
-                                  model._masks(n_suffix, n_pos, None if mask is None else mask.repeat(n_variants, 1),
-                                               x.device), False, kv)
-            final = final.view(n_variants, batch, n_suffix, cfg.d_model)[:, rows]  # (variants, rows, d_model)
-            variant_logits = model._unembed(final, Recorder())  # (variants, rows, d_vocab)
+            variant_logits = model.run_from(
+                layer, x, patch={name: patch}, attention_mask=None if mask is None else mask.repeat(n_variants, 1),
+                kv=kv, logits_at=rows.repeat(n_variants, 1),
+            ).view(n_variants, -1, cfg.d_vocab)  # (variants, rows, d_vocab)
             buffer.copy_(template)
             target = buffer[:, start:]
             for v, (_, i) in enumerate(chunk):
@@ -242,7 +246,7 @@ def attribution_patching(
     One corrupted forward and one backward pass through the model's own forward (autograd through the
     recorded sites); same shapes as `activation_patching`. Exact where the metric is linear in the site.
     """
-    site = _check_site(site, per)
+    site = check_site(site, per)
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg = model.config
     names = [f"blocks.{layer}.{site}" for layer in range(cfg.n_layers)]
@@ -267,4 +271,4 @@ def attribution_patching(
         if per == "head_pos" and head_axis < pos_axis:
             summed = summed.T
         out.append(summed)
-    return torch.stack(out).float().cpu()
+    return torch.stack(out).double().cpu()
