@@ -3,31 +3,68 @@ metric; and backup heads (whose direct effect grows when the top heads are ablat
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import ChainMap, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 
+from minineo import progress
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo.analysis.patching import activation_patching
 from minineo.errors import UserError
 from minineo.model import Model
+from minineo.tokens import as_token_batch
 
 Head = tuple[int, int]
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, d_vocab) -> scalar
 
 
+def ablation_values(
+    model: Model, tokens: torch.Tensor, layers: Iterable[int], method: str = "zero",
+    reference_tokens: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+    reference_mask: torch.Tensor | None = None, seed: int = 0, cache: Mapping[str, torch.Tensor] | None = None,
+) -> dict[int, torch.Tensor]:
+    """Per layer, what an ablated head's z (batch, pos, head, d_head) becomes (broadcastable to it).
+
+    zero: 0. mean: the mean of z over the batch and real (unpadded) positions of `reference_tokens`
+    (default: tokens). resample: z of a reference row (default: the batch shuffled with `seed`) at the
+    same position. `reference_mask` is the reference's attention mask (default: `attention_mask`).
+    `cache`: a run of `tokens` holding attn.z, reused for the mean over `tokens` instead of a new run.
+    """
+    if method not in ("zero", "mean", "resample"):
+        raise UserError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
+    layers = sorted(set(layers))
+    if method == "zero":
+        return {layer: torch.zeros((), dtype=model.W_E.dtype, device=model.W_E.device) for layer in layers}
+    reference = tokens if reference_tokens is None else reference_tokens
+    mask = attention_mask if reference_tokens is None else reference_mask
+    names = [f"blocks.{layer}.attn.z" for layer in layers]
+    if method == "resample" and reference_tokens is None:
+        perm = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed)).to(tokens.device)
+        reference, mask = reference[perm], None if mask is None else mask[perm]
+    reuse = method == "mean" and reference_tokens is None and cache is not None and all(n in cache for n in names)
+    if not reuse:  # (the mean over `tokens` themselves reads their z from the cache)
+        _, cache = model.run_with_cache(reference, names=names, attention_mask=mask)
+    weights = torch.ones(reference.shape, device=reference.device) if mask is None else mask.to(model.W_E.dtype)
+    values: dict[int, torch.Tensor] = {}
+    for layer in layers:
+        z = cache[f"blocks.{layer}.attn.z"]  # (batch, pos, head, d_head)
+        if method == "mean":
+            w = weights[:, :, None, None].to(z.dtype)
+            values[layer] = (z * w).sum((0, 1), keepdim=True) / w.sum()  # (1, 1, head, d_head)
+        else:
+            values[layer] = z
+    return values
+
+
 def ablation_patch(
     model: Model, tokens: torch.Tensor, heads: Iterable[Head], method: str = "zero",
     reference_tokens: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-    reference_mask: torch.Tensor | None = None, seed: int = 0,
+    reference_mask: torch.Tensor | None = None, seed: int = 0, cache: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The `patch=` dict that ablates `heads`.
-
-    zero: z = 0. mean: z = its mean over the batch and real (unpadded) positions of `reference_tokens`
-    (default: tokens). resample: z from a reference row (default: the batch shuffled with `seed`) at the
-    same position. `reference_mask` is the reference's attention mask (default: `attention_mask`).
-    """
+    """The `patch=` dict that ablates `heads` (see `ablation_values` for the methods)."""
     if method not in ("zero", "mean", "resample"):
         raise UserError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
     by_layer: dict[int, list[int]] = defaultdict(list)
@@ -35,23 +72,8 @@ def ablation_patch(
         if not (0 <= layer < model.config.n_layers and 0 <= head < model.config.n_heads):
             raise UserError(f"head ({layer}, {head}) does not exist in a {model.config.n_layers}x{model.config.n_heads} model")
         by_layer[layer].append(head)
-    replacement: dict[int, torch.Tensor] = {}
-    if method != "zero":
-        reference = tokens if reference_tokens is None else reference_tokens
-        mask = attention_mask if reference_tokens is None else reference_mask
-        if method == "resample" and reference_tokens is None:
-            perm = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed)).to(tokens.device)
-            reference, mask = reference[perm], None if mask is None else mask[perm]
-        names = [f"blocks.{layer}.attn.z" for layer in by_layer]
-        _, cache = model.run_with_cache(reference, names=names, attention_mask=mask)
-        weights = torch.ones(reference.shape, device=reference.device) if mask is None else mask.to(model.W_E.dtype)
-        for layer in by_layer:
-            z = cache[f"blocks.{layer}.attn.z"]  # (batch, pos, head, d_head)
-            if method == "mean":
-                w = weights[:, :, None, None].to(z.dtype)
-                replacement[layer] = (z * w).sum((0, 1), keepdim=True) / w.sum()
-            else:
-                replacement[layer] = z
+    replacement = ablation_values(model, tokens, by_layer, method, reference_tokens, attention_mask,
+                                  reference_mask, seed, cache)
 
     def make(layer: int, hs: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
         def patch(z: torch.Tensor) -> torch.Tensor:
@@ -71,14 +93,22 @@ def ablate_heads(model: Model, tokens: torch.Tensor, heads: Iterable[Head], meth
 
 def head_ablation_effects(model: Model, tokens: torch.Tensor, metric: Metric, method: str = "zero",
                           **kwargs) -> torch.Tensor:
-    """(layer, head): metric(ablated logits) - metric(clean logits), one head at a time."""
+    """(layer, head): metric(ablated logits) - metric(clean logits), one head at a time.
+
+    Each head's ablation is a cell of the patching engine (`activation_patching` on attn.z per head, with
+    the ablated values as the "clean" run): it starts at the head's layer from the recorded residual and
+    runs the heads of a layer as one batch, and equals `metric(ablate_heads(model, tokens, [head]))`.
+    """
     mask = kwargs.get("attention_mask")
-    clean = float(metric(model(tokens, attention_mask=mask)))
-    effects = torch.zeros(model.config.n_layers, model.config.n_heads)
-    for layer in range(model.config.n_layers):
-        for head in range(model.config.n_heads):
-            effects[layer, head] = float(metric(ablate_heads(model, tokens, [(layer, head)], method, **kwargs))) - clean
-    return effects
+    cfg = model.config
+    tokens = as_token_batch(tokens, cfg.d_vocab, model.W_E.device)  # (batch, pos)
+    with progress.task(f"ablating each of {cfg.n_layers * cfg.n_heads} heads ({method})"):
+        values = ablation_values(model, tokens, range(cfg.n_layers), method, **kwargs)
+        z_shape = (*tokens.shape, cfg.n_heads, cfg.d_head)
+        ablated = {f"blocks.{layer}.attn.z": value.expand(z_shape) for layer, value in values.items()}
+        clean = float(metric(model(tokens, attention_mask=mask)))
+        effects = activation_patching(model, tokens, ablated, metric, "attn.z", per="head", attention_mask=mask)
+    return effects - clean
 
 
 @dataclass
@@ -92,16 +122,22 @@ class BackupHeads:
 def backup_heads(model: Model, tokens: torch.Tensor, answer, wrong=None, position=-1, top: int = 3,
                  method: str = "mean", attention_mask: torch.Tensor | None = None, n_backups: int = 5) -> BackupHeads:
     """Ablate the `top` heads with the largest direct effect on answer (- wrong); report compensating heads."""
-    logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
-    before = head_logit_attribution(model, cache, logits, answer, wrong, position)
-    order = before.flatten().argsort(descending=True)[:top]
-    ablated = [(int(i) // model.config.n_heads, int(i) % model.config.n_heads) for i in order]
-    patch = ablation_patch(model, tokens, ablated, method, attention_mask=attention_mask)
-    logits_after, cache_after = model.run_with_cache(tokens, names=dla_sites, patch=patch, attention_mask=attention_mask)
-    after = head_logit_attribution(model, cache_after, logits_after, answer, wrong, position)
-    growth = after - before
-    for layer, head in ablated:
-        growth[layer, head] = float("-inf")
-    ranked = growth.flatten().argsort(descending=True)[:n_backups]
-    backups = [((int(i) // model.config.n_heads, int(i) % model.config.n_heads), float(growth.flatten()[i])) for i in ranked]
-    return BackupHeads(ablated, before, after, backups)
+    tokens = as_token_batch(tokens, model.config.d_vocab, model.W_E.device)  # (batch, pos)
+    names = lambda n: dla_sites(n) or n.endswith("resid_pre")  # noqa: E731
+    with progress.task(f"backup heads: ablating the top {top} direct heads ({method})"):
+        logits, cache = model.run_with_cache(tokens, names=names, attention_mask=attention_mask)
+        before = head_logit_attribution(model, cache, logits, answer, wrong, position)
+        order = before.flatten().argsort(descending=True)[:top]
+        ablated = [(int(i) // model.config.n_heads, int(i) % model.config.n_heads) for i in order]
+        patch = ablation_patch(model, tokens, ablated, method, attention_mask=attention_mask, cache=cache)
+        # layers before the first ablated head are as in the clean run: continue from its residual there
+        first = min(layer for layer, _ in ablated)
+        logits_after, cache_after = model.run_from(first, cache[f"blocks.{first}.resid_pre"], patch=patch,
+                                                   names=dla_sites, attention_mask=attention_mask)
+        after = head_logit_attribution(model, ChainMap(cache_after, cache), logits_after, answer, wrong, position)
+        growth = after - before
+        for layer, head in ablated:
+            growth[layer, head] = float("-inf")
+        ranked = growth.flatten().argsort(descending=True)[:n_backups]
+        backups = [(divmod(int(i), model.config.n_heads), float(growth.flatten()[i])) for i in ranked]
+        return BackupHeads(ablated, before, after, backups)

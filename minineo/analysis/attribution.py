@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minineo import progress
 from minineo.cache import Cache
 from minineo.model import Model
 
@@ -45,8 +46,9 @@ def direct_logit_attribution(
     """
     tokens = torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
-    logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
-    return attribution_from_cache(model, cache, logits, answer, wrong, position)
+    with progress.task(f"direct logit attribution on {tuple(tokens.shape)} tokens"):
+        logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
+        return attribution_from_cache(model, cache, logits, answer, wrong, position)
 
 
 def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong, position) -> Attribution:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minineo import progress
 from minineo.model import Model
 
 
@@ -23,31 +24,66 @@ class EmbeddingGeometry:
     largest_norms: list[tuple[int, float]]  # (index, norm), largest first
 
 
-def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 2048) -> EmbeddingGeometry:
-    """Geometry of the rows of W (n, d). Pairwise means are exact and computed in row chunks, so the
-    (n, n) cosine matrix is never held at once."""
-    W = W.detach().double()
-    norms = W.norm(dim=-1)
-    mean = W.mean(0)
-    centred = W - mean
-    largest = norms.topk(min(top, len(norms)))
+def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 4096) -> EmbeddingGeometry:
+    """Geometry of the rows of W (n, d).
+
+    Norms, the mean vector and both mean cosines are exact in float64 and O(n d): the mean pairwise cosine
+    is (|sum of unit rows|^2 - sum of |unit row|^2) / (n (n - 1)). The mean |cos| has no closed form: it
+    is summed over (chunk, chunk) float32 blocks of the upper triangle into a float64 total, so the
+    (n, n) matrix is never held.
+    """
+    W = W.detach()
+    n, d = W.shape
+    if n < 2:
+        raise ValueError(f"{name} has {n} row(s); pairwise cosines need at least 2")
+    norms = torch.cat([W[s:s + chunk].double().norm(dim=-1) for s in range(0, n, chunk)])  # (n,)
+    mean = sum(W[s:s + chunk].double().sum(0) for s in range(0, n, chunk)) / n  # (d,)
+    mean_cosine, _ = _closed_form_cosine(W, None, chunk, keep=False)
+    mean_cosine_centred, centred_unit = _closed_form_cosine(W, mean, chunk, keep=True)
+    largest = norms.topk(min(top, n))
     return EmbeddingGeometry(
-        name=name, n_vectors=W.shape[0], mean_norm=float(norms.mean()), std_norm=float(norms.std()),
-        mean_vector_norm=float(mean.norm()), mean_cosine=_mean_pairwise_cosine(W, chunk, absolute=False),
-        mean_cosine_centred=_mean_pairwise_cosine(centred, chunk, absolute=False),
-        mean_abs_cosine_centred=_mean_pairwise_cosine(centred, chunk, absolute=True),
+        name=name, n_vectors=n, mean_norm=float(norms.mean()), std_norm=float(norms.std()),
+        mean_vector_norm=float(mean.norm()), mean_cosine=mean_cosine, mean_cosine_centred=mean_cosine_centred,
+        mean_abs_cosine_centred=_mean_abs_cosine(centred_unit, chunk, f"mean |cos| of {name} (centred)"),
         largest_norms=list(zip(largest.indices.tolist(), largest.values.tolist())),
     )
 
 
-def _mean_pairwise_cosine(W: torch.Tensor, chunk: int, absolute: bool) -> float:
-    unit = W / W.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # (n, d)
-    n, total = unit.shape[0], 0.0
-    for start in range(0, n, chunk):
-        block = unit[start:start + chunk] @ unit.T  # (chunk, n)
-        block = block.abs() if absolute else block
-        total += float(block.sum()) - float(block.diagonal(offset=start).sum())  # drop i == j
-    return total / (n * (n - 1))
+def _closed_form_cosine(
+    W: torch.Tensor, mean: torch.Tensor | None, chunk: int, keep: bool
+) -> tuple[float, torch.Tensor | None]:
+    """Mean cosine over pairs i != j of the rows of W (- mean); with `keep`, also those unit rows (float32)."""
+    n = W.shape[0]
+    unit_sum = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)  # (d,)
+    unit_sq = torch.zeros((), dtype=torch.float64, device=W.device)  # 1 per row, 0 for a zero row
+    units = torch.empty(W.shape, dtype=torch.float32, device=W.device) if keep else None
+    for s in range(0, n, chunk):
+        rows = W[s:s + chunk].double()  # (chunk, d)
+        rows = rows - mean if mean is not None else rows
+        unit = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        unit_sum += unit.sum(0)
+        unit_sq += unit.pow(2).sum()
+        if units is not None:
+            units[s:s + chunk] = unit
+    return float((unit_sum @ unit_sum - unit_sq) / (n * (n - 1))), units
+
+
+def _mean_abs_cosine(unit: torch.Tensor, chunk: int, description: str) -> float:
+    """Mean |u_i . u_j| over i != j of unit rows (n, d): upper-triangle blocks, float64 total."""
+    n = unit.shape[0]
+    starts = range(0, n, chunk)
+    total = torch.zeros((), dtype=torch.float64, device=unit.device)
+    with progress.task(description, total=len(starts) * (len(starts) + 1) // 2) as advance:
+        for i in starts:
+            for j in starts[i // chunk:]:
+                block = unit[i:i + chunk] @ unit[j:j + chunk].T  # (chunk, chunk)
+                block_sum = torch.linalg.vector_norm(block, ord=1, dtype=torch.float64)
+                if i == j:  # drop the diagonal i == j
+                    total += block_sum - torch.linalg.vector_norm(block.diagonal(), ord=1, dtype=torch.float64)
+                else:  # the block below the diagonal is its transpose
+                    total += 2 * block_sum
+                advance()
+    return float(total / (n * (n - 1)))
 
 
 @dataclass
@@ -61,22 +97,43 @@ class EmbeddingAutoencoding:
 
 
 def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10) -> EmbeddingAutoencoding:
+    """Three float32 unembeddings of the whole vocabulary; block 0 runs alone (the forward stops after it)."""
     vocab = model.config.d_vocab
     hits = {"raw": 0, "ln": 0, "extended": 0}
     winners: Counter[int] = Counter()
-    for start in range(0, vocab, chunk):
-        ids = torch.arange(start, min(start + chunk, vocab), device=model.W_E.device)
-        emb = model.W_E[ids]  # (chunk, d_model)
-        views = {"raw": emb @ model.W_U, "ln": _ln_final(model, emb) @ model.W_U}
-        _, cache = model.run_with_cache(ids[:, None], names=["blocks.0.resid_post"])  # each token alone
-        views["extended"] = _ln_final(model, cache["blocks.0.resid_post"][:, 0]) @ model.W_U
-        for view, logits in views.items():
-            top1 = logits.argmax(-1)
-            hits[view] += int((top1 == ids).sum())
-            if view == "ln":
-                winners.update(top1.tolist())
+    with progress.task(f"W_E -> W_U top-1 of {vocab} tokens (raw, ln_final, after block 0)", total=vocab) as advance:
+        for start in range(0, vocab, chunk):
+            ids = torch.arange(start, min(start + chunk, vocab), device=model.W_E.device)
+            emb = model.W_E[ids]  # (chunk, d_model)
+            block0 = _block0_output(model, ids[:, None])[:, 0]  # each token alone, (chunk, d_model)
+            views = {"raw": emb, "ln": _ln_final(model, emb), "extended": _ln_final(model, block0)}
+            for view, x in views.items():
+                best = (x @ model.W_U).argmax(-1)  # (chunk,)
+                hits[view] += int((best == ids).sum())
+                if view == "ln":
+                    winners.update(best.tolist())
+            advance(len(ids))
     return EmbeddingAutoencoding(hits["raw"] / vocab, hits["ln"] / vocab, hits["extended"] / vocab,
                                  winners.most_common(top))
+
+
+class _Stop(Exception):
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+
+def _block0_output(model: Model, tokens: torch.Tensor) -> torch.Tensor:
+    """blocks.0.resid_post (batch, pos, d_model) from the model's own forward pass, stopped right there
+    (the later blocks and the unembedding would be thrown away)."""
+
+    def stop(value: torch.Tensor) -> torch.Tensor:
+        raise _Stop(value)
+
+    try:
+        model(tokens, patch={"blocks.0.resid_post": stop})
+    except _Stop as done:
+        return done.value
+    raise RuntimeError("the forward pass never reached blocks.0.resid_post")
 
 
 def _ln_final(model: Model, x: torch.Tensor) -> torch.Tensor:

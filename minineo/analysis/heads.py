@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from minineo import progress
 from minineo.model import Model
 
 
@@ -41,7 +42,8 @@ def head_scores(model: Model, tokens: torch.Tensor, repeated_len: int | None = N
     (tokens from `repeated_tokens`), also the loss on each half."""
     tokens = torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
-    logits, cache = model.run_with_cache(tokens, names=lambda n: n.endswith("attn.pattern"))
+    with progress.task(f"head scores: attention patterns of {tuple(tokens.shape)} tokens"):
+        logits, cache = model.run_with_cache(tokens, names=lambda n: n.endswith("attn.pattern"))
     patterns = cache.stack("pattern")  # (layer, batch, head, q_pos, k_pos)
     pos = tokens.shape[1]
     same = tokens[:, :, None] == tokens[:, None, :]  # (batch, q_pos, k_pos)

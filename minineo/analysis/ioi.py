@@ -10,6 +10,7 @@ import torch
 
 from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo import progress
 from minineo.errors import UserError
 from minineo.model import Model
 
@@ -87,8 +88,9 @@ class IOIResult:
 
 
 def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True) -> IOIResult:
-    logits, cache = model.run_with_cache(data.tokens, names=dla_sites, attention_mask=data.attention_mask)
-    abc_logits = model(data.abc_tokens, attention_mask=data.abc_attention_mask)
+    with progress.task(f"IOI: {len(data.prompts)} prompts and their ABC counterparts, per-head DLA"):
+        logits, cache = model.run_with_cache(data.tokens, names=dla_sites, attention_mask=data.attention_mask)
+        abc_logits = model(data.abc_tokens, attention_mask=data.abc_attention_mask)
     rows = torch.arange(logits.shape[0], device=logits.device)
     diffs = logits[rows, -1, data.io_tokens] - logits[rows, -1, data.s_tokens]
     dla = head_logit_attribution(model, cache, logits, data.io_tokens, data.s_tokens, -1)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from minineo import progress
 from minineo.model import Model
 
 
@@ -24,9 +25,10 @@ def logit_lens(model: Model, tokens: torch.Tensor) -> LogitLens:
     """Lens over the first row of `tokens` (batch, pos)."""
     tokens = torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
-    _, cache = model.run_with_cache(tokens[:1], names=lambda n: n.endswith(("resid_pre", "resid_post")))
-    resid, labels = cache.accumulated_resid(apply_ln=True)  # each layer normalised with its own scale
-    logits = (resid[:, 0] @ model.W_U).float()  # (layer + 1, pos, d_vocab)
+    with progress.task(f"logit lens: {model.config.n_layers + 1} residuals x {tokens.shape[1]} positions through W_U"):
+        _, cache = model.run_with_cache(tokens[:1], names=lambda n: n.endswith(("resid_pre", "resid_post")))
+        resid, labels = cache.accumulated_resid(apply_ln=True)  # each layer normalised with its own scale
+        logits = (resid[:, 0] @ model.W_U).float()  # (layer + 1, pos, d_vocab)
     return summarise_lens(labels, logits, tokens[0])
 
 
