@@ -39,9 +39,13 @@ def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, asce
 
 @app.command()
 def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer.Option(True, help="also W_E -> W_U"),
+               sample: int = typer.Option(4096, help="tokens (a seeded random sample) scored by the W_E -> W_U "
+                                                     "autoencoding; 0 scores the whole vocabulary"),
                plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Embedding geometry: norms, the shared offset, average pairwise cosine (raw and centred)."""
     check_positive(top=top)
+    if sample < 0:
+        fail(f"--sample must be >= 0 (0: the whole vocabulary), got {sample}")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     matrices = {"W_E": m.W_E, "W_pos": m.W_pos} | ({} if m.config.tie_unembed else {"W_U": m.W_U.T})
@@ -61,8 +65,9 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
     console.print(f"largest-norm tokens: {tokens}")
     if autoencode:
         with torch.inference_mode():
-            auto = analysis.embedding_autoencoding(m)
-        console.print(f"W_E -> W_U top-1 is the token itself: raw {auto.top1_raw:.1%}, through ln_final "
+            auto = analysis.embedding_autoencoding(m, sample=sample or None)
+        scored = "all tokens" if auto.n_tokens == m.config.d_vocab else f"a random sample of {auto.n_tokens} tokens"
+        console.print(f"W_E -> W_U top-1 is the token itself ({scored}): raw {auto.top1_raw:.1%}, through ln_final "
                       f"{auto.top1_ln:.1%}, through block 0 (MLP0 included) {auto.top1_extended:.1%}")
         winners = ", ".join(f"{show(m.to_string([t])) if m.tokenizer else t} x{c}" for t, c in auto.most_frequent_winners)
         console.print(f"tokens that win most often (ln_final view): {winners}")

@@ -76,3 +76,20 @@ def test_autoencoding_equals_the_brute_force_full_forward(hf_pair):
     assert round(got.top1_extended * vocab) == int((top1["extended"] == ids).sum())
     counts = torch.bincount(top1["ln"], minlength=vocab)
     assert [c for _, c in got.most_frequent_winners] == counts.sort(descending=True).values[:10].tolist()
+
+
+def test_autoencoding_on_a_sample_scores_exactly_those_tokens():
+    """A sampled run scores the seeded sample exactly: its raw rate equals brute force over the same ids."""
+    import minineo
+    from minineo.analysis import embedding_autoencoding
+
+    model = minineo.load()
+    vocab = model.config.d_vocab
+    whole, also_whole = embedding_autoencoding(model), embedding_autoencoding(model, sample=vocab)
+    assert (whole.top1_raw, whole.top1_ln, whole.top1_extended) == (also_whole.top1_raw, also_whole.top1_ln,
+                                                                    also_whole.top1_extended)
+    assert whole.n_tokens == vocab
+    part = embedding_autoencoding(model, sample=100, seed=3)
+    ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(3))[:100]
+    raw = ((model.W_E[ids] @ model.W_U).argmax(-1) == ids).float().mean()
+    assert part.n_tokens == 100 and abs(part.top1_raw - float(raw)) < 1e-12
