@@ -83,6 +83,7 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     tokens = prompt_tokens(m, prompt, model)
+    tuned_lens = None if tuned is None else analysis.TunedLens.load(tuned, m)  # a wrong lens fails before any output
     with torch.inference_mode():
         result = analysis.logit_lens(m, tokens)
     words = m.to_str_tokens(tokens[0])
@@ -109,10 +110,10 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     if plot:
         plots.lens_heatmap(result, words, plot, title=f"logit lens, {model}: log10 rank of the next token")
         console.print(f"wrote {escape(str(plot))}")
-    if tuned:
+    if tuned_lens is not None:
         from minineo.cli_tuned_lens import lens_comparison
 
-        console.print(lens_comparison(m, tokens, result, tuned))
+        console.print(lens_comparison(m, tokens, result, tuned_lens))
 
 
 def _column_chunks(cells: dict[str, list[str]], room: int) -> list[list[str]]:

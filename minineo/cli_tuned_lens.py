@@ -38,10 +38,9 @@ def tune_lens(
     console.print(f"wrote the tuned lens for {model} to {out}; view it with: minineo lens PROMPT --tuned {out}")
 
 
-def lens_comparison(model: Model, tokens: torch.Tensor, logit: LogitLens, lens_dir: Path) -> Table:
+def lens_comparison(model: Model, tokens: torch.Tensor, logit: LogitLens, lens: TunedLens) -> Table:
     """Both lenses side by side, one row per layer: the top token at the last position and the mean KL to
     the final distribution over the prompt's positions."""
-    lens = TunedLens.load(lens_dir, model)
     with torch.inference_mode():
         tuned = apply_tuned_lens(lens, tokens)
     table = Table(title="logit lens vs tuned lens: top token at the last position, mean KL to final")

@@ -244,3 +244,10 @@ def test_tune_lens_then_lens_tuned_shows_both_lenses(corpus, tmp_path):
     assert "logit lens vs tuned lens" in result.output
     for label in ("0_pre", "1_pre", "final_post"):
         assert label in result.output.split("logit lens vs tuned lens")[1]
+
+
+def test_lens_with_a_wrong_tuned_folder_fails_before_printing_anything(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a lens")
+    result = CliRunner().invoke(app, ["lens", "When Mary and John", "--tuned", str(tmp_path)])
+    assert_user_error(result, str(tmp_path))
+    assert "logit lens" not in result.stdout, result.stdout
