@@ -153,6 +153,13 @@ def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_s
     return path
 
 
+def plot_path(plot: Optional[Path]) -> Optional[Path]:
+    """The checked plot file (before any work is done), or None."""
+    from minineo.plots import SUFFIXES
+
+    return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
+
+
 @app.command()
 def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, help="how many next tokens to list"),
         generate: int = typer.Option(24, help="also print this many greedily generated tokens (0: none)"),

@@ -11,16 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from minineo import analysis, plots
-from minineo.cli import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, output_path,
+from minineo.cli import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path,
                          prompt_tokens, quote, show)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
-
-
-def plot_path(plot: Optional[Path]) -> Optional[Path]:
-    """The checked plot file (before any work is done), or None."""
-    return None if plot is None else output_path(plot, "plot", plots.SUFFIXES, default_suffix=".png")
 
 
 def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False) -> Table:
@@ -39,8 +34,8 @@ def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, asce
 
 @app.command()
 def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer.Option(True, help="also W_E -> W_U"),
-               sample: int = typer.Option(4096, help="tokens (a seeded random sample) scored by the W_E -> W_U "
-                                                     "autoencoding; 0 scores the whole vocabulary"),
+               sample: int = typer.Option(4096, help="rows (a seeded random sample) for the mean |cos| and the "
+                                                     "W_E -> W_U autoencoding; 0: all (minutes on GPT-2's 50257)"),
                plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Embedding geometry: norms, the shared offset, average pairwise cosine (raw and centred)."""
     check_positive(top=top)
@@ -56,11 +51,13 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
     results = []
     with torch.inference_mode():
         for name, W in matrices.items():
-            g = analysis.embedding_geometry(W, name, top)
+            g = analysis.embedding_geometry(W, name, top, sample=sample or None)
             results.append(g)
             table.add_row(name, str(g.n_vectors), f"{g.mean_norm:.3f}", f"{g.std_norm:.3f}", f"{g.mean_vector_norm:.3f}",
                           f"{g.mean_cosine:.3f}", f"{g.mean_cosine_centred:.4f}", f"{g.mean_abs_cosine_centred:.3f}")
     console.print(table)
+    if sample and any(W.shape[0] > sample for W in matrices.values()):
+        console.print(f"mean |cos| (centred) over the pairs of a random sample of {sample} rows (--sample 0: all pairs)")
     tokens = ", ".join(f"{show(m.to_string([i])) if m.tokenizer else i} ({n:.2f})" for i, n in results[0].largest_norms)
     console.print(f"largest-norm tokens: {tokens}")
     if autoencode:
@@ -301,7 +298,9 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
 
 
 @app.command()
-def ioi(model: str = ModelOption, n: int = 32, seed: int = 0, top: int = 10,
+def ioi(model: str = ModelOption,
+        n: int = typer.Option(16, help="IOI prompts (half ABBA, half BABA); more give tighter estimates, slower"),
+        seed: int = 0, top: int = 10,
         ablation: bool = typer.Option(True, help="also mean-ablate every head (slower)"),
         plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Indirect-object identification: logit difference, per-head DLA and mean-ablation effects."""

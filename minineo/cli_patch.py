@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minineo import analysis, plots
-from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, show
+from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, plot_path, show
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
 
@@ -51,6 +51,7 @@ def patch(clean: str, corrupted: str,
           device: str = DeviceOption) -> None:
     """Activation patching: run CORRUPTED with one site of CLEAN's run patched in, for every layer and
     position (or head), and report the normalised logit difference of ANSWER over WRONG."""
+    plot = plot_path(plot)  # a path that cannot be written is refused before any work
     m = load_or_exit(model, device)
     try:
         prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)

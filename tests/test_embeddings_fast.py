@@ -93,3 +93,19 @@ def test_autoencoding_on_a_sample_scores_exactly_those_tokens():
     ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(3))[:100]
     raw = int(((model.W_E[ids] @ model.W_U).argmax(-1) == ids).sum()) / 100
     assert part.n_tokens == 100 and abs(part.top1_raw - float(raw)) < 1e-12
+
+
+def test_mean_abs_cosine_on_a_sample_is_that_of_the_sampled_rows():
+    from minineo.analysis import embedding_geometry
+
+    W = torch.randn(300, 16, generator=torch.Generator().manual_seed(0)) + 2.0
+    whole = embedding_geometry(W)
+    part = embedding_geometry(W, sample=50, seed=4)
+    rows = torch.randperm(300, generator=torch.Generator().manual_seed(4))[:50].sort().values
+    unit = (W[rows] - W.mean(0)).double()  # the sampled rows, centred on the whole matrix's mean
+    unit = unit / unit.norm(dim=-1, keepdim=True)
+    cos = (unit @ unit.T).abs()
+    brute = float(cos.triu(1).sum() / (50 * 49 / 2))
+    assert abs(part.mean_abs_cosine_centred - brute) < 1e-6
+    assert (part.mean_cosine, part.mean_cosine_centred, part.mean_norm) == (whole.mean_cosine,
+                                                                            whole.mean_cosine_centred, whole.mean_norm)

@@ -25,13 +25,15 @@ class EmbeddingGeometry:
     largest_norms: list[tuple[int, float]]  # (index, norm), largest first
 
 
-def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 4096) -> EmbeddingGeometry:
+def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 4096,
+                       sample: int | None = None, seed: int = 0) -> EmbeddingGeometry:
     """Geometry of the rows of W (n, d).
 
     Norms, the mean vector and both mean cosines are exact in float64 and O(n d): the mean pairwise cosine
     is (|sum of unit rows|^2 - sum of |unit row|^2) / (n (n - 1)). The mean |cos| has no closed form: it
     is summed over (chunk, chunk) float32 blocks of the upper triangle into a float64 total, so the
-    (n, n) matrix is never held.
+    (n, n) matrix is never held. It costs O(n^2 d) (GPT-2's W_E: ~2 TFLOP); `sample` computes it over
+    the pairs of a seeded random sample of that many rows instead (an estimate; everything else stays exact).
     """
     W = W.detach()
     n, d = W.shape
@@ -45,9 +47,20 @@ def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk:
     return EmbeddingGeometry(
         name=name, n_vectors=n, mean_norm=float(norms.mean()), std_norm=float(norms.std()),
         mean_vector_norm=float(mean.norm()), mean_cosine=mean_cosine, mean_cosine_centred=mean_cosine_centred,
-        mean_abs_cosine_centred=_mean_abs_cosine(centred_unit, chunk, f"mean |cos| of {name} (centred)"),
+        mean_abs_cosine_centred=_mean_abs_cosine(_rows_sample(centred_unit, sample, seed), chunk,
+                                                 f"mean |cos| of {name} (centred)"),
         largest_norms=list(zip(largest.indices.tolist(), largest.values.tolist())),
     )
+
+
+def _rows_sample(rows: torch.Tensor, sample: int | None, seed: int) -> torch.Tensor:
+    """A seeded random sample of `sample` rows (all of them when None or when there are no more)."""
+    if sample is None or sample >= rows.shape[0]:
+        return rows
+    if sample < 2:
+        raise UserError(f"sample must be >= 2 rows (pairs are needed) or None for all, got {sample}")
+    index = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed))[:sample].sort().values
+    return rows[index.to(rows.device)]
 
 
 def _closed_form_cosine(

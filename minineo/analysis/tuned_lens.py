@@ -266,7 +266,7 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
         if produced == 0:
             what = f"{corpus}" if isinstance(corpus, (str, os.PathLike)) else "the corpus"
             length = rows[0].numel() if rows else context
-            had = f" and it has {len(rows)}" if rows else ""
+            had = f" and it has {len(rows)} row(s)" if rows else ""
             raise UserError(f"{what} has too few tokens for one step: a step needs {batch_size} rows of {length} "
                             f"tokens ({batch_size * length} tokens){had}; use a bigger corpus, or a smaller batch "
                             "size or context")
