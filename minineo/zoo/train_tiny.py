@@ -2,8 +2,8 @@
 
     python -m minineo.zoo.train_tiny [--steps 8000] [--stage2-steps 600] [--seed 0] [--out minineo/zoo/tiny-neo]
 
-Two stages, deterministic from the seed (byte-level data from minineo.zoo.data, AdamW with a
-constant learning rate, so the model at step N does not depend on the number of steps):
+Two stages, deterministic from the seed on one machine and torch build (byte-level data from
+minineo.zoo.data, AdamW with a constant learning rate, so step N does not depend on the step count):
 1. half template sentences (indirect object named first), half repeated random printable bytes:
    the induction head forms (around step 2500) and the sentences are learned;
 2. a fresh optimizer on sentences in both name orders and repeated segments drawn from the whole
@@ -29,6 +29,7 @@ from tokenizers.pre_tokenizers import ByteLevel
 import minineo
 from minineo.config import Config
 from minineo.model import Model
+from minineo.tokenizer import Tokenizer as Tokenizer_
 from minineo.weights.export import to_hf_gpt_neo
 from minineo.zoo import data
 
@@ -141,6 +142,7 @@ def save(model: Model, out: Path, steps: int, stage2_steps: int, seed: int, loss
     tmp.replace(out / "model.safetensors")  # never leave a half-written model behind
     (out / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
     byte_tokenizer().save(str(out / "tokenizer.json"))
+    model.tokenizer = Tokenizer_.from_dir(out, model.config.bos_token_id)  # the reports below read text
     final = sum(losses[-100:]) / len(losses[-100:])
     how = (f"stage 1 loaded from {stage1_from} (a stage-1 model), then stage 2" if stage1_from is not None
            else "both stages")
@@ -190,7 +192,9 @@ without network still has a real model to look inside.
   {report};
   - indirect-object identification (`minineo ioi`'s prompts): IO above S in {ioi}.
 - **Reproduce**: `python -m minineo.zoo.train_tiny --steps {steps} --stage2-steps {stage2_steps} --seed {seed}`
-  (writes `minineo/zoo/tiny-neo/`; about 8 minutes on 2 cores).
+  (writes `minineo/zoo/tiny-neo/`; about 12 minutes on 2 cores). Round-off differences between machines
+  and torch versions grow during training, so a rerun gives the same behaviour, not the same bits; the
+  any-token copying forms in a sharp transition in stage 2 whose step varies (raise `--stage2-steps`).
 
 Files: `config.json` (`model_type: gpt_neo`), `model.safetensors` (HF GPTNeoForCausalLM keys; HF
 loads it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
