@@ -13,7 +13,7 @@ import torch
 
 from minineo.errors import UserError
 from minineo.kv_cache import KVCache
-from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask
+from minineo.tokens import TokenInput, positions_from_mask
 
 if TYPE_CHECKING:
     from minineo.model import Model
@@ -39,7 +39,7 @@ def generate(
         raise UserError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
-    tokens, attention_mask = _prompt(model, tokens, attention_mask)
+    tokens, attention_mask = model.token_batch(tokens, attention_mask)
     batch, prompt = tokens.shape
     if prompt + max_new_tokens > model.config.n_ctx:
         raise UserError(f"prompt ({prompt}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
@@ -67,22 +67,6 @@ def generate(
         position_ids = position_ids + 1  # every new token is real: the next position of its row
         logits = model.decode(next_token[:, None], kv, position_ids)
     return out
-
-
-def _prompt(model: Model, tokens: TokenInput, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validated (tokens (batch, pos), attention_mask or None) on the model's device; text is left-padded."""
-    if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
-        if model.tokenizer is None:
-            raise UserError("this model was loaded without a tokenizer; pass token ids instead of text")
-        tokens, text_mask = model.tokenizer.encode_batch(tokens, padding_side="left")
-        attention_mask = text_mask if attention_mask is None else attention_mask
-    if attention_mask is None and isinstance(tokens, torch.Tensor):
-        attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
-    device = model.W_E.device
-    tokens = as_token_batch(tokens, model.config.d_vocab, device)
-    if attention_mask is not None:
-        attention_mask = validate_mask(attention_mask, tokens.shape, device)
-    return tokens, attention_mask
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None,

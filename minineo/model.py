@@ -92,7 +92,7 @@ class Model(nn.Module):
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None, explicit: bool,
     ) -> torch.Tensor:
-        tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids, None)
+        tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids)
         if rec.idle and not explicit and self._compiled is not None:
             try:
                 return self._compiled(tokens, position_ids, attention_mask)
@@ -101,11 +101,13 @@ class Model(nn.Module):
                 self._compiled = None
         return self._core(tokens, position_ids, attention_mask, rec, explicit)
 
-    def _prepare(
-        self, tokens: TokenInput, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-        kv: KVCache | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Validated (tokens, attention_mask, position_ids) on the model's device; text goes through the tokenizer."""
+    def token_batch(
+        self, tokens: TokenInput, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validated (tokens (batch, pos), attention_mask (batch, pos) or None) on the model's device.
+
+        Text is tokenized and left-padded with its mask; a padded `to_tokens` batch brings its own mask.
+        """
         if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
             tokens, text_mask = self._require_tokenizer().encode_batch(tokens, padding_side="left")
             attention_mask = text_mask if attention_mask is None else attention_mask
@@ -113,15 +115,22 @@ class Model(nn.Module):
             attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
         device = self.W_E.device
         tokens = as_token_batch(tokens, self.config.d_vocab, device)  # (batch, pos)
-        past = kv.length if kv is not None else 0
         if attention_mask is not None:
-            attention_mask = validate_mask(attention_mask, tokens.shape, device, past)
+            attention_mask = validate_mask(attention_mask, tokens.shape, device)
+        return tokens, attention_mask
+
+    def _prepare(
+        self, tokens: TokenInput, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Validated (tokens, attention_mask, position_ids) on the model's device; text goes through the tokenizer."""
+        tokens, attention_mask = self.token_batch(tokens, attention_mask)
+        device = self.W_E.device
         if position_ids is None:
-            position_ids = (positions_from_mask(attention_mask)[:, past:] if attention_mask is not None
-                            else torch.arange(past, past + tokens.shape[1], device=device)[None])
-        if past + tokens.shape[1] > self.config.n_ctx:
+            position_ids = (positions_from_mask(attention_mask) if attention_mask is not None
+                            else torch.arange(tokens.shape[1], device=device)[None])
+        if tokens.shape[1] > self.config.n_ctx:
             raise UserError(
-                f"sequence of {past + tokens.shape[1]} positions is longer than the model's context "
+                f"sequence of {tokens.shape[1]} positions is longer than the model's context "
                 f"n_ctx={self.config.n_ctx}; truncate the input (e.g. tokens[:, -{self.config.n_ctx}:])"
             )
         position_ids = validate_positions(position_ids, tokens.shape, self.config.n_ctx, device)

@@ -79,7 +79,7 @@ def _scalar(value, what: str) -> torch.Tensor:
 
 def _inputs(model: Model, corrupted_tokens, clean_cache: Mapping, site: str, attention_mask):
     """Validated tokens (batch, pos), mask or None, and the clean site value of every layer."""
-    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None, None)
+    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None)
     names = [f"blocks.{layer}.{site}" for layer in range(model.config.n_layers)]
     missing = [name for name in names if name not in clean_cache]
     if missing:
