@@ -12,7 +12,7 @@ from torch import nn
 
 from minineo.attention import attend_explicit, attend_fused
 from minineo.config import Config
-from minineo.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS
+from minineo.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS, centred
 from minineo.kv_cache import KVCache
 from minineo.recording import Recorder
 
@@ -34,11 +34,13 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor, rec: Recorder, prefix: str) -> torch.Tensor:
         scale_name, normalized_name = prefix + "scale", prefix + "normalized"
         if rec.wants(scale_name) or rec.wants(normalized_name):
-            centred = x - x.mean(-1, keepdim=True)
-            scale = rec(scale_name, (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # (batch, pos, 1)
-            normalized = rec(normalized_name, centred / scale)  # (batch, pos, d_model)
-            if scale_name in rec.patch or normalized_name in rec.patch:
-                return normalized * self.w + self.b
+            x_centred = centred(x)
+            scale = rec(scale_name, (x_centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # (batch, pos, 1)
+            patched = scale_name in rec.patch or normalized_name in rec.patch
+            if patched or normalized_name in rec.keep:  # otherwise a Cache recomputes it from x and scale
+                normalized = rec(normalized_name, x_centred / scale)  # (batch, pos, d_model)
+                if patched:
+                    return normalized * self.w + self.b
         # F.layer_norm is exactly what HF computes; the parts above are only the record.
         return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
 

@@ -16,8 +16,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
-from minineo import sites
-from minineo.attention import attention_pattern, attention_scores
+from minineo import lazy_sites, sites
 from minineo.config import Config
 from minineo.errors import UnknownNameError
 
@@ -32,10 +31,11 @@ class Cache(Mapping):
     ):
         self._store, self.config = store, config
         self._W_O, self._ln_w, self._ln_b = W_O, ln_final_w, ln_final_b
-        # attn.scores / attn.pattern recomputed on access from the recorded q and k with the explicit
-        # path's own functions and the forward's mask (bit-identical to what that path computes)
-        self._lazy, self._masks = frozenset(lazy), attention_masks or [None] * config.n_layers
-        self._unlisted = unlisted  # q and k kept only for that recomputation: not listed as recorded
+        # sites recomputed on access from recorded ones (minineo.lazy_sites; attn.scores and attn.pattern
+        # with the explicit path's functions and the forward's masks), bit-identical to storing them
+        self._masks = attention_masks or [None] * config.n_layers
+        self._unlisted = frozenset(unlisted)  # inputs kept only for those recomputations: not listed as recorded
+        self._lazy = frozenset(name for name in lazy if self._recomputable(name, frozenset(lazy)))
 
     # ---- mapping ------------------------------------------------------------------------------------
 
@@ -63,17 +63,19 @@ class Cache(Mapping):
         when it cannot be."""
         layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
         if name in self._lazy:
-            q, k = self._store[f"blocks.{layer}.attn.q"], self._store[f"blocks.{layer}.attn.k"]
-            scale, upcast = self.config.attn_scales[layer], self.config.upcast_attn
-
-            def scores() -> torch.Tensor:  # (batch, head, q_pos, k_pos)
-                return attention_scores(q, k, self._masks[layer], scale, upcast)
-
-            return (lambda: attention_pattern(scores(), q.dtype)) if name.endswith(".pattern") else scores
+            return lambda: lazy_sites.recompute(name, self._value, self.config, self._masks)
         z_name = name.replace(".attn.result", ".attn.z")
         if name.endswith(".attn.result") and z_name in self._store:
             return lambda: torch.einsum("bphe,hed->bphd", self._store[z_name], self._W_O[layer])
         return None
+
+    def _value(self, name: str) -> torch.Tensor:
+        """A stored tensor (listed or not), or a lazy one computed: the inputs of a recomputation."""
+        return self._store[name] if name in self._store else lazy_sites.recompute(name, self._value, self.config, self._masks)
+
+    def _recomputable(self, name: str, lazy: frozenset[str]) -> bool:
+        """Whether every input of lazy `name` was recorded (a run from a later layer records no earlier one)."""
+        return all(n in self._store or (n in lazy and self._recomputable(n, lazy)) for n in lazy_sites.inputs(name, self.config))
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -83,8 +85,9 @@ class Cache(Mapping):
         return (name in self._store and name not in self._unlisted) or self._computable(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        yield from (name for name in self._store if name not in self._unlisted)
-        yield from sorted(self._lazy)
+        """Names in forward order, the computed-on-access ones among them."""
+        present = (self._store.keys() - self._unlisted) | self._lazy
+        yield from (name for name in sites.all_names(self.config, include_on_request=True) if name in present)
 
     def __len__(self) -> int:
         return len(self._store) - len(self._unlisted) + len(self._lazy)

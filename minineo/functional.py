@@ -10,8 +10,20 @@ import torch.nn.functional as F
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """OpenAI GPT-2's tanh GELU, written exactly as HF's NewGELUActivation."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    """OpenAI GPT-2's tanh GELU, written exactly as HF's NewGELUActivation.
+
+    Without autograd the same operations run in place on one buffer (bit-identical: each op rounds
+    the same way; a test checks it), so recording mlp.post costs one (batch, pos, d_mlp) temporary, not six.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    inner = torch.pow(x, 3.0).mul_(0.044715).add_(x).mul_(math.sqrt(2.0 / math.pi)).tanh_().add_(1.0)
+    return (0.5 * x).mul_(inner)
+
+
+def centred(x: torch.Tensor) -> torch.Tensor:
+    """x minus its mean over the last dimension: the recorded LayerNorm's first step (and its lazy recompute's)."""
+    return x - x.mean(-1, keepdim=True)
 
 
 def gelu_fast(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minineo import sites
+from minineo import lazy_sites, sites
 from minineo.attention import allowed_keys
 from minineo.blocks import Block, LayerNorm
 from minineo.cache import Cache
@@ -69,18 +69,23 @@ class Model(nn.Module):
         `names` is a list of names, one name, or a predicate on names. Attention layers whose scores
         or pattern are not asked for still use the fused kernel unless `explicit=True`.
         """
-        keep, patch = self._resolve_names(names), self._resolve_patch(patch)
-        # attn.scores and attn.pattern are recomputed from the recorded q and k when read, not kept, so
-        # their layers stay on the fused kernel. A patched score or pattern tensor forces the explicit
-        # path for its layer and is kept as patched (a pattern downstream of patched scores too).
-        lazy = {name for name in keep if name.endswith(".attn.scores") and name not in patch}
-        lazy |= {name for name in keep if name.endswith(".attn.pattern") and name not in patch
-                 and name.replace("pattern", "scores") not in patch}
-        helpers = {name.rsplit(".", 1)[0] + "." + qk for name in lazy for qk in "qk"} - keep  # q, k for the recompute
-        keep = (keep - lazy) | helpers
-        rec = Recorder(keep=keep, patch=patch)
+        rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
         return logits, self._cache(rec, lazy, helpers)
+
+    def _recorder(
+        self, keep: set[str], patch: dict[str, PatchValue], stored_anyway: frozenset[str] = frozenset(),
+    ) -> tuple[Recorder, set[str], set[str]]:
+        """A Recorder for `keep`, and which of those names the Cache computes on access (minineo.lazy_sites).
+
+        attn.scores and attn.pattern are recomputed from the recorded q and k, so their layers stay on the
+        fused kernel; normalised residuals, resid_mid and mlp.post from their inputs. A patched site (or
+        one computed from a patched site, like a pattern from patched scores) is kept as patched; a patched
+        score or pattern forces the explicit path for its layer.
+        """
+        stored, lazy, helpers = lazy_sites.plan(keep, patch, self.config, stored_anyway)
+        rec = Recorder(keep=stored, patch=patch, exact=lazy_sites.forward_exact(lazy, self.config))
+        return rec, lazy, helpers
 
     def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
@@ -188,13 +193,15 @@ class Model(nn.Module):
             attention_mask = validate_mask(attention_mask, torch.Size((batch, pos)), resid_pre.device, past)
         record = names is not False and names is not None
         keep = self._resolve_names(None if names is True else names) if record else set()
-        rec = Recorder(keep=keep, patch=self._resolve_patch(patch))
+        # with logits_at, ln_final sees only the selected positions: its parts cannot come from resid_post
+        final = frozenset({"ln_final.normalized"}) if logits_at is not None else frozenset()
+        rec, lazy, helpers = self._recorder(keep, self._resolve_patch(patch), final)
         masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
         x = self._blocks(resid_pre, layer, rec, masks, explicit, kv)  # (batch, pos, d_model)
         logits = self._unembed(x if logits_at is None else x[logits_at], rec)
         if kv is not None:
             kv.advance(pos)
-        return (logits, self._cache(rec)) if record else logits
+        return (logits, self._cache(rec, lazy, helpers)) if record else logits
 
     def compile_fast_path(self, mode: str | None = None) -> Model:
         """Run `model(tokens)` (nothing recorded or patched) and the decode step under torch.compile.

@@ -16,17 +16,24 @@ PatchValue = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
 class Recorder:
-    """Records the sites in `keep` and replaces the sites in `patch` (canonical names)."""
+    """Records the sites in `keep` and replaces the sites in `patch` (canonical names).
 
-    def __init__(self, keep: set[str] | frozenset[str] = frozenset(), patch: dict[str, PatchValue] | None = None):
-        self.keep = keep
+    `exact` names sites that are not kept but will be recomputed from kept ones (minineo.lazy_sites):
+    the forward computes them by the explicit formula, as if they were recorded.
+    """
+
+    def __init__(
+        self, keep: set[str] | frozenset[str] = frozenset(), patch: dict[str, PatchValue] | None = None,
+        exact: set[str] | frozenset[str] = frozenset(),
+    ):
+        self.keep, self.exact = keep, exact
         self.patch = patch or {}
         self.store: dict[str, torch.Tensor] = {}
         self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
 
     def wants(self, name: str) -> bool:
         """True when the site must be materialised (recorded or patched)."""
-        return name in self.keep or name in self.patch
+        return name in self.keep or name in self.patch or name in self.exact
 
     @property
     def idle(self) -> bool:

@@ -38,6 +38,7 @@ from typing import Callable
 
 import torch
 
+from minineo import lazy_sites
 from minineo.errors import UserError
 from minineo.model import Model
 
@@ -264,8 +265,8 @@ def attribution_patching(
     with torch.inference_mode(False), torch.enable_grad():
         # a leaf at the embedding so the graph exists whether or not the parameters require grad
         patch = {"embed": lambda e: e.detach().requires_grad_(True)}
-        if site == "attn.pattern":  # patterns are computed on access unless patched: an identity patch keeps
-            patch |= {name: _identity for name in names}  # them in the graph (their layers run explicitly)
+        if lazy_sites.rule(names[0], cfg) is not None:  # computed on access unless patched: an identity patch
+            patch |= {name: _identity for name in names}  # keeps them in the graph (patterns: explicit layers)
         logits, corrupted = model.run_with_cache(tokens, names=names, patch=patch, attention_mask=mask)
         value = _scalar(metric(logits), "on the corrupted logits")
         if not value.requires_grad:

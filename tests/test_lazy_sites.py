@@ -1,5 +1,6 @@
-"""attn.scores and attn.pattern computed on access: run_with_cache keeps every layer on the fused kernel,
-and what the Cache computes from the recorded q and k is exactly what the explicit path computes."""
+"""Sites computed on access (minineo.lazy_sites). attn.scores and attn.pattern: run_with_cache keeps every
+layer on the fused kernel, and what the Cache computes from the recorded q and k is exactly what the explicit
+path computes. Normalised residuals, resid_mid and mlp.post: exactly what the forward computed and used."""
 
 from __future__ import annotations
 
@@ -93,3 +94,83 @@ def test_lazy_sites_behave_like_stored_ones(hf_pair, tmp_path):
     assert list(only) == ["blocks.0.attn.pattern"] and len(only) == 1 and "blocks.0.attn.q" not in only
     assert torch.equal(only["pattern", 0], cache["pattern", 0])
     assert torch.equal(only.to("cpu")["pattern", 0], cache["pattern", 0])
+
+
+OTHER_LAZY = ("ln1.normalized", "resid_mid", "ln2.normalized", "mlp.post")
+
+
+def stored_by_identity_patch(model, tokens, mask, name):
+    """The site as the same full recording run computed it, kept: an identity patch makes a site stored."""
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, patch={name: lambda x: x})
+    assert name not in cache._lazy
+    return cache[name]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_lazy_residual_and_mlp_sites_equal_what_the_forward_computed_bit_for_bit(hf_pair, arch, dtype):
+    model = hf_pair(arch, layers=3, window=3, weight_scale=3.0)[1].to(dtype)
+    tokens, mask = padded_tokens()
+    logits, cache = model.run_with_cache(tokens, attention_mask=mask)
+    names = [f"blocks.{layer}.{site}" for layer in range(3) for site in OTHER_LAZY] + ["ln_final.normalized"]
+    for name in names:
+        assert name in cache._lazy and name not in cache._store, name  # not kept: computed on access
+        expected = stored_by_identity_patch(model, tokens, mask, name)
+        assert cache[name].dtype == expected.dtype == dtype
+        assert torch.equal(cache[name], expected), name
+    # and the recorded run is the same forward pass: mlp.post is HF's formula there, as the lazy value is
+    assert torch.equal(logits, model.run_with_cache(tokens, attention_mask=mask, patch={
+        f"blocks.{layer}.mlp.post": (lambda x: x) for layer in range(3)})[0])
+
+
+def test_lazy_sites_follow_the_patched_inputs_and_a_patched_site_is_stored(hf_pair):
+    model = hf_pair("gpt2", layers=2)[1]
+    tokens, mask = padded_tokens()
+    doubled = {"blocks.1.resid_pre": lambda x: 2 * x, "blocks.0.mlp.pre": lambda x: x - 1}
+    _, cache = model.run_with_cache(tokens, patch=doubled)
+    for name in ("blocks.1.resid_mid", "blocks.1.ln1.normalized", "blocks.0.mlp.post"):
+        assert name in cache._lazy
+        assert torch.equal(cache[name], stored_by_identity_patch_with(model, tokens, name, doubled))
+    zero = {"blocks.0.mlp.post": lambda x: x * 0, "blocks.1.ln2.normalized": lambda x: x * 0}
+    logits, cache = model.run_with_cache(tokens, patch=zero)
+    for name in zero:
+        assert name not in cache._lazy and not cache[name].any()
+    assert not torch.allclose(logits, model(tokens), atol=1e-3)
+
+
+def stored_by_identity_patch_with(model, tokens, name, patch):
+    _, cache = model.run_with_cache(tokens, patch=patch | {name: lambda x: x})
+    return cache[name]
+
+
+def test_lazy_sites_from_a_later_layer_and_with_selected_logits(hf_pair):
+    model = hf_pair("gpt_neo", layers=3, window=3)[1]
+    tokens, _ = padded_tokens()
+    _, full = model.run_with_cache(tokens)
+    _, later = model.run_from(1, full["blocks.1.resid_pre"], names=True)
+    assert "blocks.0.ln1.normalized" not in later and "blocks.0.attn.pattern" not in later  # layer 0 did not run
+    for name in ("blocks.1.ln1.normalized", "blocks.2.mlp.post", "blocks.2.attn.pattern", "ln_final.normalized"):
+        assert name in later and torch.equal(later[name], full[name]), name
+    last = torch.zeros(tokens.shape, dtype=torch.bool)
+    last[:, -1] = True
+    _, selected = model.run_from(1, full["blocks.1.resid_pre"], names=True, logits_at=last)
+    assert torch.equal(selected["ln_final.normalized"], full["ln_final.normalized"][:, -1])
+
+
+def test_every_lazy_kind_is_listed_stacked_and_saved_like_a_stored_site(hf_pair, tmp_path):
+    model = hf_pair("gpt2", layers=2)[1]
+    tokens, _ = padded_tokens()
+    _, cache = model.run_with_cache(tokens)
+    names = list(cache)
+    assert names.index("blocks.0.ln1.normalized") < names.index("blocks.0.attn.q") < names.index("blocks.0.resid_mid")
+    for site in OTHER_LAZY:
+        assert torch.equal(cache.stack(site)[1], cache[f"blocks.1.{site}"])
+    cache.save(tmp_path / "c.safetensors")
+    saved = load_file(tmp_path / "c.safetensors")
+    assert set(saved) == set(names)
+    assert torch.equal(saved["blocks.1.mlp.post"], cache["blocks.1.mlp.post"])
+    # a single lazy name keeps only its inputs, unlisted
+    _, only = model.run_with_cache(tokens, names=["blocks.1.ln2.normalized"])
+    assert list(only) == ["blocks.1.ln2.normalized"] and "blocks.1.resid_mid" not in only
+    # (not bit-equal: that run used the fused GELU in layer 0, whose mlp.post nobody asked for)
+    assert_close(only["blocks.1.ln2.normalized"], cache["blocks.1.ln2.normalized"], "ln2.normalized alone")
