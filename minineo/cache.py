@@ -86,11 +86,14 @@ class Cache(Mapping):
 
     def __iter__(self) -> Iterator[str]:
         """Names in forward order, the computed-on-access ones among them."""
-        present = (self._store.keys() - self._unlisted) | self._lazy
+        present = self._listed()
         yield from (name for name in sites.all_names(self.config, include_on_request=True) if name in present)
 
     def __len__(self) -> int:
-        return len(self._store) - len(self._unlisted) + len(self._lazy)
+        return len(self._listed())
+
+    def _listed(self) -> set[str]:
+        return (self._store.keys() - self._unlisted) | self._lazy
 
     def __repr__(self) -> str:
         return f"Cache({len(self)} activations: {', '.join(list(self)[:4])}, ...)"

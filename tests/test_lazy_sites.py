@@ -151,6 +151,8 @@ def test_lazy_sites_from_a_later_layer_and_with_selected_logits(hf_pair):
     assert "blocks.0.ln1.normalized" not in later and "blocks.0.attn.pattern" not in later  # layer 0 did not run
     for name in ("blocks.1.ln1.normalized", "blocks.2.mlp.post", "blocks.2.attn.pattern", "ln_final.normalized"):
         assert name in later and torch.equal(later[name], full[name]), name
+    _, nothing = model.run_from(1, full["blocks.1.resid_pre"], names=["blocks.0.ln1.normalized"])
+    assert len(nothing) == 0 and list(nothing) == [] and "blocks.0.ln1.normalized" not in nothing
     last = torch.zeros(tokens.shape, dtype=torch.bool)
     last[:, -1] = True
     _, selected = model.run_from(1, full["blocks.1.resid_pre"], names=True, logits_at=last)
