@@ -8,7 +8,7 @@ Rows are packed from the corpus as in SAELens (minineo.corpus.pack_rows); row i 
 its `token_ids` (context,) and, per name, the activation (context, d) that
 `model.run_with_cache(token_ids, names=...)` records, spelled the TransformerLens way
 (`blocks.1.hook_resid_post`; q/k/v/z and attn.result are flattened to head * d_head / head * d_model,
-as SAELens does for hook_z). The forward pass stops after the last layer asked for.
+as SAELens does for hook_z). The forward pass stops after the last block asked for.
 
 Under `torchrun` (torch.distributed initialised, see `init_distributed`) each rank takes every
 world_size-th shard and writes it itself; the folder is one dataset in corpus order whatever the
@@ -37,7 +37,6 @@ import torch.distributed as dist
 from minineo import sites
 from minineo.corpus import count_rows, pack_rows, read_documents, require_datasets
 from minineo.errors import UserError
-from minineo.recording import Recorder
 from minineo.shards import ShardFolder, features, load
 
 __all__ = ["harvest", "load", "init_distributed", "column_name"]
@@ -191,26 +190,21 @@ def _dims(name: str) -> tuple[str, ...]:
     return sites.BLOCK_SITES[block[2]] if block[0] == "blocks" else sites.GLOBAL_SITES[name]
 
 
-class _Stop(Exception):
-    """Raised by the recorder once every asked-for site is recorded: the layers above are not computed."""
-
-
-class _StopAfterLast(Recorder):
-    def __call__(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        value = super().__call__(name, value)
-        if name in self.keep and len(self.store) == len(self.keep):
-            raise _Stop
-        return value
-
-
 def _activations(model, tokens: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    """The named sites for tokens (batch, pos), as run_with_cache records them, computing nothing after the last."""
-    recorder = _StopAfterLast(keep=set(names))
-    try:
-        model._run(tokens, recorder, None, None, False)
-    except _Stop:
-        pass
-    return recorder.store
+    """The named sites for tokens (batch, pos), as run_with_cache records them; no block after the last is run."""
+    _, cache = model.run_with_cache(tokens, names=names, stop_at_layer=_blocks_needed(names))
+    return {name: cache[name] for name in names}
+
+
+def _blocks_needed(names: list[str]) -> int | None:
+    """How many blocks must run to reach every name; None when ln_final or the logits are asked for."""
+    needed = 0
+    for name in names:
+        if name.startswith("blocks."):
+            needed = max(needed, int(name.split(".")[1]) + 1)
+        elif name not in ("embed", "pos_embed"):
+            return None
+    return needed
 
 
 def _rows(model, corpus, text_field, context, max_rows) -> Iterator[torch.Tensor]:

@@ -53,24 +53,30 @@ class Model(nn.Module):
     def forward(
         self, tokens: TokenInput, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-        explicit: bool = False,
+        explicit: bool = False, stop_at_layer: int | None = None,
     ) -> torch.Tensor:
-        """Logits (batch, pos, d_vocab). Records nothing; `patch` replaces named sites in place."""
+        """Logits (batch, pos, d_vocab). Records nothing; `patch` replaces named sites in place.
+
+        `stop_at_layer=L` runs blocks 0..L-1 only and returns the residual `blocks.L.resid_pre`
+        (batch, pos, d_model) instead (L = n_layers: the last resid_post, before ln_final; -1: before the last block).
+        """
         rec = Recorder(patch=self._resolve_patch(patch))
-        return self._run(tokens, rec, attention_mask, position_ids, explicit)
+        return self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
 
     def run_with_cache(
         self, tokens: TokenInput, names: Names = None, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-        explicit: bool = False,
+        explicit: bool = False, stop_at_layer: int | None = None,
     ) -> tuple[torch.Tensor, Cache]:
         """(logits, Cache) with the named activations: all of them by default (`attn.result` only when named).
 
         `names` is a list of names, one name, or a predicate on names. Attention layers whose scores
-        or pattern are not asked for still use the fused kernel unless `explicit=True`.
+        or pattern are not asked for still use the fused kernel unless `explicit=True`. With
+        `stop_at_layer` (see `forward`) the residual replaces the logits and only the sites that ran are recorded.
         """
+        stop = self._stop_layer(stop_at_layer)
         rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
-        logits = self._run(tokens, rec, attention_mask, position_ids, explicit)
+        logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         return logits, self._cache(rec, lazy, helpers)
 
     def _recorder(
@@ -89,22 +95,40 @@ class Model(nn.Module):
 
     def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
+
+        def computable(name: str) -> bool:  # recorded, or lazy from computable inputs: a site that ran
+            return name in rec.store or (name in lazy and all(map(computable, lazy_sites.inputs(name, self.config))))
+
+        lazy = {name for name in lazy if computable(name)}  # stop_at_layer: not the layers that never ran
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
                      lazy=lazy, attention_masks=masks, unlisted=helpers)
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None, explicit: bool,
+        position_ids: torch.Tensor | None, explicit: bool, stop_at_layer: int | None = None,
     ) -> torch.Tensor:
         tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids)
-        if rec.idle and not explicit and self._compiled is not None:
+        if rec.idle and not explicit and stop_at_layer is None and self._compiled is not None:
             try:
                 return self._compiled(tokens, position_ids, attention_mask)
             except Exception as err:  # a compiler failure must never cost the user their forward pass
                 warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly from now on")
                 self._compiled = None
-        return self._core(tokens, position_ids, attention_mask, rec, explicit)
+        return self._core(tokens, position_ids, attention_mask, rec, explicit, stop_at_layer)
+
+    def _stop_layer(self, stop_at_layer: int | None) -> int | None:
+        """stop_at_layer validated and made non-negative (TransformerLens's meaning: -1 stops before the last block)."""
+        if stop_at_layer is None:
+            return None
+        n = self.config.n_layers
+        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n <= stop_at_layer <= n:
+            raise UserError(
+                f"stop_at_layer={stop_at_layer!r} is not a layer boundary of this {n}-layer model; give an int "
+                f"in -{n}..{n} (L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n}: the last resid_post; "
+                f"-1: before the last block), or None for the logits"
+            )
+        return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
 
     def token_batch(
         self, tokens: TokenInput, attention_mask: torch.Tensor | None = None
@@ -143,23 +167,24 @@ class Model(nn.Module):
 
     def _core(
         self, tokens: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-        rec: Recorder | None = None, explicit: bool = False,
+        rec: Recorder | None = None, explicit: bool = False, stop_at_layer: int | None = None,
     ) -> torch.Tensor:
-        """The forward pass proper, on validated inputs. Returns logits (batch, pos, d_vocab)."""
+        """The forward pass proper, on validated inputs. Returns logits (batch, pos, d_vocab), or with
+        `stop_at_layer` (0..n_layers) the residual before that block (batch, pos, d_model)."""
         rec = rec if rec is not None else Recorder()
         embed = rec("embed", F.embedding(tokens, self.W_E))  # (batch, pos, d_model)
         pos_embed = rec("pos_embed", F.embedding(position_ids, self.W_pos).expand_as(embed))
         masks = self._masks(tokens.shape[1], tokens.shape[1], attention_mask, tokens.device)
-        x = self._blocks(embed + pos_embed, 0, rec, masks, explicit, None)
-        return self._unembed(x, rec)
+        x = self._blocks(embed + pos_embed, 0, rec, masks, explicit, None, stop_at_layer)
+        return x if stop_at_layer is not None else self._unembed(x, rec)
 
     def _blocks(
         self, x: torch.Tensor, start: int, rec: Recorder, masks: dict[int | None, torch.Tensor | None],
-        explicit: bool, kv: KVCache | None,
+        explicit: bool, kv: KVCache | None, stop: int | None = None,
     ) -> torch.Tensor:
-        """Blocks start..n_layers-1 on the residual x (batch, pos, d_model); returns the last resid_post."""
+        """Blocks start..stop-1 (default: to the last) on the residual x (batch, pos, d_model); returns their last resid_post."""
         rec.attention_masks = masks  # the Cache recomputes attn.scores with them
-        for block in self.blocks[start:]:
+        for block in self.blocks[start:stop]:
             x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
         return x
 

@@ -202,6 +202,24 @@ def test_float16_is_stored_as_float16_and_bfloat16_exactly_as_float32(tiny, corp
     assert_close(stored, cache["blocks.1.resid_post"][0].float(), "bf16", atol=0.1)
 
 
+def test_the_forward_stops_after_the_last_block_asked_for(tiny, corpus, tmp_path, monkeypatch):
+    from minineo.harvest import _blocks_needed
+
+    assert _blocks_needed(["embed"]) == 0 and _blocks_needed(["blocks.1.attn.z", "embed"]) == 2
+    assert _blocks_needed(["blocks.0.resid_post", "ln_final.normalized"]) is None  # the whole forward
+    model = minineo.load()
+
+    def never(*args, **kwargs):
+        raise AssertionError("block 1 ran although nothing of it or later was asked for")
+
+    monkeypatch.setattr(model.blocks[1], "forward", never)
+    names = ["pos_embed", "blocks.0.mlp.post"]
+    got = load(harvest(model, corpus, names, tmp_path / "out", max_tokens=64, **ARGS)).with_format("torch")[:]
+    _, cache = tiny.run_with_cache(got["token_ids"].long(), names=names)
+    assert torch.equal(got["hook_pos_embed"], cache["pos_embed"])
+    assert torch.equal(got["blocks.0.mlp.hook_post"], cache["blocks.0.mlp.post"])
+
+
 def test_without_datasets_the_command_says_which_install_adds_it(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # what `import datasets` meets when it is not installed
     result = CliRunner().invoke(app, ["harvest", str(corpus), "--out", str(tmp_path / "out"), "--names", "blocks.0.resid_post"],

@@ -144,23 +144,10 @@ def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10, sampl
     return EmbeddingAutoencoding(hits["raw"] / n, hits["ln"] / n, hits["extended"] / n, winners.most_common(top), n)
 
 
-class _Stop(Exception):
-    def __init__(self, value: torch.Tensor):
-        self.value = value
-
-
 def _block0_output(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     """blocks.0.resid_post (batch, pos, d_model) from the model's own forward pass, stopped right there
     (the later blocks and the unembedding would be thrown away)."""
-
-    def stop(value: torch.Tensor) -> torch.Tensor:
-        raise _Stop(value)
-
-    try:
-        model(tokens, patch={"blocks.0.resid_post": stop})
-    except _Stop as done:
-        return done.value
-    raise RuntimeError("the forward pass never reached blocks.0.resid_post")
+    return model(tokens, stop_at_layer=1)
 
 
 def _ln_final(model: Model, x: torch.Tensor) -> torch.Tensor:
