@@ -100,9 +100,34 @@ def load_or_exit(name: str, device: str = "cpu"):
     return load(name, device=device)
 
 
+def token_text(m, token_id: int) -> str:
+    """One token's text as `m.to_string([token_id])` decodes it, except where that gives '�' for bytes that are
+    not valid UTF-8 on their own: then the token's bytes, each undecodable one as a lone surrogate (Python's
+    surrogateescape) that `visible` and `show` write as \\xNN, so distinct byte tokens look distinct."""
+    text = m.to_string([int(token_id)])
+    raw = m.tokenizer.token_bytes(token_id) if "\ufffd" in text else None
+    return text if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
+def token_texts(m, tokens) -> list[str]:
+    """`token_text` of each token of a (pos,) sequence."""
+    return [token_text(m, t) for t in torch.as_tensor(tokens).flatten().tolist()]
+
+
+def visible(text: str) -> str:
+    """repr's escapes without the quotes (a newline is \\n), and an undecodable byte from `token_text` as \\xNN."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in text)
+
+
 def show(text: str) -> str:
-    """A token's text with whitespace made visible (a space is ␣, a newline \\n), safe for rich markup."""
-    return escape(repr(text)[1:-1].replace(" ", "␣"))
+    """A token's text with whitespace and undecodable bytes made visible (a space is ␣, a newline \\n, a byte that
+    is not UTF-8 on its own \\xNN), safe for rich markup."""
+    return escape(visible(text).replace(" ", "␣"))
+
+
+def show_token(m, token_id: int) -> str:
+    """`show` of one token id's `token_text`."""
+    return show(token_text(m, token_id))
 
 
 def quote(text: str, limit: int = 40) -> str:
@@ -176,7 +201,7 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
         fail(f"{model} computed NaN or inf probabilities for this prompt; its weights or activations overflow "
              "(try --device cpu in float32, or check the model's weights)")
     console.print(f"[bold]{escape(model)}[/bold] ({m.config.architecture}, {m.config.n_layers} layers) saw "
-                  f"{tokens.shape[1]} tokens: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in m.to_str_tokens(tokens[0])))
+                  f"{tokens.shape[1]} tokens: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in token_texts(m, tokens[0])))
     table = Table(title=f"next token after {quote(prompt[-40:])} (␣ is a space)")
     table.add_column("rank", justify="right")
     table.add_column("token")
@@ -184,7 +209,7 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
     table.add_column("probability", justify="right")
     values, ids = probs.topk(min(top_k, probs.numel()))
     for rank, (p, i) in enumerate(zip(values.tolist(), ids.tolist()), 1):
-        table.add_row(str(rank), show(m.to_string([i])), str(i), f"{p:.4f}")
+        table.add_row(str(rank), show_token(m, i), str(i), f"{p:.4f}")
     console.print(table)
     if generate > 0:
         n = min(generate, m.config.n_ctx - tokens.shape[1])

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from minineo import analysis, plots
 from minineo.cli import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path,
-                         prompt_tokens, quote, show)
+                         prompt_tokens, quote, show, show_token, token_text, token_texts, visible)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -58,7 +58,7 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
     console.print(table)
     if sample and any(W.shape[0] > sample for W in matrices.values()):
         console.print(f"mean |cos| (centred) over the pairs of a random sample of {sample} rows (--sample 0: all pairs)")
-    tokens = ", ".join(f"{show(m.to_string([i])) if m.tokenizer else i} ({n:.2f})" for i, n in results[0].largest_norms)
+    tokens = ", ".join(f"{show_token(m, i) if m.tokenizer else i} ({n:.2f})" for i, n in results[0].largest_norms)
     console.print(f"largest-norm tokens: {tokens}")
     if autoencode:
         with torch.inference_mode():
@@ -66,7 +66,7 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
         scored = "all tokens" if auto.n_tokens == m.config.d_vocab else f"a random sample of {auto.n_tokens} tokens"
         console.print(f"W_E -> W_U top-1 is the token itself ({scored}): raw {auto.top1_raw:.1%}, through ln_final "
                       f"{auto.top1_ln:.1%}, through block 0 (MLP0 included) {auto.top1_extended:.1%}")
-        winners = ", ".join(f"{show(m.to_string([t])) if m.tokenizer else t} x{c}" for t, c in auto.most_frequent_winners)
+        winners = ", ".join(f"{show_token(m, t) if m.tokenizer else t} x{c}" for t, c in auto.most_frequent_winners)
         console.print(f"tokens that win most often (ln_final view): {winners}")
     if plot:
         plots.embedding_norms(m.W_E.detach().norm(dim=-1), plot, title=f"{model}: W_E row norms")
@@ -87,10 +87,10 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     n = len(words)
     console.print(f"logit lens of {escape(model)} on {quote(prompt)}: one row per position (␣ is a space), "
                   "one column per residual stream (the stream before each block, and after the last)")
-    cells = {label: [show(m.to_string([int(result.top_tokens[i, p])]))
+    cells = {label: [show_token(m, int(result.top_tokens[i, p]))
                      + (f" {int(result.next_token_rank[i, p])}" if p < n - 1 else "") for p in range(n)]
              for i, label in enumerate(result.labels)}
-    shown = [show(w) for w in words]
+    shown = [show(w) for w in token_texts(m, tokens[0])]
     fixed = 4 + 3 + 2 * (max(len(w) for w in shown) + 3) + 1  # pos, token and next columns with borders
     for labels in _column_chunks(cells, console.width - fixed):
         table = Table(title="the lens's top token, then the rank of the actual next token (0 = top)")
@@ -181,8 +181,8 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     with torch.inference_mode():
         result = analysis.direct_logit_attribution(m, tokens, answer_id, wrong_id)
     contributions = result.contributions[:, 0]
-    plain = repr(m.to_string([answer_id])) + (f" - {m.to_string([wrong_id])!r}" if wrong_id is not None else "")
-    target = show(m.to_string([answer_id])) + (f" - {show(m.to_string([wrong_id]))}" if wrong_id is not None else "")
+    plain = f"'{visible(token_text(m, answer_id))}'" + (f" - '{visible(token_text(m, wrong_id))}'" if wrong_id is not None else "")
+    target = show_token(m, answer_id) + (f" - {show_token(m, wrong_id)}" if wrong_id is not None else "")
     table = Table(title=f"direct logit attribution to {target}")
     table.add_column("component")
     table.add_column("contribution", justify="right")
@@ -212,7 +212,7 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
     if wrong is None:
         if len(ids) > 1:
             console.print(f"[yellow]note:[/yellow] {escape(repr(answer))} is {len(ids)} tokens; scoring its first, "
-                          f"{show(m.to_string(ids[:1]))}")
+                          f"{show_token(m, ids[0])}")
         answer_id, wrong_id = ids[0], None
     else:
         other = tokenizer.encode(wrong)
@@ -225,8 +225,8 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
         shared, answer_id, wrong_id = ids[:differ], ids[differ], other[differ]
         if shared:
             console.print(f"[yellow]note:[/yellow] {escape(repr(answer))} and {escape(repr(wrong))} share their first "
-                          f"{len(shared)} token(s) {' '.join(show(m.to_string([t])) for t in shared)}; comparing "
-                          f"{show(m.to_string([answer_id]))} against {show(m.to_string([wrong_id]))} after the "
+                          f"{len(shared)} token(s) {' '.join(show_token(m, t) for t in shared)}; comparing "
+                          f"{show_token(m, answer_id)} against {show_token(m, wrong_id)} after the "
                           "prompt plus the shared token(s)")
     tokens = prompt_tokens(m, prompt, model)
     if shared:

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from minineo import analysis, plots
-from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, plot_path, show
+from minineo.cli import (DeviceOption, ModelOption, app, console, load_or_exit, plot_path, show, show_token,
+                         token_texts)
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
 
@@ -82,8 +83,8 @@ def patch(clean: str, corrupted: str,
         fail(str(err))
     # tick labels: the clean token, and clean/corrupted where the prompts differ
     words = [show(c) if c == k else f"{show(c)}/{show(k)}"
-             for c, k in zip(m.to_str_tokens(clean_tokens[0]), m.to_str_tokens(corrupted_tokens[0]))]
-    compared = f"{show(m.to_string([answer_id]))} vs {show(m.to_string([wrong_id]))}"
+             for c, k in zip(token_texts(m, clean_tokens[0]), token_texts(m, corrupted_tokens[0]))]
+    compared = f"{show_token(m, answer_id)} vs {show_token(m, wrong_id)}"
     console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
                   f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
     if per == "pos":

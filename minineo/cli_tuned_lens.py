@@ -7,12 +7,13 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from minineo.analysis.lens import LogitLens
 from minineo.analysis.tuned_lens import TunedLens, apply_tuned_lens, train_tuned_lens
 from minineo.analysis.tuned_lens_files import check_output
-from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit
+from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, token_text, visible
 from minineo.model import Model
 
 
@@ -48,7 +49,7 @@ def lens_comparison(model: Model, tokens: torch.Tensor, logit: LogitLens, lens: 
     for column in ("logit top", "logit KL", "tuned top", "tuned KL"):
         table.add_column(column, justify="right")
     def top(result: LogitLens, layer: int) -> str:
-        return repr(model.to_string([int(result.top_tokens[layer, -1])])).replace("[", r"\[")  # quoted: ' ' stays visible
+        return escape(f"'{visible(token_text(model, int(result.top_tokens[layer, -1])))}'")  # quoted: ' ' stays visible
 
     for i, label in enumerate(logit.labels):
         table.add_row(label, top(logit, i), f"{logit.kl_to_final[i].mean():.3f}", top(tuned, i),

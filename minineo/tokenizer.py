@@ -13,6 +13,16 @@ from minineo.errors import UserError
 END_OF_TEXT = "<|endoftext|>"
 
 
+def _char_to_byte() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable stand-in character of each byte -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+
+
+_CHAR_TO_BYTE = _char_to_byte()
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer with the model's BOS (GPT-2's and GPT-Neo's <|endoftext|>)."""
 
@@ -77,6 +87,16 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes | None:
+        """The raw bytes of one byte-level BPE token (None for a token outside GPT-2's byte alphabet).
+
+        `decode` turns bytes that are not valid UTF-8 on their own into '�'; these are the bytes themselves.
+        """
+        piece = self.backend.id_to_token(int(token_id))
+        if piece is None or not all(char in _CHAR_TO_BYTE for char in piece):
+            return None
+        return bytes(_CHAR_TO_BYTE[char] for char in piece)
 
     @property
     def vocab_size(self) -> int:
