@@ -135,6 +135,11 @@ def quote(text: str, limit: int = 40) -> str:
     return escape(repr(text if len(text) <= limit else text[:limit] + "…"))
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 token', '2 tokens' (`many` for irregular plurals: plural(n, "process", "processes"))."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def check_positive(**values: int) -> None:
     """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error."""
     for name, value in values.items():
@@ -143,10 +148,17 @@ def check_positive(**values: int) -> None:
 
 
 def prompt_tokens(m, prompt: str, model: str) -> torch.Tensor:
-    """The prompt's tokens (1, pos), or a UserError when it does not fit the model's context."""
+    """The prompt's tokens (1, pos), or a UserError when it does not fit the model's context.
+
+    An empty prompt is BOS alone: the model's view of a text's first token, said in a note.
+    """
     tokens = m.to_tokens(prompt)
+    if not prompt:
+        bos = show_token(m, int(tokens[0, 0]))
+        console.print(f"[yellow]note:[/yellow] the prompt is empty: the model starts from its BOS token {bos} alone "
+                      "(what it expects at the start of a text)")
     if tokens.shape[1] > m.config.n_ctx:
-        fail(f"the prompt is {tokens.shape[1]} tokens (with BOS) but {model} reads at most n_ctx={m.config.n_ctx}; "
+        fail(f"the prompt is {plural(tokens.shape[1], 'token')} (with BOS) but {model} reads at most n_ctx={m.config.n_ctx}; "
              "shorten it")
     return tokens
 
@@ -200,8 +212,8 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
     if not bool(probs.isfinite().all()):
         fail(f"{model} computed NaN or inf probabilities for this prompt; its weights or activations overflow "
              "(try --device cpu in float32, or check the model's weights)")
-    console.print(f"[bold]{escape(model)}[/bold] ({m.config.architecture}, {m.config.n_layers} layers) saw "
-                  f"{tokens.shape[1]} tokens: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in token_texts(m, tokens[0])))
+    console.print(f"[bold]{escape(model)}[/bold] ({m.config.architecture}, {plural(m.config.n_layers, 'layer')}) "
+                  f"saw {plural(tokens.shape[1], 'token')}: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in token_texts(m, tokens[0])))
     table = Table(title=f"next token after {quote(prompt[-40:])} (␣ is a space)")
     table.add_column("rank", justify="right")
     table.add_column("token")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from minineo import analysis, plots
 from minineo.cli import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path,
-                         prompt_tokens, quote, show, show_token, token_text, token_texts, visible)
+                         plural, prompt_tokens, quote, show, show_token, token_text, token_texts, visible)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -57,13 +57,13 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
                           f"{g.mean_cosine:.3f}", f"{g.mean_cosine_centred:.4f}", f"{g.mean_abs_cosine_centred:.3f}")
     console.print(table)
     if sample and any(W.shape[0] > sample for W in matrices.values()):
-        console.print(f"mean |cos| (centred) over the pairs of a random sample of {sample} rows (--sample 0: all pairs)")
+        console.print(f"mean |cos| (centred) over the pairs of a random sample of {plural(sample, 'row')} (--sample 0: all pairs)")
     tokens = ", ".join(f"{show_token(m, i) if m.tokenizer else i} ({n:.2f})" for i, n in results[0].largest_norms)
     console.print(f"largest-norm tokens: {tokens}")
     if autoencode:
         with torch.inference_mode():
             auto = analysis.embedding_autoencoding(m, sample=sample or None)
-        scored = "all tokens" if auto.n_tokens == m.config.d_vocab else f"a random sample of {auto.n_tokens} tokens"
+        scored = "all tokens" if auto.n_tokens == m.config.d_vocab else f"a random sample of {plural(auto.n_tokens, 'token')}"
         console.print(f"W_E -> W_U top-1 is the token itself ({scored}): raw {auto.top1_raw:.1%}, through ln_final "
                       f"{auto.top1_ln:.1%}, through block 0 (MLP0 included) {auto.top1_extended:.1%}")
         winners = ", ".join(f"{show_token(m, t) if m.tokenizer else t} x{c}" for t, c in auto.most_frequent_winners)
@@ -147,7 +147,7 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
     with torch.inference_mode():
         scores = analysis.head_scores(m, tokens, repeated_len=seq_len)
     named = {"induction": scores.induction, "previous token": scores.previous_token, "duplicate token": scores.duplicate_token}
-    console.print(heads_table(f"heads by induction score ({n_seqs} random sequences of {seq_len} tokens, repeated)",
+    console.print(heads_table(f"heads by induction score ({plural(n_seqs, 'random sequence')} of {plural(seq_len, 'token')}, repeated)",
                               named, top))
     console.print(f"loss on the first half {scores.first_half_loss:.3f}, on the repeat {scores.induction_loss:.3f} "
                   "(an induction circuit makes the repeat far cheaper)")
@@ -225,14 +225,14 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
         shared, answer_id, wrong_id = ids[:differ], ids[differ], other[differ]
         if shared:
             console.print(f"[yellow]note:[/yellow] {escape(repr(answer))} and {escape(repr(wrong))} share their first "
-                          f"{len(shared)} token(s) {' '.join(show_token(m, t) for t in shared)}; comparing "
+                          f"{'token' if len(shared) == 1 else plural(len(shared), 'token')} {' '.join(show_token(m, t) for t in shared)}; comparing "
                           f"{show_token(m, answer_id)} against {show_token(m, wrong_id)} after the "
-                          "prompt plus the shared token(s)")
+                          f"prompt plus the shared {'token' if len(shared) == 1 else 'tokens'}")
     tokens = prompt_tokens(m, prompt, model)
     if shared:
         tokens = torch.cat([tokens, torch.tensor([shared], device=tokens.device)], dim=1)
         if tokens.shape[1] > m.config.n_ctx:
-            fail(f"the prompt plus the answers' shared tokens is {tokens.shape[1]} tokens but {model} reads at most "
+            fail(f"the prompt plus the answers' shared tokens is {plural(tokens.shape[1], 'token')} but {model} reads at most "
                  f"n_ctx={m.config.n_ctx}; shorten the prompt")
     return tokens, answer_id, wrong_id
 

@@ -9,7 +9,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from minineo.cli import ModelOption, app, console
+from minineo.cli import ModelOption, app, console, plural
 from minineo.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -56,5 +56,6 @@ def harvest(
         torch.distributed.destroy_process_group()
     if rank == 0:
         manifest = harvesting.ShardFolder(folder, {}).manifest()
-        console.print(f"{manifest['rows']} rows of {context} tokens ({world} process{'es' if world > 1 else ''}) in {folder}; "
+        console.print(f"{plural(manifest['rows'], 'row')} of {plural(context, 'token')} "
+                      f"({plural(world, 'process', 'processes')}) in {folder}; "
                       f"read it with minineo.harvest.load({str(folder)!r}) or datasets.load_from_disk")

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from minineo import analysis, plots
-from minineo.cli import (DeviceOption, ModelOption, app, console, load_or_exit, plot_path, show, show_token,
-                         token_texts)
+from minineo.cli import (DeviceOption, ModelOption, app, console, load_or_exit, plot_path, plural, show,
+                         show_token, token_texts)
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
 
@@ -59,7 +59,7 @@ def patch(clean: str, corrupted: str,
         clean_tokens, corrupted_tokens = m.to_tokens(clean), m.to_tokens(corrupted)
         if clean_tokens.shape != corrupted_tokens.shape:
             raise UserError(f"the clean and corrupted prompts must tokenize to the same length: clean has "
-                            f"{clean_tokens.shape[1]} tokens, corrupted has {corrupted_tokens.shape[1]}; "
+                            f"{plural(clean_tokens.shape[1], 'token')}, corrupted has {corrupted_tokens.shape[1]}; "
                             "change one of them (e.g. names of the same token length)")
         extra = torch.tensor([prefix], dtype=torch.long, device=clean_tokens.device)
         clean_tokens, corrupted_tokens = (torch.cat([t, extra], 1) for t in (clean_tokens, corrupted_tokens))

@@ -180,7 +180,7 @@ def _packed(tokenizer_or_model, documents: Iterable[str], context: int) -> Itera
                 rows += 1
                 row = None
     if rows == 0:
-        raise UserError(f"the corpus holds {tokens_seen} tokens, not enough for one row of context={context}; "
+        raise UserError(f"the corpus holds {tokens_seen} token{'' if tokens_seen == 1 else 's'}, not enough for one row of context={context}; "
                         f"give a larger corpus or a smaller context")
 
 

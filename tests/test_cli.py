@@ -106,7 +106,7 @@ def test_attribute_compares_multi_token_answers_on_their_first_differing_token()
     result = invoke("attribute", PROMPT, "--answer", " Mary", "--wrong", " John")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "share their first 1 token(s) ␣" in text and "comparing M against J" in text
+    assert "share their first token ␣;" in text and "comparing M against J" in text
     assert "direct logit attribution to M - J" in text
     true_difference = float(re.search(r"true logit difference ([-+]\d+\.\d+)", text).group(1))
     assert abs(true_difference) > 0.5  # a real comparison, not the all-zero table of ' ' against ' '

@@ -45,3 +45,34 @@ def test_run_shows_the_bytes_of_a_split_character():
     assert result.exit_code == 0, result.output
     assert "\ufffd" not in result.output
     assert r"\xc3|" in result.output and r"\xa9|" in result.output  # é is the two bytes c3 a9
+
+
+# ---- counts read "1 token", "2 tokens"; an empty prompt says it is BOS alone ------------------------------------
+
+
+def test_counts_are_pluralised():
+    from minineo.cli import plural
+
+    assert [plural(n, "token") for n in (0, 1, 2)] == ["0 tokens", "1 token", "2 tokens"]
+    assert plural(1, "process", "processes") == "1 process" and plural(3, "process", "processes") == "3 processes"
+    one = " ".join(invoke("run", "a", "--generate", "0").output.split())
+    assert "saw 2 tokens:" in one
+    result = invoke("heads", "--n-seqs", "1", "--seq-len", "2", "--top", "1")
+    assert result.exit_code == 0, result.output
+    assert "(1 random sequence of 2 tokens, repeated)" in " ".join(result.output.split())
+
+
+def test_an_empty_prompt_runs_on_bos_alone_and_says_so():
+    result = invoke("run", "", "--top-k", "3", "--generate", "0")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "saw 1 token: <|endoftext|>|" in text and "1 tokens" not in text
+    assert "note: the prompt is empty: the model starts from its BOS token <|endoftext|> alone" in text
+    assert "the prompt is empty" not in " ".join(invoke("run", "a", "--generate", "0").output.split())
+
+
+def test_two_shared_answer_tokens_are_counted_in_the_plural():
+    result = invoke("attribute", PROMPT, "--answer", " Mary", "--wrong", " Max", "--top", "1")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "share their first 3 tokens ␣ M a; comparing r against x after the prompt plus the shared tokens" in text
