@@ -274,14 +274,17 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     def metric(logits):
         return logits[0, -1, answer_id] - (logits[0, -1, wrong_id] if wrong_id is not None else 0)
 
+    what = (f"logit difference {show_token(m, answer_id)} - {show_token(m, wrong_id)}" if wrong_id is not None
+            else f"logit of {show_token(m, answer_id)}")
     with torch.inference_mode():
         clean = float(metric(m(tokens)))
+        summary = f"metric: the {what} at the last position; clean {clean:+.3f}"
         if chosen:
             ablated = float(metric(analysis.ablate_heads(m, tokens, chosen, method)))
-            console.print(f"metric clean {clean:+.3f}; with {escape(heads_)} {method}-ablated {ablated:+.3f}")
+            summary += f", with heads {escape(heads_)} {method}-ablated {ablated:+.3f}"
+        console.print(summary)
         effects = analysis.head_ablation_effects(m, tokens, metric, method)
         backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method="mean" if method == "mean" else "zero")
-    console.print(f"clean metric {clean:+.3f}")
     console.print(heads_table(f"single-head {method}-ablation: change in the metric when the head is ablated "
                               "(most negative = most needed)", {"change in metric": effects}, top, ascending=True))
     ablated_names = ", ".join(f"L{l}H{h}" for l, h in backup.ablated)

@@ -76,3 +76,17 @@ def test_two_shared_answer_tokens_are_counted_in_the_plural():
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "share their first 3 tokens ␣ M a; comparing r against x after the prompt plus the shared tokens" in text
+
+
+# ---- ablate prints the clean metric once ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("heads", [[], ["--heads", "1.0,1.2"]])
+def test_ablate_prints_the_clean_metric_once(heads):
+    result = invoke("ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "2", *heads)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    clean = re.findall(r"clean ([-+]\d+\.\d+)", text)
+    assert len(clean) == 1, text
+    assert "metric: the logit difference M - J at the last position" in text
+    assert ("with heads 1.0,1.2 zero-ablated" in text) == bool(heads)
