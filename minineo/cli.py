@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 
 import torch
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -140,6 +141,29 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
 
 
+class _TitledTable(Table):
+    """A Table whose title (rich markup), when wider than the table, is its own line above it: rich wraps a
+    title to the table's width, which breaks a narrow table's title into a column of fragments."""
+
+    def __init__(self, title: str):
+        super().__init__()
+        self.heading = title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        heading = Text.from_markup(self.heading, style="table.title")
+        self.title = None
+        if heading.cell_len <= min(Measurement.get(console, options, self).maximum, options.max_width):
+            self.title = heading
+        else:
+            yield heading
+        yield from super().__rich_console__(console, options)
+
+
+def titled_table(title: str) -> Table:
+    """A rich Table titled `title` (rich markup) whose title is never wrapped into fragments (see _TitledTable)."""
+    return _TitledTable(title)
+
+
 def check_positive(**values: int) -> None:
     """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error."""
     for name, value in values.items():
@@ -214,7 +238,7 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
              "(try --device cpu in float32, or check the model's weights)")
     console.print(f"[bold]{escape(model)}[/bold] ({m.config.architecture}, {plural(m.config.n_layers, 'layer')}) "
                   f"saw {plural(tokens.shape[1], 'token')}: " + " ".join(f"[cyan]{show(t)}[/cyan]|" for t in token_texts(m, tokens[0])))
-    table = Table(title=f"next token after {quote(prompt[-40:])} (␣ is a space)")
+    table = titled_table(f"next token after {quote(prompt[-40:])} (␣ is a space)")
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("id", justify="right")
@@ -246,7 +270,7 @@ def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Op
         _, recorded = m.run_with_cache(prompt_tokens(m, prompt, model))
     order = {name: i for i, name in enumerate(sites.all_names(m.config, include_on_request=True))}
     names = sorted(recorded, key=lambda name: order.get(name, len(order)))
-    table = Table(title=f"{len(recorded)} activations of {escape(model)} on {quote(prompt)}, in forward order")
+    table = titled_table(f"{len(recorded)} activations of {escape(model)} on {quote(prompt)}, in forward order")
     for column in ("name", "shape", "dtype", "norm"):
         table.add_column(column, justify="right" if column == "norm" else "left")
     for name in names:

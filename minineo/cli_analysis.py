@@ -12,7 +12,8 @@ from rich.table import Table
 
 from minineo import analysis, plots
 from minineo.cli import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path,
-                         plural, prompt_tokens, quote, show, show_token, token_text, token_texts, visible)
+                         plural, prompt_tokens, quote, show, show_token, titled_table, token_text, token_texts,
+                         visible)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -20,7 +21,7 @@ METHODS = ("zero", "mean", "resample")
 
 def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False) -> Table:
     """The `top` heads by the first score (largest first, or most negative first), every score as a column."""
-    table = Table(title=title)
+    table = titled_table(title)
     table.add_column("head")
     for name in scores:
         table.add_column(name, justify="right")
@@ -44,7 +45,7 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     matrices = {"W_E": m.W_E, "W_pos": m.W_pos} | ({} if m.config.tie_unembed else {"W_U": m.W_U.T})
-    table = Table(title=f"embedding geometry of {escape(model)}")
+    table = titled_table(f"embedding geometry of {escape(model)}")
     for column in ("matrix", "rows", "mean norm", "std norm", "|mean vector|", "mean cos", "mean cos (centred)",
                    "mean |cos| (centred)"):
         table.add_column(column, justify="right")
@@ -93,7 +94,7 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     shown = [show(w) for w in token_texts(m, tokens[0])]
     fixed = 4 + 3 + 2 * (max(len(w) for w in shown) + 3) + 1  # pos, token and next columns with borders
     for labels in _column_chunks(cells, console.width - fixed):
-        table = Table(title="the lens's top token, then the rank of the actual next token (0 = top)")
+        table = titled_table("the lens's top token, then the rank of the actual next token (0 = top)")
         table.add_column("pos", justify="right")
         table.add_column("token")
         table.add_column("next")
@@ -183,7 +184,7 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     contributions = result.contributions[:, 0]
     plain = f"'{visible(token_text(m, answer_id))}'" + (f" - '{visible(token_text(m, wrong_id))}'" if wrong_id is not None else "")
     target = show_token(m, answer_id) + (f" - {show_token(m, wrong_id)}" if wrong_id is not None else "")
-    table = Table(title=f"direct logit attribution to {target}")
+    table = titled_table(f"direct logit attribution to {target}")
     table.add_column("component")
     table.add_column("contribution", justify="right")
     for i in contributions.abs().argsort(descending=True)[:top].tolist():
@@ -285,10 +286,10 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
         console.print(summary)
         effects = analysis.head_ablation_effects(m, tokens, metric, method)
         backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method="mean" if method == "mean" else "zero")
-    console.print(heads_table(f"single-head {method}-ablation: change in the metric when the head is ablated "
-                              "(most negative = most needed)", {"change in metric": effects}, top, ascending=True))
+    console.print(heads_table(f"single-head {method}-ablation: metric change (most negative = most needed)",
+                              {"change in metric": effects}, top, ascending=True))
     ablated_names = ", ".join(f"L{l}H{h}" for l, h in backup.ablated)
-    table = Table(title=f"backup heads: direct effect growth when {ablated_names} are ablated")
+    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are ablated")
     for column in ("head", "DLA before", "DLA after", "growth"):
         table.add_column(column, justify="right")
     for (l, h), growth in backup.backups:

@@ -8,11 +8,10 @@ from typing import Optional
 import torch
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from minineo import analysis, plots
 from minineo.cli import (DeviceOption, ModelOption, app, console, load_or_exit, plot_path, plural, show,
-                         show_token, token_texts)
+                         show_token, titled_table, token_texts)
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
 
@@ -94,7 +93,7 @@ def patch(clean: str, corrupted: str,
     else:
         columns = labels = [f"{w} H{h}" for w in words for h in range(m.config.n_heads)]
     grid = values.reshape(m.config.n_layers, -1)  # (layer, pos or head or pos * head)
-    table = Table(title=f"{site} per {per}: largest effects of patching clean into corrupted")
+    table = titled_table(f"{site} per {per}: largest effects of patching clean into corrupted")
     for column in ("layer", "position" if per == "pos" else "head" if per == "head" else "position, head",
                    "normalised logit diff"):
         table.add_column(column, justify="right")

@@ -13,7 +13,7 @@ from rich.table import Table
 from minineo.analysis.lens import LogitLens
 from minineo.analysis.tuned_lens import TunedLens, apply_tuned_lens, train_tuned_lens
 from minineo.analysis.tuned_lens_files import check_output
-from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, token_text, visible
+from minineo.cli import DeviceOption, ModelOption, app, console, load_or_exit, titled_table, token_text, visible
 from minineo.model import Model
 
 
@@ -44,7 +44,7 @@ def lens_comparison(model: Model, tokens: torch.Tensor, logit: LogitLens, lens: 
     the final distribution over the prompt's positions."""
     with torch.inference_mode():
         tuned = apply_tuned_lens(lens, tokens)
-    table = Table(title="logit lens vs tuned lens: top token at the last position, mean KL to final")
+    table = titled_table("logit lens vs tuned lens: top token at the last position, mean KL to final")
     table.add_column("layer")
     for column in ("logit top", "logit KL", "tuned top", "tuned KL"):
         table.add_column(column, justify="right")

@@ -90,3 +90,24 @@ def test_ablate_prints_the_clean_metric_once(heads):
     assert len(clean) == 1, text
     assert "metric: the logit difference M - J at the last position" in text
     assert ("with heads 1.0,1.2 zero-ablated" in text) == bool(heads)
+
+
+# ---- at 80 columns a table's title is one line, never wrapped into a column of fragments ------------------------
+
+
+@pytest.mark.parametrize("args, titles", [
+    (["run", PROMPT, "--top-k", "3", "--generate", "0"], ["next token after ' went to the store, John gave a drink to' (␣ is a space)"]),
+    (["attribute", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3"], ["direct logit attribution to M - J"]),
+    (["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3", "--method", "resample"],
+     ["single-head resample-ablation: metric change (most negative = most needed)",
+      "backup heads: direct effect growth when L1H3, L0H3, L0H0 are ablated"]),
+    (["heads", "--top", "2", "--n-seqs", "2", "--prompt", "abcdabcd"],
+     ["heads by induction score (2 random sequences of 50 tokens, repeated)", "heads by induction score on 'abcdabcd'"]),
+])
+def test_table_titles_stay_on_one_line_at_80_columns(args, titles):
+    result = invoke(*args, width=80)
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert max(map(len, result.output.splitlines())) <= 80
+    for title in titles:
+        assert title in lines, result.output
