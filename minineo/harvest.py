@@ -85,7 +85,7 @@ def harvest(
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     job = _Job(model, names, context, batch_size, max_tokens, dtype, shard_rows)
     rows = _rows(model, corpus, text_field, context, job.max_rows)  # reads the first row: corpus errors come now
-    folder = ShardFolder(out_dir, job.arguments(model, corpus, text_field))
+    folder = ShardFolder(out_dir, job.arguments(model, corpus, text_field), job.derived)
     complete = folder.check()
     _barrier()  # every rank has checked the folder before rank 0 writes to it
     if complete:
@@ -157,6 +157,11 @@ class _Job:
         self.widths = {n: int(np.prod(sites.shape_of(n, config, 1, context)[2:])) for n in self.names}
         row_bytes = context * sum(self.widths.values()) * torch.finfo(self.dtype).bits // 8
         self.shard_rows = shard_rows or max(1, SHARD_BYTES // row_bytes)
+        # arguments that follow from others: reported only when nothing else differs from a folder to continue
+        self.derived = {"max_rows": "whole rows of --max-tokens at --context"}
+        if shard_rows is None:
+            self.derived["shard_rows"] = ("--shard-rows was not given: its default, ~256 MiB of activations per shard, "
+                                          "follows --context, --names and --dtype; give --shard-rows {there} to continue")
         if self.shard_rows < 1:
             raise UserError(f"shard_rows={shard_rows} must be at least 1")
         stored = _STORED[self.dtype]

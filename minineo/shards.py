@@ -45,11 +45,17 @@ def features(columns: dict[str, tuple[int, int]], context: int, dtype: str):
 
 
 class ShardFolder:
-    """The output folder of one harvest, identified by its arguments (a JSON-able dict)."""
+    """The output folder of one harvest, identified by its arguments (a JSON-able dict).
 
-    def __init__(self, path: str | Path, arguments: dict):
+    `derived` names the arguments the user did not set but that follow from others, each with a note (where
+    `{there}` is the folder's value) saying so: when another argument differs too they are its consequence
+    and go unreported; alone, they are reported with the note.
+    """
+
+    def __init__(self, path: str | Path, arguments: dict, derived: dict[str, str] | None = None):
         self.path = Path(path).expanduser()
         self.arguments = json.loads(json.dumps(arguments))  # as it reads back from the manifest
+        self.derived = derived or {}
 
     # ---- checks and start (check on every rank, start on rank 0) ------------------------------------
 
@@ -77,7 +83,7 @@ class ShardFolder:
             raise UserError(f"{self.path} holds a harvest of format {manifest.get('format')!r}, not {FORMAT!r}; "
                             f"give another --out")
         if manifest["arguments"] != self.arguments:
-            raise UserError(f"{self.path} holds a harvest with other arguments ({_differences(manifest['arguments'], self.arguments)}); "
+            raise UserError(f"{self.path} holds a harvest with other arguments ({_differences(manifest['arguments'], self.arguments, self.derived)}); "
                             f"re-run with the same arguments to continue it, or give another --out")
         return bool(manifest.get("complete"))
 
@@ -156,9 +162,12 @@ class ShardFolder:
                             f"folder, then re-run the same command") from None
 
 
-def _differences(old: dict, new: dict) -> str:
+def _differences(old: dict, new: dict, derived: dict[str, str]) -> str:
+    """The arguments that differ; derived ones only when nothing else does (then with their note)."""
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in keys)
+    keys = [k for k in keys if k not in derived] or keys
+    return "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now"
+                     + (f" ({derived[k].format(there=old.get(k))})" if k in derived else "") for k in keys)
 
 
 def _short(value) -> str:

@@ -187,6 +187,20 @@ def test_bad_input_is_one_clear_error_and_touches_nothing(tiny, corpus, referenc
     assert harvest(tiny, corpus, NAMES, reference, **(ARGS | dict(batch_size=5))) == reference  # complete: nothing to do
 
 
+def test_a_refused_resume_names_only_the_arguments_the_user_changed(tiny, corpus, reference, tmp_path):
+    out = harvest(tiny, corpus, ["blocks.0.resid_post"], tmp_path / "out", context=32, max_tokens=64)  # default shard_rows
+    with pytest.raises(UserError) as refused:  # the default shard_rows and max_rows follow --context: not news
+        harvest(tiny, corpus, ["blocks.0.resid_post"], out, context=16, max_tokens=64)
+    assert "context: 32 there, 16 now)" in str(refused.value)
+    assert "shard_rows" not in str(refused.value) and "max_rows" not in str(refused.value)
+    with pytest.raises(UserError, match=r"\(max_rows: 2 there, 4 now \(whole rows of --max-tokens at --context\)\)"):
+        harvest(tiny, corpus, ["blocks.0.resid_post"], out, context=32, max_tokens=128)
+    without = {k: v for k, v in ARGS.items() if k != "shard_rows"}  # the reference was written with shard_rows=16
+    with pytest.raises(UserError, match=r"shard_rows: 16 there, \d+ now \(--shard-rows was not given: .*give --shard-rows 16 "
+                                        r"to continue\)"):
+        harvest(tiny, corpus, NAMES, reference, **without)
+
+
 def test_float16_is_stored_as_float16_and_bfloat16_exactly_as_float32(tiny, corpus, tmp_path):
     half = load(harvest(tiny, corpus, ["blocks.1.resid_post"], tmp_path / "half", dtype=torch.float16,
                         max_tokens=64, **ARGS)).with_format("torch")
