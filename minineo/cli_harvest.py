@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 import typer
-from rich.markup import escape
 
 from minineo.cli import ModelOption, app, console, plural
 from minineo.errors import UserError
 
+QUIET_RANK_WAIT_S = 5.0  # how long a rank other than 0 waits to be ended by torchrun before saying its own error
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -50,8 +52,16 @@ def harvest(
         folder = harvesting.harvest(m, corpus, names, out, context=context, batch_size=batch_size,
                                     max_tokens=max_tokens, text_field=text_field, shard_rows=shard_rows)
     except UserError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(1) from None
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0 or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            raise  # the CLI's boundary prints it as one `error:` paragraph and exits with 1
+        # Under torchrun every rank usually meets the same error and rank 0 says it, once. Exiting at once
+        # could get rank 0 killed before it does, so this rank waits for torchrun to end it when rank 0
+        # fails; still running after that, the error was this rank's alone, and it says so itself.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        time.sleep(QUIET_RANK_WAIT_S)
+        raise UserError(f"(rank {rank}) {err}") from None
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank == 0:

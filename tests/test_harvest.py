@@ -99,6 +99,29 @@ def test_torchrun_two_processes_give_the_one_process_rows(corpus, reference, tmp
     assert_same_harvest(out, reference, atol=1e-6)
 
 
+def test_under_torchrun_a_user_error_is_printed_once(corpus, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "minineo", "harvest", str(corpus), "--out", str(out), "--device", "cpu", "--names", "blocks.9.resid_post"]
+    result = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: 'blocks.9.resid_post': layer 9 does not exist"), errors
+    assert not out.exists()
+
+
+def test_a_rank_other_than_0_says_an_error_only_when_it_is_its_own(corpus, tmp_path, monkeypatch):
+    from minineo import cli_harvest
+
+    monkeypatch.setattr(cli_harvest, "QUIET_RANK_WAIT_S", 0.0)  # torchrun would have ended it by now had rank 0 failed
+    arguments = ["harvest", str(corpus), "--out", str(tmp_path / "out"), "--names", "blocks.0.resid_post", "--dtype", "int8"]
+    for rank, said in [("0", "error: --dtype int8 is not one of"), ("1", "error: (rank 1) --dtype int8 is not one of")]:
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        result = CliRunner().invoke(app, arguments, catch_exceptions=False, terminal_width=400)
+        assert result.exit_code == 1 and result.output.startswith(said) and result.output.count("error:") == 1, result.output
+
+
 def test_a_killed_run_continues_without_losing_or_doubling_a_row(corpus, reference, tmp_path):
     out = tmp_path / "out"
     # A real process, really killed (SIGKILL) while it writes: each shard's write pauses 0.3 s after
