@@ -40,14 +40,14 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
                plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Embedding geometry: norms, the shared offset, average pairwise cosine (raw and centred)."""
     check_positive(top=top)
-    if sample < 0:
-        fail(f"--sample must be >= 0 (0: the whole vocabulary), got {sample}")
+    if sample < 0 or sample == 1:
+        fail(f"--sample must be 0 (every row) or at least 2 (pairs of rows are compared), got {sample}")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     matrices = {"W_E": m.W_E, "W_pos": m.W_pos} | ({} if m.config.tie_unembed else {"W_U": m.W_U.T})
     table = titled_table(f"embedding geometry of {escape(model)}")
-    for column in ("matrix", "rows", "mean norm", "std norm", "|mean vector|", "mean cos", "mean cos (centred)",
-                   "mean |cos| (centred)"):
+    for column in ("matrix", "rows", "mean\nnorm", "std\nnorm", "|mean\nvector|", "mean\ncos", "mean cos\n(centred)",
+                   "mean |cos|\n(centred)"):  # two-line headers: the table fits 80 columns
         table.add_column(column, justify="right")
     results = []
     with torch.inference_mode():
@@ -80,8 +80,8 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
     """Logit lens: each layer's top token per position, the next token's rank, and KL to the final layer."""
     plot = plot_path(plot)
     m = load_or_exit(model, device)
-    tokens = prompt_tokens(m, prompt, model)
     tuned_lens = None if tuned is None else analysis.TunedLens.load(tuned, m)  # a wrong lens fails before any output
+    tokens = prompt_tokens(m, prompt, model)
     with torch.inference_mode():
         result = analysis.logit_lens(m, tokens)
     words = m.to_str_tokens(tokens[0])

@@ -111,3 +111,17 @@ def test_table_titles_stay_on_one_line_at_80_columns(args, titles):
     assert max(map(len, result.output.splitlines())) <= 80
     for title in titles:
         assert title in lines, result.output
+
+
+def test_embeddings_headers_fit_80_columns_unclipped():
+    result = invoke("embeddings", "--top", "2", "--sample", "64", "--no-autoencode", width=80)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and max(map(len, result.output.splitlines())) <= 80
+    assert "(centred)" in result.output
+    sample_one = invoke("embeddings", "--sample", "1")
+    assert sample_one.exit_code == 1 and "--sample must be 0 (every row) or at least 2" in " ".join(sample_one.output.split())
+
+
+def test_lens_with_a_wrong_tuned_lens_is_one_error_even_for_an_empty_prompt(tmp_path):
+    result = invoke("lens", "", "--tuned", str(tmp_path / "no-lens"))
+    assert result.exit_code == 1 and result.output.startswith("error:") and "note:" not in result.output
