@@ -74,7 +74,7 @@ class Cache(Mapping):
         return self._store[name] if name in self._store else lazy_sites.recompute(name, self._value, self.config, self._masks)
 
     def _recomputable(self, name: str, lazy: frozenset[str]) -> bool:
-        """Whether every input of lazy `name` was recorded (a run from a later layer records no earlier one)."""
+        """Whether every input of lazy `name` was recorded (run_from and stop_at_layer skip some blocks)."""
         return all(n in self._store or (n in lazy and self._recomputable(n, lazy)) for n in lazy_sites.inputs(name, self.config))
 
     def __contains__(self, key: object) -> bool:

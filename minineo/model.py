@@ -95,11 +95,6 @@ class Model(nn.Module):
 
     def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
-
-        def computable(name: str) -> bool:  # recorded, or lazy from computable inputs: a site that ran
-            return name in rec.store or (name in lazy and all(map(computable, lazy_sites.inputs(name, self.config))))
-
-        lazy = {name for name in lazy if computable(name)}  # stop_at_layer: not the layers that never ran
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
                      lazy=lazy, attention_masks=masks, unlisted=helpers)
