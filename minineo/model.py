@@ -70,8 +70,9 @@ class Model(nn.Module):
     ) -> tuple[torch.Tensor, Cache]:
         """(logits, Cache) with the named activations: all of them by default (`attn.result` only when named).
 
-        `names` is a list of names, one name, or a predicate on names. Attention layers whose scores
-        or pattern are not asked for still use the fused kernel unless `explicit=True`. With
+        `names` is a list of names, one name, or a predicate on names. Every attention layer uses the
+        fused kernel unless `explicit=True` or its scores/pattern are patched: patterns, scores, normalised
+        residuals, resid_mid and mlp.post are computed on access, bit-identically (minineo.lazy_sites). With
         `stop_at_layer` (see `forward`) the residual replaces the logits and only the sites that ran are recorded.
         """
         stop = self._stop_layer(stop_at_layer)
