@@ -30,6 +30,19 @@ def allowed_keys(
     return allowed
 
 
+def window_masks(
+    q_len: int, k_len: int, windows: list[int | None], key_mask: torch.Tensor | None, device: torch.device,
+) -> dict[int | None, torch.Tensor | None]:
+    """One boolean mask per distinct window for the last `q_len` of `k_len` positions; None where plain causal
+    attention is exact (no padding, and every query sees all the keys the window allows)."""
+    masks: dict[int | None, torch.Tensor | None] = {}
+    k_index = torch.arange(k_len, device=device)
+    for window in set(windows):
+        plain = key_mask is None and (q_len == k_len or q_len == 1) and (window is None or k_len <= window)
+        masks[window] = None if plain else allowed_keys(k_index[k_len - q_len:], k_index, window, key_mask)
+    return masks
+
+
 def attention_scores(
     q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None, scale: float, upcast: bool
 ) -> torch.Tensor:

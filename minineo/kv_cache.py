@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from minineo.attention import allowed_keys
+from minineo.attention import allowed_keys, window_masks
 from minineo.config import Config
 
 
@@ -53,13 +53,8 @@ class KVCache:
             q_index = self.slot + torch.arange(n_new, device=self.slot.device)
             return {w: allowed_keys(q_index, k_index, w, self.key_mask) for w in set(self.windows)}
         k_len = self.length + n_new
-        k_index = torch.arange(k_len, device=self.key_mask.device)
         key_mask = self.key_mask[:, :k_len] if self.padded else None
-        masks: dict[int | None, torch.Tensor | None] = {}
-        for window in set(self.windows):
-            plain = key_mask is None and (n_new == k_len or n_new == 1) and (window is None or k_len <= window)
-            masks[window] = None if plain else allowed_keys(k_index[self.length:], k_index, window, key_mask)
-        return masks
+        return window_masks(n_new, k_len, self.windows, key_mask, self.key_mask.device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's k, v (batch, n_new, head, d_head) into their slots; the keys and values to attend to."""

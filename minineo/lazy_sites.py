@@ -66,9 +66,9 @@ def plan(
     """
     lazy = set()
     for name in keep:
-        found = rule(name, config)
         if name in stored_anyway:
             continue
+        found = rule(name, config)
         if found is not None and not any(found[1] + b in patch for b in found[0].blockers):
             lazy.add(name)
     helpers, todo = set(), list(lazy)

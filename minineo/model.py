@@ -13,15 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minineo import lazy_sites, sites
-from minineo.attention import allowed_keys
+from minineo.attention import window_masks
 from minineo.blocks import Block, LayerNorm
 from minineo.cache import Cache
 from minineo.config import Config
 from minineo.errors import UserError
+from minineo.kv_cache import KVCache
 from minineo.recording import PatchValue, Recorder
 from minineo.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask, validate_positions
-
-from minineo.kv_cache import KVCache
 
 if TYPE_CHECKING:
     from minineo.tokenizer import Tokenizer
@@ -280,12 +279,7 @@ class Model(nn.Module):
         self, q_len: int, k_len: int, key_mask: torch.Tensor | None, device: torch.device
     ) -> dict[int | None, torch.Tensor | None]:
         """One boolean mask per distinct window; None where plain causal attention is exact."""
-        masks: dict[int | None, torch.Tensor | None] = {}
-        k_index = torch.arange(k_len, device=device)
-        for window in set(self.config.windows):
-            plain = key_mask is None and (q_len == k_len or q_len == 1) and (window is None or k_len <= window)
-            masks[window] = None if plain else allowed_keys(k_index[k_len - q_len:], k_index, window, key_mask)
-        return masks
+        return window_masks(q_len, k_len, self.config.windows, key_mask, device)
 
     # ---- names --------------------------------------------------------------------------------------
 

@@ -31,8 +31,6 @@ def as_token_batch(tokens: TokenInput, d_vocab: int, device: torch.device) -> to
         tokens = tokens[None]
     if tokens.ndim != 2:
         raise UserError(f"tokens must have shape (batch, pos) or (pos,), got {tuple(tokens.shape)}")
-    if tokens.numel() == 0:
-        raise UserError(f"tokens are empty (shape {tuple(tokens.shape)}); give at least one token")
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= d_vocab:
         bad = low if low < 0 else high
