@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 import minineo
-from benchmarks.run import hf_configs, save_random_model, synchronize
-from minineo.corpus import pack_rows, read_documents
-from minineo.harvest import column_name, harvest, load
-from minineo.shards import ShardFolder, features
+from benchmarks.models import hf_configs, save_random_model
+from benchmarks.timing import synchronize
+from minineo.data.corpus import pack_rows, read_documents
+from minineo.data.harvest import column_name, harvest, load
+from minineo.data.shards import ShardFolder, features
 
 WORDS = ("the of and to in is was for that with as by on at from his her they which this are were be had it "
          "not or an their one all also has been first new more other time would people year when can after "
@@ -85,7 +86,7 @@ def worker(args) -> None:
     """One torchrun rank: load, wait for every rank, time the harvest; rank 0 writes the seconds."""
     import torch.distributed as dist
 
-    from minineo.harvest import init_distributed
+    from minineo.data.harvest import init_distributed
 
     rank, world, device = init_distributed(args.device)
     model = minineo.load(args.model, device=device, dtype=DTYPES[args.dtype])

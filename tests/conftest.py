@@ -46,7 +46,7 @@ def cached_hub_model(name: str):
     """minineo.load(name) from a local cache (minineo's or HF's), or skip saying why and how to fix it."""
     from huggingface_hub import constants
 
-    from minineo.hub import default_cache_dir
+    from minineo.checkpoints.hub import default_cache_dir
 
     places = [default_cache_dir(), Path(constants.HF_HUB_CACHE)]
     for place in places:

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from transformers import GPTNeoForCausalLM
 
 import minineo
-from minineo import cache as cache_module
+from minineo.record import cache as cache_module
 from minineo.errors import UserError
-from minineo.hub import EMBEDDED_DIR
+from minineo.checkpoints.hub import EMBEDDED_DIR
 
 PROMPTS = ["Hi", "When Mary and John went to the store, John gave a drink to", "abc abc"]
 

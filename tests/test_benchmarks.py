@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.run import forward_flops, main
+from benchmarks.run import main
+from benchmarks.timing import forward_flops
 
 import minineo
 

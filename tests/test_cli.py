@@ -12,9 +12,10 @@ from hf_oracle import build_hf, hf_config, save_hf
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from minineo import cli_analysis, plots, sites  # noqa: F401  (cli_analysis registers the analysis commands)
-from minineo.cli import app
-from minineo.hub import EMBEDDED_DIR
+from minineo.cli import plots
+from minineo.record import sites
+from minineo.cli import app  # importing the package registers every command
+from minineo.checkpoints.hub import EMBEDDED_DIR
 
 runner = CliRunner()
 PROMPT = "When Mary and John went to the store, John gave a drink to"

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from minineo import cli_analysis  # noqa: F401  (registers the analysis commands)
-from minineo.cli import app
-from minineo.hub import EMBEDDED_DIR
+from minineo.cli import analysis as cli_analysis
+from minineo.cli import app  # importing the package registers every command
+from minineo.checkpoints.hub import EMBEDDED_DIR
 
 runner = CliRunner()
 LONG = "x" * 200  # 201 tokens with BOS: longer than the embedded model's n_ctx=128

@@ -6,9 +6,8 @@ import torch
 from typer.testing import CliRunner
 
 import minineo
-from minineo import cli_patch  # noqa: F401  (registers `minineo patch`)
 from minineo.analysis import activation_patching
-from minineo.cli import app
+from minineo.cli import app  # importing the package registers every command
 
 runner = CliRunner()
 CLEAN = "When Mary and John went to the store, John gave a drink to"

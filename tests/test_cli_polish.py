@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 import minineo
-from minineo import cli_analysis  # noqa: F401  (registers the analysis commands)
-from minineo.cli import app, show, show_token, token_text
+from minineo.cli.display import show, show_token, token_text
+from minineo.cli import app  # importing the package registers every command
 
 runner = CliRunner()
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -51,7 +51,7 @@ def test_run_shows_the_bytes_of_a_split_character():
 
 
 def test_counts_are_pluralised():
-    from minineo.cli import plural
+    from minineo.cli.display import plural
 
     assert [plural(n, "token") for n in (0, 1, 2)] == ["0 tokens", "1 token", "2 tokens"]
     assert plural(1, "process", "processes") == "1 process" and plural(3, "process", "processes") == "3 processes"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minineo
-from minineo.corpus import count_rows, pack_rows, read_documents
+from minineo.data.corpus import count_rows, pack_rows, read_documents
 from minineo.errors import UserError
 
 datasets = pytest.importorskip("datasets", reason="the corpus reader needs pip install 'minineo[harvest]'")

@@ -10,7 +10,7 @@ from transformers import GPTNeoForCausalLM
 
 import minineo
 from minineo import analysis
-from minineo.hub import EMBEDDED_DIR
+from minineo.checkpoints.hub import EMBEDDED_DIR
 
 
 def test_hf_loads_the_shipped_files_and_agrees():

@@ -20,11 +20,10 @@ from conftest import assert_close
 from typer.testing import CliRunner
 
 import minineo
-from minineo import cli_harvest  # noqa: F401  (registers `minineo harvest`)
-from minineo.cli import app
-from minineo.corpus import pack_rows, read_documents
+from minineo.cli import app  # importing the package registers every command
+from minineo.data.corpus import pack_rows, read_documents
 from minineo.errors import UserError
-from minineo.harvest import harvest, load
+from minineo.data.harvest import harvest, load
 
 datasets = pytest.importorskip("datasets", reason="harvest needs pip install 'minineo[harvest]'")
 
@@ -111,7 +110,7 @@ def test_under_torchrun_a_user_error_is_printed_once(corpus, tmp_path):
 
 
 def test_a_rank_other_than_0_says_an_error_only_when_it_is_its_own(corpus, tmp_path, monkeypatch):
-    from minineo import cli_harvest
+    from minineo.cli import harvest as cli_harvest
 
     monkeypatch.setattr(cli_harvest, "QUIET_RANK_WAIT_S", 0.0)  # torchrun would have ended it by now had rank 0 failed
     arguments = ["harvest", str(corpus), "--out", str(tmp_path / "out"), "--names", "blocks.0.resid_post", "--dtype", "int8"]
@@ -240,7 +239,7 @@ def test_float16_is_stored_as_float16_and_bfloat16_exactly_as_float32(tiny, corp
 
 
 def test_the_forward_stops_after_the_last_block_asked_for(tiny, corpus, tmp_path, monkeypatch):
-    from minineo.harvest import _blocks_needed
+    from minineo.data.harvest import _blocks_needed
 
     assert _blocks_needed(["embed"]) == 0 and _blocks_needed(["blocks.1.attn.z", "embed"]) == 2
     assert _blocks_needed(["blocks.0.resid_post", "ln_final.normalized"]) is None  # the whole forward

@@ -1,4 +1,4 @@
-"""Sites computed on access (minineo.lazy_sites). attn.scores and attn.pattern: run_with_cache keeps every
+"""Sites computed on access (minineo.record.lazy_sites). attn.scores and attn.pattern: run_with_cache keeps every
 layer on the fused kernel, and what the Cache computes from the recorded q and k is exactly what the explicit
 path computes. Normalised residuals, resid_mid and mlp.post: exactly what the forward computed and used."""
 
@@ -9,7 +9,7 @@ import torch
 from conftest import assert_close
 from safetensors.torch import load_file
 
-import minineo.blocks
+import minineo.forward.blocks
 
 
 def padded_tokens(pos=11):
@@ -45,8 +45,8 @@ def test_lazy_pattern_and_scores_equal_the_explicit_paths_bit_for_bit(hf_pair, a
 def test_run_with_cache_stays_fused_and_pattern_times_v_is_the_recorded_z(hf_pair, arch, monkeypatch):
     model = hf_pair(arch, layers=3, window=3, weight_scale=3.0)[1]
     calls = []
-    explicit = minineo.blocks.attend_explicit
-    monkeypatch.setattr(minineo.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
+    explicit = minineo.forward.blocks.attend_explicit
+    monkeypatch.setattr(minineo.forward.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
     tokens, mask = padded_tokens()
     logits, cache = model.run_with_cache(tokens, attention_mask=mask)
     assert calls == []  # every layer through the fused kernel
@@ -60,8 +60,8 @@ def test_run_with_cache_stays_fused_and_pattern_times_v_is_the_recorded_z(hf_pai
 def test_a_patched_pattern_forces_the_explicit_path_for_its_layer_only(hf_pair, monkeypatch):
     model = hf_pair("gpt_neo", layers=3, window=3, weight_scale=3.0)[1]
     calls = []
-    explicit = minineo.blocks.attend_explicit
-    monkeypatch.setattr(minineo.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
+    explicit = minineo.forward.blocks.attend_explicit
+    monkeypatch.setattr(minineo.forward.blocks, "attend_explicit", lambda *a: calls.append(a[-1]) or explicit(*a))
     tokens, _ = padded_tokens()
     uniform = torch.tril(torch.ones(11, 11))
     uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(2, model.config.n_heads, 11, 11)

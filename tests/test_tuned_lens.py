@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 import minineo
 from minineo import analysis
-from minineo import cli_analysis, cli_tuned_lens  # noqa: F401  (register the commands)
 from minineo.analysis.tuned_lens import TunedLens, lens_kl, train_tuned_lens
-from minineo.cli import app
+from minineo.cli import app  # importing the package registers every command
 from minineo.errors import UserError
 
 PACKAGE_FIXTURES = Path(__file__).parent / "data" / "tuned_lens_package"  # written by the real tuned-lens package
@@ -211,7 +210,7 @@ def assert_user_error(result, message: str) -> None:
 
 # ---- bad corpora -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, message", [("Hi.\n", "not enough for one row"),  # minineo.corpus says so
+@pytest.mark.parametrize("text, message", [("Hi.\n", "not enough for one row"),  # minineo.data.corpus says so
                                            ("\n".join(sentences(2, 4)), "too few tokens for one step: a step needs 8 rows of 64")])
 def test_a_corpus_too_small_for_one_step_is_a_clear_error_and_writes_nothing(tmp_path, text, message):
     small = tmp_path / "small.txt"

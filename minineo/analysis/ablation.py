@@ -14,8 +14,8 @@ from minineo import progress
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.analysis.patching import activation_patching
 from minineo.errors import UserError
-from minineo.model import Model
-from minineo.tokens import as_token_batch
+from minineo.forward.model import Model
+from minineo.checkpoints.tokens import as_token_batch
 
 Head = tuple[int, int]
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, d_vocab) -> scalar

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from minineo import progress
-from minineo.cache import Cache
-from minineo.model import Model
+from minineo.record.cache import Cache
+from minineo.forward.model import Model
 
 
 @dataclass

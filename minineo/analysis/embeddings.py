@@ -9,7 +9,7 @@ import torch
 
 from minineo import progress
 from minineo.errors import UserError
-from minineo.model import Model
+from minineo.forward.model import Model
 
 
 @dataclass
@@ -152,6 +152,6 @@ def _block0_output(model: Model, tokens: torch.Tensor) -> torch.Tensor:
 
 def _ln_final(model: Model, x: torch.Tensor) -> torch.Tensor:
     """The model's own final LayerNorm (its module, so nothing is re-implemented)."""
-    from minineo.recording import Recorder
+    from minineo.record.recording import Recorder
 
     return model.ln_final(x, Recorder(), "ln_final.")

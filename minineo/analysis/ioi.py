@@ -12,7 +12,7 @@ from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo import progress
 from minineo.errors import UserError
-from minineo.model import Model
+from minineo.forward.model import Model
 
 TEMPLATES = [
     "When {A} and {B} went to the {place}, {S} gave {obj} to",

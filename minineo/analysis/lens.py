@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from minineo import progress
-from minineo.model import Model
+from minineo.forward.model import Model
 
 
 @dataclass

@@ -38,9 +38,9 @@ from typing import Callable
 
 import torch
 
-from minineo import lazy_sites
+from minineo.record import lazy_sites
 from minineo.errors import UserError
-from minineo.model import Model
+from minineo.forward.model import Model
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, d_vocab) -> scalar
 

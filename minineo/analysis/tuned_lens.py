@@ -27,9 +27,9 @@ from torch import nn
 
 from minineo.analysis.lens import LogitLens, summarise_lens
 from minineo.analysis.tuned_lens_files import read_lens, write_lens
-from minineo.cache import Cache
+from minineo.record.cache import Cache
 from minineo.errors import UserError
-from minineo.model import Model
+from minineo.forward.model import Model
 
 
 def _resid_names(name: str) -> bool:
@@ -176,7 +176,7 @@ def train_tuned_lens(
 ) -> TunedLens:
     """Train a tuned lens for `model` on `corpus` and return it.
 
-    `corpus` is a path the `minineo.corpus` reader understands (.txt, .jsonl, .json, .parquet, a
+    `corpus` is a path the `minineo.data.corpus` reader understands (.txt, .jsonl, .json, .parquet, a
     save_to_disk folder or a glob; packed into rows of `context` tokens, default min(n_ctx, 512)), or
     an iterable of token rows, LongTensor (context,). It is streamed, and read again from the start if
     it runs out (a one-shot iterator that runs out ends training early, with a warning).
@@ -251,7 +251,7 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
             row = torch.as_tensor(row)
             if row.ndim != 1 or row.dtype not in (torch.int64, torch.int32) or not 2 <= row.numel() <= n_ctx:
                 raise UserError(f"a corpus row must be a 1-d LongTensor of 2..{n_ctx} token ids, got shape "
-                                f"{tuple(row.shape)} {row.dtype}; pack the text with minineo.corpus.pack_rows")
+                                f"{tuple(row.shape)} {row.dtype}; pack the text with minineo.data.corpus.pack_rows")
             if rows and row.numel() != rows[0].numel():
                 raise UserError(f"corpus rows have different lengths ({rows[0].numel()} and {row.numel()}); "
                                 "pack them to one length")
@@ -277,7 +277,7 @@ def _batches(model: Model, corpus: Corpus, batch_size: int, context: int, text_f
 def _rows(model: Model, corpus: Corpus, context: int, text_field: str) -> Iterable[torch.Tensor]:
     if not isinstance(corpus, (str, os.PathLike)):
         return corpus
-    from minineo.corpus import pack_rows, read_documents  # the streaming reader shared with `minineo harvest`
+    from minineo.data.corpus import pack_rows, read_documents  # the streaming reader shared with `minineo harvest`
 
     return pack_rows(model, read_documents(corpus, text_field=text_field), context)
 

@@ -28,9 +28,9 @@ from tokenizers.pre_tokenizers import ByteLevel
 
 import minineo
 from minineo.config import Config
-from minineo.model import Model
-from minineo.tokenizer import Tokenizer as Tokenizer_
-from minineo.weights.export import to_hf_gpt_neo
+from minineo.forward.model import Model
+from minineo.checkpoints.tokenizer import Tokenizer as Tokenizer_
+from minineo.checkpoints.weights.export import to_hf_gpt_neo
 from minineo.zoo import data
 
 CONFIG = Config(

@@ -1,0 +1,1 @@
+"""Checkpoints and text: hub snapshots, safetensors -> parameters (weights/), loading, the tokenizer, token checks."""

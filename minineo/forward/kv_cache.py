@@ -1,0 +1,74 @@
+"""The key/value cache that attention fills while decoding: preallocated, written in place.
+
+Buffers are sized once, (batch, max_len, head, d_head) per layer, so a decode step copies only its
+own keys and values (no torch.cat of everything so far). Two modes:
+
+- dynamic (default): attention reads the filled prefix `[:, :length]`, a view; the shapes grow by
+  one each step, the Python work does not.
+- static (`static=True`): attention reads the whole buffer and a mask hides the slots not written
+  yet; the slot is a tensor, so every decode step has the same shapes and no host-side value --
+  what torch.compile needs to capture the step as one CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minineo.forward.attention import allowed_keys, window_masks
+from minineo.config import Config
+
+
+class KVCache:
+    """Each layer's keys and values, (batch, max_len, head, d_head), and which slots are real tokens."""
+
+    def __init__(self, config: Config, batch: int, max_len: int, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32, static: bool = False):
+        if max_len > config.n_ctx:
+            raise ValueError(f"a key/value cache of {max_len} positions exceeds the model's context n_ctx={config.n_ctx}")
+        shape = (batch, max_len, config.n_heads, config.d_head)
+        # zeros, not empty: in static mode unwritten slots are read (masked), and 0 * garbage could be NaN
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.key_mask = torch.ones(batch, max_len, device=device, dtype=torch.long)  # 0 where a slot is padding
+        self.windows, self.max_len, self.static = config.windows, max_len, static
+        self.length, self.padded = 0, False  # slots filled so far (host-side count); any padding among them
+        self.slot = torch.zeros(1, device=device, dtype=torch.long)  # the same count as a tensor (static mode)
+        if static and hasattr(torch, "_dynamo"):  # buffers updated in place inside a captured CUDA graph
+            for t in (*self.keys, *self.values):
+                torch._dynamo.mark_static_address(t)
+
+    def masks(self, n_new: int, attention_mask: torch.Tensor | None) -> dict[int | None, torch.Tensor | None]:
+        """One boolean mask (batch or 1, 1, n_new, keys) per window for the next `n_new` tokens.
+
+        `attention_mask` (batch, n_new) marks which of them are padding (0). None means plain causal.
+        """
+        if self.length + n_new > self.max_len:
+            raise ValueError(f"the key/value cache holds {self.max_len} positions; {self.length} are used and "
+                             f"{n_new} more do not fit: make it larger (max_len)")
+        if attention_mask is not None:
+            self.key_mask[:, self.length:self.length + n_new] = attention_mask
+            self.padded = self.padded or bool((attention_mask == 0).any())
+        if self.static:  # always masked, over the whole buffer: the same shapes at every step
+            k_index = torch.arange(self.max_len, device=self.slot.device)
+            q_index = self.slot + torch.arange(n_new, device=self.slot.device)
+            return {w: allowed_keys(q_index, k_index, w, self.key_mask) for w in set(self.windows)}
+        k_len = self.length + n_new
+        key_mask = self.key_mask[:, :k_len] if self.padded else None
+        return window_masks(n_new, k_len, self.windows, key_mask, self.key_mask.device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's k, v (batch, n_new, head, d_head) into their slots; the keys and values to attend to."""
+        if self.static:
+            index = self.slot + torch.arange(k.shape[1], device=k.device)
+            self.keys[layer].index_copy_(1, index, k)
+            self.values[layer].index_copy_(1, index, v)
+            return self.keys[layer], self.values[layer]
+        end = self.length + k.shape[1]
+        self.keys[layer][:, self.length:end] = k
+        self.values[layer][:, self.length:end] = v
+        return self.keys[layer][:, :end], self.values[layer][:, :end]  # (batch, end, head, d_head), views
+
+    def advance(self, n: int) -> None:
+        """Mark `n` more slots as filled (after every layer has written them)."""
+        self.length += n
+        self.slot += n

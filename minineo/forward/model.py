@@ -1,0 +1,359 @@
+"""Model: embed -> blocks -> ln_final -> unembed, every named site recorded or patched in place.
+
+Parameters use TransformerLens's names and shapes (see minineo.forward.blocks for the per-block ones).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minineo.record import lazy_sites
+from minineo.record import sites
+from minineo.forward.attention import window_masks
+from minineo.forward.blocks import Block, LayerNorm
+from minineo.record.cache import Cache
+from minineo.config import Config
+from minineo.errors import UserError
+from minineo.forward.kv_cache import KVCache
+from minineo.record.recording import PatchValue, Recorder
+from minineo.checkpoints.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask, validate_positions
+
+if TYPE_CHECKING:
+    from minineo.checkpoints.tokenizer import Tokenizer
+
+Names = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+
+class Model(nn.Module):
+    """A GPT-2 or GPT-Neo. `model(tokens)` gives logits; `run_with_cache` records named activations."""
+
+    def __init__(self, config: Config, tokenizer: Tokenizer | None = None):
+        super().__init__()
+        self.config, self.tokenizer = config, tokenizer
+        self.W_E = nn.Parameter(torch.zeros(config.d_vocab, config.d_model))
+        self.W_pos = nn.Parameter(torch.zeros(config.n_ctx, config.d_model))
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
+        self.ln_final = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.W_U_untied = None if config.tie_unembed else nn.Parameter(torch.zeros(config.d_model, config.d_vocab))
+        self._compiled: Callable | None = None
+        self._compiled_decode: Callable | None = None
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """(d_model, d_vocab); a view of W_E when the unembedding is tied."""
+        return self.W_E.T if self.W_U_untied is None else self.W_U_untied
+
+    # ---- the forward pass -------------------------------------------------------------------------
+
+    def forward(
+        self, tokens: TokenInput, *, patch: dict[str, PatchValue] | None = None,
+        attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+        explicit: bool = False, stop_at_layer: int | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, pos, d_vocab). Records nothing; `patch` replaces named sites in place.
+
+        `stop_at_layer=L` runs blocks 0..L-1 only and returns the residual `blocks.L.resid_pre`
+        (batch, pos, d_model) instead (L = n_layers: the last resid_post, before ln_final; -1: before the last block).
+        """
+        rec = Recorder(patch=self._resolve_patch(patch))
+        return self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
+
+    def run_with_cache(
+        self, tokens: TokenInput, names: Names = None, *, patch: dict[str, PatchValue] | None = None,
+        attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+        explicit: bool = False, stop_at_layer: int | None = None,
+    ) -> tuple[torch.Tensor, Cache]:
+        """(logits, Cache) with the named activations: all of them by default (`attn.result` only when named).
+
+        `names` is a list of names, one name, or a predicate on names. Every attention layer uses the
+        fused kernel unless `explicit=True` or its scores/pattern are patched: patterns, scores, normalised
+        residuals, resid_mid and mlp.post are computed on access, bit-identically (minineo.record.lazy_sites). With
+        `stop_at_layer` (see `forward`) the residual replaces the logits and only the sites that ran are recorded.
+        """
+        stop = self._stop_layer(stop_at_layer)
+        rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
+        logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
+        return logits, self._cache(rec, lazy, helpers)
+
+    def _recorder(
+        self, keep: set[str], patch: dict[str, PatchValue], stored_anyway: frozenset[str] = frozenset(),
+    ) -> tuple[Recorder, set[str], set[str]]:
+        """A Recorder for `keep`, and which of those names the Cache computes on access (minineo.record.lazy_sites).
+
+        attn.scores and attn.pattern are recomputed from the recorded q and k, so their layers stay on the
+        fused kernel; normalised residuals, resid_mid and mlp.post from their inputs. A patched site (or
+        one computed from a patched site, like a pattern from patched scores) is kept as patched; a patched
+        score or pattern forces the explicit path for its layer.
+        """
+        stored, lazy, helpers = lazy_sites.plan(keep, patch, self.config, stored_anyway)
+        rec = Recorder(keep=stored, patch=patch, exact=lazy_sites.forward_exact(lazy, self.config))
+        return rec, lazy, helpers
+
+    def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
+        W_O = [block.attn.W_O for block in self.blocks]
+        masks = [rec.attention_masks.get(window) for window in self.config.windows]
+        return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
+                     lazy=lazy, attention_masks=masks, unlisted=helpers)
+
+    def _run(
+        self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None, explicit: bool, stop_at_layer: int | None = None,
+    ) -> torch.Tensor:
+        tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids)
+        if rec.idle and not explicit and stop_at_layer is None and self._compiled is not None:
+            try:
+                return self._compiled(tokens, position_ids, attention_mask)
+            except Exception as err:  # a compiler failure must never cost the user their forward pass
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly from now on")
+                self._compiled = None
+        return self._core(tokens, position_ids, attention_mask, rec, explicit, stop_at_layer)
+
+    def _stop_layer(self, stop_at_layer: int | None) -> int | None:
+        """stop_at_layer validated and made non-negative (TransformerLens's meaning: -1 stops before the last block)."""
+        if stop_at_layer is None:
+            return None
+        n = self.config.n_layers
+        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n <= stop_at_layer <= n:
+            raise UserError(
+                f"stop_at_layer={stop_at_layer!r} is not a layer boundary of this {n}-layer model; give an int "
+                f"in -{n}..{n} (L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n}: the last resid_post; "
+                f"-1: before the last block), or None for the logits"
+            )
+        return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
+
+    def token_batch(
+        self, tokens: TokenInput, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validated (tokens (batch, pos), attention_mask (batch, pos) or None) on the model's device.
+
+        Text is tokenized and left-padded with its mask; a padded `to_tokens` batch brings its own mask.
+        """
+        if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
+            tokens, text_mask = self._require_tokenizer().encode_batch(tokens, padding_side="left")
+            attention_mask = text_mask if attention_mask is None else attention_mask
+        if attention_mask is None and isinstance(tokens, torch.Tensor):
+            attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
+        device = self.W_E.device
+        tokens = as_token_batch(tokens, self.config.d_vocab, device)  # (batch, pos)
+        if attention_mask is not None:
+            attention_mask = validate_mask(attention_mask, tokens.shape, device)
+        return tokens, attention_mask
+
+    def _prepare(
+        self, tokens: TokenInput, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Validated (tokens, attention_mask, position_ids) on the model's device; text goes through the tokenizer."""
+        tokens, attention_mask = self.token_batch(tokens, attention_mask)
+        device = self.W_E.device
+        if position_ids is None:
+            position_ids = (positions_from_mask(attention_mask) if attention_mask is not None
+                            else torch.arange(tokens.shape[1], device=device)[None])
+        if tokens.shape[1] > self.config.n_ctx:
+            raise UserError(
+                f"sequence of {tokens.shape[1]} positions is longer than the model's context "
+                f"n_ctx={self.config.n_ctx}; truncate the input (e.g. tokens[:, -{self.config.n_ctx}:])"
+            )
+        position_ids = validate_positions(position_ids, tokens.shape, self.config.n_ctx, device)
+        return tokens, attention_mask, position_ids
+
+    def _core(
+        self, tokens: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+        rec: Recorder | None = None, explicit: bool = False, stop_at_layer: int | None = None,
+    ) -> torch.Tensor:
+        """The forward pass proper, on validated inputs. Returns logits (batch, pos, d_vocab), or with
+        `stop_at_layer` (0..n_layers) the residual before that block (batch, pos, d_model)."""
+        rec = rec if rec is not None else Recorder()
+        embed = rec("embed", F.embedding(tokens, self.W_E))  # (batch, pos, d_model)
+        pos_embed = rec("pos_embed", F.embedding(position_ids, self.W_pos).expand_as(embed))
+        masks = self._masks(tokens.shape[1], tokens.shape[1], attention_mask, tokens.device)
+        x = self._blocks(embed + pos_embed, 0, rec, masks, explicit, None, stop_at_layer)
+        return x if stop_at_layer is not None else self._unembed(x, rec)
+
+    def _blocks(
+        self, x: torch.Tensor, start: int, rec: Recorder, masks: dict[int | None, torch.Tensor | None],
+        explicit: bool, kv: KVCache | None, stop: int | None = None,
+    ) -> torch.Tensor:
+        """Blocks start..stop-1 (default: to the last) on the residual x (batch, pos, d_model); returns their last resid_post."""
+        rec.attention_masks = masks  # the Cache recomputes attn.scores with them
+        for block in self.blocks[start:stop]:
+            x = block(x, rec, masks[self.config.windows[block.layer]], explicit, kv)
+        return x
+
+    def _unembed(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
+        """ln_final then W_U: logits (..., d_vocab) from the final residual (..., d_model)."""
+        x = rec("unembed.in", self.ln_final(x, rec, "ln_final."))  # (..., d_model)
+        return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
+
+    def run_from(
+        self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
+        names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
+        kv: KVCache | None = None, logits_at: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Cache]:
+        """Continue the forward pass at block `layer` from `resid_pre` (batch, pos, d_model).
+
+        The same block loop as `forward`: `run_from(L, cache[f"blocks.{L}.resid_pre"])` equals `model(tokens)`
+        (positions enter only through pos_embed, already in the residual). Returns logits (batch, pos, d_vocab),
+        or (logits, Cache) when `names` is given (True: every site from `layer` on). `attention_mask`
+        (batch, past + pos) as for `forward`; `kv` holds keys/values of earlier positions (then resid_pre
+        holds only the later positions, as in generation). `logits_at`, a (batch, pos) bool mask, unembeds
+        only those positions: logits (selected, d_vocab) in row-major order.
+        """
+        if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
+            raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
+        if resid_pre.ndim != 3 or resid_pre.shape[-1] != self.config.d_model:
+            raise UserError(f"run_from: resid_pre must have shape (batch, pos, {self.config.d_model}), "
+                            f"got {tuple(resid_pre.shape)}; pass a cached blocks.{layer}.resid_pre")
+        batch, pos, _ = resid_pre.shape
+        past = kv.length if kv is not None else 0
+        if attention_mask is not None:
+            attention_mask = validate_mask(attention_mask, torch.Size((batch, pos)), resid_pre.device, past)
+        record = names is not False and names is not None
+        keep = self._resolve_names(None if names is True else names) if record else set()
+        # with logits_at, ln_final sees only the selected positions: its parts cannot come from resid_post
+        final = frozenset({"ln_final.normalized"}) if logits_at is not None else frozenset()
+        rec, lazy, helpers = self._recorder(keep, self._resolve_patch(patch), final)
+        masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
+        x = self._blocks(resid_pre, layer, rec, masks, explicit, kv)  # (batch, pos, d_model)
+        logits = self._unembed(x if logits_at is None else x[logits_at], rec)
+        if kv is not None:
+            kv.advance(pos)
+        return (logits, self._cache(rec, lazy, helpers)) if record else logits
+
+    def compile_fast_path(self, mode: str | None = None) -> Model:
+        """Run `model(tokens)` (nothing recorded or patched) and the decode step under torch.compile.
+
+        On CUDA the default mode is "reduce-overhead" (CUDA graphs); the decode step then runs on a
+        static-shape key/value cache (see `kv_cache`). A compiler failure falls back to eager
+        execution with a warning.
+        """
+        mode = mode or ("reduce-overhead" if self.W_E.is_cuda else None)
+        self._compiled = torch.compile(self._core, mode=mode)
+        self._compiled_decode = torch.compile(self._decode_core, mode=mode, dynamic=False)
+        return self
+
+    # ---- decoding with a key/value cache --------------------------------------------------------------
+
+    def kv_cache(self, batch: int, max_len: int, static: bool | None = None) -> KVCache:
+        """An empty key/value cache for `decode`; static shapes (CUDA-graph friendly) by default when compiled."""
+        static = self._compiled_decode is not None if static is None else static
+        return KVCache(self.config, batch, max_len, device=self.W_E.device, dtype=self.W_E.dtype, static=static)
+
+    def decode(
+        self, tokens: torch.Tensor, kv: KVCache, position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Continue the sequence held in `kv` by `tokens` (batch, n) at `position_ids` (batch, n).
+
+        Their keys and values are written into `kv`; returns the logits of the last position (batch, d_vocab).
+        `attention_mask` (batch, n) marks padding among these tokens. Inputs are trusted (no validation).
+        """
+        masks = kv.masks(tokens.shape[1], attention_mask)
+        if kv.static and self._compiled_decode is not None:
+            try:
+                logits = self._compiled_decode(tokens, position_ids, masks, kv)
+            except Exception as err:  # a compiler failure must never cost the user their generation
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); decoding eagerly from now on")
+                self._compiled_decode = None
+                logits = self._decode_core(tokens, position_ids, masks, kv)
+        else:
+            logits = self._decode_core(tokens, position_ids, masks, kv)
+        kv.advance(tokens.shape[1])
+        return logits
+
+    def _decode_core(
+        self, tokens: torch.Tensor, position_ids: torch.Tensor, masks: dict[int | None, torch.Tensor | None], kv: KVCache,
+    ) -> torch.Tensor:
+        x = F.embedding(tokens, self.W_E) + F.embedding(position_ids, self.W_pos)  # (batch, n, d_model)
+        x = self._blocks(x, 0, Recorder(), masks, False, kv)
+        x = self.ln_final(x[:, -1], Recorder(), "ln_final.")  # (batch, d_model): only the last position is unembedded
+        if self.W_U_untied is not None:
+            return x @ self.W_U_untied  # (batch, d_vocab)
+        # W_E (d_vocab, d_model) times x's columns: on CPU ~2x faster than F.linear(x, W_E) for the few rows
+        # of a decode step (8 rows: 19 vs 42 ms at GPT-2 size; benchmarks/README.md), the same products.
+        return torch.mm(self.W_E, x.T).T.contiguous()  # (batch, d_vocab)
+
+    def _masks(
+        self, q_len: int, k_len: int, key_mask: torch.Tensor | None, device: torch.device
+    ) -> dict[int | None, torch.Tensor | None]:
+        """One boolean mask per distinct window; None where plain causal attention is exact."""
+        return window_masks(q_len, k_len, self.config.windows, key_mask, device)
+
+    # ---- names --------------------------------------------------------------------------------------
+
+    def _resolve_names(self, names: Names) -> set[str]:
+        if names is None:
+            return set(sites.all_names(self.config))
+        if callable(names):
+            return {n for n in sites.all_names(self.config, include_on_request=True) if names(n)}
+        if isinstance(names, str):
+            names = [names]
+        return {sites.resolve(n, self.config) for n in names}
+
+    def _resolve_patch(self, patch: dict[str, PatchValue] | None) -> dict[str, PatchValue]:
+        if not patch:
+            return {}
+        if not isinstance(patch, dict):
+            raise UserError("patch must be a dict {activation name: tensor or function(value) -> value}")
+        for name, value in patch.items():
+            if not (isinstance(value, torch.Tensor) or callable(value)):
+                raise UserError(
+                    f"patch value for {name!r} is a {type(value).__name__} ({value!r}); give a tensor of the site's "
+                    f"shape or a function of the site's value, e.g. patch={{{name!r}: lambda x: x * 0}} to zero it"
+                )
+        return {sites.resolve(name, self.config): value for name, value in patch.items()}
+
+    # ---- text ------------------------------------------------------------------------------------------
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            source = getattr(self, "source", None)
+            raise UserError(
+                f"the model {'from ' + source + ' ' if source else ''}has no tokenizer (no tokenizer.json, or "
+                "vocab.json + merges.txt, beside its weights), so it cannot read text; put the tokenizer files "
+                "in its folder, or pass token ids instead of text"
+            )
+        return self.tokenizer
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "left") -> torch.Tensor:
+        """LongTensor (batch, pos); a list of texts is left-padded with the pad (or end-of-text) token.
+
+        A padded batch carries its 0/1 mask as `tokens.attention_mask`, which `model(tokens)`,
+        `run_with_cache` and `generate` use when no `attention_mask` is given, so each row's logits
+        equal those of the row alone. The attribute does not survive slicing or `.to()`: pass
+        `attention_mask=` yourself then. Left padding keeps every row's last token at position -1.
+        """
+        tokens, mask = self._require_tokenizer().encode_batch(text, prepend_bos=prepend_bos, padding_side=padding_side)
+        tokens = tokens.to(self.W_E.device)
+        if not bool(mask.all()):
+            tokens.attention_mask = mask.to(self.W_E.device)
+        return tokens
+
+    def to_str_tokens(
+        self, tokens: str | torch.Tensor | Iterable[int], prepend_bos: bool = True
+    ) -> list[str] | list[list[str]]:
+        """Each token as the string it stands for; a (batch, pos) tensor gives one list per row."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(tokens, str):
+            tokens = tokenizer.encode_batch(tokens, prepend_bos=prepend_bos)[0][0]
+        ids = torch.as_tensor(tokens)
+        if ids.ndim == 2:
+            return [[tokenizer.decode([t]) for t in row] for row in ids.tolist()]
+        return [tokenizer.decode([t]) for t in ids.flatten().tolist()]
+
+    def to_string(self, tokens: torch.Tensor | Iterable[int]) -> str | list[str]:
+        """Text of a (pos,) sequence, or a list of texts for a (batch, pos) tensor."""
+        tokenizer = self._require_tokenizer()
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim == 2:
+            return [tokenizer.decode(row.tolist()) for row in tokens]
+        return tokenizer.decode(tokens.tolist())
+
+    def generate(self, tokens: TokenInput, max_new_tokens: int = 20, **kwargs) -> torch.Tensor:
+        """Sample with a key/value cache; see minineo.forward.generate.generate."""
+        from minineo.forward.generate import generate
+
+        return generate(self, tokens, max_new_tokens=max_new_tokens, **kwargs)

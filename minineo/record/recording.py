@@ -1,0 +1,63 @@
+"""The one instrument: every named site of the forward pass goes through `rec(name, value)`.
+
+No hooks: the forward pass itself asks the recorder whether a site is wanted, replaces
+the value if it is patched, and stores it if it is recorded (after the patch).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+
+from minineo.errors import UserError, WrongTypeError
+
+PatchValue = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class Recorder:
+    """Records the sites in `keep` and replaces the sites in `patch` (canonical names).
+
+    `exact` names sites that are not kept but will be recomputed from kept ones (minineo.record.lazy_sites):
+    the forward computes them by the explicit formula, as if they were recorded.
+    """
+
+    def __init__(
+        self, keep: set[str] | frozenset[str] = frozenset(), patch: dict[str, PatchValue] | None = None,
+        exact: set[str] | frozenset[str] = frozenset(),
+    ):
+        self.keep, self.exact = keep, exact
+        self.patch = patch or {}
+        self.store: dict[str, torch.Tensor] = {}
+        self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
+
+    def wants(self, name: str) -> bool:
+        """True when the site must be materialised (recorded or patched)."""
+        return name in self.keep or name in self.patch or name in self.exact
+
+    @property
+    def idle(self) -> bool:
+        return not self.keep and not self.patch
+
+    def __call__(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if name in self.patch:
+            value = _apply_patch(name, self.patch[name], value)
+        if name in self.keep:
+            self.store[name] = value
+        return value
+
+
+def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Tensor:
+    if callable(patch):
+        new = patch(value)
+        if not isinstance(new, torch.Tensor):
+            raise WrongTypeError(f"patch function for {name!r} returned {type(new).__name__}; it must return the new tensor")
+        what = "patch function for"
+    else:
+        new, what = patch, "patch tensor for"
+    if new.shape != value.shape:
+        raise UserError(
+            f"{what} {name!r} has shape {tuple(new.shape)} but the site has shape {tuple(value.shape)}; "
+            "give a tensor of exactly the site's shape"
+        )
+    return new.to(dtype=value.dtype, device=value.device)
