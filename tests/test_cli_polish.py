@@ -119,7 +119,7 @@ def test_embeddings_headers_fit_80_columns_unclipped():
     assert "…" not in result.output and max(map(len, result.output.splitlines())) <= 80
     assert "(centred)" in result.output
     sample_one = invoke("embeddings", "--sample", "1")
-    assert sample_one.exit_code == 1 and "--sample must be 0 (every row) or at least 2" in " ".join(sample_one.output.split())
+    assert sample_one.exit_code == 1 and "--sample must be 0 or at least 2 (0: every row" in " ".join(sample_one.output.split())
 
 
 def test_lens_with_a_wrong_tuned_lens_is_one_error_even_for_an_empty_prompt(tmp_path):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from minineo import progress
+from minineo.errors import UserError
 from minineo.record.cache import Cache
 from minineo.forward.model import Model
 
@@ -55,8 +56,8 @@ def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, ans
     batch = logits.shape[0]
     rows = torch.arange(batch, device=logits.device)
     pos = torch.as_tensor(position, device=logits.device).expand(batch) % logits.shape[1]
-    answer = torch.as_tensor(answer, device=logits.device).expand(batch)
-    wrong = None if wrong is None else torch.as_tensor(wrong, device=logits.device).expand(batch)
+    answer = _token_ids(answer, "answer", model.config.d_vocab, logits.device, batch)
+    wrong = None if wrong is None else _token_ids(wrong, "wrong", model.config.d_vocab, logits.device, batch)
     direction = unembed_direction(model, answer, wrong)  # (batch, d_model)
     scale = cache["ln_final.scale"][rows, pos]  # (batch, 1)
 
@@ -76,6 +77,24 @@ def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, ans
     true_logit = logits[rows, pos, answer] - (logits[rows, pos, wrong] if wrong is not None else 0)
     bias_term = (model.ln_final.b * direction).sum(-1)
     return Attribution(labels, torch.stack(parts), bias_term, true_logit)
+
+
+def _token_ids(ids, what: str, d_vocab: int, device: torch.device, batch: int) -> torch.Tensor:
+    """`ids` (an int, or one per row) as a LongTensor (batch,), each checked against the vocabulary."""
+    try:
+        ids = torch.as_tensor(ids, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{what} must be a token id (an int, or a tensor of one per row), got {ids!r:.60}") from err
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool or ids.ndim > 1:
+        raise UserError(f"{what} must be integer token ids (an int, or shape (batch,)), got a {ids.dtype} tensor "
+                        f"of shape {tuple(ids.shape)}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= d_vocab):
+        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        raise UserError(f"{what} token id {bad} is outside the vocabulary (0..{d_vocab - 1}); give an id of this "
+                        "model's tokens, e.g. model.to_tokens(' Mary', prepend_bos=False)[0, 0]")
+    if ids.ndim == 1 and ids.numel() not in (1, batch):
+        raise UserError(f"{what} has {ids.numel()} ids but the batch has {batch} rows; give one id, or one per row")
+    return ids.long().expand(batch)
 
 
 def head_logit_attribution(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:

@@ -38,6 +38,7 @@ from typing import Callable
 
 import torch
 
+from minineo import progress
 from minineo.record import lazy_sites
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -189,7 +190,7 @@ def activation_patching(
     read, baseline = _read_positions(metric, logits)
     shape, cells = _cells(site, per, n_pos, cfg.n_heads)
 
-    def sweep(read: torch.Tensor) -> torch.Tensor:  # (layer, cell), unembedding the (batch, pos) in `read`
+    def sweep(read: torch.Tensor, advance) -> torch.Tensor:  # (layer, cell), unembedding the (batch, pos) in `read`
         out = torch.full((cfg.n_layers, len(cells)), baseline, dtype=torch.float64)
         template = logits.clone()
         template[~read] = float("nan")
@@ -205,6 +206,7 @@ def activation_patching(
                 if first is not None:
                     todo.append((first, i))
             todo.sort()
+            advance(len(cells) - len(todo))  # cells whose clean value is the corrupted one: nothing to run
             while todo:
                 start = todo[0][0]
                 n_suffix = n_pos - start
@@ -236,12 +238,15 @@ def activation_patching(
                 for v, (_, i) in enumerate(chunk):
                     target[rows] = variant_logits[v]
                     out[layer, i] = float(_scalar(metric(buffer), f"on patched logits (layer {layer})"))
+                advance(n_variants)
         return out
 
-    out = sweep(read)
-    if bool(out.isnan().any()) and not bool(read.all()):
-        # the metric read a logit that was not unembedded (left NaN): data-dependent reads; redo with all
-        out = sweep(torch.ones_like(read))
+    with progress.task(f"activation patching: {site} per {per}, {cfg.n_layers} layers x {len(cells)} cells",
+                       total=cfg.n_layers * len(cells)) as advance:
+        out = sweep(read, advance)
+        if bool(out.isnan().any()) and not bool(read.all()):
+            # the metric read a logit that was not unembedded (left NaN): data-dependent reads; redo with all
+            out = sweep(torch.ones_like(read), advance)
     return out.view((cfg.n_layers,) + shape)
 
 

@@ -13,6 +13,8 @@ read with `torch.load(weights_only=True)`, never unpickling arbitrary objects).
 
 from __future__ import annotations
 
+import math
+
 import os
 import sys
 import warnings
@@ -188,6 +190,10 @@ def train_tuned_lens(
     """
     if steps < 1 or batch_size < 1:
         raise UserError(f"steps ({steps}) and batch_size ({batch_size}) must be at least 1")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"lr={lr} must be a finite number > 0 (default: 1.0 * (1 - momentum) for sgd, 1e-3 for adam)")
+    if not (0 <= momentum < 1) or not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise UserError(f"momentum={momentum} must be in [0, 1) and weight_decay={weight_decay} finite and >= 0")
     if optimizer not in ("sgd", "adam"):
         raise UserError(f"optimizer {optimizer!r} is not known; use 'sgd' (SGD with Nesterov momentum) or 'adam' (AdamW)")
     context = context or min(model.config.n_ctx, 512)

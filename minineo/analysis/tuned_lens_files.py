@@ -39,6 +39,10 @@ def check_output(path: str | Path) -> None:
 def write_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict) -> None:
     """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
     check_output(path)
+    bad = [name for name, tensor in tensors.items() if not bool(tensor.isfinite().all())]
+    if bad:  # e.g. trained at lr=nan or diverged: such a lens would print KL nan, so it is never written
+        raise UserError(f"the tuned lens's {' and '.join(bad)} hold NaN or inf (training diverged: lower the learning "
+                        f"rate or check the corpus); nothing was written to {path}")
     meta = {"format": FORMAT, "version": VERSION, **identity, "bias": "bias" in tensors}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -71,6 +75,10 @@ def read_lens(path: Path, config: Config) -> tuple[dict, dict[str, torch.Tensor]
                         f"{meta['d_model']} ({meta.get('model') or 'unnamed'}), but this model has {config.n_layers} "
                         f"layers of width {config.d_model}; use the lens trained for this model, or train one with "
                         "`minineo tune-lens`")
+    bad = [name for name, tensor in tensors.items() if not bool(tensor.isfinite().all())]
+    if bad:
+        raise UserError(f"the tuned lens in {path} holds NaN or inf in its {' and '.join(bad)}, so every KL would be "
+                        "nan; train it again (with a lower learning rate)")
     expected = {"weight": (config.n_layers, config.d_model, config.d_model), "bias": (config.n_layers, config.d_model)}
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != expected[name]:

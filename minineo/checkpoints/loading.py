@@ -18,16 +18,18 @@ from minineo.checkpoints.weights import load_params
 
 def load(
     name_or_path: str | os.PathLike = hub.EMBEDDED_NAME, *, device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
+    dtype: torch.dtype | str = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
     compile: bool = False, check_finite: bool = True,
 ) -> Model:
     """Load a GPT-2 / GPT-Neo: "gpt2", "EleutherAI/gpt-neo-125M", "tiny-neo" (embedded) or a local folder.
 
     Hub ids are fetched once into `cache_dir` (default: $MININEO_CACHE or the project's weights_cache/).
     Parameters do not require grad; call `model.requires_grad_(True)` to train. Weights holding NaN
-    or inf are refused (UserError) unless `check_finite=False`.
+    or inf are refused (UserError) unless `check_finite=False`. `dtype`: float32 (default), float16, bfloat16
+    or float64, as a torch.dtype or its name.
     """
     device = check_device(device)
+    dtype = check_dtype(dtype)
     directory = hub.resolve(name_or_path, cache_dir, revision)
     config = read_config(directory)
     try:
@@ -51,10 +53,40 @@ def load(
     if model.W_E.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         _column_major_matmul_weights(model)
     model.tokenizer = Tokenizer.from_dir(directory, config.bos_token_id)
+    _check_bos(model.tokenizer, config, directory)
     model.source = str(directory)
     if compile:
         model.compile_fast_path()
     return model
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def check_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A floating-point torch dtype (a torch.dtype or its name, e.g. "bfloat16"), or a UserError naming the choices."""
+    if isinstance(dtype, str):
+        named = DTYPES.get(dtype.removeprefix("torch."))
+        if named is None:
+            raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; e.g. dtype=torch.bfloat16 or 'bfloat16'")
+        return named
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPES.values():
+        raise UserError(f"dtype {dtype!r} cannot hold a model's weights; use one of "
+                        f"{', '.join('torch.' + name for name in DTYPES)} (or its name as a string)")
+    return dtype
+
+
+def _check_bos(tokenizer: Tokenizer | None, config: Config, directory: Path) -> None:
+    """Text gets BOS prepended: an id outside the vocabulary is config.json's mistake, said at load, not at a prompt."""
+    if tokenizer is None or tokenizer.bos_token_id is None or 0 <= tokenizer.bos_token_id < config.d_vocab:
+        return
+    if config.bos_token_id is not None:
+        raise UserError(f"{directory / 'config.json'}: bos_token_id {config.bos_token_id} is outside the vocabulary "
+                        f"(vocab_size {config.d_vocab}: ids 0..{config.d_vocab - 1}), so no text could be read; set "
+                        "bos_token_id to the id of the model's beginning-of-text token (e.g. its <|endoftext|>)")
+    raise UserError(f"{directory}: the tokenizer's <|endoftext|> (id {tokenizer.bos_token_id}, used as BOS because "
+                    f"config.json has no bos_token_id) is outside the vocabulary (vocab_size {config.d_vocab}); set "
+                    "bos_token_id in config.json")
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -31,6 +31,7 @@ class Tokenizer:
         fallback = backend.token_to_id(END_OF_TEXT)
         self.bos_token_id = bos_token_id if bos_token_id is not None else fallback
         self.pad_token_id = pad_token_id if pad_token_id is not None else self.bos_token_id
+        self.source: Path | None = None  # the file it was read from, named in errors
 
     @classmethod
     def from_dir(cls, directory: str | Path, bos_token_id: int | None = None) -> Tokenizer | None:
@@ -38,7 +39,9 @@ class Tokenizer:
         directory = Path(directory)
         try:
             if (directory / "tokenizer.json").is_file():
-                return cls(HFTokenizer.from_file(str(directory / "tokenizer.json")), bos_token_id)
+                tokenizer = cls(HFTokenizer.from_file(str(directory / "tokenizer.json")), bos_token_id)
+                tokenizer.source = directory / "tokenizer.json"
+                return tokenizer
             if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
                 return cls.from_vocab(directory / "vocab.json", directory / "merges.txt", bos_token_id)
         except Exception as err:  # the tokenizers library raises a bare Exception for an unreadable file
@@ -55,10 +58,21 @@ class Tokenizer:
         backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
-        return cls(backend, bos_token_id)
+        tokenizer = cls(backend, bos_token_id)
+        tokenizer.source = Path(vocab)
+        return tokenizer
 
     def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
+        """Token ids of `text` (BOS first with prepend_bos); a UserError for a tokenizer that cannot encode it."""
+        if not isinstance(text, str):
+            raise WrongTypeError(f"text must be a str (or a list of str), got {type(text).__name__} ({text!r:.60}); "
+                                 "pass token ids to the model directly as a LongTensor (batch, pos)")
         ids = self.backend.encode(text, add_special_tokens=False).ids
+        if text and not ids:  # e.g. a tokenizer.json whose BPE vocabulary is empty
+            where = self.source or "the tokenizer"
+            raise UserError(f"{where} encodes the non-empty text {text[:40]!r} to no tokens: its vocabulary cannot "
+                            f"represent it (it has {self.vocab_size} entries); use the model's own tokenizer.json "
+                            "(for GPT-2, the hub's gpt2 tokenizer.json)")
         if prepend_bos:
             if self.bos_token_id is None:
                 raise UserError("this tokenizer has no BOS token; pass prepend_bos=False")
@@ -73,6 +87,10 @@ class Tokenizer:
             raise UserError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if isinstance(texts, str):
             texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            bad = texts if not isinstance(texts, (list, tuple)) else next(t for t in texts if not isinstance(t, str))
+            raise WrongTypeError(f"text must be a str or a list of str, got {type(bad).__name__} ({bad!r:.60}); "
+                                 "token ids go to the model directly as a LongTensor (batch, pos)")
         rows = [self.encode(t, prepend_bos) for t in texts]
         if not rows or max(map(len, rows)) == 0:
             raise UserError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")

@@ -14,7 +14,7 @@ from minineo import analysis
 from minineo.cli import plots
 from minineo.forward.model import Model
 from minineo.cli.display import plural, quote, show, show_token, titled_table, token_text, token_texts, visible
-from minineo.cli.shared import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path,
+from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, load_or_exit, plot_path,
                                 prompt_tokens)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
@@ -41,9 +41,7 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
                                                      "W_E -> W_U autoencoding; 0: all (minutes on GPT-2's 50257)"),
                plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Embedding geometry: norms, the shared offset, average pairwise cosine (raw and centred)."""
-    check_positive(top=top)
-    if sample < 0 or sample == 1:
-        fail(f"--sample must be 0 (every row) or at least 2 (pairs of rows are compared), got {sample}")
+    check_options(top=(top, ">= 1"), sample=(sample, "0 or >= 2", "0: every row; pairs of rows are compared"))
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     matrices = {"W_E": m.W_E, "W_pos": m.W_pos} | ({} if m.config.tie_unembed else {"W_U": m.W_U.T})
@@ -134,9 +132,8 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
           prompt: Optional[str] = typer.Option(None, help="also score the heads on this prompt"),
           top: int = 10, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Induction, previous-token and duplicate-token scores of every head, on repeated random tokens."""
-    check_positive(n_seqs=n_seqs, top=top)
-    if seq_len < 2:
-        fail(f"--seq-len must be at least 2 (the repeat of a 1-token sequence has no induction to measure), got {seq_len}")
+    check_options(n_seqs=(n_seqs, ">= 1"), top=(top, ">= 1"), seed=(seed, ">= 0"),
+                  seq_len=(seq_len, ">= 2", "the repeat of a 1-token sequence has no induction to measure"))
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     needed = 2 * seq_len + int(bos)
@@ -175,7 +172,7 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     Answers of several tokens are compared on their first differing token, after the prompt plus
     the tokens they share (a byte-level model reads ' Mary' and ' John' as ' ' then 'M' or 'J').
     """
-    check_positive(top=top)
+    check_options(top=(top, ">= 1"))
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     tokens, answer_id, wrong_id = answer_tokens(m, prompt, answer, wrong, model)
@@ -264,7 +261,7 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
 
     Answers of several tokens are compared as in `attribute`, at their first differing token.
     """
-    check_positive(top=top)
+    check_options(top=(top, ">= 1"))
     if method not in METHODS:
         fail(f"--method {method!r} is unknown; use one of {', '.join(METHODS)}")
     plot = plot_path(plot)
@@ -303,12 +300,13 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
 
 @app.command()
 def ioi(model: str = ModelOption,
-        n: int = typer.Option(16, help="IOI prompts (half ABBA, half BABA); more give tighter estimates, slower"),
+        n: int = typer.Option(8, help="IOI prompts (half ABBA, half BABA); more give tighter estimates, slower "
+                                      "(the per-head ablation's time grows with it)"),
         seed: int = 0, top: int = 10,
         ablation: bool = typer.Option(True, help="also mean-ablate every head (slower)"),
         plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
     """Indirect-object identification: logit difference, per-head DLA and mean-ablation effects."""
-    check_positive(n=n, top=top)
+    check_options(n=(n, ">= 1"), seed=(seed, ">= 0"), top=(top, ">= 1"))
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     data = analysis.ioi_dataset(m, n, seed)

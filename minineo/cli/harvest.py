@@ -11,7 +11,7 @@ import torch
 import typer
 
 from minineo.cli.display import plural
-from minineo.cli.shared import ModelOption, app, console
+from minineo.cli.shared import ModelOption, app, check_options, console, load_or_exit
 from minineo.errors import UserError
 
 QUIET_RANK_WAIT_S = 5.0  # how long a rank other than 0 waits to be ended by torchrun before saying its own error
@@ -40,14 +40,15 @@ def harvest(
     try:
         from minineo.data import harvest as harvesting
         from minineo.data.corpus import require_datasets
-        from minineo.checkpoints.loading import load
 
+        check_options(context=(context, ">= 2"), max_tokens=(max_tokens, ">= 1"), batch_size=(batch_size, ">= 1"),
+                      shard_rows=(shard_rows, ">= 1"))
         require_datasets()
         if dtype is not None and dtype not in DTYPES:
             raise UserError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         rank, world, chosen = harvesting.init_distributed(device)
         try:
-            m = load(model, device=chosen, dtype=DTYPES[dtype or "float32"])
+            m = load_or_exit(model, str(chosen), dtype=DTYPES[dtype or "float32"])
         except (FileNotFoundError, ValueError) as err:
             raise UserError(str(err)) from None
         folder = harvesting.harvest(m, corpus, names, out, context=context, batch_size=batch_size,

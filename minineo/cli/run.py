@@ -11,8 +11,8 @@ from rich.markup import escape
 
 from minineo.checkpoints import hub
 from minineo.cli.display import plural, quote, show, show_token, titled_table, token_texts
-from minineo.cli.shared import (DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, output_path,
-                                prompt_tokens)
+from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, load_or_exit, output_path,
+                                prompt_tokens, working)
 from minineo.record import sites
 
 
@@ -21,12 +21,10 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
         generate: int = typer.Option(24, help="also print this many greedily generated tokens (0: none)"),
         device: str = DeviceOption) -> None:
     """The model's top-k next tokens for PROMPT, the tokens as the model saw them, and a greedy continuation."""
-    check_positive(top_k=top_k)
-    if generate < 0:
-        fail(f"--generate must be 0 or more, got {generate}")
+    check_options(top_k=(top_k, ">= 1"), generate=(generate, ">= 0"))
     m = load_or_exit(model, device)
     tokens = prompt_tokens(m, prompt, model)
-    with torch.inference_mode():
+    with torch.inference_mode(), working(f"running {model} on {plural(tokens.shape[1], 'token')}"):
         probs = m(tokens)[0, -1].float().softmax(-1)
     if not bool(probs.isfinite().all()):
         fail(f"{model} computed NaN or inf probabilities for this prompt; its weights or activations overflow "
@@ -44,7 +42,8 @@ def run(prompt: str, model: str = ModelOption, top_k: int = typer.Option(10, hel
     console.print(table)
     if generate > 0:
         n = min(generate, m.config.n_ctx - tokens.shape[1])
-        continuation = m.generate(tokens, max_new_tokens=n)[0, tokens.shape[1]:]
+        with working(f"generating {plural(n, 'token')}"):
+            continuation = m.generate(tokens, max_new_tokens=n)[0, tokens.shape[1]:]
         console.print(f"greedy continuation: [green]{escape(repr(m.to_string(continuation)))}[/green]")
 
 
@@ -61,8 +60,9 @@ def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Op
     if save is not None:
         save = output_path(save, "--save file")
     m = load_or_exit(model, device)
-    with torch.inference_mode():
-        _, recorded = m.run_with_cache(prompt_tokens(m, prompt, model))
+    tokens = prompt_tokens(m, prompt, model)
+    with torch.inference_mode(), working(f"recording every activation of {model} on {plural(tokens.shape[1], 'token')}"):
+        _, recorded = m.run_with_cache(tokens)
     order = {name: i for i, name in enumerate(sites.all_names(m.config, include_on_request=True))}
     names = sorted(recorded, key=lambda name: order.get(name, len(order)))
     table = titled_table(f"{len(recorded)} activations of {escape(model)} on {quote(prompt)}, in forward order")

@@ -5,6 +5,9 @@ or an OSError (a path that cannot be read or written) prints one `error: ...` pa
 exits with code 1; any other exception is a bug and keeps its traceback. `--debug` (before the
 sub-command) or MININEO_DEBUG=1 shows the traceback of user errors too.
 
+Options are checked at the door: `check_options` checks every numeric option (its range in the message), the
+boundary checks every `device` option, `output_path` / `plot_path` check files to write, all before any work.
+
 The command modules (run.py, analysis.py, patch.py, harvest.py, tuned_lens.py) import this one and
 register with `@app.command()`; the package's `__init__` imports them. This module imports none of them.
 """
@@ -12,8 +15,10 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,8 +27,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from minineo import progress
 from minineo.checkpoints import hub
-from minineo.checkpoints.loading import load
+from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show_token
 from minineo.errors import UserError
 
@@ -42,13 +48,27 @@ def fail(message: str) -> None:
     raise UserError(message)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
+    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
+
+
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1."""
+    """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1.
+
+    Before the command runs, a `device` option is checked (the one device check every command shares);
+    warnings print as `warning:` lines on stderr.
+    """
 
     @functools.wraps(command)
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _show_warning
+                if isinstance(kwargs.get("device"), str):
+                    check_device_option(kwargs["device"])
+                return command(*args, **kwargs)
         except (UserError, OSError) as err:
             if debugging():
                 raise
@@ -92,16 +112,81 @@ ModelOption = typer.Option(hub.EMBEDDED_NAME, "--model", "-m",
 DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps")
 
 
-def load_or_exit(name: str, device: str = "cpu"):
-    """Load a model; a loading mistake (bad folder, file, device...) becomes a UserError for the boundary."""
-    return load(name, device=device)
+def check_device_option(device: str) -> None:
+    """The one device check of every command (the boundary runs it on any `device` option): 'auto', or a device
+    this torch can use (minineo.checkpoints.loading.check_device), as `--device` in the message."""
+    if device == "auto":
+        return
+    try:
+        check_device(device)
+    except UserError as err:
+        raise UserError(f"--device {device}: {err}") from None
+
+
+def working(description: str):
+    """A spinner on stderr saying what runs, shown only if it lasts over ~2 s and stderr is a terminal."""
+    return progress.task(description, delay=2.0)
+
+
+def load_or_exit(name: str, device: str = "cpu", **kwargs: Any):
+    """Load a model (with a status line when it is slow); a loading mistake becomes a UserError for the boundary."""
+    with working(f"loading {name} onto {device}"):
+        return load(name, device=device, **kwargs)
+
+
+def _rule_text(rule: str) -> str:
+    """'>= 2' -> 'at least 2', '0..1' -> 'between 0 and 1', '0 or >= 2' -> '0 or at least 2'."""
+    if " or " in rule:
+        return " or ".join(_rule_text(part) for part in rule.split(" or "))
+    rule = rule.strip()
+    if ".." in rule:
+        return "between {} and {}".format(*rule.split(".."))
+    for op, words in ((">=", "at least"), ("<=", "at most"), (">", "greater than"), ("<", "less than")):
+        if rule.startswith(op):
+            return f"{words} {rule[len(op):].strip()}"
+    return rule
+
+
+def _allowed(value: float, rule: str) -> bool:
+    """`rule`: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), or alternatives joined by ' or ' ('0 or >= 2')."""
+    if " or " in rule:
+        return any(_allowed(value, part) for part in rule.split(" or "))
+    rule = rule.strip()
+    if ".." in rule:
+        low, high = (float(x) for x in rule.split(".."))
+        return low <= value <= high
+    for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b),
+                     ("<", lambda a, b: a < b)):
+        if rule.startswith(op):
+            return test(value, float(rule[len(op):]))
+    return value == float(rule)
+
+
+def check_options(**checks: tuple) -> None:
+    """Every numeric option of every command is checked here, before any work, with its allowed range in the message.
+
+        check_options(top=(top, ">= 1"), lr=(lr, "> 0"), sample=(sample, "0 or >= 2"), frac=(frac, "0..1"))
+
+    Each keyword is the option's name (`top_k` is shown as --top-k), each value (the option's value, its rule)
+    or (value, rule, why), the why said in parentheses: `sample=(sample, "0 or >= 2", "0: every row")`.
+    Rules: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), alternatives joined by ' or '. A value of None
+    (an option not given) passes; NaN and inf never do. A failure is a UserError: `error: --lr must be a
+    finite number greater than 0, got nan`.
+    """
+    for name, (value, rule, *why) in checks.items():
+        if value is None:
+            continue
+        option = f"--{name.replace('_', '-')}"
+        because = f" ({why[0]})" if why else ""
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"{option} must be a finite number {_rule_text(rule)}{because}, got {value}")
+        if not _allowed(value, rule):
+            fail(f"{option} must be {_rule_text(rule)}{because}, got {value}")
 
 
 def check_positive(**values: int) -> None:
-    """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error."""
-    for name, value in values.items():
-        if value < 1:
-            fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error (see check_options)."""
+    check_options(**{name: (value, ">= 1") for name, value in values.items()})
 
 
 def prompt_tokens(m, prompt: str, model: str) -> torch.Tensor:

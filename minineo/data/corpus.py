@@ -17,12 +17,14 @@
     count_rows(tokenizer_or_model, documents, context) -> int   (how many rows pack_rows yields)
 
 Mistakes raise `minineo.errors.UserError` (missing path, empty corpus, no `text_field`, a context too
-small to hold a token after BOS). The `datasets` library is the optional extra `minineo[harvest]`.
+small to hold a token after BOS, a text field that no document has). Documents whose text is
+missing or null are skipped, with a UserWarning that counts them. The `datasets` library is the optional extra `minineo[harvest]`.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -56,17 +58,22 @@ def _read_batches(corpus: str | Path, text_field: str) -> Iterator[list[str]]:
     datasets = require_datasets()
     dataset, what = _open(corpus, datasets)
     first = True
+    read = skipped = 0  # documents read, and those without text (field missing or null), which are skipped
     try:
         for batch in dataset.iter(batch_size=_BATCH):
             if first and text_field not in batch:
                 raise UserError(f"the corpus {what} has no field {text_field!r} (its fields: {sorted(batch)}); "
                                 f"pass the right one with text_field= (--text-field)")
             texts = batch[text_field]
-            if first and texts and not isinstance(texts[0], str):
-                raise UserError(f"field {text_field!r} of the corpus {what} holds {type(texts[0]).__name__}, not text; "
+            sample = next((t for t in texts if t is not None), "")
+            if not isinstance(sample, str):
+                raise UserError(f"field {text_field!r} of the corpus {what} holds {type(sample).__name__}, not text; "
                                 f"pass a text field with text_field= (--text-field)")
             first = False
-            yield [t if t is not None else "" for t in texts]
+            read += len(texts)
+            kept = [t for t in texts if t is not None]
+            skipped += len(texts) - len(kept)
+            yield kept
     except UserError:
         raise
     except Exception as err:  # pyarrow / json parse errors surface here, while streaming
@@ -74,8 +81,16 @@ def _read_batches(corpus: str | Path, text_field: str) -> Iterator[list[str]]:
             raise
         raise UserError(f"could not read the corpus {what}: {type(err).__name__}: {str(err).splitlines()[0][:300]}; "
                         f"check the file's format") from None
+    finally:
+        if skipped and read > skipped:  # said when the stream ends, or is dropped part-way (e.g. at max_tokens)
+            warnings.warn(f"{skipped} of the {read} documents read from the corpus {what} have no text in the field "
+                          f"{text_field!r} (missing or null) and were skipped; pass another text_field= "
+                          "(--text-field) if the text is elsewhere", UserWarning, stacklevel=2)
     if first:
         raise UserError(f"the corpus {what} holds no documents; give a non-empty corpus")
+    if read == skipped:
+        raise UserError(f"none of the {read} documents of the corpus {what} has text in the field {text_field!r} "
+                        "(missing or null in every one); pass the right field with text_field= (--text-field)")
 
 
 def _is_read_error(err: Exception) -> bool:

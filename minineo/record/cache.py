@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.config import Config
-from minineo.errors import UnknownNameError
+from minineo.errors import MissingFileError, UnknownNameError, UserError
 
 
 class Cache(Mapping):
@@ -146,7 +146,13 @@ class Cache(Mapping):
         The data goes to a uniquely named temporary file beside `path`, then replaces it, so concurrent
         saves to one path each succeed (the last one wins).
         """
-        path = Path(path)
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise UserError(f"cannot save the cache to {path}: it is a folder; give a file name such as "
+                            f"{path / 'cache.safetensors'}")
+        if not path.parent.is_dir():
+            raise MissingFileError(f"cannot save the cache to {path}: the folder {path.parent} does not exist; "
+                                   "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
         tensors = {name: self[name].detach().cpu().contiguous().clone() for name in self}
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(handle)

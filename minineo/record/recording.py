@@ -60,4 +60,18 @@ def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Ten
             f"{what} {name!r} has shape {tuple(new.shape)} but the site has shape {tuple(value.shape)}; "
             "give a tensor of exactly the site's shape"
         )
-    return new.to(dtype=value.dtype, device=value.device)
+    if new.device != value.device:
+        raise UserError(
+            f"{what} {name!r} is on {new.device} but the model runs on {value.device}; move it there first "
+            f"(.to({str(value.device)!r}))"
+        )
+    if new.dtype != value.dtype:
+        exact = new.is_floating_point() and torch.promote_types(new.dtype, value.dtype) == value.dtype
+        if not exact:  # an integer, bool or wider float would be rounded or reinterpreted without a word
+            site_dtype = str(value.dtype).removeprefix("torch.")
+            raise UserError(
+                f"{what} {name!r} is {str(new.dtype).removeprefix('torch.')} but the site holds {site_dtype}, which "
+                f"cannot hold every value of it exactly; convert it yourself (.to(torch.{site_dtype}))"
+            )
+        new = new.to(value.dtype)
+    return new

@@ -31,6 +31,12 @@ class Ledger:
                 f"weight {key!r} has shape {tuple(tensor.shape)} but config.json implies {shape}; "
                 "the weights and config.json do not belong together"
             )
+        if not tensor.is_floating_point():
+            raise UserError(
+                f"weight {key!r} is a {str(tensor.dtype).removeprefix('torch.')} tensor, but weights must be floating "
+                "point (float32, float16 or bfloat16); the checkpoint is damaged or was not written as model weights: "
+                "export or download it again"
+            )
         self.used.add(key)
         return tensor
 
