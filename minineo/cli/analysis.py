@@ -19,6 +19,7 @@ from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, c
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
+HEAD_SCORE_UNITS = "attention to the target keys (probability, 0..1)"  # induction, previous- and duplicate-token scores
 
 
 def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False) -> Table:
@@ -159,7 +160,8 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
         plotted |= {f"{name}\n(on the prompt)": value for name, value in named_prompt.items()}
     if plot:
         what = "repeated random tokens" + (" (top row) and the prompt (bottom row)" if prompt_ids is not None else "")
-        plots.head_heatmaps(plotted, plot, title=f"{model}: head scores on {what}", columns=3)
+        plots.head_heatmaps(plotted, plot, title=f"{model}: head scores on {what}", columns=3,
+                            colorbar=HEAD_SCORE_UNITS)
         console.print(f"wrote {escape(str(plot))}")
 
 
@@ -192,7 +194,8 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
                   f"true logit{' difference' if wrong else ''} {result.logit[0]:+.4f}")
     if plot:
         plots.head_heatmaps({"direct logit attribution": result.per_head(m.config.n_layers, m.config.n_heads)[..., 0]},
-                            plot, title=f"{model}: per-head DLA to {plain}", diverging=True)
+                            plot, title=f"{model}: per-head DLA to {plain}", diverging=True,
+                            colorbar=f"direct effect on the logit{' difference' if wrong_id is not None else ''} (logits)")
         console.print(f"wrote {escape(str(plot))}")
 
 
@@ -294,7 +297,8 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     console.print(table)
     if plot:
         plots.head_heatmaps({"change in metric when ablated\n(negative = needed)": effects}, plot,
-                            title=f"{model}: single-head {method}-ablation", diverging=True)
+                            title=f"{model}: single-head {method}-ablation", diverging=True,
+                            colorbar=f"change in the {'logit difference' if wrong_id is not None else 'logit'} (logits)")
         console.print(f"wrote {escape(str(plot))}")
 
 
@@ -320,7 +324,9 @@ def ioi(model: str = ModelOption,
         scores["ablation effect"] = result.head_ablation
     console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
     if plot:
-        plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True)
+        plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,
+                            colorbar={"DLA on IO-S": "direct effect on logit(IO) - logit(S) (logits)",
+                                      "ablation effect": "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"})
         console.print(f"wrote {escape(str(plot))}")
 
 

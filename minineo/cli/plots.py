@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+MAX_WIDTH_IN = 14.0  # at 120 dpi: 1680 px, whatever the prompt's length
+LABEL_IN = 0.2  # the room one rotated tick label of font size 8 needs along the axis
 
 
 def _pyplot():
@@ -31,9 +33,33 @@ def _save(fig, plt, path: Path) -> None:
     plt.close(fig)
 
 
+def _position_ticks(ax, labels: list[str], width_in: float, axis: str = "x", keep: frozenset[int] = frozenset()) -> None:
+    """Tick labels along an axis of `width_in` inches: every k-th one when they would overlap, each cut to 14 chars.
+
+    The labels in `keep` (e.g. where two prompts differ) are shown first; no two shown labels are closer than
+    the room one needs.
+    """
+    step = max(1, math.ceil(len(labels) * LABEL_IN / max(width_in - 2.0, 1.0)))
+    accepted: list[int] = []
+    for i in [*sorted(keep), *range(0, len(labels), step)]:
+        if all(abs(i - j) >= step for j in accepted):
+            accepted.append(i)
+    shown = sorted(accepted)
+    text = [labels[i] if len(labels[i]) <= 14 else labels[i][:13] + "…" for i in shown]
+    if axis == "x":
+        rotate = len(labels) > 8
+        ax.set_xticks(list(shown), text, rotation=60 if rotate else 0, ha="right" if rotate else "center",
+                      fontsize=8 if rotate else None)
+    else:
+        ax.set_yticks(list(shown), text, fontsize=8)
+
+
 def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diverging: bool = False,
-                  columns: int | None = None) -> None:
-    """One layer x head heatmap per score, `columns` per row (default: all in one row)."""
+                  columns: int | None = None, colorbar: str | dict[str, str] = "") -> None:
+    """One layer x head heatmap per score, `columns` per row (default: all in one row).
+
+    `colorbar`: the colour bar's label (the quantity and its unit), one for all panels or one per score name.
+    """
     plt = _pyplot()
     columns = min(columns or len(scores), len(scores))
     rows = math.ceil(len(scores) / columns)
@@ -44,13 +70,13 @@ def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diver
     for ax, (name, values) in zip(axes.flat, scores.items()):
         values = values.detach().float().cpu()
         limit = float(values.abs().max()) or 1.0
-        image = ax.imshow(values, cmap="RdBu" if diverging else "viridis", vmin=-limit if diverging else None,
+        image = ax.imshow(values.numpy(), cmap="RdBu" if diverging else "viridis", vmin=-limit if diverging else None,
                           vmax=limit if diverging else None, aspect="auto")
         n_layers, n_heads = values.shape
         ax.set_xticks(range(n_heads))  # whole heads and layers: no fractional ticks
         ax.set_yticks(range(n_layers))
         ax.set(title=name, xlabel="head", ylabel="layer")
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, ax=ax, label=colorbar.get(name, "") if isinstance(colorbar, dict) else colorbar)
     _title(fig, title)
     _save(fig, plt, path)
 
@@ -59,12 +85,13 @@ def lens_heatmap(result, words: list[str], path: Path, title: str) -> None:
     """Layer x position: log10(1 + rank) of the actual next token under the logit lens."""
     plt = _pyplot()
     ranks = torch.log10(1 + result.next_token_rank.float()).cpu()
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(words)), 0.4 * len(result.labels) + 2.5), layout="constrained")
-    image = ax.imshow(ranks, cmap="magma_r", aspect="auto")
-    ax.set_xticks(range(len(words) - 1), [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], rotation=60, ha="right")
+    width = min(MAX_WIDTH_IN, max(6.0, 0.35 * len(words) + 3))
+    fig, ax = plt.subplots(figsize=(width, 0.4 * len(result.labels) + 2.5), layout="constrained")
+    image = ax.imshow(ranks.numpy(), cmap="magma_r", aspect="auto")
+    _position_ticks(ax, [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], width)
     ax.set_yticks(range(len(result.labels)), result.labels)
     ax.set(xlabel="position (predicting the next token)", ylabel="residual stream")
-    fig.colorbar(image, ax=ax, label="log10(1 + rank)")
+    fig.colorbar(image, ax=ax, label="log10(1 + rank of the next token)\n(0 = the lens's top token)")
     _title(fig, title)
     _save(fig, plt, path)
 
@@ -73,24 +100,33 @@ def embedding_norms(norms: torch.Tensor, path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.hist(norms.float().cpu().numpy(), bins=100)
-    ax.set(xlabel="norm", ylabel="tokens")
+    ax.set(xlabel="norm of the token's embedding row", ylabel="tokens")
     _title(fig, title)
     _save(fig, plt, path)
 
 
 def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list[str], metric_name: str,
                      column_title: str = "position") -> None:
-    """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero."""
+    """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero.
+
+    Columns labelled "clean/corrupted" (where the prompts differ) always keep their tick label.
+    The scale always reaches 1 (the clean run), with ticks at 0 (the corrupted run) and 1.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     values = values.detach().double().cpu()
     n_layers, n_columns = values.shape
-    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 0.3 * n_columns + 3)), max(3.5, 0.4 * n_layers + 2.5)),
-                           layout="constrained")
-    limit = float(values.abs().max()) or 1.0
+    width = min(MAX_WIDTH_IN, max(6.0, 0.3 * n_columns + 3))
+    fig, ax = plt.subplots(figsize=(width, max(3.5, 0.4 * n_layers + 2.5)), layout="constrained")
+    limit = max(float(values.abs().max()), 1.0)
     image = ax.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(n_columns), columns, rotation=60 if n_columns > 8 else 0, ha="right" if n_columns > 8 else "center")
+    _position_ticks(ax, columns, width, keep=frozenset(i for i, c in enumerate(columns) if "/" in c))
     ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
     ax.set(xlabel=column_title, ylabel="layer")
-    fig.colorbar(image, ax=ax, label=metric_name)
+    bar = fig.colorbar(image, ax=ax, label=metric_name)
+    automatic = [round(float(t), 6) for t in MaxNLocator(5).tick_values(-limit, limit) if -limit <= t <= limit]
+    ticks = sorted({0.0, 1.0} | {t for t in automatic if min(abs(t), abs(t - 1)) > 0.15 * limit})  # none crowd 0 or 1
+    bar.set_ticks(ticks, labels=[{0.0: "0 corrupted", 1.0: "1 clean"}.get(t, f"{t:g}") for t in ticks])
     _title(fig, title)
     _save(fig, plt, path)

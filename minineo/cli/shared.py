@@ -64,7 +64,6 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("default")
                 warnings.showwarning = _show_warning
                 if isinstance(kwargs.get("device"), str):
                     check_device_option(kwargs["device"])
