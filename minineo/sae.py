@@ -57,6 +57,7 @@ class SAE(nn.Module):
         self.architecture, self.hook_name, self.k = architecture, hook_name, k
         self.apply_b_dec_to_input, self.normalize_activations = apply_b_dec_to_input, normalize_activations
         self.rescale_acts_by_decoder_norm, self.reshape_activations = rescale_acts_by_decoder_norm, reshape_activations
+        self.metadata: dict = {}
 
     @property
     def d_in(self) -> int:
@@ -166,8 +167,10 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
     tensors = {name: t.to(device=device, dtype=dtype) for name, t in tensors.items()}
     if options["architecture"] == "topk" and not 1 <= options["k"] <= d_sae:
         raise UserError(f"{folder / CONFIG}: k={options['k']} must be between 1 and d_sae={d_sae}")
-    return SAE(tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"],
-               threshold=tensors.get("threshold"), **options)
+    sae = SAE(tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"],
+              threshold=tensors.get("threshold"), **options)
+    sae.metadata = dict(cfg.get("metadata") or {})  # SAELens's record: model_name, context_size, ...
+    return sae
 
 
 def _options(cfg: dict, folder: Path) -> dict:

@@ -82,3 +82,57 @@ def _quiet_rank_error(err: UserError) -> None:
         torch.distributed.destroy_process_group()
     time.sleep(QUIET_RANK_WAIT_S)
     raise UserError(f"(rank {rank}) {err}") from None
+
+
+@app.command("sae-eval")
+def sae_eval_command(
+    sae: Path = typer.Argument(..., help="an SAELens SAE folder (cfg.json + sae_weights.safetensors)"),
+    corpus: str = CorpusArgument,
+    model: str = ModelOption,
+    max_tokens: int = typer.Option(65536, help="evaluate this many tokens (whole rows) of the corpus"),
+    context: Optional[int] = typer.Option(None, help="tokens per row (default: the SAE's context_size, else "
+                                          "1024 or the model's n_ctx if smaller)"),
+    batch_size: int = typer.Option(8, help="rows per forward pass"),
+    text_field: str = typer.Option("text", help="the text column of a .jsonl/.json/.parquet/saved corpus"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps"),
+) -> None:
+    """The SAE spliced into the model at its site over CORPUS: loss clean / spliced / zero- and mean-ablated,
+    the fraction of loss recovered, L0, explained variance, dead features (minineo.analysis.sae_metrics)."""
+    import itertools
+
+    from minineo import sae as saes
+    from minineo.analysis.sae_metrics import sae_metrics
+    from minineo.checkpoints.loading import load
+    from minineo.data.corpus import pack_rows, read_documents, require_datasets
+
+    check_positive(batch_size=batch_size, max_tokens=max_tokens)
+    json_file = output_path(json_path, "--json file") if json_path is not None else None
+    require_datasets()
+    m = load(model, device=device)
+    autoencoder = saes.load(sae, device=device)
+    if context is None:
+        context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
+    if not 2 <= context <= m.config.n_ctx:
+        raise UserError(f"--context {context} must be between 2 and the model's n_ctx={m.config.n_ctx}")
+    if max_tokens < context:
+        raise UserError(f"--max-tokens {max_tokens} is less than one row of --context {context}")
+    rows = list(itertools.islice(pack_rows(m, read_documents(corpus, text_field), context), max_tokens // context))
+    figures = sae_metrics(m, autoencoder, torch.stack(rows), batch_size=batch_size)
+    table = Table(title=f"{autoencoder} in {model} on {corpus}: {len(rows):,} rows of {context} tokens")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in (("loss, clean (nats per token)", f"{figures.clean_loss:.4f}"),
+                         ("loss, SAE spliced in", f"{figures.spliced_loss:.4f}"),
+                         ("loss, site zero-ablated", f"{figures.zero_ablated_loss:.4f}"),
+                         ("loss, site mean-ablated", f"{figures.mean_ablated_loss:.4f}"),
+                         ("loss recovered (vs zero ablation)", f"{figures.loss_recovered:.4f}"),
+                         ("L0 (active features per token)", f"{figures.l0:.2f}"),
+                         ("explained variance", f"{figures.explained_variance:.4f}"),
+                         ("dead features", f"{figures.dead_features:,} of {figures.d_sae:,}")):
+        table.add_row(label, value)
+    console.print(table)
+    if json_file is not None:
+        json_file.write_text(json.dumps({"sae": str(sae), "model": model, "corpus": str(corpus), "context": context,
+                                         **figures.to_dict()}, indent=2) + "\n")
+        console.print(f"wrote {json_file}")
