@@ -17,9 +17,9 @@ from minineo.record.sites import all_names
 __all__ = ["Cache", "Config", "Model", "Tokenizer", "all_names", "load"]
 __version__ = "0.1.0"
 
-# `minineo.corpus` and `minineo.harvest` stay valid attribute paths for the data modules (imported on first
+# `minineo.sae`, `minineo.corpus` and `minineo.harvest` stay valid attribute paths for the data modules (imported on first
 # use, so `import minineo` does not import the `datasets` machinery); `from minineo.data.harvest import ...`.
-_DATA_MODULES = {"corpus": "minineo.data.corpus", "harvest": "minineo.data.harvest"}
+_DATA_MODULES = {"corpus": "minineo.data.corpus", "harvest": "minineo.data.harvest", "sae": "minineo.sae"}
 
 
 def __getattr__(name: str):

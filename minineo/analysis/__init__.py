@@ -10,11 +10,12 @@ from minineo.analysis.ioi import IOIDataset, IOIResult, ioi_analysis, ioi_datase
 from minineo.analysis.lens import LogitLens, logit_lens
 from minineo.analysis.tuned_lens import TunedLens, apply_tuned_lens, lens_kl, train_tuned_lens
 from minineo.analysis.patching import activation_patching, attribution_patching
+from minineo.analysis.sae_metrics import SAEMetrics, sae_metrics
 
 __all__ = [
     "Attribution", "BackupHeads", "EmbeddingAutoencoding", "EmbeddingGeometry", "HeadScores", "IOIDataset",
     "IOIResult", "LogitLens", "ablate_heads", "activation_patching", "attribution_patching", "backup_heads", "direct_logit_attribution", "embedding_autoencoding",
     "embedding_geometry", "head_ablation_effects", "head_logit_attribution", "head_scores", "ioi_analysis",
     "ioi_dataset", "logit_lens", "repeated_tokens",
-    "TunedLens", "apply_tuned_lens", "lens_kl", "train_tuned_lens",
+    "TunedLens", "apply_tuned_lens", "lens_kl", "train_tuned_lens", "SAEMetrics", "sae_metrics",
 ]

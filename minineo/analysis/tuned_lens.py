@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from minineo.analysis.lens import LogitLens, summarise_lens
-from minineo.analysis.tuned_lens_files import read_lens, write_lens
+from minineo.analysis.tuned_lens_files import read_lens, write_lens, write_package_lens
 from minineo.record.cache import Cache
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -44,6 +44,17 @@ def model_identity(model: Model) -> dict:
     c = model.config
     return {"model": getattr(model, "source", None), "architecture": c.architecture, "n_layers": c.n_layers,
             "d_model": c.d_model, "d_vocab": c.d_vocab}
+
+
+def unembed_hash(model: Model) -> str:
+    """The tuned-lens package's fingerprint of the unembedding (its utils.tensor_hash of HF's lm_head weight
+    (d_vocab, d_model)): sha256 of numpy's one-decimal summary print of the matrix."""
+    import hashlib
+
+    import numpy as np
+
+    matrix = model.W_U.detach().T.to("cpu", torch.float32).numpy()  # (d_vocab, d_model), HF's lm_head layout
+    return hashlib.sha256(np.array_str(matrix, precision=1).encode()).hexdigest()
 
 
 class TunedLens(nn.Module):
@@ -116,12 +127,22 @@ class TunedLens(nn.Module):
 
     # ---- files (minineo.analysis.tuned_lens_files) ---------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write the folder `path` (lens.safetensors + lens.json); all or nothing, replacing an older lens there."""
+    def save(self, path: str | Path, format: str = "minineo") -> None:
+        """Write the folder `path`, all or nothing, replacing an older lens there.
+
+        format "minineo": lens.safetensors + lens.json. "tuned-lens": the tuned-lens package's config.json +
+        params.pt, which its `TunedLens.from_model_and_pretrained(model, path)` reads (checked with tuned-lens
+        0.2.0); its unembed_hash is the package's hash of this model's unembedding, so the package accepts it.
+        """
         tensors = {"weight": self.weight.detach().cpu().contiguous()}
         if self.bias is not None:
             tensors["bias"] = self.bias.detach().cpu().contiguous()
-        write_lens(Path(path), tensors, self.identity)
+        if format == "minineo":
+            write_lens(Path(path), tensors, self.identity)
+        elif format == "tuned-lens":
+            write_package_lens(Path(path), tensors, self.identity, unembed_hash(self.model))
+        else:
+            raise UserError(f"format={format!r} is not a lens format; give 'minineo' or 'tuned-lens'")
 
     @classmethod
     def load(cls, path: str | Path, model: Model) -> TunedLens:

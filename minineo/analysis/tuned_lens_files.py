@@ -30,28 +30,68 @@ PACKAGE_CONFIG, PACKAGE_PARAMS = "config.json", "params.pt"
 
 
 def check_output(path: str | Path) -> None:
-    """Refuse an output path that holds something other than a minineo lens (which would be replaced)."""
+    """Refuse an output path that holds something other than a lens folder (which would be replaced)."""
     path = Path(path)
-    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / META).is_file())):
-        raise UserError(f"{path} exists and is not a minineo tuned-lens folder; choose another output path")
+    is_lens = path.is_dir() and (not any(path.iterdir()) or (path / META).is_file()
+                                 or {p.name for p in path.iterdir()} <= {PACKAGE_CONFIG, PACKAGE_PARAMS})
+    if path.exists() and not is_lens:
+        raise UserError(f"{path} exists and is not a minineo tuned-lens folder (nor a tuned-lens package one); "
+                        "choose another output path")
 
 
 def write_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict) -> None:
-    """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
-    check_output(path)
+    """minineo's folder (lens.safetensors + lens.json), written whole or not at all."""
+    _refuse_non_finite(tensors, path)
+    meta = {"format": FORMAT, "version": VERSION, **identity, "bias": "bias" in tensors}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    _write_folder(path, write)
+
+
+def write_package_lens(path: Path, tensors: dict[str, torch.Tensor], identity: dict, unembed_hash: str | None) -> None:
+    """The tuned-lens package's folder (config.json + params.pt, as its TunedLens.save writes them), whole or not at all.
+
+    params.pt holds `{i}.weight` (d_model, d_model) and `{i}.bias` (d_model,) for each layer: the package's
+    translators always have a bias (its constructor zeroes one), so a lens without one is written with zeros.
+    """
+    _refuse_non_finite(tensors, path)
+    weight = tensors["weight"]
+    bias = tensors.get("bias", torch.zeros(weight.shape[:2], dtype=weight.dtype))
+    state = {}
+    for i in range(weight.shape[0]):
+        state[f"{i}.weight"], state[f"{i}.bias"] = weight[i].clone(), bias[i].clone()
+    config = {"base_model_name_or_path": identity.get("model") or "", "d_model": identity["d_model"],
+              "num_hidden_layers": identity["n_layers"], "bias": True, "base_model_revision": None,
+              "unembed_hash": unembed_hash, "lens_type": "linear_tuned_lens"}
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp / PACKAGE_PARAMS)
+        (tmp / PACKAGE_CONFIG).write_text(json.dumps(config))
+
+    _write_folder(path, write)
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
     bad = [name for name, tensor in tensors.items() if not bool(tensor.isfinite().all())]
     if bad:  # e.g. trained at lr=nan or diverged: such a lens would print KL nan, so it is never written
         raise UserError(f"the tuned lens's {' and '.join(bad)} hold NaN or inf (training diverged: lower the learning "
                         f"rate or check the corpus); nothing was written to {path}")
-    meta = {"format": FORMAT, "version": VERSION, **identity, "bias": "bias" in tensors}
+
+
+def _write_folder(path: Path, write) -> None:
+    """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = path.with_name(f".{path.name}.old")
     try:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        for file, mode in ((tmp, 0o755), (tmp / WEIGHTS, 0o644), (tmp / META, 0o644)):
-            file.chmod(mode)  # mkdtemp's private 0700 is for the temporary folder only
+        write(tmp)
+        tmp.chmod(0o755)  # mkdtemp's private 0700 is for the temporary folder only
+        for file in tmp.iterdir():
+            file.chmod(0o644)
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)

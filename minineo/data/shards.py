@@ -176,7 +176,12 @@ def _short(value) -> str:
 
 
 def load(out_dir: str | Path):
-    """The complete harvest in `out_dir` as one `datasets.Dataset` (memory-mapped; corpus order)."""
+    """The complete harvest in `out_dir` as one `datasets.Dataset` (memory-mapped; corpus order), formatted for torch.
+
+    Indexing gives tensors: `load(out)[0]["blocks.6.hook_resid_post"]` is a (context, d) tensor and
+    `load(out)[:8]` stacks rows to (8, context, d) (unformatted, datasets gives nested Python lists, ~10x
+    slower). `.with_format("numpy")` or `.with_format(None)` give the other views.
+    """
     from minineo.data.corpus import require_datasets
 
     datasets = require_datasets()
@@ -187,4 +192,4 @@ def load(out_dir: str | Path):
     if not manifest.get("complete"):
         raise UserError(f"the harvest in {folder.path} is not complete ({len(folder.completed())} shards so far); "
                         f"re-run the same `minineo harvest` command to finish it")
-    return datasets.load_from_disk(str(folder.path))
+    return datasets.load_from_disk(str(folder.path)).with_format("torch")

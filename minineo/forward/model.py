@@ -20,6 +20,7 @@ from minineo.record.cache import Cache
 from minineo.config import Config
 from minineo.errors import UserError
 from minineo.forward.kv_cache import KVCache
+from minineo.forward.loss import next_token_loss
 from minineo.record.recording import PatchValue, Recorder
 from minineo.checkpoints.tokens import TokenInput, as_token_batch, positions_from_mask, validate_mask, validate_positions
 
@@ -79,6 +80,28 @@ class Model(nn.Module):
         rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         return logits, self._cache(rec, lazy, helpers)
+
+    def loss(
+        self, tokens: TokenInput, *, attention_mask: torch.Tensor | None = None,
+        patch: dict[str, PatchValue] | None = None, per_token: bool = False,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy in nats: the mean over predicted positions of real tokens (a scalar).
+
+        Position j's logits predict token j + 1, as in HF's `model(input_ids, labels=input_ids).loss` and
+        TransformerLens's `return_type="loss"`; a prediction counts when the tokens at j and j + 1 are both
+        real (mask 1), so a left-padded row has the loss of the unpadded one, and a batch's loss is the mean
+        over all its counted predictions. `per_token=True`: (batch, pos - 1), 0 at uncounted positions.
+        `patch` as for `forward`; with nothing patched it runs on the fast path. See minineo.forward.loss.
+        """
+        tokens, attention_mask = self.token_batch(tokens, attention_mask)
+        if tokens.shape[1] < 2:
+            raise UserError(f"the loss needs at least 2 positions (a token and the next one to predict), got "
+                            f"{tokens.shape[1]}; give a longer sequence")
+        if attention_mask is not None and not bool((attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()).any()):
+            raise UserError("attention_mask leaves no two adjacent real tokens, so there is nothing to predict; "
+                            "check the mask (1 = real token, 0 = pad)")
+        logits = self(tokens, attention_mask=attention_mask, patch=patch)  # (batch, pos, d_vocab)
+        return next_token_loss(logits, tokens, attention_mask, per_token)
 
     def _recorder(
         self, keep: set[str], patch: dict[str, PatchValue], stored_anyway: frozenset[str] = frozenset(),
