@@ -7,10 +7,14 @@ patterns and mlp.pre are unchanged); float64, where the transform is exact to ro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import assert_close
 from hypothesis import given, settings
+from safetensors import safe_open
+from safetensors.torch import load_file
 from strategies import gpt2_shapes, neo_shapes
 
 import minineo
@@ -162,3 +166,33 @@ def test_processed_bfloat16_model_keeps_the_raw_layout_and_dtype():
     tokens = model.to_tokens("abcabc")
     ref = minineo.load().processed()(tokens).log_softmax(-1)
     assert (p(tokens).float().log_softmax(-1) - ref).abs().max() < 0.5  # bfloat16 round-off, not a wrong model
+
+
+# ---- TransformerLens 3.9's own processed parameters (tests/data/tl3_processing, written by the package) -------
+
+TL3 = Path(__file__).parent / "data" / "tl3_processing"
+
+
+def tl_named_parameters(model) -> dict[str, torch.Tensor]:
+    """minineo's parameters under TransformerLens's state-dict names."""
+    named = {"embed.W_E": model.W_E, "pos_embed.W_pos": model.W_pos, "unembed.W_U": model.W_U, "unembed.b_U": model.b_U}
+    for layer, block in enumerate(model.blocks):
+        for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+            named[f"blocks.{layer}.attn.{name}"] = getattr(block.attn, name)
+        for name in ("W_in", "b_in", "W_out", "b_out"):
+            named[f"blocks.{layer}.mlp.{name}"] = getattr(block.mlp, name)
+    return named
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_processed_parameters_equal_transformer_lens_3_9s_from_pretrained(arch):
+    expected = load_file(str(TL3 / arch / "expected.safetensors"))
+    with safe_open(str(TL3 / arch / "expected.safetensors"), "pt") as f:
+        assert f.metadata()["transformer_lens"].startswith("3.9")
+    model = minineo.load(TL3 / arch / "model").processed()
+    ours = tl_named_parameters(model)
+    theirs = {name for name in expected if name.startswith(("blocks.", "embed.", "pos_embed.", "unembed."))}
+    assert theirs == set(ours)  # TransformerLens's LNPre model has no LayerNorm parameters either
+    for name in sorted(theirs):
+        assert_close(ours[name], expected[name], name, atol=1e-6)
+    assert_close(model(expected["tokens"]), expected["logits"], "logits", atol=1e-6)
