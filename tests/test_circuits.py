@@ -39,6 +39,7 @@ def test_factored_matrix_norm_svd_and_products_equal_the_dense_ones():
     assert_close(S, torch.linalg.svdvals(dense)[..., :3], "singular values")
     assert_close(U.transpose(-2, -1) @ U, torch.eye(3, dtype=torch.float64).expand(2, 3, 3, 3), "U orthonormal")
     C = torch.randn(5, 4, dtype=torch.float64)
+    assert (f @ C.float()).B.dtype == torch.float64  # a float32 tensor joins the float64 factors
     assert_close((f @ C).AB, dense @ C, "f @ tensor")
     D = torch.randn(6, 7, dtype=torch.float64)
     assert_close((D @ f).AB, D @ dense, "tensor @ f")

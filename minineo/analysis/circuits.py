@@ -36,7 +36,8 @@ class FactoredMatrix:
     """The product A @ B kept as its factors: A (..., m, r), B (..., r, n); leading dimensions are a batch.
 
     Norms, singular values and eigenvalues come from (r x r)-sized work (QR of each factor, or B @ A),
-    never from the (m x n) product. `@` with a tensor or another FactoredMatrix stays factored.
+    never from the (m x n) product. `@` with a tensor or another FactoredMatrix stays factored (a tensor
+    is cast to the factors' dtype: the circuits below are float64).
     """
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor):
@@ -72,10 +73,10 @@ class FactoredMatrix:
             if self.A.shape[-1] <= other.A.shape[-1]:
                 return FactoredMatrix(self.A, (self.B @ other.A) @ other.B)
             return FactoredMatrix(self.A @ (self.B @ other.A), other.B)
-        return FactoredMatrix(self.A, self.B @ other)
+        return FactoredMatrix(self.A, self.B @ other.to(self.B.dtype))
 
     def __rmatmul__(self, other: torch.Tensor) -> FactoredMatrix:
-        return FactoredMatrix(other @ self.A, self.B)
+        return FactoredMatrix(other.to(self.A.dtype) @ self.A, self.B)
 
     def __getitem__(self, index) -> FactoredMatrix:
         """Index the batch dimensions: `ov[layer, head]` is one head's (d_model x d_model) circuit."""
