@@ -50,6 +50,8 @@ class Config:
     qkv_bias: bool = True  # GPT-Neo's q/k/v projections have no bias
     upcast_attn: bool = False  # compute q.k and softmax in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
     tie_unembed: bool = True  # W_U is W_E.T
+    ln_weights: bool = True  # LayerNorms have a weight w and bias b (False after fold_ln: TransformerLens's LNPre)
+    unembed_bias: bool = False  # the logits add b_U (d_vocab,): fold_ln creates it from ln_final's bias
     bos_token_id: int | None = None
     eos_token_id: int | None = None
 

@@ -3,6 +3,7 @@ none re-implements part of the forward pass. Each returns tensors or small datac
 
 from minineo.analysis.ablation import BackupHeads, ablate_heads, backup_heads, head_ablation_effects
 from minineo.analysis.attribution import Attribution, direct_logit_attribution, head_logit_attribution
+from minineo.analysis.circuits import FactoredMatrix, composition_scores, copying_scores, ov_circuit, qk_circuit
 from minineo.analysis.embeddings import (EmbeddingAutoencoding, EmbeddingGeometry, embedding_autoencoding,
                                          embedding_geometry)
 from minineo.analysis.heads import HeadScores, head_scores, repeated_tokens
@@ -18,4 +19,5 @@ __all__ = [
     "embedding_geometry", "head_ablation_effects", "head_logit_attribution", "head_scores", "ioi_analysis",
     "ioi_dataset", "logit_lens", "repeated_tokens",
     "TunedLens", "apply_tuned_lens", "lens_kl", "train_tuned_lens", "SAEMetrics", "sae_metrics",
+    "FactoredMatrix", "composition_scores", "copying_scores", "ov_circuit", "qk_circuit",
 ]

@@ -17,7 +17,7 @@ from minineo.forward.model import Model
 class Attribution:
     labels: list[str]  # "embed", "pos_embed", "L{l}H{h}", "L{l} b_O", "L{l} mlp"
     contributions: torch.Tensor  # (component, batch)
-    ln_bias_term: torch.Tensor  # (batch,): ln_final's bias onto the direction
+    ln_bias_term: torch.Tensor  # (batch,): ln_final's bias onto the direction, plus b_U's part (processed weights)
     logit: torch.Tensor  # (batch,): the true logit (difference)
 
     def per_head(self, n_layers: int, n_heads: int) -> torch.Tensor:
@@ -76,6 +76,8 @@ def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, ans
         labels.append(f"L{layer} mlp")
     true_logit = logits[rows, pos, answer] - (logits[rows, pos, wrong] if wrong is not None else 0)
     bias_term = (model.ln_final.b * direction).sum(-1)
+    if model.b_U is not None:  # the unembedding bias of processed weights (model.processed)
+        bias_term = bias_term + model.b_U[answer] - (model.b_U[wrong] if wrong is not None else 0)
     return Attribution(labels, torch.stack(parts), bias_term, true_logit)
 
 

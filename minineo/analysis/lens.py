@@ -28,7 +28,8 @@ def logit_lens(model: Model, tokens: torch.Tensor) -> LogitLens:
     with progress.task(f"logit lens: {model.config.n_layers + 1} residuals x {tokens.shape[1]} positions through W_U"):
         _, cache = model.run_with_cache(tokens[:1], names=lambda n: n.endswith(("resid_pre", "resid_post")))
         resid, labels = cache.accumulated_resid(apply_ln=True)  # each layer normalised with its own scale
-        logits = (resid[:, 0] @ model.W_U).float()  # (layer + 1, pos, d_vocab)
+        logits = resid[:, 0] @ model.W_U  # (layer + 1, pos, d_vocab)
+        logits = (logits if model.b_U is None else logits + model.b_U).float()  # b_U: processed weights only
     return summarise_lens(labels, logits, tokens[0])
 
 

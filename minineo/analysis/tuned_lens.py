@@ -97,7 +97,8 @@ class TunedLens(nn.Module):
         model = model if model is not None else self.model
         ln = model.ln_final
         h = F.layer_norm(resid.float(), resid.shape[-1:], ln.w.detach().float(), ln.b.detach().float(), ln.eps)
-        return h @ model.W_U.detach().float()
+        logits = h @ model.W_U.detach().float()
+        return logits if model.b_U is None else logits + model.b_U.detach().float()  # b_U: processed weights only
 
     def forward(self, cache: Cache, model: Model | None = None) -> torch.Tensor:
         """Lens logits (layer + 1, batch, pos, d_vocab) from a cache holding every resid_pre and the last

@@ -81,6 +81,37 @@ def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diver
     _save(fig, plt, path)
 
 
+def composition_heatmap(scores: torch.Tensor, path: Path, title: str, label: str) -> None:
+    """(layer, head, layer, head) scores as a sender (down) x receiver (across) heatmap of every head pair.
+
+    NaN cells (a receiver not in a later layer than its sender) are left blank; the colour bar says what
+    the colours measure.
+    """
+    plt = _pyplot()
+    n_layers, n_heads = scores.shape[:2]
+    n = n_layers * n_heads
+    values = scores.detach().double().cpu().reshape(n, n)
+    size = min(24.0, max(6.0, 0.22 * n + 3))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.88")  # pairs that are not scored: light grey
+    image = ax.imshow(values.numpy(), cmap=cmap, vmin=0, aspect="equal", interpolation="nearest")
+    if n <= 48:  # every head labelled
+        names = [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
+    else:  # one label per layer, at its first head
+        starts = [layer * n_heads for layer in range(n_layers)]
+        ax.set_xticks(starts, [f"L{layer}H0" for layer in range(n_layers)], rotation=90)
+        ax.set_yticks(starts, [f"L{layer}H0" for layer in range(n_layers)])
+    for boundary in range(1, n_layers):  # layer boundaries
+        ax.axhline(boundary * n_heads - 0.5, color="white", linewidth=0.5)
+        ax.axvline(boundary * n_heads - 0.5, color="white", linewidth=0.5)
+    ax.set(xlabel="receiver head (reads)", ylabel="sender head (writes)")
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    _title(fig, title)
+    _save(fig, plt, path)
+
+
 def lens_heatmap(result, words: list[str], path: Path, title: str) -> None:
     """Layer x position: log10(1 + rank) of the actual next token under the logit lens."""
     plt = _pyplot()

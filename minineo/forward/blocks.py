@@ -25,11 +25,18 @@ def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, d_model: int, eps: float):
+    """LayerNorm with weight `w` and bias `b` (d_model,), or, with `weights=False` (a model after fold_ln,
+    TransformerLens's LNPre), none: then `w` and `b` are constant ones and zeros, not parameters."""
+
+    def __init__(self, d_model: int, eps: float, weights: bool = True):
         super().__init__()
-        self.eps = eps
-        self.w = nn.Parameter(torch.ones(d_model))
-        self.b = nn.Parameter(torch.zeros(d_model))
+        self.eps, self.weights = eps, weights
+        if weights:
+            self.w = nn.Parameter(torch.ones(d_model))
+            self.b = nn.Parameter(torch.zeros(d_model))
+        else:  # not in the state dict; they keep analyses that read ln.w / ln.b working
+            self.register_buffer("w", torch.ones(d_model), persistent=False)
+            self.register_buffer("b", torch.zeros(d_model), persistent=False)
 
     def forward(self, x: torch.Tensor, rec: Recorder, prefix: str) -> torch.Tensor:
         scale_name, normalized_name = prefix + "scale", prefix + "normalized"
@@ -40,8 +47,10 @@ class LayerNorm(nn.Module):
             if patched or normalized_name in rec.keep:  # otherwise a Cache recomputes it from x and scale
                 normalized = rec(normalized_name, x_centred / scale)  # (batch, pos, d_model)
                 if patched:
-                    return normalized * self.w + self.b
+                    return normalized * self.w + self.b if self.weights else normalized
         # F.layer_norm is exactly what HF computes; the parts above are only the record.
+        if not self.weights:
+            return F.layer_norm(x, self.w.shape, None, None, self.eps)
         return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
 
 
@@ -134,9 +143,9 @@ class Block(nn.Module):
     def __init__(self, config: Config, layer: int):
         super().__init__()
         self.layer = layer
-        self.ln1 = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.ln1 = LayerNorm(config.d_model, config.layer_norm_eps, config.ln_weights)
         self.attn = Attention(config, layer)
-        self.ln2 = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.ln2 = LayerNorm(config.d_model, config.layer_norm_eps, config.ln_weights)
         self.mlp = MLP(config, layer)
 
     def forward(

@@ -15,7 +15,7 @@ from torch import nn
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.forward.attention import window_masks
-from minineo.forward.blocks import Block, LayerNorm
+from minineo.forward.blocks import Block, LayerNorm, affine
 from minineo.record.cache import Cache
 from minineo.config import Config
 from minineo.errors import UserError
@@ -39,8 +39,10 @@ class Model(nn.Module):
         self.W_E = nn.Parameter(torch.zeros(config.d_vocab, config.d_model))
         self.W_pos = nn.Parameter(torch.zeros(config.n_ctx, config.d_model))
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
-        self.ln_final = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.ln_final = LayerNorm(config.d_model, config.layer_norm_eps, config.ln_weights)
         self.W_U_untied = None if config.tie_unembed else nn.Parameter(torch.zeros(config.d_model, config.d_vocab))
+        # GPT-2 and GPT-Neo have no unembedding bias; fold_ln creates one (model.processed)
+        self.b_U = nn.Parameter(torch.zeros(config.d_vocab)) if config.unembed_bias else None
         self._compiled: Callable | None = None
         self._compiled_decode: Callable | None = None
 
@@ -210,7 +212,9 @@ class Model(nn.Module):
     def _unembed(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
         """ln_final then W_U: logits (..., d_vocab) from the final residual (..., d_model)."""
         x = rec("unembed.in", self.ln_final(x, rec, "ln_final."))  # (..., d_model)
-        return rec("logits", F.linear(x, self.W_E) if self.W_U_untied is None else x @ self.W_U_untied)
+        if self.W_U_untied is None:
+            return rec("logits", F.linear(x, self.W_E, self.b_U))
+        return rec("logits", x @ self.W_U_untied if self.b_U is None else affine(x, self.W_U_untied, self.b_U))
 
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
@@ -259,6 +263,20 @@ class Model(nn.Module):
         self._compiled_decode = torch.compile(self._decode_core, mode=mode, dynamic=False)
         return self
 
+    def processed(
+        self, *, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
+        fold_value_biases: bool = True,
+    ) -> Model:
+        """A new Model with TransformerLens's processed weights (its `from_pretrained` defaults); this one is unchanged.
+
+        log_softmax(logits) is the same (the logits themselves too with `center_unembed=False`); the
+        residual stream loses its mean over d_model. See minineo.forward.processing for the definitions.
+        """
+        from minineo.forward.processing import processed
+
+        return processed(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                         center_unembed=center_unembed, fold_value_biases=fold_value_biases)
+
     # ---- decoding with a key/value cache --------------------------------------------------------------
 
     def kv_cache(self, batch: int, max_len: int, static: bool | None = None) -> KVCache:
@@ -294,7 +312,9 @@ class Model(nn.Module):
         x = self._blocks(x, 0, Recorder(), masks, False, kv)
         x = self.ln_final(x[:, -1], Recorder(), "ln_final.")  # (batch, d_model): only the last position is unembedded
         if self.W_U_untied is not None:
-            return x @ self.W_U_untied  # (batch, d_vocab)
+            return x @ self.W_U_untied if self.b_U is None else torch.addmm(self.b_U, x, self.W_U_untied)  # (batch, d_vocab)
+        if self.b_U is not None:
+            return F.linear(x, self.W_E, self.b_U)
         # W_E (d_vocab, d_model) times x's columns: on CPU ~2x faster than F.linear(x, W_E) for the few rows
         # of a decode step (8 rows: 19 vs 42 ms at GPT-2 size; benchmarks/README.md), the same products.
         return torch.mm(self.W_E, x.T).T.contiguous()  # (batch, d_vocab)
