@@ -9,6 +9,7 @@ from minineo.cli import analysis  # noqa: F401  (embeddings, lens, heads, attrib
 from minineo.cli import harvest  # noqa: F401  (harvest)
 from minineo.cli import tuned_lens  # noqa: F401  (tune-lens)
 from minineo.cli import patch  # noqa: F401  (patch)
+from minineo.cli import path_patch  # noqa: F401  (path-patch)
 from minineo.cli.shared import app
 
 __all__ = ["app", "main"]
