@@ -11,6 +11,7 @@ from minineo.analysis.ioi import IOIDataset, IOIResult, ioi_analysis, ioi_datase
 from minineo.analysis.lens import LogitLens, logit_lens
 from minineo.analysis.tuned_lens import TunedLens, apply_tuned_lens, lens_kl, train_tuned_lens
 from minineo.analysis.patching import activation_patching, attribution_patching
+from minineo.analysis.path_patching import path_patching
 from minineo.analysis.sae_metrics import SAEMetrics, sae_metrics
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     "embedding_geometry", "head_ablation_effects", "head_logit_attribution", "head_scores", "ioi_analysis",
     "ioi_dataset", "logit_lens", "repeated_tokens",
     "TunedLens", "apply_tuned_lens", "lens_kl", "train_tuned_lens", "SAEMetrics", "sae_metrics",
-    "FactoredMatrix", "composition_scores", "copying_scores", "ov_circuit", "qk_circuit",
+    "FactoredMatrix", "composition_scores", "copying_scores", "ov_circuit", "qk_circuit", "path_patching",
 ]

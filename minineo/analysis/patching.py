@@ -156,6 +156,35 @@ def _read_positions(metric: Metric, logits: torch.Tensor) -> tuple[torch.Tensor,
     return read, float(value)
 
 
+def prefix_kv(model: Model, cache: Mapping, layer: int, start: int, repeat: int, n_pos: int):
+    """A key/value cache holding the first `start` positions of layers >= `layer` from `cache` (attn.k and attn.v,
+    each row repeated `repeat` times, variant-major), as in decoding; None when `start` is 0."""
+    if start == 0:
+        return None
+    batch = cache[f"blocks.{layer}.attn.k"].shape[0]
+    kv = model.kv_cache(batch * repeat, n_pos)
+    for later in range(layer, model.config.n_layers):
+        kv.keys[later][:, :start] = cache[f"blocks.{later}.attn.k"][:, :start].repeat(repeat, 1, 1, 1)
+        kv.values[later][:, :start] = cache[f"blocks.{later}.attn.v"][:, :start].repeat(repeat, 1, 1, 1)
+    kv.advance(start)
+    return kv
+
+
+def metric_per_variant(
+    metric: Metric, template: torch.Tensor, buffer: torch.Tensor, start: int, rows: torch.Tensor,
+    variant_logits: torch.Tensor, where: str,
+) -> list[float]:
+    """metric of `template` (batch, pos, d_vocab) with its positions >= start where `rows` (batch, pos - start) is
+    True replaced by each variant's logits (variants, selected, d_vocab); `buffer` is scratch of template's shape."""
+    buffer.copy_(template)
+    target = buffer[:, start:]
+    values = []
+    for logits in variant_logits:
+        target[rows] = logits
+        values.append(float(_scalar(metric(buffer), f"on patched logits ({where})")))
+    return values
+
+
 def _variants_patch(clean: torch.Tensor, site: str, cells, n_variants: int, start: int):
     """A patch function for a batch of variants (variant-major, then prompt) of the positions >= start."""
     pos_axis, head_axis = SITES[site]
@@ -221,23 +250,15 @@ def activation_patching(
                 chunk, todo = todo[:n_variants], todo[n_variants:]
                 n_variants = len(chunk)
                 x = corrupted[f"blocks.{layer}.resid_pre"][:, start:].repeat(n_variants, 1, 1)
-                kv = None
-                if start > 0:
-                    kv = model.kv_cache(x.shape[0], n_pos)  # the unchanged prefix's keys and values, as in decoding
-                    for later in range(layer, cfg.n_layers):
-                        kv.keys[later][:, :start] = corrupted[f"blocks.{later}.attn.k"][:, :start].repeat(n_variants, 1, 1, 1)
-                        kv.values[later][:, :start] = corrupted[f"blocks.{later}.attn.v"][:, :start].repeat(n_variants, 1, 1, 1)
-                    kv.advance(start)
+                kv = prefix_kv(model, corrupted, layer, start, n_variants, n_pos)
                 patch = _variants_patch(clean_value, site, [cells[i] for _, i in chunk], n_variants, start)
                 variant_logits = model.run_from(
                     layer, x, patch={name: patch}, attention_mask=None if mask is None else mask.repeat(n_variants, 1),
                     kv=kv, logits_at=rows.repeat(n_variants, 1),
                 ).view(n_variants, -1, cfg.d_vocab)  # (variants, rows, d_vocab)
-                buffer.copy_(template)
-                target = buffer[:, start:]
-                for v, (_, i) in enumerate(chunk):
-                    target[rows] = variant_logits[v]
-                    out[layer, i] = float(_scalar(metric(buffer), f"on patched logits (layer {layer})"))
+                values = metric_per_variant(metric, template, buffer, start, rows, variant_logits, f"layer {layer}")
+                for value, (_, i) in zip(values, chunk):
+                    out[layer, i] = value
                 advance(n_variants)
         return out
 

@@ -10,29 +10,11 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import plural, show, show_token, titled_table, token_texts
-from minineo.cli.shared import DeviceOption, ModelOption, app, check_options, console, load_or_exit, plot_path, working
+from minineo.cli.display import show, show_token, titled_table
+from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, check_options, console,
+                                load_or_exit, normalised_logit_diff, pair_labels, plot_path, prompt_pair, working)
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
-
-METRIC_NAME = "normalised logit difference\n(0 = corrupted, 1 = clean)"
-
-
-def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
-    """(common prefix ids, answer id, wrong id): the answers compared on their first differing token.
-
-    On a byte-level vocabulary " Mary" and " John" share the space: the prompt gets the space and the
-    metric compares "M" with "J".
-    """
-    tokenizer = m._require_tokenizer()
-    a, w = tokenizer.encode(answer), tokenizer.encode(wrong)
-    if not a or not w:
-        raise UserError(f"{answer if not a else wrong!r} encodes to no token; give a non-empty answer")
-    i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
-    if i is None:
-        raise UserError(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is a prefix of the "
-                        "other); give two answers that differ")
-    return a[:i], a[i], w[i]
 
 
 @app.command()
@@ -52,32 +34,14 @@ def patch(clean: str, corrupted: str,
     plot = plot_path(plot)  # a path that cannot be written is refused before any work
     m = load_or_exit(model, device)
     prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
-    clean_tokens, corrupted_tokens = m.to_tokens(clean), m.to_tokens(corrupted)
-    if clean_tokens.shape != corrupted_tokens.shape:
-        raise UserError(f"the clean and corrupted prompts must tokenize to the same length: clean has "
-                        f"{plural(clean_tokens.shape[1], 'token')}, corrupted has {corrupted_tokens.shape[1]}; "
-                        "change one of them (e.g. names of the same token length)")
-    extra = torch.tensor([prefix], dtype=torch.long, device=clean_tokens.device)
-    clean_tokens, corrupted_tokens = (torch.cat([t, extra], 1) for t in (clean_tokens, corrupted_tokens))
-
-    def logit_diff(logits: torch.Tensor) -> torch.Tensor:
-        return logits[0, -1, answer_id] - logits[0, -1, wrong_id]
-
+    clean_tokens, corrupted_tokens = prompt_pair(m, clean, corrupted, prefix)
     with torch.inference_mode(), working(f"patching {site} per {per}"):
         names = [f"blocks.{layer}.{check_site(site, per)}" for layer in range(m.config.n_layers)]
-        clean_logits, cache = m.run_with_cache(clean_tokens, names=names)
-        clean_ld, corrupted_ld = float(logit_diff(clean_logits)), float(logit_diff(m(corrupted_tokens)))
-        if abs(clean_ld - corrupted_ld) < 1e-6:
-            raise UserError(f"the logit difference {show(answer)} - {show(wrong)} is the same on both prompts "
-                            f"({clean_ld:+.4f}), so nothing can be recovered; choose prompts whose answers differ")
-
-        def metric(logits: torch.Tensor) -> torch.Tensor:
-            return (logit_diff(logits) - corrupted_ld) / (clean_ld - corrupted_ld)
-
+        metric, clean_ld, corrupted_ld = normalised_logit_diff(m, clean_tokens, corrupted_tokens, answer_id,
+                                                               wrong_id, answer, wrong)
+        _, cache = m.run_with_cache(clean_tokens, names=names)
         values = analysis.activation_patching(m, corrupted_tokens, cache, metric, site, per)
-    # tick labels: the clean token, and clean/corrupted where the prompts differ
-    words = [show(c) if c == k else f"{show(c)}/{show(k)}"
-             for c, k in zip(token_texts(m, clean_tokens[0]), token_texts(m, corrupted_tokens[0]))]
+    words = pair_labels(m, clean_tokens, corrupted_tokens)  # the clean token, clean/corrupted where they differ
     compared = f"{show_token(m, answer_id)} vs {show_token(m, wrong_id)}"
     console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
                   f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")

@@ -30,7 +30,7 @@ from rich.text import Text
 from minineo import progress
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
-from minineo.cli.display import plural, show_token
+from minineo.cli.display import plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
@@ -236,3 +236,63 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
     from minineo.cli.plots import SUFFIXES
 
     return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
+
+
+# ---- answers and prompt pairs: shared by `patch` and `path-patch` -------------------------------------
+
+METRIC_NAME = "normalised logit difference\n(0 = corrupted, 1 = clean)"
+
+
+def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
+    """(common prefix ids, answer id, wrong id): the answers compared on their first differing token.
+
+    On a byte-level vocabulary " Mary" and " John" share the space: the prompt gets the space and the
+    metric compares "M" with "J".
+    """
+    a, w = m.tokenizer.encode(answer), m.tokenizer.encode(wrong)
+    if not a or not w:
+        raise UserError(f"{answer if not a else wrong!r} encodes to no token; give a non-empty answer")
+    i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
+    if i is None:
+        raise UserError(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is a prefix of the "
+                        "other); give two answers that differ")
+    return a[:i], a[i], w[i]
+
+
+def prompt_pair(m, clean: str, corrupted: str, prefix: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both prompts' tokens (1, pos) with the answers' common prefix appended; a UserError unless they have
+    the same length (patching lines them up position by position)."""
+    clean_tokens, corrupted_tokens = m.to_tokens(clean), m.to_tokens(corrupted)
+    if clean_tokens.shape != corrupted_tokens.shape:
+        raise UserError(f"the clean and corrupted prompts must tokenize to the same length: clean has "
+                        f"{plural(clean_tokens.shape[1], 'token')}, corrupted has {corrupted_tokens.shape[1]}; "
+                        "change one of them (e.g. names of the same token length)")
+    extra = torch.tensor([prefix], dtype=torch.long, device=clean_tokens.device)
+    return torch.cat([clean_tokens, extra], 1), torch.cat([corrupted_tokens, extra], 1)
+
+
+def normalised_logit_diff(m, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, answer_id: int,
+                          wrong_id: int, answer: str, wrong: str) -> tuple[Callable, float, float]:
+    """(metric, clean logit diff, corrupted logit diff): the metric maps logits to (ld - corrupted) / (clean -
+    corrupted) of logit(answer) - logit(wrong) at the last position; a UserError when both runs agree."""
+
+    def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+        return logits[0, -1, answer_id] - logits[0, -1, wrong_id]
+
+    clean_ld, corrupted_ld = float(logit_diff(m(clean_tokens))), float(logit_diff(m(corrupted_tokens)))
+    if abs(clean_ld - corrupted_ld) < 1e-6:
+        raise UserError(f"the logit difference {show(answer)} - {show(wrong)} is the same on both prompts "
+                        f"({clean_ld:+.4f}), so nothing can be recovered; choose prompts whose answers differ")
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return (logit_diff(logits) - corrupted_ld) / (clean_ld - corrupted_ld)
+
+    return metric, clean_ld, corrupted_ld
+
+
+def pair_labels(m, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor) -> list[str]:
+    """Tick labels: the clean token, and clean/corrupted where the prompts differ."""
+    from minineo.cli.display import token_texts
+
+    return [show(c) if c == k else f"{show(c)}/{show(k)}"
+            for c, k in zip(token_texts(m, clean_tokens[0]), token_texts(m, corrupted_tokens[0]))]

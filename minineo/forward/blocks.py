@@ -14,7 +14,9 @@ from minineo.forward.attention import attend_explicit, attend_fused
 from minineo.config import Config
 from minineo.forward.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS, centred
 from minineo.forward.kv_cache import KVCache
+from minineo.errors import UserError
 from minineo.record.recording import Recorder
+from minineo.record.sites import HEAD_INPUTS
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -100,12 +102,20 @@ class Attention(nn.Module):
         return self._bias_view(2)
 
     def forward(
-        self, x: torch.Tensor, rec: Recorder, mask: torch.Tensor | None, explicit: bool, kv: KVCache | None = None
+        self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor], rec: Recorder,
+        mask: torch.Tensor | None, explicit: bool, kv: KVCache | None = None,
     ) -> torch.Tensor:
-        batch, pos, _ = x.shape
+        """x: ln1's output (batch, pos, d_model), or per head (query's, key's, value's) inputs after each head's
+        own ln1, each (batch, pos, head, d_model). Returns attn_out (batch, pos, d_model)."""
         cfg, p = self.config, f"blocks.{self.layer}.attn."
-        qkv = affine(x, self.W_QKV, self.b_QKV).view(batch, pos, 3, cfg.n_heads, cfg.d_head)
-        q, k, v = (rec(p + name, t) for name, t in zip("qkv", qkv.unbind(2)))  # each (batch, pos, head, d_head)
+        if isinstance(x, tuple):  # per-head inputs: head h's query is x_q[:, :, h] @ W_Q[h] + b_Q[h]
+            batch, pos = x[0].shape[:2]
+            parts = [torch.einsum("bphm,hme->bphe", x_h, W) + b
+                     for x_h, W, b in zip(x, (self.W_Q, self.W_K, self.W_V), (self.b_Q, self.b_K, self.b_V))]
+        else:
+            batch, pos, _ = x.shape
+            parts = affine(x, self.W_QKV, self.b_QKV).view(batch, pos, 3, cfg.n_heads, cfg.d_head).unbind(2)
+        q, k, v = (rec(p + name, t) for name, t in zip("qkv", parts))  # each (batch, pos, head, d_head)
         if kv is not None:
             k, v = kv.update(self.layer, k, v)  # (batch, past + pos, head, d_head)
         scale, upcast = cfg.attn_scales[self.layer], cfg.upcast_attn
@@ -153,7 +163,40 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         p = f"blocks.{self.layer}."
         resid_pre = rec(p + "resid_pre", x)
-        attn_out = rec(p + "attn_out", self.attn(self.ln1(resid_pre, rec, p + "ln1."), rec, mask, explicit, kv))
+        if any(rec.wants(p + site) for site in HEAD_INPUTS):
+            attn_out = self.attn(self._head_inputs(resid_pre, rec, p), rec, mask, explicit, kv)
+        elif rec.fixed(p + "attn_out") and kv is None and not rec.wants_any((p + "attn.", p + "ln1.")):
+            # attn_out is replaced by a tensor and nothing inside attention is asked for: skip computing it
+            # (path patching freezes heads this way). resid_pre stands in only for the patch's shape check.
+            attn_out = resid_pre
+        else:
+            attn_out = self.attn(self.ln1(resid_pre, rec, p + "ln1."), rec, mask, explicit, kv)
+        attn_out = rec(p + "attn_out", attn_out)
         resid_mid = rec(p + "resid_mid", resid_pre + attn_out)
-        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(resid_mid, rec, p + "ln2."), rec, explicit))
+        mlp_in = rec(p + "mlp_in", resid_mid)  # a patch here changes the MLP's input, not resid_mid's flow
+        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
         return rec(p + "resid_post", resid_mid + mlp_out)
+
+    def _head_inputs(self, resid_pre: torch.Tensor, rec: Recorder, p: str) -> tuple[torch.Tensor, ...]:
+        """Each head's query, key and value inputs after its own ln1: 3 x (batch, pos, head, d_model).
+
+        attn_in is resid_pre repeated per head; q_input, k_input and v_input read attn_in (TransformerLens's
+        split-input hooks). ln1's own sites still describe ln1 of resid_pre.
+        """
+        if p + "ln1.scale" in rec.patch or p + "ln1.normalized" in rec.patch:
+            raise UserError(f"{p}ln1 is patched together with a per-head input site of the same layer "
+                            f"({', '.join(p + s for s in HEAD_INPUTS)}); each head then has its own LayerNorm, so "
+                            "patch either ln1's sites or the per-head inputs, not both")
+        if rec.wants(p + "ln1.scale") or rec.wants(p + "ln1.normalized"):
+            self.ln1(resid_pre, rec, p + "ln1.")  # the record of ln1 on resid_pre; the heads normalise their own
+        batch, pos, d_model = resid_pre.shape
+        n_heads = self.attn.config.n_heads
+        # a copy, not an expanded view, so that patch functions may write into it
+        attn_in = rec(p + "attn_in", resid_pre[:, :, None].expand(batch, pos, n_heads, d_model).clone())
+        normalized: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, its LayerNorm): shared inputs once
+        for site in ("q_input", "k_input", "v_input"):
+            x = rec(p + site, attn_in)  # (batch, pos, head, d_model)
+            done = next((n for i, n in normalized if i is x), None)
+            normalized.append((x, done if done is not None else F.layer_norm(
+                x, (d_model,), self.ln1.w, self.ln1.b, self.ln1.eps)))
+        return tuple(n for _, n in normalized)

@@ -219,7 +219,7 @@ class Model(nn.Module):
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
         names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
-        kv: KVCache | None = None, logits_at: torch.Tensor | None = None,
+        kv: KVCache | None = None, logits_at: torch.Tensor | None = None, stop_at_layer: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Cache]:
         """Continue the forward pass at block `layer` from `resid_pre` (batch, pos, d_model).
 
@@ -228,13 +228,17 @@ class Model(nn.Module):
         or (logits, Cache) when `names` is given (True: every site from `layer` on). `attention_mask`
         (batch, past + pos) as for `forward`; `kv` holds keys/values of earlier positions (then resid_pre
         holds only the later positions, as in generation). `logits_at`, a (batch, pos) bool mask, unembeds
-        only those positions: logits (selected, d_vocab) in row-major order.
+        only those positions: logits (selected, d_vocab) in row-major order. `stop_at_layer` (as for `forward`,
+        after `layer`) runs blocks layer..stop_at_layer-1 and returns that residual instead of logits.
         """
         if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
             raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
         if resid_pre.ndim != 3 or resid_pre.shape[-1] != self.config.d_model:
             raise UserError(f"run_from: resid_pre must have shape (batch, pos, {self.config.d_model}), "
                             f"got {tuple(resid_pre.shape)}; pass a cached blocks.{layer}.resid_pre")
+        stop = self._stop_layer(stop_at_layer)
+        if stop is not None and stop <= layer:
+            raise UserError(f"run_from: stop_at_layer={stop_at_layer} is not after the start layer {layer}")
         batch, pos, _ = resid_pre.shape
         past = kv.length if kv is not None else 0
         if attention_mask is not None:
@@ -245,8 +249,8 @@ class Model(nn.Module):
         final = frozenset({"ln_final.normalized"}) if logits_at is not None else frozenset()
         rec, lazy, helpers = self._recorder(keep, self._resolve_patch(patch), final)
         masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
-        x = self._blocks(resid_pre, layer, rec, masks, explicit, kv)  # (batch, pos, d_model)
-        logits = self._unembed(x if logits_at is None else x[logits_at], rec)
+        x = self._blocks(resid_pre, layer, rec, masks, explicit, kv, stop)  # (batch, pos, d_model)
+        logits = x if stop is not None else self._unembed(x if logits_at is None else x[logits_at], rec)
         if kv is not None:
             kv.advance(pos)
         return (logits, self._cache(rec, lazy, helpers)) if record else logits

@@ -18,6 +18,7 @@ import torch
 from minineo.forward.attention import attention_pattern, attention_scores
 from minineo.config import Config
 from minineo.forward.functional import ACTIVATION_FUNCTIONS, centred
+from minineo.record.sites import HEAD_INPUTS
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,14 @@ BLOCK_RULES = {
     "attn.scores": Rule(("attn.q", "attn.k"), ("attn.scores",)),
     "attn.pattern": Rule(("attn.q", "attn.k"), ("attn.scores", "attn.pattern")),
     "resid_mid": Rule(("resid_pre", "attn_out"), ("resid_mid",)),
-    "ln2.normalized": Rule(("resid_mid", "ln2.scale"), ("ln2.normalized",)),
+    "mlp_in": Rule(("resid_pre", "attn_out"), ("resid_mid", "mlp_in")),  # resid_mid, as ln2 reads it
+    "ln2.normalized": Rule(("resid_mid", "ln2.scale"), ("ln2.normalized", "mlp_in")),
     "mlp.post": Rule(("mlp.pre",), ("mlp.post",), forward_exact=True),  # HF's GELU formula, not the fused kernel
+    # each head's input is resid_pre, repeated along a head axis (a view: no memory); q/k/v read attn_in
+    "attn_in": Rule(("resid_pre",), ("attn_in",)),
+    "q_input": Rule(("resid_pre",), ("attn_in", "q_input")),
+    "k_input": Rule(("resid_pre",), ("attn_in", "k_input")),
+    "v_input": Rule(("resid_pre",), ("attn_in", "v_input")),
 }
 
 
@@ -93,9 +100,12 @@ def recompute(
     if site.endswith("normalized"):
         x, scale = values  # (batch, pos, d_model), (batch, pos, 1)
         return centred(x) / scale
-    if site == "resid_mid":
+    if site in ("resid_mid", "mlp_in"):
         resid_pre, attn_out = values
         return resid_pre + attn_out
+    if site in HEAD_INPUTS:
+        (resid_pre,) = values  # (batch, pos, d_model)
+        return resid_pre[:, :, None].expand(-1, -1, config.n_heads, -1)  # (batch, pos, head, d_model)
     if site == "mlp.post":
         return ACTIVATION_FUNCTIONS[config.act_fn](values[0])
     layer = int(name.split(".")[1])

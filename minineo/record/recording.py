@@ -35,6 +35,14 @@ class Recorder:
         """True when the site must be materialised (recorded or patched)."""
         return name in self.keep or name in self.patch or name in self.exact
 
+    def fixed(self, name: str) -> bool:
+        """True when the site is patched with a tensor: whatever the forward computes for it is discarded."""
+        return isinstance(self.patch.get(name), torch.Tensor)
+
+    def wants_any(self, prefixes: tuple[str, ...]) -> bool:
+        """True when some site whose name starts with one of `prefixes` must be materialised."""
+        return any(name.startswith(prefixes) for names in (self.keep, self.patch, self.exact) for name in names)
+
     @property
     def idle(self) -> bool:
         return not self.keep and not self.patch

@@ -22,6 +22,11 @@ GLOBAL_SITES = {
 }
 BLOCK_SITES = {
     "resid_pre": ("batch", "pos", "d_model"),
+    # each head's own copy of resid_pre, before ln1 (TransformerLens's use_attn_in / use_split_qkv_input)
+    "attn_in": ("batch", "pos", "head", "d_model"),
+    "q_input": ("batch", "pos", "head", "d_model"),  # what each head's query reads (from attn_in)
+    "k_input": ("batch", "pos", "head", "d_model"),
+    "v_input": ("batch", "pos", "head", "d_model"),
     "ln1.scale": ("batch", "pos", "1"),
     "ln1.normalized": ("batch", "pos", "d_model"),
     "attn.q": ("batch", "pos", "head", "d_head"),
@@ -33,6 +38,7 @@ BLOCK_SITES = {
     "attn.result": ("batch", "pos", "head", "d_model"),
     "attn_out": ("batch", "pos", "d_model"),
     "resid_mid": ("batch", "pos", "d_model"),
+    "mlp_in": ("batch", "pos", "d_model"),  # the MLP's input before ln2 (use_hook_mlp_in): does not flow on
     "ln2.scale": ("batch", "pos", "1"),
     "ln2.normalized": ("batch", "pos", "d_model"),
     "mlp.pre": ("batch", "pos", "d_mlp"),
@@ -40,8 +46,10 @@ BLOCK_SITES = {
     "mlp_out": ("batch", "pos", "d_model"),
     "resid_post": ("batch", "pos", "d_model"),
 }
-# Sites left out of a full run_with_cache unless named: each head's d_model-wide write is memory-hungry.
-ON_REQUEST = {"attn.result"}
+# Sites left out of a full run_with_cache unless named: each head's d_model-wide write is memory-hungry, and
+# the input sites are TransformerLens's optional hooks (off by default there too; computed on access here).
+ON_REQUEST = {"attn.result", "attn_in", "q_input", "k_input", "v_input", "mlp_in"}
+HEAD_INPUTS = ("attn_in", "q_input", "k_input", "v_input")  # per-head input sites, in forward order
 
 _ALIASES = {"attn.attn_scores": "attn.scores"}
 _GLOBAL_ALIASES = {"unembed.out": "logits"}  # TransformerLens's unembed.hook_out

@@ -1,0 +1,71 @@
+"""`minineo path-patch`: path patching (Wang et al. 2022) from every head to the logits or to heads' inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from minineo import analysis
+from minineo.cli import plots
+from minineo.cli.display import show, show_token, titled_table
+from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
+                                normalised_logit_diff, plot_path, prompt_pair)
+from minineo.errors import UserError
+
+
+def parse_receivers(text: str) -> str | list[tuple[int, int, str]]:
+    """'logits', or 'L.H:q,L.H:k,...' -> [(L, H, 'q'), ...] (checked against the model by path_patching)."""
+    if text.strip() == "logits":
+        return "logits"
+    out = []
+    for item in text.split(","):
+        head, _, kind = item.strip().partition(":")
+        layer, dot, number = head.partition(".")
+        if not (dot and layer.isdigit() and number.isdigit() and kind):
+            raise UserError(f"--receivers {text!r}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
+                            "comma-separated list such as 1.2:q,1.0:k (INPUT is q, k or v)")
+        out.append((int(layer), int(number), kind))
+    return out
+
+
+@app.command("path-patch")
+def path_patch(clean: str, corrupted: str,
+               answer: str = typer.Option(..., help="the clean prompt's answer, e.g. ' Mary'"),
+               wrong: str = typer.Option(..., help="the corrupted prompt's answer, e.g. ' John'"),
+               receivers: str = typer.Option("logits", help="'logits', or heads' inputs LAYER.HEAD:q|k|v, "
+                                                             "comma-separated, e.g. 1.2:q,1.0:q"),
+               top: int = 10, model: str = ModelOption,
+               plot: Optional[Path] = typer.Option(None, "--plot", help="write a (layer, head) heatmap to this path"),
+               device: str = DeviceOption) -> None:
+    """Path patching: in a run on CLEAN, one sender head at a time takes its output from CORRUPTED while every
+    other head is frozen at its clean output; the receivers read the result. Reports the normalised logit
+    difference of ANSWER over WRONG (1 = the clean run: no effect; 0 = the corrupted run)."""
+    plot = plot_path(plot)  # a path that cannot be written is refused before any work
+    wanted = parse_receivers(receivers)
+    m = load_or_exit(model, device)
+    prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
+    clean_tokens, corrupted_tokens = prompt_pair(m, clean, corrupted, prefix)
+    with torch.inference_mode():
+        metric, clean_ld, corrupted_ld = normalised_logit_diff(m, clean_tokens, corrupted_tokens, answer_id,
+                                                               wrong_id, answer, wrong)
+        grid = analysis.path_patching(m, clean_tokens, corrupted_tokens, metric, "heads", wanted)  # (layer, head)
+    compared = f"{show_token(m, answer_id)} vs {show_token(m, wrong_id)}"
+    target = "the logits" if wanted == "logits" else ", ".join(f"{l}.{h}:{k}" for l, h, k in wanted)
+    console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
+                  f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
+    table = titled_table(f"path patching, every head -> {target} (largest effects)")  # no "x:" + ":": an emoji code
+    for column in ("layer", "head", "normalised logit diff", "change"):
+        table.add_column(column, justify="right")
+    change = grid - 1.0  # the clean run is 1
+    for index in change.flatten().abs().argsort(descending=True)[:top].tolist():
+        layer, head = divmod(index, m.config.n_heads)
+        table.add_row(str(layer), f"H{head}", f"{grid[layer, head]:+.3f}", f"{change[layer, head]:+.3f}")
+    console.print(table)
+    if plot:
+        plots.patching_heatmap(change, plot, f"{model}: path patching every head -> {target}",
+                               [f"H{h}" for h in range(m.config.n_heads)],
+                               "change in normalised logit difference\n(0 = no effect, -1 = the corrupted run)", "head")
+        console.print(f"wrote {plot}")
