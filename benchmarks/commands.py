@@ -30,6 +30,8 @@ def commands(model: str) -> dict[str, list[str]]:
     m = ["--model", model]
     return {
         "load": ["-c", f"import minineo; minineo.load({model!r})"],
+        "run": ["run", PROMPT, *m],
+        "cache": ["cache", PROMPT, *m],
         "embeddings": ["embeddings", *m],
         "lens": ["lens", PROMPT, *m],
         "heads": ["heads", *m],
