@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import minineo
 from minineo.errors import UserError
@@ -135,6 +134,29 @@ def test_mlp_in_changes_the_mlps_input_but_not_resid_mids_flow(hf_pair, arch):
     centred = X - X.mean(-1, keepdim=True)
     want_ln = centred / (centred.pow(2).mean(-1, keepdim=True) + model.blocks[layer].ln2.eps).sqrt()
     assert (with_ln[f"blocks.{layer}.ln2.normalized"] - want_ln).abs().max() < 1e-5
+
+
+def test_a_patch_function_writing_in_place_reaches_only_its_own_site(hf_pair):
+    """q_input, k_input, v_input share attn_in and mlp_in is resid_mid: an in-place write must stay local."""
+    model, tokens, _ = model_and_tokens(hf_pair, "gpt_neo")
+    X = torch.randn(2, 7, model.config.d_model, generator=torch.Generator().manual_seed(6))
+
+    def in_place(x):  # head 1's input (batch, pos, head, d_model), or position 1 of the MLP's (batch, pos, d_model)
+        if x.ndim == 4:
+            x[:, :, 1] = X
+        else:
+            x[:, 1] = X[:, 1]
+        return x
+
+    def clone_first(x):
+        return in_place(x.clone())
+
+    for site, names in (("blocks.1.q_input", ["blocks.1.attn.k", "blocks.1.attn.v"]),
+                        ("blocks.0.mlp_in", ["blocks.0.resid_mid", "blocks.0.resid_post"])):
+        got = model.run_with_cache(tokens, names=names, patch={site: in_place})[1]
+        want = model.run_with_cache(tokens, names=names, patch={site: clone_first})[1]
+        for name in names:
+            assert torch.equal(got[name], want[name]), (site, name)
 
 
 def test_lazy_q_input_follows_a_patched_attn_in(hf_pair):

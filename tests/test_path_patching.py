@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import minineo
 from minineo.analysis import path_patching
 from minineo.errors import UserError
 

@@ -1,18 +1,21 @@
 """Indirect-object identification: prompts from templates and names (with the ABC counterfactual), the
-IO - S logit difference, and per-head direct attribution and mean-ablation effects on it."""
+IO - S logit difference, and per-head direct attribution, mean-ablation and path-patching effects on it."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo.analysis.path_patching import path_patching
 from minineo import progress
 from minineo.errors import UserError
 from minineo.forward.model import Model
+
+Head = tuple[int, int]
 
 TEMPLATES = [
     "When {A} and {B} went to the {place}, {S} gave {obj} to",
@@ -28,7 +31,7 @@ OBJECTS = ["a drink", "a book", "the keys", "a letter", "an apple", "the ball", 
 @dataclass
 class IOIDataset:
     prompts: list[str]  # "When Mary and John went to the store, John gave a drink to"
-    abc_prompts: list[str]  # the same with the subject's second mention replaced by a third name
+    abc_prompts: list[str]  # the same with the subject's second mention replaced by a third name of its token length
     io_names: list[str]
     s_names: list[str]
     tokens: torch.Tensor  # (batch, pos), left-padded
@@ -48,12 +51,21 @@ def ioi_dataset(model: Model, n: int = 32, seed: int = 0, templates: list[str] =
     space_in_prompt = tokenizer.encode(" " + names[0])[0] == tokenizer.encode(" " + names[1])[0]
     sep = "" if space_in_prompt else " "
     first_token = {name: tokenizer.encode(sep + name)[0] for name in names}
+    length = {name: len(tokenizer.encode(sep + name)) for name in names}
     if len(set(first_token.values())) < 3:
         raise UserError("IOI needs at least 3 names whose first tokens differ")
+
+    def usable(io: str, s: str, c: str) -> bool:
+        # the metric compares first tokens; the ABC prompt lines up with its prompt token by token (path patching)
+        return len({first_token[io], first_token[s], first_token[c]}) == 3 and length[c] == length[s]
+
+    if not any(usable(io, s, c) for io in names for s in names for c in names if len({io, s, c}) == 3):
+        raise UserError("IOI needs three names with distinct first tokens, two of them of the same token length "
+                        "(the ABC prompt's third name replaces the subject token for token); add such names")
     prompts, abc, ios, ss = [], [], [], []
     for i in range(n):
         io, s, c = rng.sample(names, 3)
-        while len({first_token[io], first_token[s], first_token[c]}) < 3:  # the metric compares first tokens
+        while not usable(io, s, c):
             io, s, c = rng.sample(names, 3)
         template, place, obj = rng.choice(templates), rng.choice(PLACES), rng.choice(OBJECTS)
         first, second = (io, s) if abba_only or i % 2 == 0 else (s, io)
@@ -85,9 +97,24 @@ class IOIResult:
     accuracy: float  # share of prompts with IO above S
     head_dla: torch.Tensor  # (layer, head) direct effect on IO - S
     head_ablation: torch.Tensor  # (layer, head) change in logit difference when the head is mean-ablated (ABC mean)
+    name_movers: list[Head] = field(default_factory=list)  # the heads with the largest DLA (path receivers)
+    head_path_logits: torch.Tensor | None = None  # (layer, head) change in IO - S: path patching head -> logits (ABC)
+    head_path_name_movers: torch.Tensor | None = None  # (layer, head) the same, head -> the name movers' queries
+    ablation_run: bool = True  # False: head_ablation is zeros, not computed
+
+    def head_columns(self) -> dict[str, torch.Tensor]:
+        """The per-head (layer, head) results that were computed, by column title (the `ioi` table and plot)."""
+        movers = ", ".join(f"{layer}.{head}" for layer, head in self.name_movers)
+        columns = {"DLA on IO-S": self.head_dla, "ablation effect": self.head_ablation if self.ablation_run else None,
+                   "path -> logits": self.head_path_logits, f"path -> {movers} queries": self.head_path_name_movers}
+        return {title: value for title, value in columns.items() if value is not None}
 
 
-def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True) -> IOIResult:
+def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True, paths: bool = True,
+                 n_name_movers: int = 3) -> IOIResult:
+    """Logit difference, per-head DLA, and optionally mean-ablation effects (`ablation`) and path-patching
+    effects (`paths`: each head's path to the logits and to the queries of the `n_name_movers` heads with the
+    largest DLA -- the IOI paper's S-inhibition step -- with the ABC prompts as the corrupted input)."""
     with progress.task(f"IOI: {len(data.prompts)} prompts and their ABC counterparts, per-head DLA"):
         logits, cache = model.run_with_cache(data.tokens, names=dla_sites, attention_mask=data.attention_mask)
         abc_logits = model(data.abc_tokens, attention_mask=data.abc_attention_mask)
@@ -99,5 +126,18 @@ def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True) -> IOIRe
         effects = head_ablation_effects(model, data.tokens, lambda lg: logit_diff(lg, data), "mean",
                                         attention_mask=data.attention_mask, reference_tokens=data.abc_tokens,
                                         reference_mask=data.abc_attention_mask)
-    return IOIResult(float(diffs.mean()), float(logit_diff(abc_logits, data)), float((diffs > 0).float().mean()),
-                     dla, effects)
+    result = IOIResult(float(diffs.mean()), float(logit_diff(abc_logits, data)), float((diffs > 0).float().mean()),
+                       dla, effects, ablation_run=ablation)
+    if paths:
+        n_heads = model.config.n_heads
+        order = dla.flatten().argsort(descending=True)[:max(1, n_name_movers)].tolist()
+        result.name_movers = [divmod(int(i), n_heads) for i in order]
+        receivers = [(layer, head, "q") for layer, head in result.name_movers]
+        metric = lambda lg: logit_diff(lg, data)  # noqa: E731
+        clean = float(metric(logits))
+        with progress.task("IOI: path patching every head to the logits and to the name movers' queries"):
+            for name, target in (("head_path_logits", "logits"), ("head_path_name_movers", receivers)):
+                values = path_patching(model, data.tokens, data.abc_tokens, metric, "heads", target,
+                                       attention_mask=data.attention_mask)
+                setattr(result, name, (values - clean).to(dla))
+    return result

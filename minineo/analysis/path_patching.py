@@ -33,7 +33,6 @@ The tests compare it with a brute-force loop built only from `model(tokens, patc
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
 
 import torch
 

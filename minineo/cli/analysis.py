@@ -308,20 +308,24 @@ def ioi(model: str = ModelOption,
                                       "(the per-head ablation's time grows with it)"),
         seed: int = 0, top: int = 10,
         ablation: bool = typer.Option(True, help="also mean-ablate every head (slower)"),
+        paths: bool = typer.Option(True, help="also path-patch every head to the logits and to the name movers' "
+                                               "queries (ABC prompts as the corrupted input)"),
         plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
-    """Indirect-object identification: logit difference, per-head DLA and mean-ablation effects."""
+    """Indirect-object identification: logit difference, per-head DLA, mean-ablation and path-patching effects."""
     check_options(n=(n, ">= 1"), seed=(seed, ">= 0"), top=(top, ">= 1"))
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     data = analysis.ioi_dataset(m, n, seed)
     with torch.inference_mode():
-        result = analysis.ioi_analysis(m, data, ablation=ablation)
+        result = analysis.ioi_analysis(m, data, ablation=ablation, paths=paths)
     console.print(f"e.g. {data.prompts[0]!r} -> IO {data.io_names[0]!r}, S {data.s_names[0]!r}")
     console.print(f"logit(IO) - logit(S): {result.logit_diff:+.3f} (accuracy {result.accuracy:.0%}); "
                   f"on ABC prompts {result.abc_logit_diff:+.3f}")
-    scores = {"DLA on IO-S": result.head_dla}
-    if ablation:
-        scores["ablation effect"] = result.head_ablation
+    scores = result.head_columns()
+    if paths:
+        movers = ", ".join(f"L{layer}H{head}" for layer, head in result.name_movers)
+        console.print(f"name movers (largest DLA; their queries are the path receivers): {movers}; path and ablation "
+                      "columns are changes in the logit difference")
     console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
     if plot:
         plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,

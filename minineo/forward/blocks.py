@@ -173,7 +173,8 @@ class Block(nn.Module):
             attn_out = self.attn(self.ln1(resid_pre, rec, p + "ln1."), rec, mask, explicit, kv)
         attn_out = rec(p + "attn_out", attn_out)
         resid_mid = rec(p + "resid_mid", resid_pre + attn_out)
-        mlp_in = rec(p + "mlp_in", resid_mid)  # a patch here changes the MLP's input, not resid_mid's flow
+        # a patch here changes the MLP's input, not resid_mid's flow (a patch function gets a copy to write into)
+        mlp_in = rec(p + "mlp_in", resid_mid.clone() if callable(rec.patch.get(p + "mlp_in")) else resid_mid)
         mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
         return rec(p + "resid_post", resid_mid + mlp_out)
 
@@ -195,7 +196,8 @@ class Block(nn.Module):
         attn_in = rec(p + "attn_in", resid_pre[:, :, None].expand(batch, pos, n_heads, d_model).clone())
         normalized: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, its LayerNorm): shared inputs once
         for site in ("q_input", "k_input", "v_input"):
-            x = rec(p + site, attn_in)  # (batch, pos, head, d_model)
+            # each patch function gets its own copy: writing into it must not reach the other inputs
+            x = rec(p + site, attn_in.clone() if callable(rec.patch.get(p + site)) else attn_in)  # (batch, pos, head, d_model)
             done = next((n for i, n in normalized if i is x), None)
             normalized.append((x, done if done is not None else F.layer_norm(
                 x, (d_model,), self.ln1.w, self.ln1.b, self.ln1.eps)))
