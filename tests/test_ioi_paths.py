@@ -42,3 +42,20 @@ def test_ioi_path_effects_equal_brute_force_path_patching():
     columns = result.head_columns()
     assert list(columns)[:2] == ["DLA on IO-S", "path -> logits"]  # ablation was not run: no column
     assert all(v.shape == (cfg.n_layers, cfg.n_heads) for v in columns.values())
+
+
+def test_ioi_reports_every_heads_copying_score_from_the_dense_full_ov_circuit():
+    model = minineo.load()
+    data = analysis.ioi_dataset(model, n=2, seed=0)
+    result = analysis.ioi_analysis(model, data, ablation=False, paths=False)
+    cfg = model.config
+    W_E, W_U = model.W_E.detach().double(), model.W_U.detach().double()
+    want = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+    for layer in range(cfg.n_layers):
+        attn = model.blocks[layer].attn
+        for head in range(cfg.n_heads):  # the d_model x d_model core of W_E W_V W_O W_U: same nonzero eigenvalues
+            ov = attn.W_V[head].detach().double() @ attn.W_O[head].detach().double()
+            eig = torch.linalg.eigvals(ov @ W_U @ W_E)
+            want[layer, head] = eig.sum().real / eig.abs().sum()
+    assert (result.head_copying.double() - want).abs().max() < 1e-4, (result.head_copying, want)
+    assert "copying score" in result.head_columns()

@@ -10,6 +10,7 @@ import torch
 
 from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
+from minineo.analysis.circuits import copying_scores
 from minineo.analysis.path_patching import path_patching
 from minineo import progress
 from minineo.errors import UserError
@@ -101,12 +102,14 @@ class IOIResult:
     head_path_logits: torch.Tensor | None = None  # (layer, head) change in IO - S: path patching head -> logits (ABC)
     head_path_name_movers: torch.Tensor | None = None  # (layer, head) the same, head -> the name movers' queries
     ablation_run: bool = True  # False: head_ablation is zeros, not computed
+    head_copying: torch.Tensor | None = None  # (layer, head) copying score of the full OV circuit, in [-1, 1]
 
     def head_columns(self) -> dict[str, torch.Tensor]:
         """The per-head (layer, head) results that were computed, by column title (the `ioi` table and plot)."""
         movers = ", ".join(f"{layer}.{head}" for layer, head in self.name_movers)
         columns = {"DLA on IO-S": self.head_dla, "ablation effect": self.head_ablation if self.ablation_run else None,
-                   "path -> logits": self.head_path_logits, f"path -> {movers} queries": self.head_path_name_movers}
+                   "path -> logits": self.head_path_logits, f"path -> {movers} queries": self.head_path_name_movers,
+                   "copying score": self.head_copying}
         return {title: value for title, value in columns.items() if value is not None}
 
 
@@ -114,7 +117,8 @@ def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True, paths: b
                  n_name_movers: int = 3) -> IOIResult:
     """Logit difference, per-head DLA, and optionally mean-ablation effects (`ablation`) and path-patching
     effects (`paths`: each head's path to the logits and to the queries of the `n_name_movers` heads with the
-    largest DLA -- the IOI paper's S-inhibition step -- with the ABC prompts as the corrupted input)."""
+    largest DLA -- the IOI paper's S-inhibition step -- with the ABC prompts as the corrupted input), and every
+    head's copying score (`analysis.copying_scores`, from the weights; the paper's name movers copy)."""
     with progress.task(f"IOI: {len(data.prompts)} prompts and their ABC counterparts, per-head DLA"):
         logits, cache = model.run_with_cache(data.tokens, names=dla_sites, attention_mask=data.attention_mask)
         abc_logits = model(data.abc_tokens, attention_mask=data.abc_attention_mask)
@@ -128,6 +132,8 @@ def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True, paths: b
                                         reference_mask=data.abc_attention_mask)
     result = IOIResult(float(diffs.mean()), float(logit_diff(abc_logits, data)), float((diffs > 0).float().mean()),
                        dla, effects, ablation_run=ablation)
+    # name movers copy the name they attend to: the weights' copying score beside the measured effects
+    result.head_copying = copying_scores(model).to(dla)
     if paths:
         n_heads = model.config.n_heads
         order = dla.flatten().argsort(descending=True)[:max(1, n_name_movers)].tolist()

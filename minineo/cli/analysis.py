@@ -329,8 +329,12 @@ def ioi(model: str = ModelOption,
     console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
     if plot:
         plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,
-                            colorbar={"DLA on IO-S": "direct effect on logit(IO) - logit(S) (logits)",
-                                      "ablation effect": "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"})
+                            colorbar={title: "copying score (full OV circuit, -1 to 1)" if title == "copying score"
+                                      else "direct effect on logit(IO) - logit(S) (logits)" if title.startswith("DLA")
+                                      else "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"
+                                      if title.startswith("ablation")
+                                      else "change in logit(IO) - logit(S)\nwhen path-patched (logits)"
+                                      for title in scores})
         console.print(f"wrote {escape(str(plot))}")
 
 
