@@ -44,7 +44,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   under half the first's, induction score above 0.5, IOI at least 90% (ABBA and BABA each at least
   85%) with a name-mover head visible (the top direct-logit-attribution head is in layer 1, over 3x
   any other head, and mean-ablating it removes over half the logit difference). {verdict}
-- **Reproduce**: `python -m minineo.zoo.train_tiny --model {name}` rewrites this folder.
+- **Reproduce**: `python -m minineo.zoo.train_tiny --model {name} --out minineo/zoo/{name}` rewrites this folder.
   **Check** that the shipped files are what the recipe makes (it retrains with the shipped seed in a
   temporary folder and compares the behaviour thresholds, not the bits; minutes of CPU):
   `python -m minineo.zoo.check_recipe --model {name}`. Round-off differences between machines, CPU
@@ -65,7 +65,7 @@ def card(name: str, model: Model, recipe, seed: int, final: float, seconds: floa
          seeds: str, provenance: str | None = None) -> str:
     arch, hf_class, details = ARCHITECTURES[model.config.architecture]
     failures = behaviour.failures()
-    verdict = "These files meet all of them." if not failures else "These files MISS: " + "; ".join(failures) + "."
+    verdict = "These files meet all of them." if not failures else "These files do NOT meet these (condition: measured): " + "; ".join(failures) + "."
     return CARD.format(
         name=name, arch=arch, hf_class=hf_class, details=details, model_type=model.config.architecture,
         params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,

@@ -21,7 +21,7 @@ COMMANDS = {
 }
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def column(name: str) -> dict[str, str]:
     """The table's cells for one model, keyed by row label."""
     import minineo
