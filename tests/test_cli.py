@@ -78,10 +78,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def readme_commands() -> list[str]:
-    """Every `minineo ...` line of the README's bash blocks that runs on the embedded model, offline."""
+    """Every `minineo ...` line of the README's bash blocks that runs on an embedded model, offline."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     lines = [line.strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("minineo ") and "--model" not in line
+    embedded = ("--model tiny-neo", "--model tiny-gpt2")  # shipped in the package: these run offline too
+    return [line for line in lines if line.startswith("minineo ")
+            and ("--model" not in line or any(name in line for name in embedded))
             and not line.startswith("minineo download")]
 
 

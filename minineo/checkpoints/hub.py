@@ -15,8 +15,10 @@ ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json"
                   "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # minineo/
 PROJECT_ROOT = PACKAGE_DIR.parent
-EMBEDDED_NAME = "tiny-neo"
+EMBEDDED_NAME = "tiny-neo"  # the default model
 EMBEDDED_DIR = PACKAGE_DIR / "zoo" / EMBEDDED_NAME
+# The models trained in this repository and shipped inside the package (minineo/zoo/NAME/).
+EMBEDDED = {name: PACKAGE_DIR / "zoo" / name for name in (EMBEDDED_NAME, "tiny-gpt2")}
 
 
 def default_cache_dir() -> Path:
@@ -41,13 +43,13 @@ def resolve(
     if path.is_dir():
         return path
     name = str(name_or_path)
-    if name == EMBEDDED_NAME:
-        return EMBEDDED_DIR
+    if name in EMBEDDED:
+        return EMBEDDED[name]
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         what = "is a file, not a directory" if path.exists() else f"is not a directory (no such folder: {path.resolve()})"
         raise MissingFileError(
             f"{name!r} {what}; give a folder with config.json and *.safetensors, a hub id like 'gpt2', "
-            f"or {EMBEDDED_NAME!r} for the embedded model"
+            f"or one of the embedded models {' / '.join(EMBEDDED)}"
         )
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if cache.exists() and not cache.is_dir():
@@ -67,7 +69,7 @@ def resolve(
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingFileError(
             f"{name!r} (revision {revision or 'main'}) is not a model on the hub ({first_line}) and {no_folder}"
-            f"give a folder with config.json and *.safetensors, a hub id like 'gpt2', or {EMBEDDED_NAME!r}"
+            f"give a folder with config.json and *.safetensors, a hub id like 'gpt2', or an embedded model ({' / '.join(EMBEDDED)})"
         ) from err
     except LocalEntryNotFoundError as err:
         raise MissingFileError(

@@ -21,7 +21,7 @@ def load(
     dtype: torch.dtype | str = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
     compile: bool = False, check_finite: bool = True,
 ) -> Model:
-    """Load a GPT-2 / GPT-Neo: "gpt2", "EleutherAI/gpt-neo-125M", "tiny-neo" (embedded) or a local folder.
+    """Load a GPT-2 / GPT-Neo: "gpt2", "EleutherAI/gpt-neo-125M", "tiny-neo" / "tiny-gpt2" (embedded) or a local folder.
 
     Hub ids are fetched once into `cache_dir` (default: $MININEO_CACHE or the project's weights_cache/).
     Parameters do not require grad; call `model.requires_grad_(True)` to train. Weights holding NaN

@@ -107,7 +107,7 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show the full tr
 
 
 ModelOption = typer.Option(hub.EMBEDDED_NAME, "--model", "-m",
-                           help="'tiny-neo' (embedded), a hub id such as gpt2 or EleutherAI/gpt-neo-125M, or a folder")
+                           help="'tiny-neo' (embedded, the default) or 'tiny-gpt2' (embedded), a hub id such as gpt2 or EleutherAI/gpt-neo-125M, or a folder")
 DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps")
 
 

@@ -45,14 +45,15 @@ def sentence(g: torch.Generator, both_orders: bool = False) -> str:
 
 
 def text_sequence(length: int, g: torch.Generator) -> torch.Tensor:
-    """BOS, then sentences (and now and then a line of the Zen of Python), cut to `length` tokens."""
+    """BOS, then sentences in both name orders (and now and then a line of the Zen of Python), cut to
+    `length` tokens."""
     pieces: list[str] = []
     while sum(map(len, pieces)) < length:
         if float(torch.rand((), generator=g)) < 0.15:
             lines = [line for line in ZEN.splitlines() if line]
             pieces.append(lines[int(torch.randint(len(lines), (1,), generator=g))] + " ")
         else:
-            pieces.append(sentence(g) + " ")
+            pieces.append(sentence(g, both_orders=True) + " ")
     data = "".join(pieces).encode("utf-8")[: length - 1]
     return torch.tensor([BOS] + list(data), dtype=torch.long)
 
@@ -69,25 +70,12 @@ def repeated_sequence(length: int, g: torch.Generator, low: int = 33, high: int 
 
 
 def batch(size: int, length: int, g: torch.Generator) -> torch.Tensor:
-    """Stage 1, (size, length) token ids: half text, half repeated random printable segments."""
-    rows = [text_sequence(length, g) if i % 2 == 0 else repeated_sequence(length, g) for i in range(size)]
-    return torch.stack(rows)
-
-
-def sentences_row(length: int, g: torch.Generator) -> torch.Tensor:
-    """BOS, then template sentences in both name orders, cut to `length` tokens."""
-    pieces: list[str] = []
-    while sum(map(len, pieces)) < length:
-        pieces.append(sentence(g, both_orders=True) + " ")
-    return torch.tensor([BOS] + list("".join(pieces).encode("utf-8")[: length - 1]), dtype=torch.long)
-
-
-def batch_stage2(size: int, length: int, g: torch.Generator) -> torch.Tensor:
-    """Stage 2, (size, length): 3/8 sentences in both name orders, 1/4 repeated printable segments,
-    3/8 repeated segments drawn from the whole vocabulary (every byte and <|endoftext|>), so that
-    the induction head copies any token and the name movers do not depend on the order."""
+    """(size, length) token ids, the same mixture from the first step to the last: 3/8 text (template
+    sentences in both name orders, now and then a line of the Zen), 1/4 repeated printable segments,
+    3/8 repeated segments drawn from the whole vocabulary (every byte and <|endoftext|>), so that the
+    induction head copies any token and the name movers do not depend on the order."""
     n_text, n_printable = 3 * size // 8, size // 4
-    rows = ([sentences_row(length, g) for _ in range(n_text)]
+    rows = ([text_sequence(length, g) for _ in range(n_text)]
             + [repeated_sequence(length, g) for _ in range(n_printable)]
             + [repeated_sequence(length, g, 0, VOCAB) for _ in range(size - n_text - n_printable)])
     return torch.stack(rows)

@@ -1,0 +1,76 @@
+"""The model card (README.md) of a zoo model, filled in from its recipe and its measured behaviour."""
+
+from __future__ import annotations
+
+from minineo.forward.model import Model
+
+SEEDS_BEGIN, SEEDS_END = "<!-- seeds: written by python -m minineo.zoo.check_recipe --card -->", "<!-- /seeds -->"
+
+ARCHITECTURES = {
+    "gpt_neo": ("GPT-Neo", "GPTNeoForCausalLM", "layer 0 local with a window of 8, layer 1 global; no "
+                "1/sqrt(d_head) scaling, q/k/v without bias"),
+    "gpt2": ("GPT-2", "GPT2LMHeadModel", "both layers global; scores scaled by 1/sqrt(d_head), q/k/v with "
+             "biases, Conv1D (in, out) weights"),
+}
+
+CARD = """# {name}: an embedded toy {arch}
+
+A 2-layer {arch} ({params:,} parameters; d_model 128, 4 heads, d_mlp 512, 128 positions; {details};
+byte-level vocabulary of 257: bytes 0..255 and <|endoftext|> = 256, which is also BOS). A toy model,
+trained in this repository with minineo's own forward pass so that a machine without network still
+has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follows from it.
+
+- **Data** (`minineo/zoo/data.py`, generated from the seed, nothing downloaded), the same mixture
+  from the first step to the last: 3/8 of the rows are template sentences about two people in both
+  name orders ("When Mary and John went to the store, John gave a drink to Mary.", and with "John
+  and Mary") with now and then a line of the Zen of Python; 1/4 are random printable bytes in segments
+  that each repeat twice; 3/8 are such repeated segments drawn uniformly from the whole vocabulary.
+- **Training** (`python -m minineo.zoo.train_tiny --model {name}`, its defaults): {steps} steps of AdamW
+  (betas 0.9, 0.98; no weight decay; gradients clipped at norm 1), learning rate {lr:g} after {warmup}
+  linear warm-up steps, then constant (so the step-N model does not depend on `--steps`); batches of {batch} rows of {length} tokens;
+  seed {seed}, {threads} CPU thread(s), deterministic algorithms. This run took {seconds:.0f} s (on a
+  shared machine). Mean training loss over the last 100 steps: {final:.3f} nats/token.
+  {provenance}
+- **What it does**, measured on these files by `minineo.zoo.behaviour.measure` (copying through HF's
+  `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
+  all 256 bytes, each repeated twice; IOI through `minineo ioi`'s analysis, 64 prompts, half ABBA,
+  half BABA):
+
+| quantity | value |
+| --- | --- |
+{table}
+
+  Thresholds (the issue's, checked by `tests/test_zoo_models.py` on these files): second-half loss
+  under half the first's, induction score above 0.5, IOI at least 90% (ABBA and BABA each at least
+  85%) with a name-mover head visible (the top direct-logit-attribution head is in layer 1, over 3x
+  any other head, and mean-ablating it removes over half the logit difference). {verdict}
+- **Reproduce**: `python -m minineo.zoo.train_tiny --model {name} --out minineo/zoo/{name}` rewrites this folder.
+  **Check** that the shipped files are what the recipe makes (it retrains with the shipped seed in a
+  temporary folder and compares the behaviour thresholds, not the bits; minutes of CPU):
+  `python -m minineo.zoo.check_recipe --model {name}`. Round-off differences between machines, CPU
+  kernels and torch versions grow during training, so another machine gets the same behaviour, not
+  the same bits.
+- **Seeds**: the recipe from scratch with three seeds, each measured as above:
+
+{seeds_begin}
+{seeds}
+{seeds_end}
+
+Files: `config.json` (`model_type: {model_type}`), `model.safetensors` (HF {hf_class} keys; HF loads
+it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
+"""
+
+
+def card(name: str, model: Model, recipe, seed: int, final: float, seconds: float, threads: int, behaviour,
+         seeds: str, provenance: str | None = None) -> str:
+    arch, hf_class, details = ARCHITECTURES[model.config.architecture]
+    failures = behaviour.failures()
+    verdict = "These files meet all of them." if not failures else "These files do NOT meet these (condition: measured): " + "; ".join(failures) + "."
+    return CARD.format(
+        name=name, arch=arch, hf_class=hf_class, details=details, model_type=model.config.architecture,
+        params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
+        batch=recipe.batch_size, length=recipe.length, seed=seed,
+        threads=threads, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
+        provenance=provenance or f"**The shipped weights are what this command wrote** (seed {seed}).",
+        seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)",
+    )
