@@ -80,6 +80,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def readme_commands() -> list[str]:
     """Every `minineo ...` line of the README's bash blocks that runs on an embedded model, offline."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    # a block that begins "# needs ..." wants what a test machine lacks (a peer package, files it makes); its own test runs it
+    blocks = [block for block in blocks if not block.startswith("# needs ")]
     lines = [line.strip() for block in blocks for line in block.splitlines()]
     embedded = ("--model tiny-neo", "--model tiny-gpt2")  # shipped in the package: these run offline too
     return [line for line in lines if line.startswith("minineo ")
