@@ -12,17 +12,19 @@ from benchmarks.timing import time_calls
 
 
 @torch.inference_mode()
-def bench_generation(run, name, model, hf, device, dtype, shape, rounds) -> None:
-    """Greedy model.generate against HF's generate (use_cache=True, its default attention), same weights."""
+def bench_generation(run, name, model, hf, device, dtype, shape, rounds, label: str = "minineo generate") -> None:
+    """Greedy model.generate against HF's generate (use_cache=True, its default attention), same weights.
+
+    `label` names minineo's variant (e.g. "minineo generate (compiled)" for a model after compile_fast_path)."""
     batch, prompt, new = shape
     tokens = torch.randint(0, model.config.d_vocab, (batch, prompt), device=device)
     mask = torch.ones_like(tokens)
-    calls = {"minineo generate": lambda: model.generate(tokens, max_new_tokens=new),
+    calls = {label: lambda: model.generate(tokens, max_new_tokens=new),
              "HF generate": lambda: hf.generate(tokens, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                                                 do_sample=False, use_cache=True, pad_token_id=0)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        same = torch.equal(calls["minineo generate"](), calls["HF generate"]())
+        same = torch.equal(calls[label](), calls["HF generate"]())
         times = time_calls(calls, device, rounds)
     hf_median = statistics.median(times["HF generate"])
     for variant, ts in times.items():

@@ -20,6 +20,17 @@ def hf_configs(quick: bool):
     }
 
 
+def tiny_configs():
+    """Both architectures at toy size (64 wide, 512 tokens): the device run's smoke mode, which checks the script."""
+    from transformers import GPT2Config, GPTNeoConfig
+
+    return {
+        "gpt2-small": GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=512, n_positions=128),
+        "gpt-neo-125M": GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, window_size=16, vocab_size=512,
+                                     attention_types=[[["global", "local"], 1]], max_position_embeddings=128),
+    }
+
+
 def save_random_model(hf_config, folder: Path) -> Path:
     """The HF model with random weights, saved as safetensors (both libraries load the same file)."""
     from transformers import AutoModelForCausalLM
@@ -29,12 +40,13 @@ def save_random_model(hf_config, folder: Path) -> Path:
     return folder
 
 
-def load_hf(folder: Path, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
-    """HF's attention implementations for this model: eager always, sdpa where HF has it (not GPT-Neo)."""
+def load_hf(folder: Path, device: str, dtype: torch.dtype, flash: bool = False) -> dict[str, torch.nn.Module]:
+    """HF's attention implementations for this model: eager always, sdpa where HF has it (not GPT-Neo), and
+    with `flash` flash_attention_2 where it loads (it needs the flash-attn package and CUDA half precision)."""
     from transformers import AutoModelForCausalLM
 
     models = {}
-    for impl in ("eager", "sdpa"):
+    for impl in ("eager", "sdpa") + (("flash_attention_2",) if flash else ()):
         try:
             models[impl] = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=impl, dtype=dtype).to(device).eval()
         except (ValueError, ImportError):

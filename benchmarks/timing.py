@@ -1,4 +1,4 @@
-"""Measurement primitives: interleaved timing rounds, the device's matmul peak, a forward pass's FLOPs."""
+"""Measurement primitives: interleaved timing rounds, the device's matmul peak and copy bandwidth, a forward pass's FLOPs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def matmul_peak_gflops(device: str, dtype: torch.dtype, size: int) -> float:
     b = torch.randn(size, size, device=device, dtype=dtype)
     times = time_calls({"mm": lambda: a @ b}, device, rounds=5)["mm"]
     return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def memory_bandwidth_gbs(device: str, dtype: torch.dtype = torch.float32, megabytes: int = 256) -> float:
+    """Measured copy bandwidth (GB/s): a tensor of `megabytes` read and written once per copy_."""
+    n = megabytes * 2**20 // torch.empty((), dtype=dtype).element_size()
+    src, dst = torch.randn(n, device=device).to(dtype), torch.empty(n, device=device, dtype=dtype)
+    times = time_calls({"copy": lambda: dst.copy_(src)}, device, rounds=5)["copy"]
+    return 2 * megabytes * 2**20 / statistics.median(times) / 1e9
 
 
 def synchronize(device: str) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
+
+# Where the `device`-marked tests put both models (tests/conftest.py checks that it exists).
+TEST_DEVICE = os.environ.get("MININEO_TEST_DEVICE", "cpu") or "cpu"
 
 
 def hf_config(arch: str, *, layers=2, heads=4, d_head=8, d_mlp=None, vocab=97, n_ctx=64, act="gelu_new",
@@ -42,7 +46,12 @@ def save_hf(model, directory: Path) -> Path:
 
 
 def hf_forward(model, tokens, **kwargs):
-    """HF logits, hidden states (resid_pre of each layer + final normed) and attention patterns."""
+    """HF logits, hidden states (resid_pre of each layer + final normed) and attention patterns.
+
+    Tokens and tensor arguments move to the model's device (tests build them on the CPU)."""
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with torch.no_grad():
         out = model(tokens, output_hidden_states=True, output_attentions=True, **kwargs)
     return out

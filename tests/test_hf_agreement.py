@@ -1,15 +1,21 @@
-"""minineo against HuggingFace transformers (eager attention) on random models of many shapes."""
+"""minineo against HuggingFace transformers (eager attention) on random models of many shapes.
+
+Device tests: with MININEO_TEST_DEVICE set, both models run on that device (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import assert_close
-from hf_oracle import build_hf, hf_config, hf_forward, save_hf
+from hf_oracle import TEST_DEVICE, build_hf, hf_config, hf_forward, save_hf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import gpt2_shapes, neo_shapes, token_batches
 
 import minineo
+
+pytestmark = pytest.mark.device
 
 
 def compare_everything(hf, model, tokens, **hf_kwargs):
@@ -25,7 +31,8 @@ def compare_everything(hf, model, tokens, **hf_kwargs):
 
 def check_random_model(directory, arch, shape, batch, weight_scale):
     hf = build_hf(hf_config(arch, **shape), weight_scale=weight_scale)
-    model = minineo.load(save_hf(hf, directory))
+    model = minineo.load(save_hf(hf, directory), device=TEST_DEVICE)
+    hf = hf.to(TEST_DEVICE)
     n, pos, seed = batch
     compare_everything(hf, model, torch.randint(0, 97, (n, pos), generator=torch.Generator().manual_seed(seed)))
 
@@ -88,7 +95,8 @@ def test_half_precision_neo_does_not_overflow(tmp_path):
         for block in hf.transformer.h:
             block.attn.attention.q_proj.weight.mul_(1000.0)
             block.attn.attention.k_proj.weight.mul_(1000.0)
-    model = minineo.load(save_hf(hf, tmp_path))
+    model = minineo.load(save_hf(hf, tmp_path), device=TEST_DEVICE)
+    hf = hf.to(TEST_DEVICE)
     tokens = torch.randint(0, 97, (1, 10))
     _, cache32 = model.run_with_cache(tokens, names=["blocks.0.attn.scores"])
     assert cache32["blocks.0.attn.scores"].isfinite().logical_and(cache32["blocks.0.attn.scores"].abs() > 65504).any()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minineo.forward.attention import attend_explicit, attend_fused
+from minineo.forward.flex import attend_block_sparse, use_block_sparse
 from minineo.config import Config
 from minineo.forward.functional import ACTIVATION_FUNCTIONS, FUSED_ACTIVATION_FUNCTIONS, centred
 from minineo.forward.kv_cache import KVCache
@@ -121,6 +122,8 @@ class Attention(nn.Module):
         scale, upcast = cfg.attn_scales[self.layer], cfg.upcast_attn
         if explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
             z = attend_explicit(q, k, v, mask, scale, upcast, rec, p)
+        elif use_block_sparse(cfg.windows[self.layer], mask, q.shape[1], k.shape[1]):
+            z = attend_block_sparse(q, k, v, mask, scale, upcast)  # local layer under torch.compile
         else:
             z = attend_fused(q, k, v, mask, scale, upcast)
         z = rec(p + "z", z)  # (batch, pos, head, d_head)

@@ -299,6 +299,8 @@ class Model(nn.Module):
         masks = kv.masks(tokens.shape[1], attention_mask)
         if kv.static and self._compiled_decode is not None:
             try:
+                if tokens.is_cuda:  # each step is a new CUDA-graph replay: the last step's logits are consumed
+                    torch.compiler.cudagraph_mark_step_begin()
                 logits = self._compiled_decode(tokens, position_ids, masks, kv)
             except Exception as err:  # a compiler failure must never cost the user their generation
                 warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); decoding eagerly from now on")
