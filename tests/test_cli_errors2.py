@@ -75,7 +75,10 @@ def _required(command: str, corpus: Path, out: Path) -> list[str]:
             "heads": ["heads"], "attribute": ["attribute", PROMPT, *answers], "ablate": ["ablate", PROMPT, *answers],
             "ioi": ["ioi"], "patch": ["patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *answers],
             "harvest": ["harvest", str(corpus), "--names", "blocks.0.resid_post", "--out", str(out)],
-            "tune-lens": ["tune-lens", str(corpus), "--out", str(out)]}[command]
+            "tune-lens": ["tune-lens", str(corpus), "--out", str(out)],
+            "eval": ["eval", str(corpus)], "sae-eval": ["sae-eval", str(out / "sae"), str(corpus)],
+            "circuits": ["circuits"],
+            "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *answers]}[command]
 
 
 BAD_NUMBERS = [

@@ -329,7 +329,7 @@ def ioi(model: str = ModelOption,
     console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
     if plot:
         plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,
-                            colorbar={title: "copying score (full OV circuit, -1 to 1)" if title == "copying score"
+                            colorbar={title: "copying score of the full OV circuit\n(no unit, -1 to 1)" if title == "copying score"
                                       else "direct effect on logit(IO) - logit(S) (logits)" if title.startswith("DLA")
                                       else "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"
                                       if title.startswith("ablation")
