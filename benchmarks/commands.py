@@ -39,6 +39,8 @@ def commands(model: str) -> dict[str, list[str]]:
         "ablate": ["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", *m],
         "ioi": ["ioi", *m],
         "patch": ["patch", PROMPT, CORRUPTED, "--answer", " Mary", "--wrong", " John", *m],
+        "path-patch": ["path-patch", PROMPT, CORRUPTED, "--answer", " Mary", "--wrong", " John", *m],
+        "circuits": ["circuits", *m],
     }
 
 
