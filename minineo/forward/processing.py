@@ -44,7 +44,7 @@ def processed(
     LayerNorms are already folded) changes nothing, so processing twice equals processing once.
     """
     cfg = model.config
-    d_model, n_heads, d_head = cfg.d_model, cfg.n_heads, cfg.d_head
+    n_heads, d_head = cfg.n_heads, cfg.d_head
     p = {name: t.detach().double() for name, t in model.state_dict().items()}  # copies
     W_U = p.pop("W_U_untied") if "W_U_untied" in p else p["W_E"].T.clone()  # (d_model, d_vocab)
     b_U = p.pop("b_U", None)  # (d_vocab,) or None
