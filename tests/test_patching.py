@@ -12,12 +12,9 @@ import minineo
 from minineo.analysis import activation_patching, attribution_patching
 from minineo.analysis.patching import SITES
 from minineo.errors import UserError
+from strategies import PATCHING_METRICS, patching_inputs
 
-METRICS = {
-    "last logit diff": lambda logits: (logits[:, -1, 3] - logits[:, -1, 5]).mean(),
-    "log prob of every next token": lambda logits: logits[:, :-1].log_softmax(-1)[..., 7].sum(),
-    "one row, middle position": lambda logits: logits[-1, logits.shape[1] // 2].logsumexp(-1),
-}
+METRICS = PATCHING_METRICS
 
 
 def brute_force(model, tokens, source_cache, metric, site, per, shape, mask):
@@ -65,16 +62,7 @@ def patching_cases(draw):
 @given(case=patching_cases())
 def test_activation_patching_equals_brute_force(hf_pair, case):
     _, model = hf_pair(case["arch"], seed=case["seed"] % 3, weight_scale=2.0, **case["shape"])
-    g = torch.Generator().manual_seed(case["seed"])
-    batch, pos = case["batch"], case["pos"]
-    clean = torch.randint(0, 97, (batch, pos), generator=g)
-    corrupted = clean.clone()
-    changed = torch.randperm(pos, generator=g)[: case["n_changed"]]
-    corrupted[:, changed] = torch.randint(0, 97, (batch, len(changed)), generator=g)
-    mask = None
-    if case["padded"]:
-        mask = torch.ones(batch, pos, dtype=torch.long)
-        mask[0, : int(torch.randint(0, pos, (1,), generator=g))] = 0  # left padding in the first row
+    clean, corrupted, mask = patching_inputs(case)
     if case["noising"]:  # the other direction: patch corrupted activations into the clean run
         clean, corrupted = corrupted, clean
     metric = METRICS[case["metric"]]

@@ -11,12 +11,9 @@ from hypothesis import strategies as st
 
 from minineo.analysis import path_patching
 from minineo.errors import UserError
+from strategies import PATCHING_METRICS, patching_inputs
 
-METRICS = {
-    "last logit diff": lambda logits: (logits[:, -1, 3] - logits[:, -1, 5]).mean(),
-    "log prob of every next token": lambda logits: logits[:, :-1].log_softmax(-1)[..., 7].sum(),
-    "one row, middle position": lambda logits: logits[-1, logits.shape[1] // 2].logsumexp(-1),
-}
+METRICS = PATCHING_METRICS
 
 
 def brute_force(model, clean, corrupted, metric, senders, receivers, mask):
@@ -76,16 +73,7 @@ def path_cases(draw):
 @given(case=path_cases())
 def test_path_patching_equals_brute_force(hf_pair, case):
     _, model = hf_pair(case["arch"], seed=case["seed"] % 3, weight_scale=2.0, **case["shape"])
-    g = torch.Generator().manual_seed(case["seed"])
-    batch, pos = case["batch"], case["pos"]
-    clean = torch.randint(0, 97, (batch, pos), generator=g)
-    corrupted = clean.clone()
-    changed = torch.randperm(pos, generator=g)[: case["n_changed"]]
-    corrupted[:, changed] = torch.randint(0, 97, (batch, len(changed)), generator=g)
-    mask = None
-    if case["padded"]:
-        mask = torch.ones(batch, pos, dtype=torch.long)
-        mask[0, : int(torch.randint(0, pos, (1,), generator=g))] = 0  # left padding in the first row
+    clean, corrupted, mask = patching_inputs(case)
     metric = METRICS[case["metric"]]
     got = path_patching(model, clean, corrupted, metric, case["senders"], case["receivers"], attention_mask=mask,
                         memory_budget=case["budget"])
