@@ -87,7 +87,8 @@ class Config:
         )
 
     def to_hf(self) -> dict[str, Any]:
-        """The config.json dict HF would write for this model (gpt_neo or gpt2)."""
+        """The config.json dict HF would write for this model (gpt_neo or gpt2), dropout 0 (minineo has none,
+        and the zoo models were trained without: GPT-2's HF default of 0.1 would apply in HF's train mode)."""
         common = {"vocab_size": self.d_vocab, "activation_function": self.act_fn,
                   "layer_norm_epsilon": self.layer_norm_eps, "tie_word_embeddings": self.tie_unembed,
                   "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
@@ -97,10 +98,11 @@ class Config:
             return {"model_type": "gpt_neo", "architectures": ["GPTNeoForCausalLM"], "hidden_size": self.d_model,
                     "num_layers": self.n_layers, "num_heads": self.n_heads, "intermediate_size": self.d_mlp,
                     "max_position_embeddings": self.n_ctx, "window_size": window,
-                    "attention_types": [[[k], 1] for k in kinds], "attention_layers": kinds, **common}
+                    "attention_types": [[[k], 1] for k in kinds], "attention_layers": kinds,
+                    "embed_dropout": 0.0, "attention_dropout": 0.0, "resid_dropout": 0.0, **common}
         return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": self.d_model,
                 "n_layer": self.n_layers, "n_head": self.n_heads, "n_inner": self.d_mlp,
-                "n_positions": self.n_ctx, **common}
+                "n_positions": self.n_ctx, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0, **common}
 
 
 def _check_known(hf: dict[str, Any], known: set[str]) -> None:

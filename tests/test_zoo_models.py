@@ -79,15 +79,21 @@ def test_hf_and_minineo_agree_on_every_residual_and_pattern_of_the_trained_weigh
     assert sharpest(cache) > 3 * sharpest(at_init), (sharpest(cache), sharpest(at_init))
 
 
-# tiny-gpt2 as shipped misses them (its card lists what it misses: the recipe's runs never left the
-# induction plateau, measured 2026-12-01); strict, so the day it meets them this marker must go.
-MISSES = pytest.mark.xfail(strict=True, reason="tiny-gpt2's recipe run formed no induction head (see its card)")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=MISSES) if n == "tiny-gpt2" else n for n in MODELS])
+@pytest.mark.parametrize("name", MODELS)
 def test_the_shipped_files_meet_the_cards_thresholds(name):
     behaviour = measure(EMBEDDED[name])
     assert behaviour.failures() == [], behaviour
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_hf_trains_the_shipped_config_without_dropout_as_the_recipe_did(name):
+    """minineo has no dropout and the recipe trained without; GPT-2's HF default would add 0.1 in train mode."""
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(EMBEDDED[name])
+    fields = {"tiny-neo": ("embed_dropout", "attention_dropout", "resid_dropout"),
+              "tiny-gpt2": ("embd_pdrop", "attn_pdrop", "resid_pdrop")}[name]
+    assert {f: getattr(hf, f) for f in fields} == dict.fromkeys(fields, 0.0)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -113,7 +119,7 @@ def test_residual_decomposition_and_dla_sum_up_on_the_trained_model(name):
         assert_close(result.sum(2) + model.blocks[layer].attn.b_O, cache[f"blocks.{layer}.attn_out"], "heads", atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["tiny-neo"])  # tiny-gpt2 has no induction head to find yet (see its card)
+@pytest.mark.parametrize("name", MODELS)
 def test_the_induction_head_hf_finds_is_the_one_minineo_ranks_first(name):
     behaviour = measure(EMBEDDED[name])
     model = minineo.load(name)

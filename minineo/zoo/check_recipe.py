@@ -1,11 +1,13 @@
 """Check that a shipped zoo model is what its recipe makes: retrain from scratch, compare the behaviour thresholds.
 
-    python -m minineo.zoo.check_recipe [--model tiny-neo|tiny-gpt2] [--seeds 0] [--jobs 1] [--card]
+    python -m minineo.zoo.check_recipe [--model tiny-neo|tiny-gpt2] [--seeds 0] [--jobs 1] [--keep DIR [--reuse]] [--card]
 
 Not run in CI (each seed trains for minutes). Each seed runs `python -m minineo.zoo.train_tiny` with
 the recipe's defaults into a temporary folder (seeds in parallel with --jobs), then measures it with
 minineo.zoo.behaviour; the shipped files are measured the same way. Exit status 1 when a retrained
 model misses a threshold. With --card, the table of seeds is written into the shipped model's card.
+With --keep DIR the retrained folders stay in DIR/seed-N (each with training-seconds.txt); --reuse then
+measures the folders a finished earlier run left there instead of training them again.
 Bits are not compared: round-off differs between machines and torch builds and grows in training.
 """
 
@@ -43,12 +45,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="0 is the shipped seed")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (one CPU thread each)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the retrained folders here (KEEP/seed-N)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: measure KEEP/seed-N left by an earlier run instead of retraining it")
     parser.add_argument("--card", action="store_true", help="write the seeds table into the shipped card")
     args = parser.parse_args()
+    if args.reuse and args.keep is None:
+        parser.error("--reuse needs --keep DIR (the folder an earlier run kept its retrained models in)")
     root = args.keep or Path(tempfile.mkdtemp(prefix=f"check-{args.model}-"))
     folders = {seed: root / f"seed-{seed}" for seed in args.seeds}
     seconds: dict[int, float] = {}
     pending = list(args.seeds)
+    if args.reuse:
+        for seed in list(pending):
+            took = folders[seed] / "training-seconds.txt"
+            if (folders[seed] / "model.safetensors").is_file() and took.is_file():
+                seconds[seed] = float(took.read_text())
+                pending.remove(seed)
+                print(f"reusing seed {seed}: {folders[seed]} (trained in {seconds[seed]:.0f} s)", flush=True)
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     while pending or running:
         while pending and len(running) < args.jobs:
@@ -63,6 +76,7 @@ def main() -> None:
                 if process.returncode:
                     raise SystemExit(f"training seed {seed} failed (exit status {process.returncode})")
                 seconds[seed] = time.time() - began
+                (folders[seed] / "training-seconds.txt").write_text(f"{seconds[seed]:.1f}\n")
                 del running[seed]
     shipped = measure(EMBEDDED[args.model])
     retrained = {seed: measure(folders[seed]) for seed in args.seeds}
