@@ -100,7 +100,7 @@ def test_ablate_prints_the_clean_metric_once(heads):
     (["attribute", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3"], ["direct logit attribution to M - J"]),
     (["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3", "--method", "resample"],
      ["single-head resample-ablation: metric change (most negative = most needed)",
-      "backup heads: direct effect growth when L1H3, L0H3, L0H0 are ablated"]),
+      r"backup heads: direct effect growth when L\dH\d, L\dH\d, L\dH\d are ablated"]),  # the model's top 3
     (["heads", "--top", "2", "--n-seqs", "2", "--prompt", "abcdabcd"],
      ["heads by induction score (2 random sequences of 50 tokens, repeated)", "heads by induction score on 'abcdabcd'"]),
 ])
@@ -109,8 +109,8 @@ def test_table_titles_stay_on_one_line_at_80_columns(args, titles):
     assert result.exit_code == 0, result.output
     lines = [line.strip() for line in result.output.splitlines()]
     assert max(map(len, result.output.splitlines())) <= 80
-    for title in titles:
-        assert title in lines, result.output
+    for title in titles:  # whole lines; a title with the model's head names is a pattern
+        assert any(line == title or re.fullmatch(title, line) for line in lines), result.output
 
 
 def test_embeddings_headers_fit_80_columns_unclipped():

@@ -160,3 +160,11 @@ def test_the_readmes_side_by_side_table_is_what_compare_measures():
     quoted = re.search(r"<!-- zoo-compare: python -m minineo.zoo.compare -->\n(.*?)\n<!-- /zoo-compare -->", readme,
                        flags=re.S).group(1)
     assert quoted == table(["tiny-neo", "tiny-gpt2"])
+
+
+def test_check_recipe_refuses_reuse_without_a_folder_to_reuse():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "minineo.zoo.check_recipe", "--reuse"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--reuse needs --keep DIR" in done.stderr, done.stderr

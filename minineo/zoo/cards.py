@@ -50,7 +50,8 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   the logit difference. {verdict}
 - **Reproduce**: `python -m minineo.zoo.train_tiny --model {name} --out minineo/zoo/{name}` rewrites this folder.
   **Check** that the shipped files are what the recipe makes (it retrains with the shipped seed in a
-  temporary folder and compares the behaviour thresholds, not the bits; minutes of CPU):
+  temporary folder and compares the behaviour thresholds, not the bits; about 13 minutes of one CPU
+  thread per seed, `--seeds 0 1 2 --jobs 2` for the table below):
   `python -m minineo.zoo.check_recipe --model {name}`. Round-off differences between machines, CPU
   kernels and torch versions grow during training, so another machine gets the same behaviour, not
   the same bits.
