@@ -36,9 +36,11 @@ def test_ioi_path_effects_equal_brute_force_path_patching():
                               for head in range(cfg.n_heads)] for layer in range(cfg.n_layers)])
         assert got.shape == (cfg.n_layers, cfg.n_heads)
         assert (got - want).abs().max() <= 1e-5 * max(1.0, abs(clean)), (target, got, want)
-    # the name mover's own path to the logits carries most of the logit difference (its direct effect)
+    # the name mover's own path to the logits (its direct effect) is the strongest, a quarter of the difference
+    # or more (in the byte-level toy MLP 1 carries much of the rest)
     top = result.name_movers[0]
-    assert float(result.head_path_logits[top]) < -0.5 * result.logit_diff, result.head_path_logits
+    assert divmod(int(result.head_path_logits.argmin()), cfg.n_heads) == top, result.head_path_logits
+    assert float(result.head_path_logits[top]) < -0.25 * result.logit_diff, result.head_path_logits
     columns = result.head_columns()
     assert list(columns)[:2] == ["DLA on IO-S", "path -> logits"]  # ablation was not run: no column
     assert all(v.shape == (cfg.n_layers, cfg.n_heads) for v in columns.values())
