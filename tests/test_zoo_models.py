@@ -168,3 +168,18 @@ def test_check_recipe_refuses_reuse_without_a_folder_to_reuse():
 
     done = subprocess.run([sys.executable, "-m", "minineo.zoo.check_recipe", "--reuse"], capture_output=True, text=True)
     assert done.returncode == 2 and "--reuse needs --keep DIR" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("check_recipe", ["--jobs", "0"], "--jobs must be at least 1"),
+    ("check_recipe", ["--seeds", "-1"], "--seeds must be non-negative"),
+    ("train_tiny", ["--steps", "0"], "--steps must be at least 1"),
+    ("train_tiny", ["--lr", "0"], "--lr must be positive"),
+    ("train_tiny", ["--out", __file__], "is a file; give a folder"),
+])
+def test_the_zoo_scripts_refuse_bad_arguments_before_any_work(module, args, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"minineo.zoo.{module}", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

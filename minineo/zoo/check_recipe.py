@@ -49,6 +49,10 @@ def main() -> None:
                         help="with --keep: measure KEEP/seed-N left by an earlier run instead of retraining it")
     parser.add_argument("--card", action="store_true", help="write the seeds table into the shipped card")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1 (got {args.jobs})")
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds must be non-negative (got {args.seeds})")
     if args.reuse and args.keep is None:
         parser.error("--reuse needs --keep DIR (the folder an earlier run kept its retrained models in)")
     root = args.keep or Path(tempfile.mkdtemp(prefix=f"check-{args.model}-"))

@@ -133,6 +133,13 @@ def main() -> None:
     parser.add_argument("--report", type=int, default=250, help="print progress every this many steps (0: never)")
     parser.add_argument("--checkpoints", type=Path, default=None, help="keep the weights every 250 steps here")
     args = parser.parse_args()
+    for name, value in (("--steps", args.steps), ("--threads", args.threads)):
+        if value < 1:
+            parser.error(f"{name} must be at least 1 (got {value})")
+    if not args.lr > 0:
+        parser.error(f"--lr must be positive (got {args.lr})")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (it is created if missing)")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     recipe = Recipe(steps=args.steps, lr=args.lr)
