@@ -13,7 +13,8 @@ tokenizer.json and the card; --checkpoints also keeps the weights every 250 step
 Measured 2026-12-02 (the cards' seed tables, `python -m minineo.zoo.check_recipe`), each run from
 nothing in 12-15 minutes of one CPU thread: tiny-neo seeds 0-2 meet every threshold (the induction head
 forms near step 3000; the remaining steps sharpen IOI); tiny-gpt2 seeds 0 and 1 do, seed 2 was still
-leaving the plateau at step 7000 (induction score 0.31). The earlier defaults (lr 3e-3, batches of 8)
+leaving the plateau at step 7000 (induction score 0.31; run on to 10000 steps it meets every
+threshold from step 7500, its card says). The earlier defaults (lr 3e-3, batches of 8)
 never left the plateau in 5000 steps. --out defaults to a scratch folder so that a run never
 overwrites a shipped model; --out minineo/zoo/MODEL rewrites it.
 """
