@@ -49,6 +49,17 @@ def test_offline_and_not_cached_says_what_to_do(tmp_path, monkeypatch):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.parametrize("name, hint", [("tiny-gpt3", "did you mean the embedded model 'tiny-gpt2'?"),
+                                        ("tiny_neo", "did you mean the embedded model 'tiny-neo'?"),
+                                        ("someorg/absent", None)])
+def test_a_misspelled_embedded_name_gets_the_nearest_embedded_model(tmp_path, monkeypatch, name, hint):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    with pytest.raises(FileNotFoundError) as raised:
+        minineo.load(name, cache_dir=tmp_path)
+    assert (hint in str(raised.value)) if hint else "did you mean" not in str(raised.value), str(raised.value)
+
+
 def test_unreachable_hub_and_not_cached_says_what_to_do_and_leaves_no_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: connection refused

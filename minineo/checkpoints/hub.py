@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def resolve(
             f"the hub cache {cache} (from {source}) is a file, not a folder; point it at a folder "
             "(e.g. unset MININEO_CACHE, or set it to an empty or existing cache directory)"
         )
-    no_folder = f"there is no folder {path.resolve()} either, so check the spelling; "
+    close = difflib.get_close_matches(name, list(EMBEDDED), n=1, cutoff=0.8)  # "tiny-gpt3" -> "tiny-gpt2"
+    no_folder = (f"there is no folder {path.resolve()} either, so check the spelling"
+                 + (f" (did you mean the embedded model {close[0]!r}?)" if close else "") + "; ")
     try:
         folder = snapshot_download(
             name, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=offline(),
