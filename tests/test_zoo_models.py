@@ -162,15 +162,8 @@ def test_the_readmes_side_by_side_table_is_what_compare_measures():
     assert quoted == table(["tiny-neo", "tiny-gpt2"])
 
 
-def test_check_recipe_refuses_reuse_without_a_folder_to_reuse():
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "minineo.zoo.check_recipe", "--reuse"], capture_output=True, text=True)
-    assert done.returncode == 2 and "--reuse needs --keep DIR" in done.stderr, done.stderr
-
-
 @pytest.mark.parametrize("module, args, message", [
+    ("check_recipe", ["--reuse"], "--reuse needs --keep DIR"),
     ("check_recipe", ["--jobs", "0"], "--jobs must be at least 1"),
     ("check_recipe", ["--seeds", "-1"], "--seeds must be non-negative"),
     ("train_tiny", ["--steps", "0"], "--steps must be at least 1"),
