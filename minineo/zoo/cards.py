@@ -28,8 +28,8 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
 - **Training** (`python -m minineo.zoo.train_tiny --model {name}`, its defaults): {steps} steps of AdamW
   (betas 0.9, 0.98; no weight decay; gradients clipped at norm 1), learning rate {lr:g} after {warmup}
   linear warm-up steps, then constant (so the step-N model does not depend on `--steps`); batches of {batch} rows of {length} tokens;
-  seed {seed}, {threads} CPU thread(s), deterministic algorithms. This run took {seconds:.0f} s (2-core
-  machine, another training beside it). Mean training loss over the last 100 steps: {final:.3f} nats/token.
+  seed {seed}, {threads} CPU thread(s), deterministic algorithms. This run took {seconds:.0f} s of wall
+  time. Mean training loss over the last 100 steps: {final:.3f} nats/token.
   {provenance}
 - **What it does**, measured on these files by `minineo.zoo.behaviour.measure` (copying through HF's
   `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
