@@ -79,3 +79,14 @@ def test_patch_colour_bar_marks_the_corrupted_and_the_clean_run(tmp_path, figure
     assert 0.0 in ticks and 1.0 in ticks, ticks
     texts = [t.get_text() for t in bar.get_yticklabels()]
     assert any(t.startswith("1") and "clean" in t for t in texts) and any("corrupted" in t for t in texts), texts
+
+
+def test_path_patch_colour_bar_marks_no_effect_and_the_corrupted_run(tmp_path, figures):
+    """path-patch plots the change from the clean run (0 = no effect, -1 = the corrupted run): its ticks say
+    so, not the activation-patching labels (its 0 used to read "0 corrupted" and its 1 "1 clean")."""
+    draw(tmp_path, "path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *ANSWERS)
+    bar = next(ax for ax in figures[-1].axes if ax.get_label() == "<colorbar>")
+    labels = {round(float(v), 6): t.get_text() for v, t in zip(bar.get_yticks(), bar.get_yticklabels())}
+    assert "no effect" in labels.get(0.0, "") and "corrupted" in labels.get(-1.0, ""), labels
+    assert not any("clean" in t for t in labels.values()), labels
+    assert bar.get_ylim()[0] <= -1.0, bar.get_ylim()  # the scale reaches the corrupted run

@@ -67,5 +67,6 @@ def path_patch(clean: str, corrupted: str,
     if plot:
         plots.patching_heatmap(change, plot, f"{model}: path patching every head -> {target}",
                                [f"H{h}" for h in range(m.config.n_heads)],
-                               "change in normalised logit difference\n(0 = no effect, -1 = the corrupted run)", "head")
+                               "change in normalised logit difference\n(0 = no effect, -1 = the corrupted run)", "head",
+                               anchors=plots.CHANGE)
         console.print(f"wrote {plot}")

@@ -136,12 +136,17 @@ def embedding_norms(norms: torch.Tensor, path: Path, title: str) -> None:
     _save(fig, plt, path)
 
 
+NORMALISED = {0.0: "0 corrupted", 1.0: "1 clean"}  # activation patching: the normalised metric itself
+CHANGE = {0.0: "0 no effect", -1.0: "-1 corrupted"}  # path patching: its change from the clean run
+
+
 def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list[str], metric_name: str,
-                     column_title: str = "position") -> None:
+                     column_title: str = "position", anchors: dict[float, str] = NORMALISED) -> None:
     """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero.
 
     Columns labelled "clean/corrupted" (where the prompts differ) always keep their tick label.
-    The scale always reaches 1 (the clean run), with ticks at 0 (the corrupted run) and 1.
+    The scale always reaches the `anchors` (NORMALISED: 0 = the corrupted run, 1 = the clean one; CHANGE:
+    0 = no effect, -1 = the corrupted run), which are ticks labelled with what they mean.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -150,14 +155,14 @@ def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list
     n_layers, n_columns = values.shape
     width = min(MAX_WIDTH_IN, max(6.0, 0.3 * n_columns + 3))
     fig, ax = plt.subplots(figsize=(width, max(3.5, 0.4 * n_layers + 2.5)), layout="constrained")
-    limit = max(float(values.abs().max()), 1.0)
+    limit = max([float(values.abs().max())] + [abs(t) for t in anchors])
     image = ax.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     _position_ticks(ax, columns, width, keep=frozenset(i for i, c in enumerate(columns) if "/" in c))
     ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
     ax.set(xlabel=column_title, ylabel="layer")
     bar = fig.colorbar(image, ax=ax, label=metric_name)
     automatic = [round(float(t), 6) for t in MaxNLocator(5).tick_values(-limit, limit) if -limit <= t <= limit]
-    ticks = sorted({0.0, 1.0} | {t for t in automatic if min(abs(t), abs(t - 1)) > 0.15 * limit})  # none crowd 0 or 1
-    bar.set_ticks(ticks, labels=[{0.0: "0 corrupted", 1.0: "1 clean"}.get(t, f"{t:g}") for t in ticks])
+    ticks = sorted(set(anchors) | {t for t in automatic if min(abs(t - a) for a in anchors) > 0.15 * limit})  # none crowd them
+    bar.set_ticks(ticks, labels=[anchors.get(t, f"{t:g}") for t in ticks])
     _title(fig, title)
     _save(fig, plt, path)
