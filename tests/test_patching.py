@@ -144,30 +144,37 @@ def test_attribution_is_exact_to_first_order(hf_pair, site, per):
     assert errors[1] < errors[0] / 5 and errors[1] < 1e-3, errors
 
 
-def test_attribution_correlates_with_exact_patching_on_the_embedded_model():
-    model = minineo.load("tiny-neo")
+@pytest.mark.parametrize("name", ["tiny-neo", "tiny-gpt2"])
+def test_attribution_is_exact_to_first_order_on_the_trained_models(name):
+    """The same first-order identity on trained weights (sharp attention, large activations), along the
+    direction an IOI patch really takes: the corrupted run's activations moved eps of the way to the clean
+    run's. How well the first order predicts the whole patch is a property of the weights, not of the code
+    (benchmarks/README.md: on the shipped tiny-neo the names' residual patches swap the answer, where the
+    softmax is saturated and the gradient is near zero), so the correlation is measured there, not bounded here."""
+    model = minineo.load(name).double()
     # byte-level: the prompts end in a space, so the answers' first bytes (M/J, A/P) are the next token
     clean = model.to_tokens(["When Mary and John went to the store, John gave a drink to ",
                              "When Anna and Paul went to the store, Paul gave a drink to "])
     corrupted = model.to_tokens(["When Mary and John went to the store, Mary gave a drink to ",
                                  "When Anna and Paul went to the store, Anna gave a drink to "])
-    assert clean.shape == corrupted.shape and clean.shape[0] == 2 and model.tokenizer.decode(clean[1, -3:].tolist()) == "to "
-    answers, wrongs = torch.tensor([ord("M"), ord("A")]), torch.tensor([ord("J"), ord("P")])
-    rows = torch.arange(2)
+    assert clean.shape == corrupted.shape and model.tokenizer.decode(clean[1, -3:].tolist()) == "to "
+    answers, wrongs, rows = torch.tensor([ord("M"), ord("A")]), torch.tensor([ord("J"), ord("P")]), torch.arange(2)
 
     def metric(logits):
         return (logits[rows, -1, answers] - logits[rows, -1, wrongs]).mean()
 
-    _, cache = model.run_with_cache(clean)
-    # Bounds below what the shipped tiny-neo gives (benchmarks/README.md: 0.972 and 0.870 on 2026-12-02's
-    # weights; 0.913 and 0.974 on the earlier ones): a linear approximation, not an identity.
-    for site, per, bound in [("resid_pre", "pos", 0.8), ("attn.z", "head", 0.8)]:  # head_pos: in the benchmark
-        exact = activation_patching(model, corrupted, cache, metric, site, per)
-        exact = exact - float(metric(model(corrupted)))
-        approx = attribution_patching(model, corrupted, cache, metric, site, per)
-        corr = float(torch.corrcoef(torch.stack([exact.flatten(), approx.flatten()]))[0, 1])
-        print(f"tiny-neo {site} per {per}: correlation of attribution with exact patching {corr:.3f}")
-        assert corr > bound, (site, per, corr)
+    baseline = float(metric(model(corrupted)))
+    for site, per in [("resid_pre", "pos"), ("attn.z", "head"), ("mlp_out", "pos")]:
+        names = [f"blocks.{layer}.{site}" for layer in range(model.config.n_layers)]
+        _, clean_cache = model.run_with_cache(clean, names=names)
+        _, corrupted_cache = model.run_with_cache(corrupted, names=names)
+        errors = []
+        for eps in (1e-2, 1e-3):
+            shifted = {n: corrupted_cache[n] + eps * (clean_cache[n] - corrupted_cache[n]) for n in names}
+            effect = activation_patching(model, corrupted, shifted, metric, site, per).double() - baseline
+            approx = attribution_patching(model, corrupted, shifted, metric, site, per).double()
+            errors.append(float((approx - effect).abs().max() / effect.abs().max()))
+        assert errors[1] < errors[0] / 5 and errors[1] < 0.05, (name, site, per, errors)
 
 
 # ---- bad requests --------------------------------------------------------------------------------
