@@ -50,8 +50,8 @@ class Behaviour:
             f"name mover L{self.name_mover[0]}H{self.name_mover[1]} in the last layer": self.name_mover[0] == 1,
             f"name mover DLA {self.name_mover_dla:.2f} > 0.1 x logit diff {self.logit_diff:.2f}":
                 self.name_mover_dla > 0.1 * self.logit_diff,
-            f"ablating the name mover {self.name_mover_ablation:.2f} < -0.25 x logit diff":
-                self.name_mover_ablation < -0.25 * self.logit_diff,
+            f"ablating the name mover {self.name_mover_ablation:.2f} < -0.1 x logit diff":
+                self.name_mover_ablation < -0.1 * self.logit_diff,
             f"ABC logit diff {self.abc_logit_diff:.2f} within 0.25 x logit diff":
                 abs(self.abc_logit_diff) < 0.25 * self.logit_diff,
         }

@@ -11,10 +11,10 @@ induction transition, whichever step it comes at. Writes config.json, model.safe
 tokenizer.json and the card; --checkpoints also keeps the weights every 250 steps.
 
 Measured 2026-12-02 (the cards' seed tables, `python -m minineo.zoo.check_recipe`), each run from
-nothing in 12-15 minutes of one CPU thread: tiny-neo seeds 0-2 meet every threshold (the induction head
-forms near step 3000; the remaining steps sharpen IOI); tiny-gpt2 seeds 0 and 1 do, seed 2 was still
-leaving the plateau at step 7000 (induction score 0.31; run on to 10000 steps it meets every
-threshold from step 7500, its card says). The earlier defaults (lr 3e-3, batches of 8)
+nothing in about 13 minutes of one CPU thread (two runs at once on a 2-core machine): tiny-neo and
+tiny-gpt2 seeds 0-2 all meet every threshold. tiny-neo's induction head forms between steps 2000 and
+3000; tiny-gpt2's between 3500 and 6000 here, and as late as 7000-7500 in an earlier run (hence 9000
+steps; the remaining steps sharpen IOI). The earlier defaults (lr 3e-3, batches of 8)
 never left the plateau in 5000 steps. --out defaults to a scratch folder so that a run never
 overwrites a shipped model; --out minineo/zoo/MODEL rewrites it.
 """
@@ -50,7 +50,7 @@ CONFIGS = {
 class Recipe:
     """Everything that decides the trained weights besides the seed and the architecture."""
 
-    steps: int = 7000  # the induction head forms near step 3000 (5 of 6 runs; tiny-gpt2 seed 2 later)
+    steps: int = 9000  # tiny-neo's induction head forms near step 3000, tiny-gpt2's as late as 7000-7500
     batch_size: int = 16
     length: int = 128  # the whole context
     lr: float = 1e-3  # after `warmup` linear steps; constant (3e-3 at batch 8 never left the plateau in 5000 steps)
