@@ -2,7 +2,7 @@
 
 Oracles: the dense products and torch.linalg on them (small models, where d_vocab x d_vocab fits), TransformerLens
 3.9's own `all_composition_scores` and Main_Demo copying score (tests/data/tl3_processing, written by the package),
-and on the embedded model the previous-token head found from attention patterns (analysis.head_scores).
+and on the embedded models the previous-token heads found from attention patterns (analysis.head_scores).
 """
 
 from __future__ import annotations
@@ -126,18 +126,22 @@ def test_unknown_composition_kind_is_a_clear_error():
 
 @pytest.mark.parametrize("name", ["tiny-neo", "tiny-gpt2"])
 @pytest.mark.parametrize("processed", [False, True])
-def test_the_strongest_induction_head_k_composes_most_with_the_previous_token_head(name, processed):
+def test_the_strongest_induction_head_k_composes_most_with_the_previous_token_heads(name, processed):
     """Elhage et al. (2021): an induction head's keys read the previous-token head's output. Checked on
-    the strongest induction head of each trained toy (a second one may read several layer-0 heads
-    about equally: tiny-neo's L1H1 0.140-0.177, see the README)."""
+    the strongest induction head of each trained toy: every layer-0 head that attends to the previous
+    token (score > 0.25; uniform attention over ~50 keys gives ~0.05) composes with its keys more than
+    every other layer-0 head. tiny-gpt2 spreads the job over two heads (L0H2 0.55, L0H0 0.34, of the
+    9000-step weights) and either may be the top partner; a second induction head may read several
+    layer-0 heads about equally (tiny-neo's L1H1, see the README)."""
     model = minineo.load(name)
     patterns = analysis.head_scores(model, analysis.repeated_tokens(model, seq_len=25, low=32, high=127), repeated_len=25)
-    previous = int(patterns.previous_token[0].argmax())  # the layer-0 head that attends to the previous token
-    assert patterns.previous_token[0, previous] > 0.4  # uniform attention over ~50 keys would give ~0.05
+    previous = patterns.previous_token[0] > 0.25  # (layer-0 head,): the previous-token heads
+    assert patterns.previous_token[0].max() > 0.4 and not previous.all(), patterns.previous_token
     head = int(patterns.induction[1].argmax())
     assert patterns.induction[1, head] > 0.5
     weights = model.processed() if processed else model
     partners = analysis.composition_scores(weights, "k")[0, :, 1, head]  # (layer-0 head,)
-    assert int(partners.argmax()) == previous, (head, partners)
-    print(f"{name}: L1H{head}'s strongest K-composition partner: L0H{previous}, score {float(partners.max()):.3f} "
-          f"(other layer-0 heads: {', '.join(f'{float(s):.3f}' for i, s in enumerate(partners) if i != previous)})")
+    assert partners[previous].min() > partners[~previous].max(), (head, patterns.previous_token[0], partners)
+    print(f"{name}: L1H{head}'s K-composition with the previous-token heads "
+          f"{[f'L0H{i}' for i in previous.nonzero().flatten().tolist()]}: {partners[previous].tolist()}, "
+          f"with the others: {partners[~previous].tolist()}")

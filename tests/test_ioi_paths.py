@@ -36,11 +36,9 @@ def test_ioi_path_effects_equal_brute_force_path_patching():
                               for head in range(cfg.n_heads)] for layer in range(cfg.n_layers)])
         assert got.shape == (cfg.n_layers, cfg.n_heads)
         assert (got - want).abs().max() <= 1e-5 * max(1.0, abs(clean)), (target, got, want)
-    # the name mover's own path to the logits (its direct effect) is the strongest, a quarter of the difference
-    # or more (in the byte-level toy MLP 1 carries much of the rest)
-    top = result.name_movers[0]
-    assert divmod(int(result.head_path_logits.argmin()), cfg.n_heads) == top, result.head_path_logits
-    assert float(result.head_path_logits[top]) < -0.25 * result.logit_diff, result.head_path_logits
+    # No ordering between DLA and the path to the logits is asserted: DLA measures a head's direct write against
+    # zero, the path against the ABC run. On the 9000-step tiny-neo, L1H3 tops this DLA (1.92) but writes IO - S
+    # on the ABC prompts too (1.03), so its path effect is small (-0.25) and L1H2's (DLA 0.75 -> -1.40) is the largest.
     columns = result.head_columns()
     assert list(columns)[:2] == ["DLA on IO-S", "path -> logits"]  # ablation was not run: no column
     assert all(v.shape == (cfg.n_layers, cfg.n_heads) for v in columns.values())
