@@ -35,7 +35,7 @@ class Behaviour:
     name_mover_ablation: float  # change of the logit difference when the name mover is mean-ablated
     # Its OV circuit's copying score (analysis.copying_scores), in [-1, 1]: reported, not a threshold. In these
     # byte-level toys the heads' direct effect is a fraction of the logit difference (MLP 1 reads what they
-    # move), and a top head may suppress S rather than copy IO (tiny-gpt2 seed 0: -0.91).
+    # move), and a top head may suppress S rather than copy IO (the 7000-step tiny-gpt2, seed 0: -0.91).
     name_mover_copying: float
 
     def failures(self) -> list[str]:
