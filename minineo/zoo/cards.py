@@ -33,9 +33,9 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   {provenance}
 - **What it does**, measured on these files by `minineo.zoo.behaviour.measure` (copying through HF's
   `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
-  all 256 bytes (seed 7), each repeated twice; IOI through `minineo ioi`'s analysis on `ioi_dataset(model, 64, seed=5)`, 64 prompts (`minineo ioi --n 64`
-  draws seed 0 and the README's table its own repeats, so their numbers differ a little), half ABBA,
-  half BABA):
+  all 256 bytes (seed 7), each repeated twice; IOI through `minineo ioi`'s analysis on
+  `ioi_dataset(model, 64, seed=5)`, 64 prompts, half ABBA, half BABA; `minineo ioi --n 64` draws seed 0
+  and the README's table its own repeats, so their numbers differ a little):
 
 | quantity | value |
 | --- | --- |
@@ -88,12 +88,13 @@ def card(name: str, model: Model, recipe, seed: int, final: float, seconds: floa
          seeds: str, provenance: str | None = None) -> str:
     arch, hf_class, details = ARCHITECTURES[model.config.architecture]
     failures = behaviour.failures()
+    threads_text = f"{threads} CPU thread" + ("s" if threads != 1 else "")
     verdict = "These files meet all of them." if not failures else "These files do NOT meet these (condition: measured): " + "; ".join(failures) + "."
     return CARD.format(
         name=name, arch=arch, hf_class=hf_class, details=details, model_type=model.config.architecture,
         params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
         batch=recipe.batch_size, length=recipe.length, seed=seed,
-        threads_text=f"{threads} CPU thread" + ("s" if threads != 1 else ""), seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
+        threads_text=threads_text, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
         provenance=provenance or f"**The shipped weights are what this command wrote** (seed {seed}).",
         seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
     )
