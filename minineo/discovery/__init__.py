@@ -1,0 +1,6 @@
+"""Circuit discovery in EAP-IG's convention (Hanna et al., COLM 2024): the edge graph, the exact edge-patched forward,
+edge scores (EAP, EAP-IG, exact), circuits, their faithfulness, ACDC, and EAP-IG's graph files."""
+
+from minineo.discovery.graph import Graph, edge_count
+
+__all__ = ["Graph", "edge_count"]

@@ -1,0 +1,188 @@
+"""The edge graph of circuit discovery, in EAP-IG's convention exactly (Hanna et al., COLM 2024; hannamw/EAP-IG).
+
+Nodes (senders, EAP-IG's "forward" index): `input` (the token embedding only: the position embedding and every b_O
+are the same in the clean and corrupted runs, so they are not nodes) = 0; head `a{l}.h{h}` (its own z @ W_O[h],
+without b_O) = 1 + l(H+1) + h; MLP `m{l}` (its output, bias included) = 1 + l(H+1) + H.
+
+Receivers (EAP-IG's "backward" index): head input `a{l}.h{h}<x>` for x = q, k, v (the residual before ln_1, one copy
+per head: the sites `blocks.{l}.q_input` / `k_input` / `v_input`) = l(3H+1) + xH + h; MLP `m{l}` (`blocks.{l}.mlp_in`)
+= l(3H+1) + 3H; `logits` (the last `resid_post`, before ln_final) = L(3H+1).
+
+Edges: heads of layer l receive from `input` and from every head and MLP of layers < l, separately for q, k, v; MLP l
+from `input`, layers < l and the heads of layer l; `logits` from every node. Names `"{sender}->{receiver}"`:
+`input->a0.h1<q>`, `a0.h1->m0`, `m1->logits`. Count: E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1)
+(32,491 for 12 x 12; 110 for 2 x 4). The score and in-circuit matrices are (senders, receivers), as EAP-IG's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from minineo.errors import UnknownNameError, UserError
+
+if TYPE_CHECKING:
+    from minineo.forward.model import Model
+
+QKV = "qkv"
+
+
+def edge_count(n_layers: int, n_heads: int) -> int:
+    """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula."""
+    L, H = n_layers, n_heads
+    heads = sum((1 + l * (H + 1)) * 3 * H for l in range(L))  # q, k, v of H heads, each from input + earlier layers
+    mlps = sum(1 + l * (H + 1) + H for l in range(L))  # input, earlier layers, this layer's heads
+    return heads + mlps + 1 + L * (H + 1)  # logits read every node
+
+
+@dataclass
+class Graph:
+    """Every edge of a model's computational graph, its score and whether it is in the circuit.
+
+    `scores` (n_senders, n_receivers) float32: an edge's score (0 where the pair is no edge); `in_graph` (n_senders,
+    n_receivers) bool: the circuit's edges; `nodes_in_graph` (n_senders,) bool (EAP-IG's layout: `logits` is always in).
+    `real_edges` (n_senders, n_receivers) bool marks which pairs are edges. `model` names the model the graph was made
+    for (its hub id or folder; checked when a circuit file is read back).
+    """
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    model: str | None = None
+    scores: torch.Tensor = field(init=False, repr=False)
+    in_graph: torch.Tensor = field(init=False, repr=False)
+    nodes_in_graph: torch.Tensor = field(init=False, repr=False)
+    real_edges: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "n_heads", "d_model"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"Graph: {name} must be a positive int, got {value!r}")
+        shape = (self.n_senders, self.n_receivers)
+        self.real_edges = torch.zeros(shape, dtype=torch.bool)
+        for _, s, r in self._enumerate():
+            self.real_edges[s, r] = True
+        self.scores = torch.zeros(shape, dtype=torch.float32)
+        self.in_graph = torch.zeros(shape, dtype=torch.bool)
+        self.nodes_in_graph = torch.zeros(self.n_senders, dtype=torch.bool)
+
+    @classmethod
+    def from_model(cls, model: Model, name: str | None = None) -> Graph:
+        """The graph of `model` (GPT-2 or GPT-Neo: the same graph; a local layer's window lives inside its heads).
+
+        `name` (the model's identity in circuit files) defaults to where `minineo.load` found the model."""
+        cfg = model.config
+        return cls(cfg.n_layers, cfg.n_heads, cfg.d_model, name if name is not None else getattr(model, "source", None))
+
+    # ---- indices ------------------------------------------------------------------------------------
+
+    @property
+    def n_senders(self) -> int:
+        return 1 + self.n_layers * (self.n_heads + 1)
+
+    @property
+    def n_receivers(self) -> int:
+        return self.n_layers * (3 * self.n_heads + 1) + 1
+
+    @property
+    def n_edges(self) -> int:
+        return edge_count(self.n_layers, self.n_heads)
+
+    def sender_index(self, layer: int, head: int | None = None) -> int:
+        """Forward index of head (layer, head), or of MLP `layer` when head is None. `input` is 0."""
+        return 1 + layer * (self.n_heads + 1) + (self.n_heads if head is None else head)
+
+    def receiver_index(self, layer: int, head: int | None = None, qkv: str | None = None) -> int:
+        """Backward index of head (layer, head)'s q/k/v input, or of MLP `layer`'s input when head is None."""
+        base = layer * (3 * self.n_heads + 1)
+        return base + 3 * self.n_heads if head is None else base + QKV.index(qkv) * self.n_heads + head
+
+    @property
+    def logits_index(self) -> int:
+        return self.n_layers * (3 * self.n_heads + 1)
+
+    def senders_before(self, receiver: int) -> int:
+        """How many senders (a prefix of the forward index) can reach the receiver with backward index `receiver`."""
+        if receiver == self.logits_index:
+            return self.n_senders
+        layer, rest = divmod(receiver, 3 * self.n_heads + 1)
+        return 1 + layer * (self.n_heads + 1) + (self.n_heads if rest == 3 * self.n_heads else 0)
+
+    @property
+    def sender_names(self) -> list[str]:
+        names = ["input"]
+        for l in range(self.n_layers):
+            names += [f"a{l}.h{h}" for h in range(self.n_heads)] + [f"m{l}"]
+        return names
+
+    @property
+    def receiver_names(self) -> list[str]:
+        names = []
+        for l in range(self.n_layers):
+            names += [f"a{l}.h{h}<{x}>" for x in QKV for h in range(self.n_heads)] + [f"m{l}"]
+        return names + ["logits"]
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node, in EAP-IG's order: the senders, then `logits`."""
+        return self.sender_names + ["logits"]
+
+    # ---- edges --------------------------------------------------------------------------------------
+
+    def _enumerate(self) -> Iterator[tuple[str, int, int]]:
+        """(name, sender index, receiver index) of every edge, in the order EAP-IG's Graph.from_model makes them."""
+        senders, H = self.sender_names, self.n_heads
+        for l in range(self.n_layers):
+            upstream = [0] + list(range(1, 1 + l * (H + 1)))  # input, then every node of layers < l
+            for s in upstream:
+                for h in range(H):
+                    for x in QKV:
+                        r = self.receiver_index(l, h, x)
+                        yield f"{senders[s]}->a{l}.h{h}<{x}>", s, r
+            m = self.receiver_index(l)
+            for s in upstream + [self.sender_index(l, h) for h in range(H)]:
+                yield f"{senders[s]}->m{l}", s, m
+        for s in range(self.n_senders):
+            yield f"{senders[s]}->logits", s, self.logits_index
+
+    def edges(self) -> list[tuple[str, int, int]]:
+        """(name, sender index, receiver index) of every edge, in EAP-IG's order (that of its JSON files)."""
+        return list(self._enumerate())
+
+    @property
+    def edge_names(self) -> list[str]:
+        return [name for name, _, _ in self._enumerate()]
+
+    def edge_index(self, name: str) -> tuple[int, int]:
+        """(sender, receiver) indices of the edge called `name` (EAP-IG's spelling, e.g. `a0.h1->a1.h2<k>`)."""
+        sender, arrow, receiver = name.partition("->")
+        try:
+            s, r = self.sender_names.index(sender), self.receiver_names.index(receiver)
+        except ValueError:
+            s = r = -1
+        if not arrow or s < 0 or not self.real_edges[s, r]:
+            raise UnknownNameError(
+                f"{name!r} is not an edge of this {self.n_layers}-layer, {self.n_heads}-head graph; edges are named "
+                f"'SENDER->RECEIVER' as EAP-IG writes them (e.g. 'input->a0.h1<q>', 'a0.h1->m0', 'm{self.n_layers - 1}->logits')"
+            )
+        return s, r
+
+    def score(self, name: str) -> float:
+        s, r = self.edge_index(name)
+        return float(self.scores[s, r])
+
+    def edge_scores(self) -> dict[str, float]:
+        """{edge name: score} in EAP-IG's order."""
+        return {name: float(self.scores[s, r]) for name, s, r in self._enumerate()}
+
+    @property
+    def n_edges_in_graph(self) -> int:
+        return int((self.in_graph & self.real_edges).sum())
+
+    def copy(self) -> Graph:
+        new = Graph(self.n_layers, self.n_heads, self.d_model, self.model)
+        new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
+        return new
