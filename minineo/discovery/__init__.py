@@ -2,5 +2,6 @@
 edge scores (EAP, EAP-IG, exact), circuits, their faithfulness, ACDC, and EAP-IG's graph files."""
 
 from minineo.discovery.graph import Graph, edge_count
+from minineo.discovery.pairs import Metric, Pairs, logit_diff
 
-__all__ = ["Graph", "edge_count"]
+__all__ = ["Graph", "Metric", "Pairs", "edge_count", "logit_diff"]

@@ -1,0 +1,125 @@
+"""Clean/corrupted prompt pairs and the metric of circuit discovery (EAP-IG's convention).
+
+A pair is a clean prompt, a corrupted prompt of the same token length, an answer token and a wrong token. The metric is
+EAP-IG's logit difference at each prompt's last real position, logit[answer] - logit[wrong] (nats of logit), given per
+pair; every score and faithfulness number is a mean over pairs. minineo left-pads a batch (positions from the mask, so
+a padded row computes exactly what the unpadded one does), so the last real position is always the last one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import torch
+
+from minineo.errors import MissingFileError, UserError
+
+if TYPE_CHECKING:
+    from minineo.forward.model import Model
+
+# metric(logits (n, pos, d_vocab), pairs) -> (n,): one value per pair
+Metric = Callable[[torch.Tensor, "Pairs"], torch.Tensor]
+
+
+@dataclass
+class Pairs:
+    """n clean/corrupted pairs, tokenized and left-padded: `clean`, `corrupted` (n, pos) LongTensor; `attention_mask`
+    (n, pos) (1 = real token; shared, since a pair's prompts have equal lengths) or None; `answer`, `wrong` (n,)."""
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    attention_mask: torch.Tensor | None
+    answer: torch.Tensor
+    wrong: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = self.clean.shape[0]
+        if self.clean.ndim != 2 or self.corrupted.shape != self.clean.shape:
+            raise UserError(f"clean and corrupted tokens must both be (n, pos) of one shape, got {tuple(self.clean.shape)} "
+                            f"and {tuple(self.corrupted.shape)}; give each pair prompts of the same token length")
+        if self.answer.shape != (n,) or self.wrong.shape != (n,):
+            raise UserError(f"answer and wrong need one token id per pair, shape ({n},); got "
+                            f"{tuple(self.answer.shape)} and {tuple(self.wrong.shape)}")
+        if self.attention_mask is not None and self.attention_mask.shape != self.clean.shape:
+            raise UserError(f"attention_mask must have the tokens' shape {tuple(self.clean.shape)}, "
+                            f"got {tuple(self.attention_mask.shape)}")
+
+    def __len__(self) -> int:
+        return self.clean.shape[0]
+
+    def __getitem__(self, index: slice | torch.Tensor) -> Pairs:
+        mask = None if self.attention_mask is None else self.attention_mask[index]
+        return Pairs(self.clean[index], self.corrupted[index], mask, self.answer[index], self.wrong[index])
+
+    def batches(self, size: int) -> Iterator[Pairs]:
+        """Consecutive slices of at most `size` pairs."""
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def to(self, device: torch.device | str) -> Pairs:
+        mask = None if self.attention_mask is None else self.attention_mask.to(device)
+        return Pairs(self.clean.to(device), self.corrupted.to(device), mask, self.answer.to(device), self.wrong.to(device))
+
+    @classmethod
+    def from_text(cls, model: Model, clean: list[str], corrupted: list[str], answer: list[str], wrong: list[str]) -> Pairs:
+        """Tokenize pairs (BOS prepended, left-padded). Each answer and wrong must be a single token of the model's
+        tokenizer; each clean prompt and its corrupted one must have the same token length (UserError otherwise)."""
+        tokenizer = model._require_tokenizer()
+        if not (len(clean) == len(corrupted) == len(answer) == len(wrong)) or not clean:
+            raise UserError(f"pairs need as many clean prompts, corrupted prompts, answers and wrong answers, and at "
+                            f"least one; got {len(clean)}, {len(corrupted)}, {len(answer)} and {len(wrong)}")
+        for i, (a, b) in enumerate(zip(clean, corrupted)):
+            la, lb = len(tokenizer.encode(a)), len(tokenizer.encode(b))
+            if la != lb:
+                raise UserError(f"pair {i}: the clean prompt is {la} tokens and the corrupted one {lb}; each pair's "
+                                f"prompts must have the same token length ({a!r:.60} / {b!r:.60})")
+        ids = []
+        for what, texts in (("answer", answer), ("wrong", wrong)):
+            for i, text in enumerate(texts):
+                encoded = tokenizer.encode(text, prepend_bos=False) if text else []
+                if len(encoded) != 1:
+                    raise UserError(f"pair {i}: the {what} {text!r:.40} is {len(encoded)} tokens for this tokenizer; "
+                                    "the metric compares one token, so give a single-token answer")
+                ids.append(encoded[0])
+        tokens, mask = tokenizer.encode_batch(list(clean), padding_side="left")
+        corrupted_tokens, _ = tokenizer.encode_batch(list(corrupted), padding_side="left")
+        mask = None if bool(mask.all()) else mask
+        n = len(clean)
+        return cls(tokens, corrupted_tokens, mask, torch.tensor(ids[:n]), torch.tensor(ids[n:]))
+
+    @classmethod
+    def from_jsonl(cls, model: Model, path: str | Path) -> Pairs:
+        """Read rows {"clean", "corrupted", "answer", "wrong"} (the format of EAP-IG-style task files)."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such pairs file; give a JSONL of "
+                                   '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...} rows')
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}, line {number}: not JSON ({err.msg}); each line is one pair object") from None
+            missing = [k for k in ("clean", "corrupted", "answer", "wrong") if not isinstance(row, dict)
+                       or not isinstance(row.get(k), str)]
+            if missing:
+                raise UserError(f"{path}, line {number}: {', '.join(missing)} missing or not a string; each row needs "
+                                '"clean", "corrupted", "answer" and "wrong" strings')
+            rows.append(row)
+        if not rows:
+            raise UserError(f"{path} holds no pairs; give at least one row")
+        return cls.from_text(model, *([row[k] for row in rows] for k in ("clean", "corrupted", "answer", "wrong")))
+
+
+def logit_diff(logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+    """EAP-IG's metric per pair: logit[answer] - logit[wrong] at the last position (left-padded: the last real one).
+
+    logits (n, pos, d_vocab) -> (n,)."""
+    last = logits[:, -1]  # (n, d_vocab)
+    index = torch.arange(last.shape[0], device=last.device)
+    return last[index, pairs.answer.to(last.device)] - last[index, pairs.wrong.to(last.device)]
