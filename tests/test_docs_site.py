@@ -213,3 +213,23 @@ def test_no_page_is_history_by_accident():
             continue
         headings = [line for line in page.read_text().splitlines() if line.startswith("#")]
         assert not [h for h in headings if re.search(r"\bissue \d+", h, flags=re.I)], page
+
+
+def test_each_benchmark_shows_its_latest_table_with_machine_versions_date_and_load():
+    """benchmarks/README.md: how to run, then per benchmark one `Latest:` line (date, torch version, quiet or
+    loaded) above its table; the CUDA section says plainly that it has not run yet."""
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert sections[0].startswith("How to run")
+    measured = [s for s in sections[1:] if not s.startswith("CUDA")]
+    assert len(measured) >= 8
+    for section in measured:
+        title = section.splitlines()[0]
+        latest = re.search(r"^Latest: (.*?)(?:\n\n|$)", section, flags=re.M | re.S)
+        assert latest, f"benchmarks/README.md, {title}: no 'Latest:' line"
+        stamp = " ".join(latest.group(1).split())
+        assert re.search(r"20\d\d-\d\d-\d\d", stamp) and "torch 2." in stamp and "CPU" in stamp, (title, stamp)
+        assert re.search(r"\*\*(quiet|heavily loaded)\*\*", stamp), (title, stamp)
+        assert "\n|" in section, f"{title}: no table"
+    cuda = next(s for s in sections if s.startswith("CUDA"))
+    assert "Not yet run on a GPU" in cuda

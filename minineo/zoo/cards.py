@@ -73,7 +73,7 @@ REPRODUCES = ('**What reproduces**: the behaviour, on any machine; the bits, onl
               '  to L1H2 and L1H3): CPU kernels differ in their round-off between machines, and 9000 steps amplify it.\n'
               "  The same bits need the same x86-64 CPU model running torch 2.13.0's AVX-512 kernels\n"
               '  (`torch.backends.cpu.get_cpu_capability()` = AVX512; MKL, oneDNN 3.12) on one thread, as these files\n'
-              '  were made (a 2-core Intel Xeon virtual machine); elsewhere expect the thresholds, not the weights.')
+              '  were made (a 2-core x86-64 machine); elsewhere expect the thresholds, not the weights.')
 
 
 # What runs outside the seeds table showed (kept in the card when it is rewritten; measured 2026-12-02).
