@@ -81,8 +81,15 @@ def nav_pages(nav) -> list[str]:
     return out
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """mkdocs.yml's YAML: mkdocs's own tags (`!relative $config_dir`) read as their plain value."""
+
+
+_ConfigLoader.add_multi_constructor("!", lambda loader, tag, node: loader.construct_scalar(node))
+
+
 def mkdocs_config() -> dict:
-    return yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    return yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=_ConfigLoader)
 
 
 def test_every_docs_page_is_in_the_nav():
