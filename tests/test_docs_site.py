@@ -22,6 +22,7 @@ from readme_blocks import DOCS, README, ROOT, bash_lines, pages
 
 import minineo
 
+# At merge, add the packages other branches bring ("minineo.discovery", "minineo.views") with their reference pages.
 PUBLIC_MODULES = ["minineo", "minineo.analysis", "minineo.sae", "minineo.errors", "minineo.data.harvest",
                   "minineo.data.evaluation", "minineo.data.corpus", "minineo.data.shards", "minineo.record.cache",
                   "minineo.record.sites"]
