@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.device_report import write_report
 from benchmarks.forward import bench_shape
 from benchmarks.generation import bench_generation
@@ -155,7 +156,7 @@ def profile_part(folder: Path, device: str, dtype: torch.dtype, shape: tuple[int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, no torch.compile: the whole run in seconds")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/device_runs/latest"))

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.forward import bench_shape
 from benchmarks.generation import bench_generation
 from benchmarks.memory_tl3 import bench_tl3
@@ -65,7 +66,7 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
 
 
 def main(argv: list[str] | None = None) -> Run:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
     parser.add_argument("--rounds", type=int, default=None)

@@ -15,6 +15,7 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import tempfile
@@ -83,14 +84,20 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     return run_command
 
 
+def help_paragraphs(doc: str | None) -> str:
+    """A docstring as help text: paragraphs (split at blank lines) each on one line, so that the help
+    wraps at the terminal's width, not where the source line ended ("... every layer and\n position")."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
+
+
 class App(typer.Typer):
     """A Typer app whose every command runs inside the error boundary."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().command(*args, **kwargs)
-
         def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-            register(_boundary(function))
+            help_text = kwargs.get("help") or help_paragraphs(function.__doc__)
+            super(App, self).command(*args, **{**kwargs, "help": help_text})(_boundary(function))
             return function
 
         return decorator

@@ -35,7 +35,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
   all 256 bytes (seed 7), each repeated twice; IOI through `minineo ioi`'s analysis on
   `ioi_dataset(model, 64, seed=5)`, 64 prompts, half ABBA, half BABA; `minineo ioi --n 64` draws seed 0
-  and the README's table its own repeats, so their numbers differ a little):
+  and the zoo page's table (docs/zoo.md) its own repeats, so their numbers differ a little):
 
 | quantity | value |
 | --- | --- |
@@ -54,9 +54,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   **Check** that the shipped files are what the recipe makes (it retrains with the shipped seed in a
   temporary folder and compares the behaviour thresholds, not the bits; about 14 minutes of one CPU
   thread per seed, `--seeds 0 1 2 --jobs 2` for the table below):
-  `python -m minineo.zoo.check_recipe --model {name}`. Round-off differences between machines, CPU
-  kernels and torch versions grow during training, so another machine gets the same behaviour, not
-  the same bits.
+  `python -m minineo.zoo.check_recipe --model {name}`. {reproduces}
 - **Seeds**: the recipe from scratch with three seeds, each measured as above:
 
 {seeds_begin}
@@ -66,6 +64,16 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
 Files: `config.json` (`model_type: {model_type}`), `model.safetensors` (HF {hf_class} keys; HF loads
 it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
 """
+
+
+# What reproduces (docs/zoo.md says the same): the card quotes it verbatim.
+REPRODUCES = ('**What reproduces**: the behaviour, on any machine; the bits, only on the same kind of CPU.\n'
+              '  Retrained from scratch on another machine, seed 0 of both toys met every threshold again, but the\n'
+              "  weights differed (up to 2.3 in one weight; tiny-gpt2's induction head and name mover moved from L1H0\n"
+              '  to L1H2 and L1H3): CPU kernels differ in their round-off between machines, and 9000 steps amplify it.\n'
+              "  The same bits need the same x86-64 CPU model running torch 2.13.0's AVX-512 kernels\n"
+              '  (`torch.backends.cpu.get_cpu_capability()` = AVX512; MKL, oneDNN 3.12) on one thread, as these files\n'
+              '  were made (a 2-core x86-64 machine); elsewhere expect the thresholds, not the weights.')
 
 
 # What runs outside the seeds table showed (kept in the card when it is rewritten; measured 2026-12-02).
@@ -96,5 +104,5 @@ def card(name: str, model: Model, recipe, seed: int, final: float, seconds: floa
         batch=recipe.batch_size, length=recipe.length, seed=seed,
         threads_text=threads_text, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
         provenance=provenance or f"**The shipped weights are what this command wrote** (seed {seed}).",
-        seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
+        reproduces=REPRODUCES, seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
     )

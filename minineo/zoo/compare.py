@@ -1,9 +1,9 @@
-"""The README's side-by-side table: the seed's GPT-2 vs GPT-Neo comparisons, one column per model.
+"""The zoo page's side-by-side table (docs/zoo.md): the seed's GPT-2 vs GPT-Neo comparisons, one column per model.
 
     python -m minineo.zoo.compare [--models tiny-neo tiny-gpt2 [gpt2 EleutherAI/gpt-neo-125M]]
 
 Each row is what one `minineo` command shows (COMMANDS), computed with the same analysis calls and
-arguments; prints a Markdown table. tests/test_zoo_models.py checks the README quotes it.
+arguments; prints a Markdown table. tests/test_zoo_models.py checks docs/zoo.md quotes it.
 """
 
 from __future__ import annotations
