@@ -14,7 +14,7 @@ import torch
 
 from minineo.errors import UnknownNameError, UserError
 from minineo.record.cache import Cache
-from minineo.views.page import View, asset, first_row, model_name, pack_quantised, render, token_strings
+from minineo.views.page import View, asset, first_row, joined, model_name, pack_quantised, render, token_strings
 
 
 def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *, name: str | None = None,
@@ -54,14 +54,15 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
     data = {"tokens": words, "n_layers": config.n_layers, "n_heads": config.n_heads,
             "windows": list(config.windows), "pattern": pack_quantised(lower, 0.0, 1.0)}
     shown_model = model_name(model, name, config)
-    text = prompt if prompt is not None else "".join(words)
+    text = prompt if prompt is not None else joined(model, words)
     page = render("attention", "Attention patterns", shown_model, text, data, BODY, asset("attention.js"))
     return View(page, "attention", height=760)
 
 
 BODY = """
 <p class="note">Click a thumbnail to enlarge a head; hover a cell of the enlarged pattern for its value, or a token
-to colour the prompt by the selected head's attention. Rows are queries, columns keys.</p>
+to colour the prompt by the selected head's attention. Rows are queries, columns keys; the colour is the square root
+of the probability (white 0, dark blue 1), so small weights stay visible.</p>
 <div class="row">
   <div><h2>Heads (rows: layers, columns: heads)</h2><table class="grid" id="head-grid"></table></div>
   <div><h2 id="big-title"></h2><canvas id="big"></canvas>

@@ -13,7 +13,7 @@ import torch
 from minineo.analysis.attribution import direct_logit_attribution
 from minineo.errors import UserError
 from minineo.forward.model import Model
-from minineo.views.page import View, asset, first_row, model_name, pack_float32, render, token_strings
+from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings
 
 
 def _answer_id(model: Model, answer: int | str, what: str) -> int:
@@ -54,7 +54,7 @@ def attributions(model: Model, tokens: torch.Tensor | str, answer: int | str, wr
             "answer": vocab[0], "wrong": vocab[1] if wrong_id is not None else None,
             "position": position % n, "tokens": words}
     page = render("attributions", "Direct logit attribution", model_name(model, name),
-                  prompt if prompt is not None else text or "".join(words), data, BODY, asset("attributions.js"))
+                  prompt if prompt is not None else text or joined(model, words), data, BODY, asset("attributions.js"))
     return View(page, "attributions", height=160 + 18 * len(result.labels))
 
 

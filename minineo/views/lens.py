@@ -13,7 +13,7 @@ from minineo.analysis.lens import LogitLens, logit_lens, summarise_lens
 from minineo.analysis.tuned_lens import TunedLens
 from minineo.errors import UserError, WrongTypeError
 from minineo.forward.model import Model
-from minineo.views.page import View, asset, first_row, model_name, pack_float32, render, token_strings
+from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings
 
 
 def _summary(result: LogitLens, top_k: int) -> tuple[dict, set[int]]:
@@ -56,7 +56,7 @@ def lens(model: Model, tokens: torch.Tensor | str, tuned: TunedLens | None = Non
     data = {"tokens": words, "token_ids": ids.tolist(), "top_k": top_k, "lenses": summaries,
             "vocab": dict(zip(map(str, vocab_ids), strings))}
     title = "Logit lens" + (" and tuned lens" if tuned is not None else "")
-    page = render("lens", title, model_name(model, name), prompt if prompt is not None else text or "".join(words),
+    page = render("lens", title, model_name(model, name), prompt if prompt is not None else text or joined(model, words),
                   data, BODY, asset("lens.js"))
     return View(page, "lens", height=200 + 22 * len(words))
 

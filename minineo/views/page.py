@@ -73,6 +73,12 @@ def token_strings(model, tokens: torch.Tensor) -> list[str]:
     return out
 
 
+def joined(model, words: list[str]) -> str:
+    """The prompt as text from its token strings: concatenated, or spaced when they are `#id`s (no tokenizer)."""
+    ids = getattr(model, "tokenizer", None) is None and all(w.startswith("#") for w in words)
+    return " ".join(words) if ids else "".join(words)
+
+
 def visible(token: str) -> str:
     """A token's text with its whitespace made visible, as the pages show it (a space is ␣, a newline \\n)."""
     return token.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t")

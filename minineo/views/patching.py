@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from minineo.errors import UserError
-from minineo.views.page import View, asset, first_row, model_name, pack_float32, render, token_strings, visible
+from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings, visible
 
 PER = ("pos", "head", "head_pos")
 
@@ -57,7 +57,7 @@ def patching(values: torch.Tensor, per: str = "pos", *, model=None, tokens: torc
     data = {"rows": [f"L{l}" for l in range(n_layers)], "columns": columns, "values": pack_float32(grid),
             "metric": metric, "centre": centre, "per": per}
     shown_model = model_name(model, name) if model is not None or name else "a model"
-    text = prompt if prompt is not None else ("".join(words) if words else None)
+    text = prompt if prompt is not None else (joined(model, words) if words else None)
     page = render("patching", title, shown_model, text, data, BODY, asset("patching.js"))
     return View(page, "patching", height=200 + 26 * n_layers)
 

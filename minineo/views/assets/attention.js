@@ -19,7 +19,7 @@ function draw(canvas, l, h, cell) {
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
   for (let i = 0; i < N; i++) for (let j = 0; j <= i; j++) {
-    ctx.fillStyle = visible(l, i, j) ? seq(value(l, h, i, j)) : "#e4e4e4";
+    ctx.fillStyle = visible(l, i, j) ? seq(Math.sqrt(value(l, h, i, j))) : "#e4e4e4";  // sqrt: small weights show
     ctx.fillRect(j * cell, i * cell, cell, cell);
   }
   const w = DATA.windows[l];
@@ -33,7 +33,7 @@ function draw(canvas, l, h, cell) {
 
 const grid = document.getElementById("head-grid");
 const thumbs = [];
-const thumbSize = Math.max(36, Math.min(72, Math.floor(900 / H) - 6));
+const thumbSize = Math.max(32, Math.min(72, Math.floor(560 / H) - 4));
 const head = grid.insertRow();
 head.appendChild(el("th", {}, ""));
 for (let h = 0; h < H; h++) head.appendChild(el("th", {}, `H${h}`));
@@ -62,6 +62,7 @@ function select(l, h) {
   document.getElementById("window-note").textContent = DATA.windows[l] === null ? "" :
     `layer ${l} is local (window ${DATA.windows[l]}): struck-through tokens are outside the window`;
   draw(big, l, h, CELL);
+  readout.textContent = ""; readout.dataset.value = "";
   big.dataset.layer = l; big.dataset.head = h; big.dataset.cell = CELL;
   if (hovered !== null) colourTokens(hovered);
 }
@@ -95,7 +96,7 @@ function colourTokens(p) {
     s.classList.toggle("current", q === p);
     if (j > i) { s.style.background = ""; s.classList.remove("outside"); s.removeAttribute("data-value"); s.title = ""; return; }
     const v = value(l, h, i, j);
-    s.style.background = seq(v);
+    s.style.background = seq(Math.sqrt(v));
     s.classList.toggle("outside", !visible(l, i, j));
     s.dataset.value = fmt3(v);
     s.title = `L${l}H${h} query ${i} \u2192 key ${j}: ${fmt3(v)}` + (visible(l, i, j) ? "" : " (outside the window)");
