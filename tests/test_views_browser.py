@@ -55,10 +55,11 @@ def models(gpt2_small):
     return {"tiny-neo": minineo.load("tiny-neo"), "tiny-gpt2": minineo.load("tiny-gpt2"), "gpt2-small-shape": gpt2_small}
 
 
-def prompt_tokens(model) -> torch.Tensor:
+def prompt_tokens(model, n: int = 64) -> torch.Tensor:
+    """The IOI prompt on the zoo models; n random ids on the GPT-2-small-shaped one (64: the issue's page size)."""
     if model.tokenizer is not None:
         return model.to_tokens(PROMPT)
-    return torch.randint(0, model.config.d_vocab, (1, 64), generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, model.config.d_vocab, (1, n), generator=torch.Generator().manual_seed(0))
 
 
 def hover_values(page, selector: str) -> list:
@@ -180,7 +181,7 @@ def check_lens_cells(page, probs: torch.Tensor, tokens: torch.Tensor, cells) -> 
 @pytest.mark.parametrize("which", MODELS)
 def test_lens_hover_shows_each_layers_top_tokens(browser, models, which, tmp_path):
     model = models[which]
-    tokens = prompt_tokens(model)
+    tokens = prompt_tokens(model, 24)
     opened = open_page(browser, views.lens(model, tokens, name=which).save(tmp_path / "lens.html"))
     n_layers, n = model.config.n_layers, tokens.shape[1]
     assert opened.page.locator(".cell").count() == (n_layers + 1) * n
@@ -208,7 +209,7 @@ def test_tuned_lens_view_shows_the_tuned_lens_packages_own_probabilities(browser
 @pytest.mark.parametrize("which", MODELS)
 def test_attribution_bars_show_dla_and_sort(browser, models, which, tmp_path):
     model = models[which]
-    tokens = prompt_tokens(model)
+    tokens = prompt_tokens(model, 24)
     answer, wrong = ("M", "J") if model.tokenizer is not None else (5, 7)
     view = views.attributions(model, tokens, answer, wrong, name=which)
     opened = open_page(browser, view.save(tmp_path / "dla.html"))

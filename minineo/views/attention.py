@@ -61,7 +61,7 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
 
 BODY = """
 <p class="note">Click a thumbnail to enlarge a head; hover a cell of the enlarged pattern for its value, or a token
-to colour the prompt by the selected head's attention. Rows are queries, columns keys; the colour is the square root
+to colour the prompt by the selected head's attention (every thumbnail then shows that token's row, or column). Rows are queries, columns keys; the colour is the square root
 of the probability (white 0, dark blue 1), so small weights stay visible.</p>
 <div class="row">
   <div><h2>Heads (rows: layers, columns: heads)</h2><table class="grid" id="head-grid"></table></div>

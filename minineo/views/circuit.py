@@ -165,12 +165,14 @@ def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int
 
 
 BODY = """
+<div class="note" id="source"></div>
 <div class="controls"><label for="keep">edges kept (top N by |score|):</label>
   <input type="range" id="keep" min="0" value="0" style="width:420px">
   <input type="number" id="keep-number" min="0" style="width:80px">
   <button id="file-circuit" hidden></button></div>
 <div class="note" id="status"></div>
-<div class="note" id="faith"></div>
+<div class="row"><div class="note" id="faith"></div>
+  <svg id="curve" width="260" height="90" xmlns="http://www.w3.org/2000/svg"></svg></div>
 <div class="row">
   <div><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
   <div class="edge-list"><h2 id="list-title">click a node</h2><div id="edge-list"></div></div>

@@ -44,6 +44,7 @@ for (let l = 0; l < L; l++) {
   for (let h = 0; h < H; h++) {
     const c = el("canvas", {class: "thumb", "data-layer": l, "data-head": h, title: `L${l}H${h}`});
     draw(c, l, h, 1);
+    c.base = c.getContext("2d").getImageData(0, 0, N, N);   // restored when the hover ends
     c.style.width = thumbSize + "px"; c.style.height = thumbSize + "px";
     c.addEventListener("click", () => select(l, h));
     row.insertCell().appendChild(c);
@@ -83,11 +84,21 @@ big.addEventListener("mouseleave", hideTip);
 const strip = document.getElementById("tokens");
 const spans = DATA.tokens.map((t, p) => {
   const s = el("span", {class: "tok", "data-pos": p}, shown(t));
-  s.addEventListener("mouseenter", () => { hovered = p; colourTokens(p); });
+  s.addEventListener("mouseenter", () => { hovered = p; colourTokens(p); focusThumbs(p); });
   strip.appendChild(s);
   return s;
 });
-strip.addEventListener("mouseleave", () => { hovered = null; spans.forEach(s => { s.style.background = "";
+function focusThumbs(p) {                       // every head: only the hovered token's row (from) or column (to)
+  for (const row of thumbs) for (const c of row) {
+    const ctx = c.getContext("2d");
+    ctx.putImageData(c.base, 0, 0);
+    if (p === null) continue;
+    ctx.fillStyle = "rgba(255,255,255,0.65)";
+    if (mode === "from") { ctx.fillRect(0, 0, N, p); ctx.fillRect(0, p + 1, N, N - p - 1); }
+    else { ctx.fillRect(0, 0, p, N); ctx.fillRect(p + 1, 0, N - p - 1, N); }
+  }
+}
+strip.addEventListener("mouseleave", () => { hovered = null; focusThumbs(null); spans.forEach(s => { s.style.background = "";
   s.classList.remove("current", "outside"); s.removeAttribute("data-value"); s.title = ""; }); });
 function colourTokens(p) {
   const [l, h] = selected;
@@ -107,7 +118,7 @@ for (const [id, m] of [["mode-from", "from"], ["mode-to", "to"]]) {
     mode = m;
     document.getElementById("mode-from").classList.toggle("active", m === "from");
     document.getElementById("mode-to").classList.toggle("active", m === "to");
-    if (hovered !== null) colourTokens(hovered);
+    if (hovered !== null) { colourTokens(hovered); focusThumbs(hovered); }
   });
 }
 select(0, 0);

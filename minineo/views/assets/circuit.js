@@ -80,6 +80,7 @@ function drawEdges() {
   if (kept > 0) status += `; smallest kept |score| ${Math.abs(SCORE[kept - 1]).toPrecision(3)}`;
   document.getElementById("status").textContent = status;
   document.getElementById("faith").textContent = faithText();
+  drawCurve();
   if (focus !== null) listEdges(focus);
 }
 function faithText() {
@@ -91,6 +92,22 @@ function faithText() {
   if (best < 0) return `faithfulness: not measured at ${kept} edges or fewer (smallest measured size: ${f.n_edges[0]})`;
   return `faithfulness ${f.faithfulness[best].toFixed(3)} at ${f.n_edges[best]} edges` +
     (exact ? "" : ` (the largest measured size up to ${kept})`) + ` (edges ranked by ${f.ranking} score)`;
+}
+function drawCurve() {                            // the file's faithfulness curve, the current size marked
+  const f = DATA.faithfulness, box = document.getElementById("curve");
+  if (!f) { box.hidden = true; return; }
+  const w = 260, h = 90, x0 = 34, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
+  const xmax = Math.max(E, ...f.n_edges), lo = Math.min(0, ...f.faithfulness), hi = Math.max(1, ...f.faithfulness);
+  const X = k => x0 + pw * k / xmax, Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
+  let out = `<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>` +
+    `<text x="2" y="${Y(hi) + 8}" font-size="9">${hi.toFixed(1)}</text><text x="2" y="${Y(lo)}" font-size="9">${lo.toFixed(1)}</text>` +
+    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges</text>` +
+    `<polyline fill="none" stroke="#333" points="${f.n_edges.map((k, i) => `${X(k).toFixed(1)},${Y(f.faithfulness[i]).toFixed(1)}`).join(" ")}"/>` +
+    `<line x1="${X(kept)}" x2="${X(kept)}" y1="${y0}" y2="${y0 + ph}" stroke="#d07000"/>`;
+  let best = -1;
+  for (let i = 0; i < f.n_edges.length; i++) if (f.n_edges[i] <= kept) best = i;
+  if (best >= 0) out += `<circle cx="${X(f.n_edges[best])}" cy="${Y(f.faithfulness[best])}" r="3.5" fill="#d07000"/>`;
+  box.innerHTML = out;
 }
 function listEdges(i) {
   const rows = [];
@@ -132,5 +149,7 @@ if (inGraph.size > 0) {
   fileButton.textContent = `the file's circuit: ${inGraph.size} edges` + (prefix ? "" : " (not a top-N by |score|; showing the top N of that size)");
   fileButton.addEventListener("click", () => setKept(inGraph.size));
 }
+document.getElementById("source").textContent = [DATA.source ? `file: ${DATA.source}` : "",
+  DATA.data_note ? `scores computed on: ${DATA.data_note}` : ""].filter(x => x).join("; ");
 setKept(inGraph.size > 0 ? inGraph.size : Math.min(E, 50));
 document.body.dataset.ready = "1";

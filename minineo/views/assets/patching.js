@@ -10,16 +10,17 @@ document.getElementById("scale").textContent = `colour: red below ${DATA.centre}
 const table = document.getElementById("heatmap");
 const head = table.insertRow();
 head.appendChild(el("th", {}, ""));
-const size = C > 60 ? 14 : 24;
+const size = Math.max(12, Math.min(44, Math.floor(1180 / C)));   // square cells that fit ~1200 px
 DATA.columns.forEach(c => { const th = el("th", {class: "col"}, c);
-  th.style.writingMode = "vertical-rl"; th.style.fontFamily = "monospace"; head.appendChild(th); });
+  if (DATA.per !== "head") th.style.writingMode = "vertical-rl";
+  th.style.fontFamily = "monospace"; head.appendChild(th); });
 for (let r = 0; r < R; r++) {
   const row = table.insertRow();
   row.appendChild(el("th", {}, DATA.rows[r]));
   for (let c = 0; c < C; c++) {
     const v = V[r * C + c];
     const td = el("td", {class: "hm", "data-row": r, "data-col": c});
-    td.style.width = size + "px"; td.style.height = "24px"; td.style.background = div((v - DATA.centre) / spread);
+    td.style.width = size + "px"; td.style.minWidth = size + "px"; td.style.height = size + "px"; td.style.background = div((v - DATA.centre) / spread);
     td.addEventListener("mouseenter", e => {
       showTip(`<b>${esc(DATA.rows[r])}, ${esc(DATA.columns[c])}</b>: ${fmt3(v)}`, e);
       tooltip.dataset.row = r; tooltip.dataset.col = c; tooltip.dataset.value = fmt3(v);
