@@ -228,8 +228,9 @@ def test_attribution_bars_show_dla_and_sort(browser, models, which, tmp_path):
     order = page.eval_on_selector_all(".bar-row", "els => els.map(e => e.dataset.label)")
     assert order == [dla.labels[i] for i in values.abs().argsort(descending=True, stable=True).tolist()]
     page.hover(".bar-row >> nth=1")
-    assert abs(float(page.get_attribute("#tooltip", "data-value")) - float(values.abs().sort(descending=True).values[1]
-                                                                           * values[values.abs().argsort(descending=True)[1]].sign())) < 1e-3
+    second = values.abs().argsort(descending=True, stable=True)[1]
+    assert page.get_attribute("#tooltip", "data-label") == dla.labels[second]
+    assert abs(float(page.get_attribute("#tooltip", "data-value")) - float(values[second])) < 1e-3
     page.click("#sort-value")
     order = page.eval_on_selector_all(".bar-row", "els => els.map(e => e.dataset.label)")
     assert order == [dla.labels[i] for i in values.argsort(descending=True, stable=True).tolist()]
@@ -265,6 +266,7 @@ def test_patching_heatmap_hover_shows_each_cell(browser, models, which, tmp_path
     assert page.locator("td.hm").count() == grid.numel()
     for row, col in [(0, 0), (grid.shape[0] - 1, grid.shape[1] - 1), (grid.shape[0] // 2, grid.shape[1] // 3)]:
         page.hover(f"td.hm[data-row='{row}'][data-col='{col}']")
+        assert (page.get_attribute("#tooltip", "data-row"), page.get_attribute("#tooltip", "data-col")) == (str(row), str(col))
         assert abs(float(page.get_attribute("#tooltip", "data-value")) - float(grid[row, col])) < 1e-3
 
 
@@ -283,6 +285,7 @@ def test_path_patch_html_shows_what_path_patching_computes(browser, tmp_path):
     page = opened.page
     for layer, head in [(0, 3), (1, 1), (1, 3)]:
         page.hover(f"td.hm[data-row='{layer}'][data-col='{head}']")
+        assert (page.get_attribute("#tooltip", "data-row"), page.get_attribute("#tooltip", "data-col")) == (str(layer), str(head))
         assert abs(float(page.get_attribute("#tooltip", "data-value")) - float(grid[layer, head])) < 1e-3
     page.hover("td.hm[data-row='1'][data-col='3']")
     screenshot(opened, "path-patching-tiny-neo.png")
@@ -296,7 +299,8 @@ def test_patch_html_per_position(browser, tmp_path):
     opened = open_page(browser, out)
     n = len(minineo.load().to_tokens(PROMPT)[0])
     assert opened.page.locator("td.hm").count() == 2 * n
-    opened.page.hover(f"td.hm[data-row='0'][data-col='{n - 22}']")
+    opened.page.hover(f"td.hm[data-row='1'][data-col='{n - 21}']")  # the subject's first letter (J/M)
+    assert opened.page.get_attribute("#tooltip", "data-col") == str(n - 21)
     screenshot(opened, "patching-tiny-neo.png")
 
 

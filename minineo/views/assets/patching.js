@@ -12,8 +12,8 @@ const head = table.insertRow();
 head.appendChild(el("th", {}, ""));
 const size = Math.max(12, Math.min(44, Math.floor(1180 / C)));   // square cells that fit ~1200 px
 DATA.columns.forEach(c => { const th = el("th", {class: "col"}, c);
-  if (DATA.per !== "head") th.style.writingMode = "vertical-rl";
-  th.style.fontFamily = "monospace"; head.appendChild(th); });
+  if (DATA.per !== "head") { th.style.writingMode = "vertical-rl"; th.style.padding = "0"; th.style.width = size + "px"; }
+  th.style.fontFamily = "monospace"; th.style.fontSize = "11px"; head.appendChild(th); });
 for (let r = 0; r < R; r++) {
   const row = table.insertRow();
   row.appendChild(el("th", {}, DATA.rows[r]));
