@@ -158,3 +158,18 @@ def test_commands_write_pages_and_refuse_bad_paths(tmp_path):
                  ["view-circuit", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c.html")]):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output, args
+
+
+def test_views_refuse_arguments_of_the_wrong_type(model):
+    from minineo.errors import WrongTypeError
+
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    for call in (lambda: views.attention(None, tokens), lambda: views.attention(cache, tokens, model="tiny-neo"),
+                 lambda: views.attention(cache, object()), lambda: views.lens("tiny-neo", tokens),
+                 lambda: views.lens(model, tokens, tuned="my-lens"), lambda: views.attributions(None, tokens, 1),
+                 lambda: views.patching("values"), lambda: views.attention(cache, tokens, model, name=3)):
+        with pytest.raises(WrongTypeError):
+            call()
+    with pytest.raises(UserError, match="centre=nan"):
+        views.patching(torch.zeros(2, 3), centre=float("nan"))

@@ -12,9 +12,10 @@ from typing import Sequence
 
 import torch
 
-from minineo.errors import UnknownNameError, UserError
+from minineo.errors import UnknownNameError, UserError, WrongTypeError
 from minineo.record.cache import Cache
-from minineo.views.page import View, asset, first_row, joined, model_name, pack_quantised, render, token_strings
+from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_quantised,
+                                 render, token_strings)
 
 
 def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *, name: str | None = None,
@@ -26,6 +27,11 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
     text shown in the header (default: the tokens joined); `batch` picks the row. Raises UserError when the cache
     lacks a pattern, the row does not exist or the tokens do not match the pattern's length.
     """
+    if not isinstance(cache, Cache):
+        raise WrongTypeError(f"cache must be the Cache of model.run_with_cache(tokens), got {type(cache).__name__}")
+    if model is not None:
+        check_model(model)
+    check_texts(name=name, prompt=prompt)
     config = cache.config
     patterns = []
     for layer in range(config.n_layers):
@@ -43,8 +49,7 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
     if isinstance(tokens, (list, tuple)) and all(isinstance(t, str) for t in tokens):
         words = list(tokens)
     else:
-        ids = torch.as_tensor(tokens)
-        ids = first_row(ids[batch] if ids.ndim == 2 else ids)
+        ids = first_row(tokens) if not (isinstance(tokens, torch.Tensor) and tokens.ndim == 2) else first_row(tokens[batch])
         words = token_strings(model, ids)
     if len(words) != n_pos:
         raise UserError(f"{len(words)} tokens were given but the cache's patterns cover {n_pos} positions; pass "
@@ -61,8 +66,8 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
 
 BODY = """
 <p class="note">Click a thumbnail to enlarge a head; hover a cell of the enlarged pattern for its value, or a token
-to colour the prompt by the selected head's attention (every thumbnail then shows that token's row, or column). Rows are queries, columns keys; the colour is the square root
-of the probability (white 0, dark blue 1), so small weights stay visible.</p>
+to colour the prompt by the selected head's attention (every thumbnail then shows that token's row, or column).
+Rows are queries, columns keys; the colour is the square root of the probability (white 0, dark blue 1), so small weights stay visible.</p>
 <div class="row">
   <div><h2>Heads (rows: layers, columns: heads)</h2><table class="grid" id="head-grid"></table></div>
   <div><h2 id="big-title"></h2><canvas id="big"></canvas>

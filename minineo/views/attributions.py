@@ -13,7 +13,8 @@ import torch
 from minineo.analysis.attribution import direct_logit_attribution
 from minineo.errors import UserError
 from minineo.forward.model import Model
-from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings
+from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_float32,
+                                 render, token_strings)
 
 
 def _answer_id(model: Model, answer: int | str, what: str) -> int:
@@ -38,6 +39,8 @@ def attributions(model: Model, tokens: torch.Tensor | str, answer: int | str, wr
     logit(wrong). Values are logits. Sort by model order, value or |value|; hover a bar for its value. Raises
     UserError for an answer of several tokens or outside the vocabulary, or a position outside the prompt.
     """
+    check_model(model)
+    check_texts(name=name, prompt=prompt)
     text = tokens if isinstance(tokens, str) else None
     ids = first_row(model.to_tokens(tokens) if isinstance(tokens, str) else tokens).to(model.W_E.device)
     answer_id = _answer_id(model, answer, "answer")

@@ -122,6 +122,8 @@ def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int
     (default: the file's optional "model" key, else its shape). Raises MissingFileError for a missing file and
     UserError for a file that is not an EAP-IG graph (naming the first bad edge or key).
     """
+    if name is not None and not isinstance(name, str):
+        raise UserError(f"name must be a str (or None), got {type(name).__name__}")
     data, source = _read(graph)
     if not isinstance(data, dict) or not isinstance(data.get("cfg"), dict) or not isinstance(data.get("edges"), dict):
         raise UserError(f"{source} is not an EAP-IG graph: it needs the keys \"cfg\" (n_layers, n_heads) and "

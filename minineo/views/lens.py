@@ -13,7 +13,8 @@ from minineo.analysis.lens import LogitLens, logit_lens, summarise_lens
 from minineo.analysis.tuned_lens import TunedLens
 from minineo.errors import UserError, WrongTypeError
 from minineo.forward.model import Model
-from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings
+from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_float32,
+                                 render, token_strings)
 
 
 def _summary(result: LogitLens, top_k: int) -> tuple[dict, set[int]]:
@@ -34,6 +35,8 @@ def lens(model: Model, tokens: torch.Tensor | str, tuned: TunedLens | None = Non
     their probabilities. With `tuned` (a TunedLens for this model) the page also has the tuned lens, one click
     away. Raises UserError for a bad `top_k` or a lens made for another model.
     """
+    check_model(model)
+    check_texts(name=name, prompt=prompt)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= model.config.d_vocab:
         raise UserError(f"top_k={top_k!r} must be an int between 1 and d_vocab={model.config.d_vocab}; e.g. 5")
     if tuned is not None and not isinstance(tuned, TunedLens):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 
 ASSETS = resources.files("minineo.views") / "assets"
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
@@ -97,9 +97,28 @@ def model_name(model, name: str | None, config=None) -> str:
     return f"{c.n_layers}-layer x {c.n_heads}-head model (d_model {c.d_model})"
 
 
+def check_model(model) -> None:
+    """A WrongTypeError unless `model` is a minineo Model (minineo.load(...))."""
+    from minineo.forward.model import Model
+
+    if not isinstance(model, Model):
+        raise WrongTypeError(f"model must be a minineo Model (minineo.load(name)), got {type(model).__name__}")
+
+
+def check_texts(**values: Any) -> None:
+    """Each keyword (name=..., prompt=...) must be a str or None; a WrongTypeError naming it otherwise."""
+    for key, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise WrongTypeError(f"{key} must be a str (or None), got {type(value).__name__}")
+
+
 def first_row(tokens: torch.Tensor) -> torch.Tensor:
     """The first row (pos,) of a (batch, pos) or (pos,) token tensor, as a LongTensor; a UserError otherwise."""
-    tokens = torch.as_tensor(tokens)
+    try:
+        tokens = torch.as_tensor(tokens)
+    except (TypeError, ValueError, RuntimeError):
+        raise WrongTypeError(f"tokens must be token ids (a LongTensor (batch, pos) or (pos,)), got "
+                             f"{type(tokens).__name__}; pass model.to_tokens(prompt)") from None
     if tokens.ndim == 2:
         tokens = tokens[0]
     if tokens.ndim != 1 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.numel() == 0:

@@ -7,12 +7,14 @@ Takes the tensors `minineo.analysis.activation_patching` ((layer, pos), (layer, 
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
-from minineo.errors import UserError
-from minineo.views.page import View, asset, first_row, joined, model_name, pack_float32, render, token_strings, visible
+from minineo.errors import UserError, WrongTypeError
+from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_float32,
+                                 render, token_strings, visible)
 
 PER = ("pos", "head", "head_pos")
 
@@ -29,7 +31,15 @@ def patching(values: torch.Tensor, per: str = "pos", *, model=None, tokens: torc
     """
     if per not in PER:
         raise UserError(f"per={per!r} is not one of {', '.join(PER)}")
-    values = torch.as_tensor(values).detach().float().cpu()
+    if model is not None:
+        check_model(model)
+    check_texts(title=title, metric=metric, name=name, prompt=prompt)
+    if isinstance(centre, bool) or not isinstance(centre, (int, float)) or not math.isfinite(centre):
+        raise UserError(f"centre={centre!r} must be a finite number (0, or 1 for path patching)")
+    try:
+        values = torch.as_tensor(values).detach().float().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise WrongTypeError(f"values must be a tensor of patching results, got {type(values).__name__}") from None
     want = {"pos": 2, "head": 2, "head_pos": 3}[per]
     if values.ndim != want:
         raise UserError(f"per={per!r} needs values of {want} dimensions ((layer, pos), (layer, head) or "
