@@ -46,7 +46,8 @@ def browser():
 def gpt2_small(tmp_path_factory):
     """A random GPT-2-small-shaped model (12 x 12, 768) with a 1000-token vocabulary, via HF save_pretrained."""
     folder = tmp_path_factory.mktemp("gpt2_small")
-    save_hf(build_hf(hf_config("gpt2", layers=12, heads=12, d_head=64, d_mlp=3072, vocab=1000, n_ctx=128)), folder)
+    save_hf(build_hf(hf_config("gpt2", layers=12, heads=12, d_head=64, d_mlp=3072, vocab=1000, n_ctx=128,
+                                    bos_token_id=0, eos_token_id=0)), folder)
     return minineo.load(str(folder))
 
 
@@ -397,3 +398,20 @@ def test_circuit_at_gpt2_small_size_draws_the_top_edges_and_opens_fast(browser, 
     set_slider(page, 300)
     page.click(".node[data-node='a11.h5']")  # a second click on the same node clears the focus
     screenshot(opened, "circuit-gpt2-small-random.png")
+
+
+def test_lens_html_with_tuned_shows_both_lenses(browser, tmp_path):
+    """`minineo lens --tuned DIR --html`: an untrained tuned lens (A = 0, b = 0) is the logit lens, so both tabs
+    must show the oracle's numbers."""
+    model = minineo.load("tiny-neo")
+    analysis.TunedLens(model).save(tmp_path / "identity-lens")
+    out = tmp_path / "lens.html"
+    result = CliRunner().invoke(app, ["lens", PROMPT.strip(), "--tuned", str(tmp_path / "identity-lens"), "--html", str(out)])
+    assert result.exit_code == 0, result.output
+    tokens = model.to_tokens(PROMPT.strip())
+    opened = open_page(browser, out)
+    probs = oracle_lens(model, tokens)
+    opened.page.click("#lens-tuned-lens")
+    check_lens_cells(opened.page, probs, tokens, [(0, 5), (1, 20)])
+    opened.page.click("#lens-logit-lens")
+    check_lens_cells(opened.page, probs, tokens, [(2, 30)])
