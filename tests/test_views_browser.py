@@ -395,8 +395,10 @@ def test_circuit_at_gpt2_small_size_draws_the_top_edges_and_opens_fast(browser, 
     assert list(rows) == expected and len(rows) > 0
     for edge, score in rows.items():
         assert abs(score - scores[edge]) < 1e-6
-    set_slider(page, 300)
     page.click(".node[data-node='a11.h5']")  # a second click on the same node clears the focus
+    assert page.locator("#edge-list tr").count() == 0
+    set_slider(page, 300)
+    page.click(".node[data-node='a6.h6']")
     screenshot(opened, "circuit-gpt2-small-random.png")
 
 

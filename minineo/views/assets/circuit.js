@@ -4,7 +4,7 @@ const L = DATA.n_layers, H = DATA.n_heads, NODES = DATA.nodes;
 const SRC = uint16s(DATA.senders), DST = uint16s(DATA.receivers), PORT = uint16s(DATA.ports);
 const SCORE = floats(DATA.scores);                        // sorted by |score|, largest first
 const E = SCORE.length, MAXABS = Math.max(1e-12, Math.abs(SCORE[0] || 0));
-const COL = Math.max(64, Math.min(110, Math.floor(1100 / (H + 1)))), ROW = 92, NW = Math.min(54, COL - 8), NH = 22;
+const COL = Math.max(64, Math.min(110, Math.floor(900 / (H + 1)))), ROW = 92, NW = Math.min(54, COL - 8), NH = 22;
 const W = COL * (H + 1) + 40, HEIGHT = ROW * (L + 1) + 60;
 const svg = document.getElementById("graph");
 svg.setAttribute("width", W); svg.setAttribute("height", HEIGHT); svg.setAttribute("viewBox", `0 0 ${W} ${HEIGHT}`);
@@ -98,10 +98,10 @@ function drawCurve() {                            // the file's faithfulness cur
   if (!f) { box.hidden = true; return; }
   const w = 260, h = 90, x0 = 34, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
   const xmax = Math.max(E, ...f.n_edges), lo = Math.min(0, ...f.faithfulness), hi = Math.max(1, ...f.faithfulness);
-  const X = k => x0 + pw * k / xmax, Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
+  const X = k => x0 + pw * Math.log10(k + 1) / Math.log10(xmax + 1), Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
   let out = `<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>` +
     `<text x="2" y="${Y(hi) + 8}" font-size="9">${hi.toFixed(1)}</text><text x="2" y="${Y(lo)}" font-size="9">${lo.toFixed(1)}</text>` +
-    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges</text>` +
+    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges (log scale)</text>` +
     `<polyline fill="none" stroke="#333" points="${f.n_edges.map((k, i) => `${X(k).toFixed(1)},${Y(f.faithfulness[i]).toFixed(1)}`).join(" ")}"/>` +
     `<line x1="${X(kept)}" x2="${X(kept)}" y1="${y0}" y2="${y0 + ph}" stroke="#d07000"/>`;
   let best = -1;
