@@ -56,7 +56,7 @@ def lens(model: Model, tokens: torch.Tensor | str, tuned: TunedLens | None = Non
     vocab_ids = sorted(seen)
     strings = token_strings(model, torch.tensor(vocab_ids, dtype=torch.long))
     words = token_strings(model, ids)
-    data = {"tokens": words, "token_ids": ids.tolist(), "top_k": top_k, "lenses": summaries,
+    data = {"tokens": words, "token_ids": ids.tolist(), "top_k": top_k, "d_vocab": model.config.d_vocab, "lenses": summaries,
             "vocab": dict(zip(map(str, vocab_ids), strings))}
     title = "Logit lens" + (" and tuned lens" if tuned is not None else "")
     page = render("lens", title, model_name(model, name), prompt if prompt is not None else text or joined(model, words),
@@ -71,5 +71,6 @@ true next token's rank (dark = rank 0) or probability. Hover a cell for the top 
 <div class="controls" id="lens-choice"></div>
 <div class="controls">colour by <button id="by-rank" class="active">rank of the next token</button>
   <button id="by-prob">probability of the next token</button></div>
+<p class="note" id="legend"></p>
 <table class="grid lens" id="lens-grid"></table>
 """

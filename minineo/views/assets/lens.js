@@ -13,6 +13,10 @@ function word(id) { return shown(DATA.vocab[String(id)]); }
 
 function build() {
   const lens = LENSES[current], nL = lens.labels.length;
+  document.getElementById("legend").textContent = colourBy === "rank" ?
+    `colour: the next token's rank on a log scale, 1 − log10(rank + 1) / log10(d_vocab = ${DATA.d_vocab}): ` +
+    "darkest blue = rank 0 (the lens's top token is the true next token), white = the last rank; grey: no next token" :
+    "colour: the next token's probability, white 0 to dark blue 1; grey: no next token";
   grid.innerHTML = "";
   const head = grid.insertRow();
   head.appendChild(el("th", {}, "pos"));
@@ -29,7 +33,7 @@ function build() {
       const c = el("td", {class: "cell", "data-layer": l, "data-pos": p}, word(top));
       if (p < N - 1) {
         const rank = lens.next_rank[l * (N - 1) + p], prob = lens.next_prob[l * (N - 1) + p];
-        const t = colourBy === "rank" ? Math.max(0, 1 - Math.log10(rank + 1) / 3) : prob;  // rank 0 -> 1, rank 999+ -> 0
+        const t = colourBy === "rank" ? 1 - Math.log10(rank + 1) / Math.log10(DATA.d_vocab) : prob;  // rank 0 -> 1
         c.style.background = seq(t);
         if (t > 0.6) c.style.color = "#fff";
       } else c.style.background = "#f0f0f0";
