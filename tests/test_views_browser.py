@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 import minineo
 from minineo import analysis, views
 from minineo.cli import app
-from tests.browser import launch, open_page, screenshot
-from tests.hf_oracle import build_hf, hf_config, save_hf
+from view_browser import launch, open_page, screenshot
+from hf_oracle import build_hf, hf_config, save_hf
 
 PROMPT = "When Mary and John went to the store, John gave a drink to "
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to "
@@ -417,3 +417,20 @@ def test_lens_html_with_tuned_shows_both_lenses(browser, tmp_path):
     check_lens_cells(opened.page, probs, tokens, [(0, 5), (1, 20)])
     opened.page.click("#lens-logit-lens")
     check_lens_cells(opened.page, probs, tokens, [(2, 30)])
+
+
+def test_minineo_view_writes_the_attention_page_of_the_prompt(browser, tmp_path):
+    out = tmp_path / "attention.html"
+    result = CliRunner().invoke(app, ["view", PROMPT, "--model", "tiny-gpt2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = minineo.load("tiny-gpt2")
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    opened = open_page(browser, out)
+    page = opened.page
+    assert page.inner_text("#model") == "tiny-gpt2" and page.inner_text("#prompt") == PROMPT
+    page.click("canvas.thumb[data-layer='1'][data-head='0']")
+    query = tokens.shape[1] - 1
+    page.hover(f".tok[data-pos='{query}']")
+    shown = torch.tensor(hover_values(page, ".tok"), dtype=torch.float32)
+    assert torch.allclose(shown, cache["blocks.1.attn.pattern"][0, 0, query], atol=1e-3)

@@ -26,7 +26,7 @@ def view(prompt: str, model: str = ModelOption,
     m = load_or_exit(model, device)
     tokens = prompt_tokens(m, prompt, model)
     with torch.inference_mode():
-        _, cache = m.run_with_cache(tokens, names=lambda name: name.endswith(("attn.q", "attn.k", "attn.pattern")))
+        _, cache = m.run_with_cache(tokens, names=lambda name: name.endswith("attn.pattern"))  # lazily from q and k
     views.attention(cache, tokens, m, name=model, prompt=prompt).save(out)
     console.print(f"wrote {escape(str(out))} (open it in a browser; it needs no network)")
 
