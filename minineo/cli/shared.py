@@ -245,6 +245,15 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
     return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
 
 
+def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
+    """The checked HTML page to write (.html or .htm; no extension: .html), before any work; None stays None."""
+    return None if path is None else output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
+
+
+HtmlOption = typer.Option(None, "--html", help="also write an interactive HTML page to this path (one self-contained "
+                                               "file, no network)")
+
+
 # ---- answers and prompt pairs: shared by `patch` and `path-patch` -------------------------------------
 
 METRIC_NAME = "normalised logit difference\n(0 = corrupted, 1 = clean)"
