@@ -20,8 +20,8 @@ special token (the model's BOS / EOS / PAD ids, or the ids given as a list) keep
 when the SAE is spliced; they are left out of L0, R², dead features and the site's mean; and the
 predictions made *at* them are left out of every loss (a prediction *of* a special token still counts).
 Zero and mean ablation replace every position, as SAELens's zero ablation does. The conventions differ
-most on models whose BOS activation is an outlier (GPT-2's first position): the prediction made at BOS is
-the costliest one, so the clean loss is lower with the exclusion, and R² no longer weighs the outlier.
+most on models whose BOS activation is an outlier (GPT-2's first position): the prediction made at BOS
+(with no context) is typically among the costliest, and R² no longer weighs the outlier.
 tests/test_sae_run_evals.py checks both conventions against numbers SAELens's own run_evals gave.
 
 A site with a head dimension (the per-head inputs `blocks.L.q_input` / `k_input` / `v_input` /
