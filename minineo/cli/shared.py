@@ -14,6 +14,7 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
 import os
@@ -71,8 +72,7 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
         except (UserError, OSError) as err:
             if debugging():
                 raise
-            text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
-            err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+            print_error(err)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if debugging():
@@ -81,6 +81,49 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return run_command
+
+
+def print_error(err: BaseException) -> None:
+    """A user's mistake (UserError, or an OSError: a path) as the one `error: ...` paragraph on stderr."""
+    text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
+    err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+
+
+class ScriptUsageError(UserError):
+    """A malformed command line of a `python -m` script (argparse's error), exit status 2 as argparse's."""
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """argparse for the `python -m` scripts (minineo.zoo.*, benchmarks): the program is named as it is run
+    (`python -m minineo.zoo.compare`), and a malformed option is one `error:` line through `run_script`'s
+    boundary (argparse's usage block and exit status 2 otherwise)."""
+
+    def __init__(self, module: str, **kwargs: Any):
+        super().__init__(prog=f"python -m {module}", **kwargs)
+
+    def error(self, message: str):  # argparse's hook for every command-line mistake
+        raise ScriptUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The CLI's boundary around a `python -m` script's main(): a UserError or OSError is one `error:`
+    paragraph and exit status 1 (2 for a malformed command line); warnings print as `warning:` lines;
+    any other exception is a bug and keeps its traceback. --debug is not an option of the scripts:
+    MININEO_DEBUG=1 shows every traceback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return main(*args, **kwargs)
+    except (UserError, OSError) as err:
+        if debugging():
+            raise
+        print_error(err)
+        raise SystemExit(2 if isinstance(err, ScriptUsageError) else 1) from None
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        err_console.print(Text("interrupted", style="bold red"))
+        raise SystemExit(130) from None
 
 
 class App(typer.Typer):
