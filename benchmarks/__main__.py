@@ -1,4 +1,4 @@
 from benchmarks.run import main
-from minineo.cli.shared import run_script
+from minineo.boundary import run_script
 
 run_script(main)

@@ -154,7 +154,8 @@ def profile_part(folder: Path, device: str, dtype: torch.dtype, shape: tuple[int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from minineo.cli.shared import ScriptParser, check_device_option
+    from minineo.boundary import ScriptParser
+    from minineo.cli.shared import check_device_option
 
     parser = ScriptParser("benchmarks.device", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -222,6 +223,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from minineo.cli.shared import run_script
+    from minineo.boundary import run_script
 
     run_script(main)

@@ -87,7 +87,8 @@ def _choices(text: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> Run:
-    from minineo.cli.shared import ScriptParser, check_device_option
+    from minineo.boundary import ScriptParser
+    from minineo.cli.shared import check_device_option
 
     models_known = tuple(hf_configs(False))
     parser = ScriptParser("benchmarks", description=__doc__.splitlines()[0])
@@ -131,6 +132,6 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    from minineo.cli.shared import run_script
+    from minineo.boundary import run_script
 
     run_script(main)

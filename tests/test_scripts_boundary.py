@@ -1,5 +1,5 @@
 """The `python -m` scripts (minineo.zoo.compare / train_tiny / check_recipe, benchmarks, benchmarks.device) end a
-user's mistake in one `error:` line through the CLI's boundary (minineo.cli.shared.run_script), naming the program
+user's mistake in one `error:` line through the CLI's boundary (minineo.boundary.run_script), naming the program
 as it is run; a short train_tiny run's card states its own arguments and calls its weights scratch ones; lens.json
 records the model's name."""
 
@@ -14,7 +14,7 @@ import pytest
 
 import minineo
 from minineo.checkpoints.hub import EMBEDDED
-from minineo.cli.shared import run_script
+from minineo.boundary import run_script
 from minineo.zoo import train_tiny
 from minineo.zoo.cards import training_command
 

@@ -1,4 +1,5 @@
-"""The `minineo` app, its shared options and its one error boundary.
+"""The `minineo` app, its shared options and its one error boundary (its core, shared with the `python -m`
+scripts, is minineo.boundary).
 
 Every command registered on `app` runs inside the boundary. A `UserError` (a mistake the user can fix)
 or an OSError (a path that cannot be read or written) prints one `error: ...` paragraph on stderr and
@@ -14,10 +15,8 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,29 +28,24 @@ from rich.console import Console
 from rich.text import Text
 
 from minineo import progress
+from minineo.boundary import debugging_by_environment, err_console, print_error, show_warning
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
-err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
 def debugging() -> bool:
     """True under `--debug` or MININEO_DEBUG=1: user errors keep their traceback."""
-    return _state["debug"] or os.environ.get("MININEO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+    return _state["debug"] or debugging_by_environment()
 
 
 def fail(message: str) -> None:
     """Raise the UserError the boundary prints as `error: message`."""
     raise UserError(message)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
-    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
 
 
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,7 +59,7 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
+                warnings.showwarning = show_warning
                 if isinstance(kwargs.get("device"), str):
                     check_device_option(kwargs["device"])
                 return command(*args, **kwargs)
@@ -81,49 +75,6 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return run_command
-
-
-def print_error(err: BaseException) -> None:
-    """A user's mistake (UserError, or an OSError: a path) as the one `error: ...` paragraph on stderr."""
-    text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
-    err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
-
-
-class ScriptUsageError(UserError):
-    """A malformed command line of a `python -m` script (argparse's error), exit status 2 as argparse's."""
-
-
-class ScriptParser(argparse.ArgumentParser):
-    """argparse for the `python -m` scripts (minineo.zoo.*, benchmarks): the program is named as it is run
-    (`python -m minineo.zoo.compare`), and a malformed option is one `error:` line through `run_script`'s
-    boundary (argparse's usage block and exit status 2 otherwise)."""
-
-    def __init__(self, module: str, **kwargs: Any):
-        super().__init__(prog=f"python -m {module}", **kwargs)
-
-    def error(self, message: str):  # argparse's hook for every command-line mistake
-        raise ScriptUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """The CLI's boundary around a `python -m` script's main(): a UserError or OSError is one `error:`
-    paragraph and exit status 1 (2 for a malformed command line); warnings print as `warning:` lines;
-    any other exception is a bug and keeps its traceback. --debug is not an option of the scripts:
-    MININEO_DEBUG=1 shows every traceback."""
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            return main(*args, **kwargs)
-    except (UserError, OSError) as err:
-        if debugging():
-            raise
-        print_error(err)
-        raise SystemExit(2 if isinstance(err, ScriptUsageError) else 1) from None
-    except KeyboardInterrupt:
-        if debugging():
-            raise
-        err_console.print(Text("interrupted", style="bold red"))
-        raise SystemExit(130) from None
 
 
 class App(typer.Typer):

@@ -39,7 +39,7 @@ HEADER = ("| seed | any-token repeats, loss 1st -> 2nd half (HF) | induction sco
 
 
 def main(argv: list[str] | None = None) -> None:
-    from minineo.cli.shared import ScriptParser
+    from minineo.boundary import ScriptParser
 
     parser = ScriptParser("minineo.zoo.check_recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(EMBEDDED), default="tiny-neo")
@@ -99,6 +99,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from minineo.cli.shared import run_script
+    from minineo.boundary import run_script
 
     run_script(main)

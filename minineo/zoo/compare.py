@@ -60,7 +60,7 @@ def table(models: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from minineo.cli.shared import ScriptParser
+    from minineo.boundary import ScriptParser
 
     parser = ScriptParser("minineo.zoo.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny-neo", "tiny-gpt2"],
@@ -71,6 +71,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from minineo.cli.shared import run_script
+    from minineo.boundary import run_script
 
     run_script(main)

@@ -122,7 +122,7 @@ def induction_report(model: Model) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from minineo.cli.shared import ScriptParser
+    from minineo.boundary import ScriptParser
 
     parser = ScriptParser("minineo.zoo.train_tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), default="tiny-neo")
@@ -154,6 +154,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from minineo.cli.shared import run_script
+    from minineo.boundary import run_script
 
     run_script(main)
