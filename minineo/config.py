@@ -94,6 +94,8 @@ class Config:
         common = {"vocab_size": self.d_vocab, "activation_function": self.act_fn,
                   "layer_norm_epsilon": self.layer_norm_eps, "tie_word_embeddings": self.tie_unembed,
                   "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
+        if len(self.eos_token_ids) > 1:  # HF's config holds the whole list; one id stays an int
+            common["eos_token_id"] = list(self.eos_token_ids)
         if self.pad_token_id is not None:
             common["pad_token_id"] = self.pad_token_id
         if self.architecture == "gpt_neo":

@@ -83,6 +83,8 @@ def test_several_stop_ids_and_a_pad_id_as_hf_generate(tmp_path, name):
 def test_a_configs_list_of_eos_ids_and_its_pad_id_are_the_defaults(tmp_path, name):
     hf, model = _pair(tmp_path, name, eos_token_id=[LETTER_E, LETTER_T], pad_token_id=33)
     assert model.config.eos_token_ids == (LETTER_E, LETTER_T) and model.config.pad_token_id == 33
+    exported = model.config.to_hf()  # written back as HF wrote them
+    assert exported["eos_token_id"] == [LETTER_E, LETTER_T] and exported["pad_token_id"] == 33
     tokens = model.to_tokens(PROMPTS)
     expected = _hf_generate(hf, tokens)
     assert torch.equal(model.generate(tokens, NEW), expected)
