@@ -1,4 +1,5 @@
-"""The `minineo` app, its shared options and its one error boundary.
+"""The `minineo` app, its shared options and its one error boundary (its core, shared with the `python -m`
+scripts, is minineo.boundary).
 
 Every command registered on `app` runs inside the boundary. A `UserError` (a mistake the user can fix)
 or an OSError (a path that cannot be read or written) prints one `error: ...` paragraph on stderr and
@@ -17,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,29 +29,24 @@ from rich.console import Console
 from rich.text import Text
 
 from minineo import progress
+from minineo.boundary import debugging_by_environment, err_console, print_error, show_warning
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
-err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
 def debugging() -> bool:
     """True under `--debug` or MININEO_DEBUG=1: user errors keep their traceback."""
-    return _state["debug"] or os.environ.get("MININEO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+    return _state["debug"] or debugging_by_environment()
 
 
 def fail(message: str) -> None:
     """Raise the UserError the boundary prints as `error: message`."""
     raise UserError(message)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
-    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
 
 
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,15 +60,14 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
+                warnings.showwarning = show_warning
                 if isinstance(kwargs.get("device"), str):
                     check_device_option(kwargs["device"])
                 return command(*args, **kwargs)
         except (UserError, OSError) as err:
             if debugging():
                 raise
-            text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
-            err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+            print_error(err)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if debugging():

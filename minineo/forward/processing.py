@@ -115,5 +115,5 @@ def _build(model: Model, config, params: dict[str, torch.Tensor]) -> Model:
         if not ln.weights:  # constant buffers, not in the state dict: made here, not on the meta device
             ln.w = torch.ones(config.d_model, dtype=like.dtype, device=like.device)
             ln.b = torch.zeros(config.d_model, dtype=like.dtype, device=like.device)
-    new.source = getattr(model, "source", None)
+    new.source, new.name = getattr(model, "source", None), getattr(model, "name", None)
     return new.requires_grad_(False).train(model.training)

@@ -25,7 +25,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   name orders ("When Mary and John went to the store, John gave a drink to Mary.", and with "John
   and Mary") with now and then a line of the Zen of Python; 1/4 are random printable bytes in segments
   that each repeat twice; 3/8 are such repeated segments drawn uniformly from the whole vocabulary.
-- **Training** (`python -m minineo.zoo.train_tiny --model {name}`, its defaults): {steps} steps of AdamW
+- **Training** ({command}): {steps} steps of AdamW
   (betas 0.9, 0.98; no weight decay; gradients clipped at norm 1), learning rate {lr:g} after {warmup}
   linear warm-up steps, then constant (so the step-N model does not depend on `--steps`); batches of {batch} rows of {length} tokens;
   seed {seed}, {threads_text}, deterministic algorithms. This run took {seconds:.0f} s of wall
@@ -92,14 +92,34 @@ NOTES = {
 }
 
 
+def training_command(name: str, recipe, seed: int, threads: int) -> str:
+    """The train_tiny command line that makes these weights (the options that change them), for the card:
+    "`python -m minineo.zoo.train_tiny --model tiny-neo`, its defaults" or "`... --steps 10`, defaults otherwise"."""
+    default = type(recipe)()  # train_tiny's Recipe and its defaults (imported there, not here: no circle)
+    options = [f"--model {name}"]
+    options += [f"--seed {seed}"] if seed != 0 else []
+    options += [f"--steps {recipe.steps}"] if recipe.steps != default.steps else []
+    options += [f"--lr {recipe.lr:g}"] if recipe.lr != default.lr else []
+    options += [f"--threads {threads}"] if threads != 1 else []
+    rest = [f"{field}={getattr(recipe, field):g}" for field in ("batch_size", "length", "warmup", "weight_decay",
+                                                                "init_std") if getattr(recipe, field) != getattr(default, field)]
+    command = "`python -m minineo.zoo.train_tiny " + " ".join(options) + "`"
+    if rest:  # a Recipe built in Python: train_tiny has no option for these
+        return command + " with a Recipe that also sets " + ", ".join(rest) + " (no train_tiny option sets these)"
+    return command + (", its defaults" if len(options) == 1 else ", defaults otherwise")
+
+
 def card(name: str, model: Model, recipe, seed: int, final: float, seconds: float, threads: int, behaviour,
          seeds: str, provenance: str | None = None) -> str:
+    """The card's text. `provenance`: a sentence on where these weights come from; None only for the
+    shipped folder's own run (it then says that the shipped weights are what the command wrote)."""
     arch, hf_class, details = ARCHITECTURES[model.config.architecture]
     failures = behaviour.failures()
     threads_text = f"{threads} CPU thread" + ("s" if threads != 1 else "")
     verdict = "These files meet all of them." if not failures else "These files do NOT meet these (condition: measured): " + "; ".join(failures) + "."
     return CARD.format(
-        name=name, arch=arch, hf_class=hf_class, details=details, model_type=model.config.architecture,
+        name=name, arch=arch, hf_class=hf_class, details=details, command=training_command(name, recipe, seed, threads),
+        model_type=model.config.architecture,
         params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
         batch=recipe.batch_size, length=recipe.length, seed=seed,
         threads_text=threads_text, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,

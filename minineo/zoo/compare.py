@@ -8,8 +8,6 @@ arguments; prints a Markdown table. tests/test_zoo_models.py checks docs/zoo.md 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 LENS_TEXT = "When Mary and John went to the store, John gave a drink to Mary."
@@ -61,13 +59,18 @@ def table(models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny-neo", "tiny-gpt2"])
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    from minineo.boundary import ScriptParser
+
+    parser = ScriptParser("minineo.zoo.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-neo", "tiny-gpt2"],
+                        help="zoo names, hub ids or folders (default: tiny-neo tiny-gpt2)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(table(args.models))
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)
