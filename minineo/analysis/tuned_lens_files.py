@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from minineo import outputs
 from minineo.config import Config
 from minineo.errors import UserError
 
@@ -85,6 +86,11 @@ def _write_folder(path: Path, write) -> None:
     """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
     check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(path, "the tuned-lens folder"):  # one writer at a time: the renames below are not atomic as a pair
+        _replace_folder(path, write)
+
+
+def _replace_folder(path: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = path.with_name(f".{path.name}.old")
     try:

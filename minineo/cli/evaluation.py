@@ -12,6 +12,7 @@ import torch
 import typer
 from rich.table import Table
 
+from minineo import outputs
 from minineo.cli.shared import ModelOption, app, check_positive, console, output_path
 from minineo.errors import UserError
 
@@ -69,7 +70,8 @@ def eval_command(
         table.add_row(label, value)
     console.print(table)
     if json_file is not None:
-        json_file.write_text(json.dumps({"model": model, "corpus": str(corpus), **result.to_dict()}, indent=2) + "\n")
+        outputs.write_text(json_file, json.dumps({"model": model, "corpus": str(corpus), **result.to_dict()}, indent=2)
+                           + "\n", "--json file")
         console.print(f"wrote {json_file}")
 
 
@@ -133,6 +135,7 @@ def sae_eval_command(
         table.add_row(label, value)
     console.print(table)
     if json_file is not None:
-        json_file.write_text(json.dumps({"sae": str(sae), "model": model, "corpus": str(corpus), "context": context,
-                                         **figures.to_dict()}, indent=2) + "\n")
+        outputs.write_text(json_file, json.dumps({"sae": str(sae), "model": model, "corpus": str(corpus),
+                                                  "context": context, **figures.to_dict()}, indent=2) + "\n",
+                           "--json file")
         console.print(f"wrote {json_file}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from minineo import outputs
+
 SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 MAX_WIDTH_IN = 14.0  # at 120 dpi: 1680 px, whatever the prompt's length
 LABEL_IN = 0.2  # the room one rotated tick label of font size 8 needs along the axis
@@ -29,8 +31,12 @@ def _title(fig, title: str) -> None:
 
 
 def _save(fig, plt, path: Path) -> None:
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Write the figure whole or not at all (minineo.outputs.replacing), in the format of the path's extension."""
+    try:
+        with outputs.replacing(path, "plot") as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
 
 
 def _position_ticks(ax, labels: list[str], width_in: float, axis: str = "x", keep: frozenset[int] = frozenset()) -> None:

@@ -14,6 +14,7 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -27,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from minineo import progress
+from minineo import outputs, progress
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show, show_token
@@ -35,7 +36,7 @@ from minineo.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "outputs": None, "claimed": {}}
 
 
 def debugging() -> bool:
@@ -57,17 +58,22 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1.
 
     Before the command runs, a `device` option is checked (the one device check every command shares);
-    warnings print as `warning:` lines on stderr.
+    warnings print as `warning:` lines on stderr. The outputs the command claimed (`output_path`) stay
+    claimed until it has returned, so its success message is about a file no other command replaced.
     """
 
     @functools.wraps(command)
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.ExitStack() as claims:
                 warnings.showwarning = _show_warning
-                if isinstance(kwargs.get("device"), str):
-                    check_device_option(kwargs["device"])
-                return command(*args, **kwargs)
+                _state["outputs"], _state["claimed"] = claims, {}
+                try:
+                    if isinstance(kwargs.get("device"), str):
+                        check_device_option(kwargs["device"])
+                    return command(*args, **kwargs)
+                finally:
+                    _state["outputs"], _state["claimed"] = None, {}
         except (UserError, OSError) as err:
             if debugging():
                 raise
@@ -204,10 +210,25 @@ def prompt_tokens(m, prompt: str, model: str) -> torch.Tensor:
     return tokens
 
 
+def claim_output(path: Path, what: str) -> None:
+    """Claim `path` for the rest of the command (minineo.outputs.claim): a UserError at once when another
+    process writes it, or when another option of this command names the same path."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return  # under torchrun only rank 0 writes a command's outputs (a harvest's shards are the folder's own)
+    key = str(Path(path).expanduser().absolute())
+    other = _state["claimed"].get(key)
+    if other is not None and other != what:
+        fail(f"{other} and {what} name the same path {path}; give each its own file")
+    if _state["outputs"] is not None and other is None:
+        _state["outputs"].enter_context(outputs.claim(path, what))
+        _state["claimed"][key] = what
+
+
 def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
     """The file to write: its folder must exist and be writable, and it must not be a folder.
 
-    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`.
+    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. The path is
+    claimed for the rest of the command (`claim_output`): a second command writing it meanwhile fails at once.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -228,6 +249,7 @@ def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_s
     except OSError as err:
         fail(f"cannot write {what} {path}: the folder {folder} is not writable ({err.strerror or err}); "
              "give a path in a folder you can write to")
+    claim_output(path, what)
     return path
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from minineo import outputs
 from minineo.record import sites
 from minineo.data.corpus import count_rows, pack_rows, read_documents, require_datasets
 from minineo.errors import UserError
@@ -86,6 +87,17 @@ def harvest(
     job = _Job(model, names, context, batch_size, max_tokens, dtype, shard_rows)
     rows = _rows(model, corpus, text_field, context, job.max_rows)  # reads the first row: corpus errors come now
     folder = ShardFolder(out_dir, job.arguments(model, corpus, text_field), job.derived)
+    if rank != 0:
+        return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
+    # One run at a time per folder: rank 0 holds the claim (minineo.outputs) until the folder is complete.
+    folder.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(folder.path, "the harvest folder --out"):
+        return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
+
+
+def _write(model, folder: ShardFolder, job: "_Job", rows, rank: int, world: int, corpus, text_field: str,
+           context: int, progress: bool | None) -> Path:
+    """Check, start, fill and finish the folder: this rank's shards, then (rank 0) the index files."""
     complete = folder.check()
     _barrier()  # every rank has checked the folder before rank 0 writes to it
     if complete:
