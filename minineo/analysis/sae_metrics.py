@@ -20,7 +20,6 @@ import torch
 
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
-from minineo.record import sites
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,7 @@ class SAEMetrics:
 
 def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8) -> SAEMetrics:
     """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring."""
-    if sae.hook_name is None:
-        raise UserError("the SAE does not name its site (hook_name in cfg.json); set sae.hook_name, "
-                        "e.g. 'blocks.6.hook_resid_post'")
-    try:
-        site = sites.resolve(sae.hook_name, model.config)
-    except KeyError as err:
-        raise UserError(f"the SAE's site {sae.hook_name!r} is not a site of this model: {err.args[0]}") from None
+    site = sae.check_model(model)  # the SAE's site in this model; refuses an SAE made for another model
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} must be at least 1")

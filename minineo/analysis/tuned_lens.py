@@ -40,10 +40,31 @@ def _resid_names(name: str) -> bool:
 
 
 def model_identity(model: Model) -> dict:
-    """What a lens file records about its model: where it came from and the shapes that must match."""
+    """What a lens file records about its model: where it came from, the shapes that must match, and the
+    fingerprint of its unembedding (`unembed_hash`, the tuned-lens package's), which tells two models of one
+    shape apart."""
     c = model.config
     return {"model": getattr(model, "source", None), "architecture": c.architecture, "n_layers": c.n_layers,
-            "d_model": c.d_model, "d_vocab": c.d_vocab}
+            "d_model": c.d_model, "d_vocab": c.d_vocab, "unembed_hash": unembed_hash(model)}
+
+
+def check_lens_identity(meta: dict, model: Model, path: str | Path) -> None:
+    """A UserError naming both identities when the lens in `path` (its recorded `meta`) was made for another
+    model than `model`: another architecture, vocabulary or unembedding (the package's unembed_hash). A file
+    that records none of these (older minineo lenses) is checked on its shapes only (by read_lens)."""
+    mine = model_identity(model)
+    differ = [key for key in ("architecture", "d_vocab", "unembed_hash")
+              if meta.get(key) is not None and meta[key] != mine[key]]
+    if not differ:
+        return
+
+    def who(identity: dict) -> str:
+        facts = ", ".join(f"{key} {str(identity[key])[:12] if key == 'unembed_hash' else identity[key]}"
+                          for key in differ)
+        return f"{identity.get('model') or 'an unnamed model'} ({facts})"
+
+    raise UserError(f"the tuned lens in {path} was made for {who(meta)}, but this model is {who(mine)}; "
+                    "use the lens trained for this model, or train one for it with `minineo tune-lens`")
 
 
 def unembed_hash(model: Model) -> str:
@@ -150,6 +171,7 @@ class TunedLens(nn.Module):
         """Read a lens folder for `model`: minineo's (lens.json + lens.safetensors) or the tuned-lens package's
         (config.json + params.pt). A lens for another model shape, or a damaged file, is a UserError."""
         meta, tensors = read_lens(Path(path), model.config)
+        check_lens_identity(meta, model, path)
         lens = cls(model, bias="bias" in tensors)
         lens.identity = {**lens.identity, "model": meta.get("model") or lens.identity["model"]}
         with torch.no_grad():

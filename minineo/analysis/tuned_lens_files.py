@@ -175,4 +175,5 @@ def _read_package(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                    for kind in (("weight", "bias") if bias else ("weight",))}
     except RuntimeError as err:
         raise UserError(f"{path / PACKAGE_PARAMS}: translators of different shapes ({err}); download it again") from err
-    return {"model": config.get("base_model_name_or_path"), "n_layers": n_layers, "d_model": d_model}, tensors
+    return {"model": config.get("base_model_name_or_path"), "n_layers": n_layers, "d_model": d_model,
+            "unembed_hash": config.get("unembed_hash")}, tensors

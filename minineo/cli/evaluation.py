@@ -113,6 +113,7 @@ def sae_eval_command(
     require_datasets()
     m = load(model, device=device)
     autoencoder = saes.load(sae, device=device)
+    autoencoder.check_model(m)  # an SAE made for another model or site width: refused before any work
     if context is None:
         context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
     if not 2 <= context <= m.config.n_ctx:
