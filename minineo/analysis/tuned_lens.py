@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -28,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from minineo import report
 from minineo.analysis.lens import LogitLens, summarise_lens
 from minineo.analysis.tuned_lens_files import read_lens, write_lens, write_package_lens
 from minineo.record.cache import Cache
@@ -232,8 +232,8 @@ def train_tuned_lens(
     package). `optimizer` "sgd" is the package's default: SGD with Nesterov momentum, lr 1.0 * (1 - momentum),
     linear decay to zero; "adam" is AdamW (amsgrad) at lr 1e-3 with a linear warmup over the first 20%
     of steps. Gradients are clipped to norm 1. Deterministic: zero start, rows in corpus order.
-    When the first step says the whole run will take over a minute, a UserWarning gives the estimate and how
-    to shorten it.
+    When the first step says the whole run will take over a minute, a `warning:` (minineo.report) gives the
+    estimate and how to shorten it.
     """
     if steps < 1 or batch_size < 1:
         raise UserError(f"steps ({steps}) and batch_size ({batch_size}) must be at least 1")
@@ -266,7 +266,7 @@ def train_tuned_lens(
         for step in range(steps):
             tokens = next(batches, None)
             if tokens is None:
-                warnings.warn(f"the corpus ran out after {step} of {steps} steps; the lens is trained on what there was")
+                report.warn(f"the corpus ran out after {step} of {steps} steps; the lens is trained on what there was")
                 break
             started = time.perf_counter()
             kl = _step(lens, model, tokens)
@@ -285,16 +285,15 @@ ESTIMATE_ABOVE_S = 60.0  # training expected to take longer than this is announc
 
 
 def _say_estimate(first_step_s: float, steps: int, batch_size: int, context: int, device: torch.device) -> None:
-    """A UserWarning (the CLI prints `warning: ...`) when the whole training would take over a minute."""
+    """A `warning: ...` (minineo.report) when the whole training would take over a minute."""
     total = first_step_s * steps
     if steps < 2 or total <= ESTIMATE_ABOVE_S:
         return
     hours, rest = divmod(round(total), 3600)
     took = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
-    warnings.warn(f"training the tuned lens will take about {took} ({first_step_s:.1f} s for the first of {steps} "
-                  f"steps of {batch_size} x {context} tokens on {device}); fewer steps (--steps, steps=), a smaller "
-                  "--batch-size or --context shorten it, a GPU (--device cuda) speeds it up; Ctrl-C stops it",
-                  UserWarning, stacklevel=3)
+    report.warn(f"training the tuned lens will take about {took} ({first_step_s:.1f} s for the first of {steps} "
+                f"steps of {batch_size} x {context} tokens on {device}); fewer steps (--steps, steps=), a smaller "
+                "--batch-size or --context shorten it, a GPU (--device cuda) speeds it up; Ctrl-C stops it")
 
 
 def _step(lens: TunedLens, model: Model, tokens: torch.Tensor) -> float:

@@ -28,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from minineo import outputs, progress
+from minineo import outputs, progress, report
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show, show_token
@@ -50,23 +50,30 @@ def fail(message: str) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
-    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
+    """Under --debug, another library's Python warning as one paragraph on stderr, with where it came from."""
+    err_console.print(Text(f"warning ({category.__name__}, {filename}:{lineno}): ", style="yellow")
+                      + Text(str(message)), soft_wrap=True)
 
 
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1.
 
     Before the command runs, a `device` option is checked (the one device check every command shares);
-    warnings print as `warning:` lines on stderr. The outputs the command claimed (`output_path`) stay
-    claimed until it has returned, so its success message is about a file no other command replaced.
+    minineo's warnings print as `warning:` lines on stderr (minineo.report); other libraries' log lines,
+    progress bars and Python warnings are kept out (shown under --debug). The outputs the command claimed
+    (`output_path`) stay claimed until it has returned, so its success message is about a file no other
+    command replaced.
     """
 
     @functools.wraps(command)
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings(), contextlib.ExitStack() as claims:
-                warnings.showwarning = _show_warning
+                report.quiet_third_parties()
+                if debugging():
+                    warnings.showwarning = _show_warning
+                else:  # minineo's own warnings go through minineo.report; the rest is other libraries' chatter
+                    warnings.simplefilter("ignore")
                 _state["outputs"], _state["claimed"] = claims, {}
                 try:
                     if isinstance(kwargs.get("device"), str):
