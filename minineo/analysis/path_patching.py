@@ -81,6 +81,25 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
     return sorted(set(out))
 
 
+def reach_layer(model: Model, receivers: str | list[Receiver]) -> int:
+    """The layer a sender must be before to reach the receivers: n_layers for the logits, else the last
+    receiver's layer (a head's input reads only the outputs of earlier layers)."""
+    return model.config.n_layers if receivers == "logits" else max(layer for layer, _, _ in receivers)
+
+
+def check_reach(model: Model, variants: list[tuple[Head, ...]], receivers: str | list[Receiver]) -> None:
+    """A UserError when no sender can reach any receiver: every value would be the clean run's, ranked as if
+    it were a measurement. (Senders at or after the receivers' layer, among others that reach, get the clean
+    value: they have no path to the receivers.)"""
+    last = reach_layer(model, receivers)
+    if any(min(layer for layer, _ in heads) < last for heads in variants):
+        return
+    first = min(layer for heads in variants for layer, _ in heads)
+    raise UserError(f"no sender can reach the receivers: a head's input reads only the outputs of earlier layers, "
+                    f"the last receiver is in layer {last} and the senders start at layer {first}, so every value "
+                    "would be the clean run's; give receivers in a later layer (or 'logits'), or earlier senders")
+
+
 def _pairs(heads, what: str) -> list[Head]:
     try:
         return [(int(layer), int(head)) for layer, head in heads]
@@ -117,6 +136,7 @@ def path_patching(
     """Path patching's metric: (layer, head) for senders="heads", a 0-d tensor for an explicit sender set."""
     variants = check_senders(model, senders)
     receivers = check_receivers(model, receivers)
+    check_reach(model, variants, receivers)
     clean, corrupted, mask = _token_pair(model, clean_tokens, corrupted_tokens, attention_mask)
     cfg = model.config
     layers = range(cfg.n_layers)

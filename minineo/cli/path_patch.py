@@ -13,6 +13,7 @@ from minineo.cli import plots
 from minineo.cli.display import show, show_token, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
                                 normalised_logit_diff, plot_path, prompt_pair)
+from minineo.analysis.path_patching import reach_layer
 from minineo.errors import UserError
 
 
@@ -60,10 +61,15 @@ def path_patch(clean: str, corrupted: str,
     for column in ("layer", "head", "normalised logit diff", "change"):
         table.add_column(column, justify="right")
     change = grid - 1.0  # the clean run is 1
-    for index in change.flatten().abs().argsort(descending=True)[:top].tolist():
+    last = reach_layer(m, wanted)
+    n_reach = last * m.config.n_heads  # the senders before the receivers' layer: the only ones with a path
+    for index in change[:last].flatten().abs().argsort(descending=True)[:top].tolist():
         layer, head = divmod(index, m.config.n_heads)
         table.add_row(str(layer), f"H{head}", f"{grid[layer, head]:+.3f}", f"{change[layer, head]:+.3f}")
     console.print(table)
+    if n_reach < grid.numel():
+        console.print(f"{grid.numel() - n_reach} heads of layer {last} and later have no path to {target} and are "
+                      f"not ranked (only the {n_reach} heads before layer {last} are)")
     if plot:
         plots.patching_heatmap(change, plot, f"{model}: path patching every head -> {target}",
                                [f"H{h}" for h in range(m.config.n_heads)],

@@ -31,7 +31,7 @@ from rich.text import Text
 from minineo import outputs, progress, report
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
-from minineo.cli.display import plural, show, show_token
+from minineo.cli.display import clip, plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
@@ -280,10 +280,11 @@ def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
     """
     a, w = m.tokenizer.encode(answer), m.tokenizer.encode(wrong)
     if not a or not w:
-        raise UserError(f"{answer if not a else wrong!r} encodes to no token; give a non-empty answer")
+        raise UserError(f"{'--answer ' + clip(answer) if not a else '--wrong ' + clip(wrong)} encodes to no token; "
+                        "give a non-empty answer")
     i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
     if i is None:
-        raise UserError(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is a prefix of the "
+        raise UserError(f"--answer {clip(answer)} and --wrong {clip(wrong)} have no differing token (one is a prefix of the "
                         "other); give two answers that differ")
     return a[:i], a[i], w[i]
 
