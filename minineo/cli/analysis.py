@@ -14,8 +14,8 @@ from minineo import analysis
 from minineo.cli import plots
 from minineo.forward.model import Model
 from minineo.cli.display import clip, plural, quote, show, show_token, titled_table, token_text, token_texts, visible
-from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, load_or_exit, plot_path,
-                                prompt_tokens)
+from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, list_items, load_or_exit,
+                                plot_path, prompt_tokens)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -247,8 +247,8 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
 def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
     """'1.0,1.2' -> [(1, 0), (1, 2)], each checked against the model's shape."""
     heads = []
-    for item in text.split(","):
-        parts = item.strip().split(".")
+    for item in list_items("--heads", text):
+        parts = item.split(".")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             fail(f"--heads {text!r}: {item.strip()!r} is not LAYER.HEAD; give heads like '1.0,1.2' (layer 1, heads 0 "
                  "and 2)")
@@ -256,6 +256,8 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]
         if layer >= n_layers or head >= n_heads:
             fail(f"--heads {text!r}: head {layer}.{head} does not exist; this model has layers 0..{n_layers - 1} "
                  f"and heads 0..{n_heads - 1}")
+        if (layer, head) in heads:
+            fail(f"--heads {clip(text, 80)} names head {layer}.{head} twice; give each head once")
         heads.append((layer, head))
     return heads
 

@@ -12,7 +12,7 @@ from minineo import analysis
 from minineo.cli import plots
 from minineo.cli.display import show, show_token, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
-                                normalised_logit_diff, plot_path, prompt_pair)
+                                list_items, normalised_logit_diff, plot_path, prompt_pair)
 from minineo.analysis.path_patching import reach_layer
 from minineo.errors import UserError
 
@@ -22,12 +22,14 @@ def parse_receivers(text: str) -> str | list[tuple[int, int, str]]:
     if text.strip() == "logits":
         return "logits"
     out = []
-    for item in text.split(","):
-        head, _, kind = item.strip().partition(":")
+    for item in list_items("--receivers", text):
+        head, _, kind = item.partition(":")
         layer, dot, number = head.partition(".")
         if not (dot and layer.isdigit() and number.isdigit() and kind):
             raise UserError(f"--receivers {text!r}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
                             "comma-separated list such as 1.2:q,1.0:k (INPUT is q, k or v)")
+        if (int(layer), int(number), kind) in out:
+            raise UserError(f"--receivers {text!r} names {item} twice; give each receiver once")
         out.append((int(layer), int(number), kind))
     return out
 

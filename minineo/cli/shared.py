@@ -196,6 +196,19 @@ def check_options(**checks: tuple) -> None:
             fail(f"{option} must be {_rule_text(rule)}{because}, got {value}")
 
 
+def list_items(option: str, text: str) -> list[str]:
+    """The comma-separated items of a list option (`--heads 1.0,1.2`), stripped; an empty item (`1.0,,1.2`, a
+    trailing comma) or an item given twice is a UserError naming the option and the item, never dropped."""
+    items = [item.strip() for item in text.split(",")]
+    for i, item in enumerate(items):
+        if not item:
+            fail(f"{option} {clip(text, 80)}: item {i + 1} of {len(items)} is empty; separate the items with single "
+                 "commas and no trailing comma")
+        if item in items[:i]:
+            fail(f"{option} {clip(text, 80)} names {item!r} twice; give each item once")
+    return items
+
+
 def check_positive(**values: int) -> None:
     """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error (see check_options)."""
     check_options(**{name: (value, ">= 1") for name, value in values.items()})

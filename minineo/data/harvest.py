@@ -136,7 +136,10 @@ class _Job:
     def __init__(self, model, names, context, batch_size, max_tokens, dtype, shard_rows):
         config = model.config
         if isinstance(names, str):
-            names = [n for n in names.split(",") if n.strip()]
+            names = [n.strip() for n in names.split(",")] if names.strip() else []
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise UserError(f"names {names!r}: an empty or non-text name; give site names such as "
+                            "'blocks.0.resid_post,blocks.1.mlp_out' (no empty items)")
         if not names:
             raise UserError("no activation names given; name at least one, e.g. --names blocks.0.resid_post")
         self.names = []
@@ -149,8 +152,10 @@ class _Job:
             if dims[:2] != ("batch", "pos"):
                 raise UserError(f"{name!r} has shape {dims}, not one vector per position; harvest takes "
                                 f"per-position sites such as blocks.0.resid_post or blocks.0.attn.z")
-            if canon not in self.names:
-                self.names.append(canon)
+            if canon in self.names:
+                raise UserError(f"{name.strip()!r} names the site {canon} a second time (harvest --names); give each "
+                                "site once")
+            self.names.append(canon)
         if not 2 <= context <= config.n_ctx:
             raise UserError(f"context={context} must be between 2 and the model's n_ctx={config.n_ctx}; "
                             f"give a smaller --context")
