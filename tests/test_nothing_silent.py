@@ -272,3 +272,12 @@ def test_a_head_and_position_patching_plot_labels_every_head(tmp_path, monkeypat
     assert seen["axes"] == ("position", "layer, head")
     assert not any(re.search(r"H\d$", label) for label in seen["columns"]), seen["columns"]
     assert "J/M" in seen["columns"]  # where the prompts differ (clean/corrupted token) is always labelled
+
+
+def test_integer_typed_lens_weights_are_refused_like_model_and_sae_weights(neo, tmp_path):
+    TunedLens(neo).save(tmp_path / "lens")
+    tensors = load_file(str(tmp_path / "lens" / "lens.safetensors"))
+    tensors["weight"] = tensors["weight"].to(torch.int32)
+    save_file(tensors, str(tmp_path / "lens" / "lens.safetensors"))
+    with pytest.raises(UserError, match="weight is torch.int32, not a floating-point tensor"):
+        TunedLens.load(tmp_path / "lens", neo)

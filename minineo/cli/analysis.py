@@ -250,11 +250,11 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]
     for item in list_items("--heads", text):
         parts = item.split(".")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            fail(f"--heads {text!r}: {item.strip()!r} is not LAYER.HEAD; give heads like '1.0,1.2' (layer 1, heads 0 "
+            fail(f"--heads {clip(text, 80)}: {item.strip()!r} is not LAYER.HEAD; give heads like '1.0,1.2' (layer 1, heads 0 "
                  "and 2)")
         layer, head = int(parts[0]), int(parts[1])
         if layer >= n_layers or head >= n_heads:
-            fail(f"--heads {text!r}: head {layer}.{head} does not exist; this model has layers 0..{n_layers - 1} "
+            fail(f"--heads {clip(text, 80)}: head {layer}.{head} does not exist; this model has layers 0..{n_layers - 1} "
                  f"and heads 0..{n_heads - 1}")
         if (layer, head) in heads:
             fail(f"--heads {clip(text, 80)} names head {layer}.{head} twice; give each head once")

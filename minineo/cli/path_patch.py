@@ -10,7 +10,7 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import show, show_token, titled_table
+from minineo.cli.display import clip, show, show_token, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
                                 list_items, normalised_logit_diff, plot_path, prompt_pair)
 from minineo.analysis.path_patching import reach_layer
@@ -26,10 +26,10 @@ def parse_receivers(text: str) -> str | list[tuple[int, int, str]]:
         head, _, kind = item.partition(":")
         layer, dot, number = head.partition(".")
         if not (dot and layer.isdigit() and number.isdigit() and kind):
-            raise UserError(f"--receivers {text!r}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
+            raise UserError(f"--receivers {clip(text, 80)}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
                             "comma-separated list such as 1.2:q,1.0:k (INPUT is q, k or v)")
         if (int(layer), int(number), kind) in out:
-            raise UserError(f"--receivers {text!r} names {item} twice; give each receiver once")
+            raise UserError(f"--receivers {clip(text, 80)} names {item} twice; give each receiver once")
         out.append((int(layer), int(number), kind))
     return out
 
