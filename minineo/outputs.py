@@ -10,8 +10,8 @@ Every command and function that writes a file the user named goes through here:
 sits beside the folder, not in it). A second process that claims the same path while the first holds it
 fails at once with a UserError naming the path and the process that writes it, before doing any work; the
 CLI claims every output at the door and holds it until the command has reported, so no command reports
-success for a file another one then replaced. Claims are re-entrant within a process (a command's claim
-covers the library write it calls). The lock is the kernel's: a killed writer releases it, and the stale
+success for a file another one then replaced. Claims are re-entrant within a thread (a command's claim
+covers the library write it calls); threads of one process take turns. The lock is the kernel's: a killed writer releases it, and the stale
 lock file it leaves is reused. `replacing` writes beside the target and renames (os.replace, atomic on
 POSIX), so a reader sees the old file or the new one, never half of one.
 
@@ -26,12 +26,15 @@ import fcntl
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
 from minineo.errors import UserError
 
 _held: dict[str, list] = {}  # resolved target -> [lock file descriptor, depth]: this process's claims
+_turns: dict[str, threading.RLock] = {}  # resolved target -> the lock this process's threads take turns on
+_guard = threading.Lock()
 
 
 def lock_file(path: str | os.PathLike) -> Path:
@@ -86,27 +89,32 @@ def claim(path: str | os.PathLike, what: str = "the output", wait: bool = False)
 
     Yields the target as an absolute Path. Raises UserError at once when another process holds it (`what`,
     e.g. "--plot", names the option in the message); `wait=True` waits for it instead (downloads, where the
-    second writer finds the work done). The folder holding `path` must exist.
+    second writer finds the work done). Threads of one process take turns (a second thread waits for the
+    first's block to end); within one thread claims nest. The folder holding `path` must exist.
     """
     target = Path(path).expanduser().absolute()
     key = str(target)
-    if key in _held:
-        _held[key][1] += 1
+    with _guard:
+        turn = _turns.setdefault(key, threading.RLock())
+    with turn:
+        entry = _held.get(key)
+        if entry is not None:  # this thread's own claim, one level up
+            entry[1] += 1
+            try:
+                yield target
+            finally:
+                entry[1] -= 1
+            return
+        lock = lock_file(target)
+        fd = _acquire(lock, what, target, wait)
+        _held[key] = [fd, 1]
         try:
             yield target
         finally:
-            _held[key][1] -= 1
-        return
-    lock = lock_file(target)
-    fd = _acquire(lock, what, target, wait)
-    _held[key] = [fd, 1]
-    try:
-        yield target
-    finally:
-        del _held[key]
-        with contextlib.suppress(OSError):
-            os.unlink(lock)  # while still holding it: a waiter that opened it retries on the new file
-        os.close(fd)
+            del _held[key]
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # while still holding it: a waiter that opened it retries on the new file
+            os.close(fd)
 
 
 def holds(path: str | os.PathLike) -> bool:

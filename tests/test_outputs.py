@@ -89,6 +89,34 @@ def test_claims_are_reentrant_within_a_process(tmp_path):
     assert json.loads(target.read_text()) == {}
 
 
+def test_threads_of_one_process_take_turns(tmp_path):
+    """Within a process a second thread waits for the first's claim (serialised), it does not fail or overlap."""
+    import threading
+
+    target, inside, most, errors = tmp_path / "x.json", [0], [0], []
+
+    def write(i: int) -> None:
+        try:
+            for _ in range(5):
+                with outputs.claim(target):
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                    outputs.write_text(target, json.dumps({"writer": i}))
+                    time.sleep(0.001)
+                    inside[0] -= 1
+        except Exception as err:  # noqa: BLE001  (collected and reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and most[0] == 1
+    assert json.loads(target.read_text())["writer"] in range(6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "x.json"
     target.write_text("old")
