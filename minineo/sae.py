@@ -149,7 +149,8 @@ class SAE(nn.Module):
                             f"{names[0] if names else 'this model'} is {width} wide"
                             f"{f' (the SAE was trained on {recorded})' if recorded else ''}; use an SAE made for "
                             "this model and site")
-        if recorded and names and _alias(recorded) not in {_alias(n) for n in names}:
+        known = {_alias(recorded), _alias(Path(recorded).name)} if recorded else set()  # a hub id, or a folder
+        if recorded and names and not known & {_alias(n) for n in names}:
             raise UserError(f"{self} was trained on the model {recorded!r} (its cfg.json's metadata.model_name), but "
                             f"this model is {names[0]!r}; use the SAE made for this model (or, if it is the same "
                             "model under another name, set sae.metadata['model_name'] to its name)")
