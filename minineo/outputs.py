@@ -37,9 +37,16 @@ _turns: dict[str, threading.RLock] = {}  # resolved target -> the lock this proc
 _guard = threading.Lock()
 
 
+def _target(path: str | os.PathLike) -> Path:
+    """The absolute path, its folder resolved (two spellings of one folder, through a symlink or `..`, are one
+    target); the name itself is not followed, so a symlink is replaced, not written through."""
+    path = Path(path).expanduser()
+    return path.parent.resolve() / path.name
+
+
 def lock_file(path: str | os.PathLike) -> Path:
     """The lock file of a target: `.{name}.lock` in the target's folder."""
-    path = Path(path).expanduser().absolute()
+    path = _target(path)
     return path.with_name(f".{path.name}.lock")
 
 
@@ -92,7 +99,7 @@ def claim(path: str | os.PathLike, what: str = "the output", wait: bool = False)
     second writer finds the work done). Threads of one process take turns (a second thread waits for the
     first's block to end); within one thread claims nest. The folder holding `path` must exist.
     """
-    target = Path(path).expanduser().absolute()
+    target = _target(path)
     key = str(target)
     with _guard:
         turn = _turns.setdefault(key, threading.RLock())
@@ -119,7 +126,7 @@ def claim(path: str | os.PathLike, what: str = "the output", wait: bool = False)
 
 def holds(path: str | os.PathLike) -> bool:
     """True when this process holds the claim on `path`."""
-    return str(Path(path).expanduser().absolute()) in _held
+    return str(_target(path)) in _held
 
 
 @contextlib.contextmanager
@@ -128,7 +135,7 @@ def replacing(path: str | os.PathLike, what: str = "the output") -> Iterator[Pat
 
     On an exception the temporary file is removed and `path` is left as it was. Claims `path` for the block.
     """
-    target = Path(path).expanduser().absolute()
+    target = _target(path)
     with claim(target, what):
         handle, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
         os.close(handle)

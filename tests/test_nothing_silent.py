@@ -227,10 +227,11 @@ def test_circuits_lists_only_the_scored_pairs(neo):
 def test_path_patching_to_receivers_no_sender_reaches_says_so(neo):
     error_text(invoke("path-patch", PROMPT, CORRUPTED, *ANSWERS, "--receivers", "0.1:q,0.2:k"),
                "no sender can reach the receivers", "layer 0")
-    clean, corrupted = neo.to_tokens(PROMPT), neo.to_tokens(CORRUPTED)
+    from minineo.analysis.path_patching import check_reach, check_senders
+
     with pytest.raises(UserError, match="no sender can reach"):
-        analysis.path_patching(neo, clean, corrupted, lambda logits: logits[0, -1, 0], senders=[(1, 0)],
-                               receivers=[(1, 2, "q")])
+        check_reach(neo, check_senders(neo, [(1, 0)]), [(1, 2, "q")])
+    check_reach(neo, check_senders(neo, "heads"), [(1, 2, "q")])  # layer 0's heads reach it
     result = invoke("path-patch", PROMPT, CORRUPTED, *ANSWERS, "--receivers", "1.1:q", "--top", "100")
     assert result.exit_code == 0, result.output
     ranked = re.findall(r"│ +(\d) │ +H(\d) │", result.stdout)

@@ -88,9 +88,10 @@ def reach_layer(model: Model, receivers: str | list[Receiver]) -> int:
 
 
 def check_reach(model: Model, variants: list[tuple[Head, ...]], receivers: str | list[Receiver]) -> None:
-    """A UserError when no sender can reach any receiver: every value would be the clean run's, ranked as if
-    it were a measurement. (Senders at or after the receivers' layer, among others that reach, get the clean
-    value: they have no path to the receivers.)"""
+    """A UserError when no sender can reach any receiver: every value would be the clean run's, which a ranking
+    would show as if it were a measurement. `path_patching` itself returns the clean value for a sender at or
+    after the receivers' layer (it has no path to them: the brute-force definition gives the same), so a
+    caller that ranks senders calls this first, as `minineo path-patch` does."""
     last = reach_layer(model, receivers)
     if any(min(layer for layer, _ in heads) < last for heads in variants):
         return
@@ -136,7 +137,6 @@ def path_patching(
     """Path patching's metric: (layer, head) for senders="heads", a 0-d tensor for an explicit sender set."""
     variants = check_senders(model, senders)
     receivers = check_receivers(model, receivers)
-    check_reach(model, variants, receivers)
     clean, corrupted, mask = _token_pair(model, clean_tokens, corrupted_tokens, attention_mask)
     cfg = model.config
     layers = range(cfg.n_layers)

@@ -13,7 +13,7 @@ from minineo.cli import plots
 from minineo.cli.display import clip, show, show_token, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
                                 list_items, normalised_logit_diff, plot_path, prompt_pair)
-from minineo.analysis.path_patching import reach_layer
+from minineo.analysis.path_patching import check_reach, check_receivers, check_senders, reach_layer
 from minineo.errors import UserError
 
 
@@ -49,6 +49,7 @@ def path_patch(clean: str, corrupted: str,
     plot = plot_path(plot)  # a path that cannot be written is refused before any work
     wanted = parse_receivers(receivers)
     m = load_or_exit(model, device)
+    check_reach(m, check_senders(m, "heads"), check_receivers(m, wanted))  # before any run: nothing to rank
     prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
     clean_tokens, corrupted_tokens = prompt_pair(m, clean, corrupted, prefix)
     with torch.inference_mode():

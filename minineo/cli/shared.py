@@ -235,7 +235,7 @@ def claim_output(path: Path, what: str) -> None:
     process writes it, or when another option of this command names the same path."""
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return  # under torchrun only rank 0 writes a command's outputs (a harvest's shards are the folder's own)
-    key = str(Path(path).expanduser().absolute())
+    key = str(outputs.lock_file(path))  # one key per target, however it is spelled
     other = _state["claimed"].get(key)
     if other is not None and other != what:
         fail(f"{other} and {what} name the same path {path}; give each its own file")
