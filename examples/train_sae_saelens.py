@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("acts", type=Path, help="the folder `minineo harvest` wrote")
     parser.add_argument("--out", type=Path, required=True, help="where SAELens saves the trained SAE")
     parser.add_argument("--hook", help="the activation column to train on (default: the harvest's only one)")
+    parser.add_argument("--model", default="tiny-neo", help="the model the harvest ran (its --model), recorded as the "
+                        "SAE's model_name: minineo refuses an SAE on another model")
     parser.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
     parser.add_argument("--l1", type=float, default=1.0, help="l1_coefficient")
     parser.add_argument("--training-tokens", type=int, default=None, help="default: every harvested token once")
@@ -58,7 +60,7 @@ def train(args, hook: str, d_in: int, context: int, tokens: int, dataset_path: s
     cfg = LanguageModelSAERunnerConfig(
         sae=StandardTrainingSAEConfig(d_in=d_in, d_sae=args.expansion * d_in, l1_coefficient=args.l1,
                                       apply_b_dec_to_input=True, normalize_activations="none"),
-        model_name="minineo-harvest", hook_name=hook, context_size=context,
+        model_name=args.model, hook_name=hook, context_size=context,
         dataset_path=dataset_path, is_dataset_tokenized=True, streaming=True,
         use_cached_activations=True, cached_activations_path=str(args.acts),
         training_tokens=tokens, train_batch_size_tokens=args.batch_tokens,

@@ -61,9 +61,12 @@ def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     paragraph and exit status 1 (2 for a malformed command line); warnings print as `warning:` lines;
     any other exception is a bug and keeps its traceback. --debug is not an option of the scripts:
     MININEO_DEBUG=1 shows every traceback."""
+    from minineo import report
+
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
+            report.quiet_third_parties()  # other libraries' progress bars and log lines stay out of the output
             return main(*args, **kwargs)
     except (UserError, OSError) as err:
         if debugging_by_environment():

@@ -127,9 +127,59 @@ class SAE(nn.Module):
             return out.unflatten(-1, like.shape[-2:])
         return out
 
+    def check_model(self, model) -> str:
+        """The canonical name of this SAE's site in `model`, or a UserError naming both sides when the SAE was
+        made for another model: a site the model lacks, a site width other than d_in, or another model named
+        in its metadata (SAELens's `model_name`, compared with the model's hub id or folder name)."""
+        from minineo.record import sites
+
+        if self.hook_name is None:
+            raise UserError("the SAE does not name its site (hook_name in cfg.json); set sae.hook_name, "
+                            "e.g. 'blocks.6.hook_resid_post'")
+        try:
+            site = sites.resolve(self.hook_name, model.config)
+        except KeyError as err:
+            raise UserError(f"the SAE's site {self.hook_name!r} is not a site of this model: {err.args[0]}") from None
+        shape = sites.shape_of(site, model.config, 1, 1)[2:]  # the per-position part: (d,) or (head, d)
+        width = math.prod(shape) if self.reshape_activations == "hook_z" else shape[-1]
+        recorded = self.metadata.get("model_name")
+        names = model_names(model)
+        if width != self.d_in:
+            raise UserError(f"{self} reads vectors of width d_in={self.d_in}, but {site} of "
+                            f"{names[0] if names else 'this model'} is {width} wide"
+                            f"{f' (the SAE was trained on {recorded})' if recorded else ''}; use an SAE made for "
+                            "this model and site")
+        known = {_alias(recorded), _alias(Path(recorded).name)} if recorded else set()  # a hub id, or a folder
+        if recorded and names and not known & {_alias(n) for n in names}:
+            raise UserError(f"{self} was trained on the model {recorded!r} (its cfg.json's metadata.model_name), but "
+                            f"this model is {names[0]!r}; use the SAE made for this model (or, if it is the same "
+                            "model under another name, set sae.metadata['model_name'] to its name)")
+        return site
+
     def __repr__(self) -> str:
         extra = f", k={self.k}" if self.architecture == "topk" else ""
         return f"SAE({self.architecture}, {self.hook_name}, d_in={self.d_in}, d_sae={self.d_sae}{extra})"
+
+
+# TransformerLens's names of hub models (SAELens records these as model_name), lower-cased, to the hub's id
+_ALIASES = {"gpt2-small": "gpt2", "gpt-neo-125m": "eleutherai/gpt-neo-125m"}
+
+
+def _alias(name: str) -> str:
+    return _ALIASES.get(name.lower(), name.lower())
+
+
+def model_names(model) -> list[str]:
+    """The names a model goes by: its hub id (from the hub cache's models--org--name folder) or its folder's name."""
+    source = getattr(model, "source", None)
+    if not source:
+        return []
+    parts = Path(source).parts
+    hub = [p for p in parts if p.startswith("models--")]
+    if hub:
+        repo = hub[-1].removeprefix("models--").replace("--", "/")
+        return [repo, repo.split("/")[-1]]
+    return [Path(source).name]
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SAE:
@@ -163,7 +213,11 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
         if tuple(tensor.shape) != shapes[name]:
             raise UserError(f"{folder / WEIGHTS}: {name} has shape {tuple(tensor.shape)}, but {CONFIG} says "
                             f"d_in={d_in}, d_sae={d_sae} (expected {shapes[name]}); the folder is damaged")
+    _check_values(tensors, folder)
     dtype = dtype or getattr(torch, str(cfg.get("dtype", "float32")).removeprefix("torch."), torch.float32)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise UserError(f"{folder / CONFIG}: dtype {cfg.get('dtype')!r} is not a floating-point dtype; an SAE "
+                        "computes in float32, float16 or bfloat16 (set dtype in cfg.json, or pass dtype=)")
     tensors = {name: t.to(device=device, dtype=dtype) for name, t in tensors.items()}
     if options["architecture"] == "topk" and not 1 <= options["k"] <= d_sae:
         raise UserError(f"{folder / CONFIG}: k={options['k']} must be between 1 and d_sae={d_sae}")
@@ -171,6 +225,19 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
               threshold=tensors.get("threshold"), **options)
     sae.metadata = dict(cfg.get("metadata") or {})  # SAELens's record: model_name, context_size, ...
     return sae
+
+
+def _check_values(tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    """Integer-typed or non-finite weights are refused, as a model's are (minineo.load): every feature would be
+    truncated or NaN."""
+    integer = [name for name, t in tensors.items() if not t.is_floating_point()]
+    if integer:
+        raise UserError(f"{folder / WEIGHTS}: {', '.join(f'{n} is {tensors[n].dtype}' for n in integer)}, not a "
+                        "floating-point tensor; an SAE's weights are float32 / float16 / bfloat16: save it again")
+    bad = [name for name, t in tensors.items() if not bool(t.isfinite().all())]
+    if bad:
+        raise UserError(f"{folder / WEIGHTS}: {', '.join(bad)} hold NaN or inf values, so every feature and "
+                        "reconstruction would be NaN; train or download the SAE again")
 
 
 def _options(cfg: dict, folder: Path) -> dict:

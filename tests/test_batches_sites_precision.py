@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import GPTNeoForCausalLM
 
 import minineo
+from minineo import outputs
 from minineo.record import cache as cache_module
 from minineo.errors import UserError
 from minineo.checkpoints.hub import EMBEDDED_DIR
@@ -95,7 +96,7 @@ def test_a_failed_save_shows_the_real_error_not_the_cleanups(tiny, tmp_path, mon
         raise PermissionError(13, "Permission denied (cleanup)")
 
     monkeypatch.setattr(cache_module, "save_file", full_disk)
-    monkeypatch.setattr(cache_module.os, "unlink", failing_cleanup)
+    monkeypatch.setattr(outputs.os, "unlink", failing_cleanup)  # the cleanup of Cache.save's temporary file
     with pytest.raises(OSError, match="No space left on device"):
         cache.save(tmp_path / "x.safetensors")
 

@@ -15,6 +15,7 @@ from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minineo import report
 from minineo.forward import blocks
 from minineo.forward.attention import allowed_keys, attend_explicit, window_masks
 from minineo.forward.flex import attend_block_sparse, block_mask, use_block_sparse
@@ -106,10 +107,9 @@ def test_compiled_local_layers_run_block_sparse_and_match_hf(hf_pair, monkeypatc
     if padded:
         mask[0, :37] = 0
     model.compile_fast_path()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with report.collect() as said:
         logits = model(tokens, attention_mask=mask if padded else None)
-    failures = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    failures = [message for message in said if "torch.compile failed" in message]
     assert not failures, failures  # a compile failure falls back to eager with this warning
     device = next(hf.parameters()).device
     assert bool(traced) == (not padded or device.type == "cuda"), "flex attention where it should (not) run"

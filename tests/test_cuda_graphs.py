@@ -8,11 +8,11 @@ path is checked against HF's tokens in the `slow` test (its compilation takes ~3
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from hf_oracle import TEST_DEVICE
+
+from minineo import report
 
 pytestmark = pytest.mark.device
 
@@ -28,10 +28,9 @@ def compiled_generate(model, prompt, new):
     model.compile_fast_path()
     kv = model.kv_cache(prompt.shape[0], 8)
     assert kv.static, "compile=True must default to the static-shape key/value cache"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with report.collect() as said:
         out = model.generate(prompt, max_new_tokens=new)
-    failures = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    failures = [message for message in said if "torch.compile failed" in message]
     assert not failures, failures
     return out
 

@@ -4,15 +4,14 @@ training says how long before it runs on."""
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
-import warnings
 
-import pytest
 from typer.testing import CliRunner
 
 import minineo
-from minineo import analysis, progress
+from minineo import analysis, progress, report
 from minineo.analysis import tuned_lens
 from minineo.cli import app
 
@@ -82,13 +81,14 @@ def test_tuned_lens_training_that_would_be_long_says_its_estimate_and_how_to_sho
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(f"When Mary and John went to the store, John gave a drink to Mary {i}." for i in range(60)))
     monkeypatch.setattr(tuned_lens, "ESTIMATE_ABOVE_S", 0.0)  # every run counts as long here
-    with pytest.warns(UserWarning, match=r"will take about .* for the first of 3 steps.*--steps"):
+    with report.collect() as said:
         analysis.train_tuned_lens(minineo.load(), corpus, steps=3, batch_size=2, context=32)
+    assert len(said) == 1 and re.search(r"will take about .* for the first of 3 steps.*--steps", said[0])
     result = CliRunner().invoke(app, ["tune-lens", str(corpus), "--out", str(tmp_path / "lens"), "--steps", "3",
                                       "--batch-size", "2", "--context", "32"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "warning: training the tuned lens will take about" in " ".join(result.stderr.split())
     monkeypatch.setattr(tuned_lens, "ESTIMATE_ABOVE_S", 1e9)  # a short run says nothing
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with report.collect() as said:
         analysis.train_tuned_lens(minineo.load(), corpus, steps=2, batch_size=2, context=32)
+    assert said == []

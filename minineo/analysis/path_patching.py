@@ -81,6 +81,26 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
     return sorted(set(out))
 
 
+def reach_layer(model: Model, receivers: str | list[Receiver]) -> int:
+    """The layer a sender must be before to reach the receivers: n_layers for the logits, else the last
+    receiver's layer (a head's input reads only the outputs of earlier layers)."""
+    return model.config.n_layers if receivers == "logits" else max(layer for layer, _, _ in receivers)
+
+
+def check_reach(model: Model, variants: list[tuple[Head, ...]], receivers: str | list[Receiver]) -> None:
+    """A UserError when no sender can reach any receiver: every value would be the clean run's, which a ranking
+    would show as if it were a measurement. `path_patching` itself returns the clean value for a sender at or
+    after the receivers' layer (it has no path to them: the brute-force definition gives the same), so a
+    caller that ranks senders calls this first, as `minineo path-patch` does."""
+    last = reach_layer(model, receivers)
+    if any(min(layer for layer, _ in heads) < last for heads in variants):
+        return
+    first = min(layer for heads in variants for layer, _ in heads)
+    raise UserError(f"no sender can reach the receivers: a head's input reads only the outputs of earlier layers, "
+                    f"the last receiver is in layer {last} and the senders start at layer {first}, so every value "
+                    "would be the clean run's; give receivers in a later layer (or 'logits'), or earlier senders")
+
+
 def _pairs(heads, what: str) -> list[Head]:
     try:
         return [(int(layer), int(head)) for layer, head in heads]

@@ -39,7 +39,6 @@ import torch
 
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
-from minineo.record import sites
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,7 @@ def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = Non
     Raises UserError for an SAE without a site, a site the model lacks, batch_size < 1, a bad id list, or
     tokens that leave nothing to count.
     """
-    if sae.hook_name is None:
-        raise UserError("the SAE does not name its site (hook_name in cfg.json); set sae.hook_name, "
-                        "e.g. 'blocks.6.hook_resid_post'")
-    try:
-        site = sites.resolve(sae.hook_name, model.config)
-    except KeyError as err:
-        raise UserError(f"the SAE's site {sae.hook_name!r} is not a site of this model: {err.args[0]}") from None
+    site = sae.check_model(model)  # the SAE's site in this model; refuses an SAE made for another model
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} must be a whole number >= 1 (rows per forward pass)")

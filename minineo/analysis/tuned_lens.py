@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -28,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from minineo import report
 from minineo.analysis.lens import LogitLens, summarise_lens
 from minineo.analysis.tuned_lens_files import read_lens, write_lens, write_package_lens
 from minineo.record.cache import Cache
@@ -41,10 +41,31 @@ def _resid_names(name: str) -> bool:
 
 def model_identity(model: Model) -> dict:
     """What a lens file records about its model: its name (as given to minineo.load: "tiny-neo", "gpt2", a
-    folder as the user wrote it; not this machine's install path) and the shapes that must match."""
+    folder as the user wrote it; not this machine's install path), the shapes that must match, and the
+    fingerprint of its unembedding (`unembed_hash`, the tuned-lens package's), which tells two models of one
+    shape apart."""
     c = model.config
-    return {"model": getattr(model, "name", None) or getattr(model, "source", None), "architecture": c.architecture, "n_layers": c.n_layers,
-            "d_model": c.d_model, "d_vocab": c.d_vocab}
+    return {"model": getattr(model, "name", None) or getattr(model, "source", None), "architecture": c.architecture,
+            "n_layers": c.n_layers, "d_model": c.d_model, "d_vocab": c.d_vocab, "unembed_hash": unembed_hash(model)}
+
+
+def check_lens_identity(meta: dict, model: Model, path: str | Path) -> None:
+    """A UserError naming both identities when the lens in `path` (its recorded `meta`) was made for another
+    model than `model`: another architecture, vocabulary or unembedding (the package's unembed_hash). A file
+    that records none of these (older minineo lenses) is checked on its shapes only (by read_lens)."""
+    mine = model_identity(model)
+    differ = [key for key in ("architecture", "d_vocab", "unembed_hash")
+              if meta.get(key) is not None and meta[key] != mine[key]]
+    if not differ:
+        return
+
+    def who(identity: dict) -> str:
+        facts = ", ".join(f"{key} {str(identity[key])[:12] if key == 'unembed_hash' else identity[key]}"
+                          for key in differ)
+        return f"{identity.get('model') or 'an unnamed model'} ({facts})"
+
+    raise UserError(f"the tuned lens in {path} was made for {who(meta)}, but this model is {who(mine)}; "
+                    "use the lens trained for this model, or train one for it with `minineo tune-lens`")
 
 
 def unembed_hash(model: Model) -> str:
@@ -151,6 +172,7 @@ class TunedLens(nn.Module):
         """Read a lens folder for `model`: minineo's (lens.json + lens.safetensors) or the tuned-lens package's
         (config.json + params.pt). A lens for another model shape, or a damaged file, is a UserError."""
         meta, tensors = read_lens(Path(path), model.config)
+        check_lens_identity(meta, model, path)
         lens = cls(model, bias="bias" in tensors)
         lens.identity = {**lens.identity, "model": meta.get("model") or lens.identity["model"]}
         with torch.no_grad():
@@ -211,8 +233,8 @@ def train_tuned_lens(
     package). `optimizer` "sgd" is the package's default: SGD with Nesterov momentum, lr 1.0 * (1 - momentum),
     linear decay to zero; "adam" is AdamW (amsgrad) at lr 1e-3 with a linear warmup over the first 20%
     of steps. Gradients are clipped to norm 1. Deterministic: zero start, rows in corpus order.
-    When the first step says the whole run will take over a minute, a UserWarning gives the estimate and how
-    to shorten it.
+    When the first step says the whole run will take over a minute, a `warning:` (minineo.report) gives the
+    estimate and how to shorten it.
     """
     if steps < 1 or batch_size < 1:
         raise UserError(f"steps ({steps}) and batch_size ({batch_size}) must be at least 1")
@@ -245,7 +267,7 @@ def train_tuned_lens(
         for step in range(steps):
             tokens = next(batches, None)
             if tokens is None:
-                warnings.warn(f"the corpus ran out after {step} of {steps} steps; the lens is trained on what there was")
+                report.warn(f"the corpus ran out after {step} of {steps} steps; the lens is trained on what there was")
                 break
             started = time.perf_counter()
             kl = _step(lens, model, tokens)
@@ -264,16 +286,15 @@ ESTIMATE_ABOVE_S = 60.0  # training expected to take longer than this is announc
 
 
 def _say_estimate(first_step_s: float, steps: int, batch_size: int, context: int, device: torch.device) -> None:
-    """A UserWarning (the CLI prints `warning: ...`) when the whole training would take over a minute."""
+    """A `warning: ...` (minineo.report) when the whole training would take over a minute."""
     total = first_step_s * steps
     if steps < 2 or total <= ESTIMATE_ABOVE_S:
         return
     hours, rest = divmod(round(total), 3600)
     took = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
-    warnings.warn(f"training the tuned lens will take about {took} ({first_step_s:.1f} s for the first of {steps} "
-                  f"steps of {batch_size} x {context} tokens on {device}); fewer steps (--steps, steps=), a smaller "
-                  "--batch-size or --context shorten it, a GPU (--device cuda) speeds it up; Ctrl-C stops it",
-                  UserWarning, stacklevel=3)
+    report.warn(f"training the tuned lens will take about {took} ({first_step_s:.1f} s for the first of {steps} "
+                f"steps of {batch_size} x {context} tokens on {device}); fewer steps (--steps, steps=), a smaller "
+                "--batch-size or --context shorten it, a GPU (--device cuda) speeds it up; Ctrl-C stops it")
 
 
 def _step(lens: TunedLens, model: Model, tokens: torch.Tensor) -> float:

@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from minineo import outputs
 from minineo.config import Config
 from minineo.errors import UserError
 
@@ -85,6 +86,11 @@ def _write_folder(path: Path, write) -> None:
     """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
     check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(path, "the tuned-lens folder"):  # one writer at a time: the renames below are not atomic as a pair
+        _replace_folder(path, write)
+
+
+def _replace_folder(path: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = path.with_name(f".{path.name}.old")
     try:
@@ -143,7 +149,16 @@ def _read_minineo(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                         f"version {VERSION}: upgrade minineo")
     if "weight" not in tensors or set(tensors) - {"weight", "bias"}:
         raise UserError(f"{path / WEIGHTS} holds {sorted(tensors)}, not a lens's weight (and bias); train it again")
+    _refuse_integer(tensors, path / WEIGHTS)
     return meta, {name: t.float() for name, t in tensors.items()}
+
+
+def _refuse_integer(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Integer-typed translators are refused, as a model's or an SAE's weights are (a cast would hide the damage)."""
+    integer = [f"{name} is {t.dtype}" for name, t in tensors.items() if not t.is_floating_point()]
+    if integer:
+        raise UserError(f"{file}: {', '.join(integer)}, not a floating-point tensor; the lens file is damaged: "
+                        "train or download it again")
 
 
 def _read_package(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -158,6 +173,7 @@ def _read_package(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise UserError(f"{path}: lens_type {config['lens_type']!r} is not supported, only linear_tuned_lens")
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise UserError(f"{path / PACKAGE_PARAMS} does not hold a state dict of tensors; download it again")
+    _refuse_integer(state, path / PACKAGE_PARAMS)
     bias = bool(config.get("bias", True))
     wanted = {f"{i}.{kind}" for i in range(n_layers) for kind in (("weight", "bias") if bias else ("weight",))}
     missing, extra = wanted - set(state), set(state) - wanted
@@ -169,4 +185,5 @@ def _read_package(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                    for kind in (("weight", "bias") if bias else ("weight",))}
     except RuntimeError as err:
         raise UserError(f"{path / PACKAGE_PARAMS}: translators of different shapes ({err}); download it again") from err
-    return {"model": config.get("base_model_name_or_path"), "n_layers": n_layers, "d_model": d_model}, tensors
+    return {"model": config.get("base_model_name_or_path"), "n_layers": n_layers, "d_model": d_model,
+            "unembed_hash": config.get("unembed_hash")}, tensors

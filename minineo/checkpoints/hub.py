@@ -63,6 +63,25 @@ def resolve(
     close = difflib.get_close_matches(name, list(EMBEDDED), n=1, cutoff=0.8)  # "tiny-gpt3" -> "tiny-gpt2"
     no_folder = (f"there is no folder {path.resolve()} either, so check the spelling"
                  + (f" (did you mean the embedded model {close[0]!r}?)" if close else "") + "; ")
+    with _downloading(cache, name):
+        return _snapshot(name, revision, cache, no_folder)
+
+
+def _downloading(cache: Path, name: str):
+    """One download of a model into a cache at a time (the second waits, then finds the files there): a claim
+    on the model's `models--org--name` folder (minineo.outputs), where the cache can be written to."""
+    import contextlib
+
+    from minineo import outputs
+
+    with contextlib.suppress(OSError):
+        cache.mkdir(parents=True, exist_ok=True)
+    if not os.access(cache, os.W_OK):
+        return contextlib.nullcontext()  # a read-only cache: nothing can be written there, nothing to serialise
+    return outputs.claim(cache / f"models--{name.replace('/', '--')}", f"the hub cache's copy of {name}", wait=True)
+
+
+def _snapshot(name: str, revision: str | None, cache: Path, no_folder: str) -> Path:
     try:
         folder = snapshot_download(
             name, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=offline(),
@@ -83,12 +102,13 @@ def resolve(
             "or point MININEO_CACHE at a hub cache that holds it."
         ) from err
     finally:
-        _remove_incomplete(cache)
+        _remove_incomplete(cache, name)
     return Path(folder)
 
 
-def _remove_incomplete(cache: Path) -> None:
-    """Leave nothing half-written in the cache after a failed or interrupted download."""
+def _remove_incomplete(cache: Path, name: str) -> None:
+    """Leave nothing half-written in the cache after a failed or interrupted download of `name` (only its own
+    files: another model's download may be running; this one's is serialised by `_downloading`)."""
     if cache.is_dir():
-        for partial in cache.glob("models--*/blobs/*.incomplete"):
+        for partial in cache.glob(f"models--{name.replace('/', '--')}/blobs/*.incomplete"):
             partial.unlink(missing_ok=True)

@@ -54,6 +54,7 @@ def load(
         _column_major_matmul_weights(model)
     model.tokenizer = Tokenizer.from_dir(directory, config.bos_token_id)
     _check_bos(model.tokenizer, config, directory)
+    _check_vocabulary(model.tokenizer, config, directory)
     model.source = str(directory)  # where the files are (this machine's path)
     model.name = str(name_or_path)  # what the user asked for: "tiny-neo", "gpt2", or their folder as given
     if compile:
@@ -88,6 +89,20 @@ def _check_bos(tokenizer: Tokenizer | None, config: Config, directory: Path) -> 
     raise UserError(f"{directory}: the tokenizer's <|endoftext|> (id {tokenizer.bos_token_id}, used as BOS because "
                     f"config.json has no bos_token_id) is outside the vocabulary (vocab_size {config.d_vocab}); set "
                     "bos_token_id in config.json")
+
+
+def _check_vocabulary(tokenizer: Tokenizer | None, config: Config, directory: Path) -> None:
+    """A tokenizer that can produce ids the embedding has no row for is the folder's mistake, said at load (a model
+    may have more rows than its tokenizer has tokens: GPT-2 fine-tunes pad W_E; never fewer)."""
+    if tokenizer is None:
+        return
+    highest = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=-1)
+    if highest >= config.d_vocab:
+        source = getattr(tokenizer, "source", None) or directory / "tokenizer.json"
+        raise UserError(f"{source}: the tokenizer has ids up to {highest} ({tokenizer.vocab_size} tokens), but the "
+                        f"model's vocabulary (vocab_size {config.d_vocab} in {directory / 'config.json'}) has ids "
+                        f"0..{config.d_vocab - 1}, so text could become ids the model cannot read; use the model's "
+                        "own tokenizer, or resize the model's embedding to the tokenizer")
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -42,7 +42,11 @@ def as_token_batch(tokens: TokenInput, d_vocab: int, device: torch.device) -> to
 
 
 def validate_mask(mask: torch.Tensor, token_shape: torch.Size, device: torch.device, past: int = 0) -> torch.Tensor:
-    """The attention mask as a 0/1 LongTensor (batch, past + pos)."""
+    """The attention mask as a 0/1 LongTensor (batch, past + pos).
+
+    A row with no 1 (no real token) is refused: nothing in it can be attended to, so its outputs would be an
+    average over padding (HF returns such numbers silently), not a model's prediction for anything.
+    """
     mask = torch.as_tensor(mask, device=device)
     expected = (token_shape[0], past + token_shape[1])
     if mask.ndim == 1 and token_shape[0] == 1:
@@ -51,6 +55,12 @@ def validate_mask(mask: torch.Tensor, token_shape: torch.Size, device: torch.dev
         raise UserError(f"attention_mask has shape {tuple(mask.shape)} but the tokens need {expected}")
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise UserError("attention_mask must hold only 0 (padding) and 1 (real token)")
+    empty = (mask.sum(-1) == 0).nonzero().flatten().tolist() if mask.numel() else []
+    if empty and mask.shape[-1]:
+        rows = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
+        raise UserError(f"attention_mask row{'s' if len(empty) > 1 else ''} {rows} (of {mask.shape[0]}) "
+                        f"{'have' if len(empty) > 1 else 'has'} no 1: no real token to attend to, so its outputs "
+                        "would mean nothing; drop the row, or mark its real tokens with 1")
     return mask.long()
 
 

@@ -13,9 +13,9 @@ from rich.table import Table
 from minineo import analysis
 from minineo.cli import plots
 from minineo.forward.model import Model
-from minineo.cli.display import plural, quote, show, show_token, titled_table, token_text, token_texts, visible
+from minineo.cli.display import clip, plural, quote, show, show_token, titled_table, token_text, token_texts, visible
 from minineo.cli.shared import (DeviceOption, HtmlOption, ModelOption, app, check_options, console, fail, html_path,
-                                load_or_exit, plot_path, prompt_tokens)
+                                list_items, load_or_exit, plot_path, prompt_tokens)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -211,6 +211,12 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
         console.print(f"wrote {escape(str(html))}")
 
 
+def _listed(m, ids: list[int], limit: int = 8) -> str:
+    """The first `limit` tokens shown, and how many more there are."""
+    more = f" … (+{len(ids) - limit} more)" if len(ids) > limit else ""
+    return " ".join(show_token(m, t) for t in ids[:limit]) + more
+
+
 def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str) -> tuple[torch.Tensor, int, int | None]:
     """(tokens (1, pos), answer id, wrong id or None) for comparing answers at their first differing token.
 
@@ -220,25 +226,25 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
     tokenizer = m._require_tokenizer()
     ids = tokenizer.encode(answer)
     if not ids:
-        fail(f"--answer {answer!r} encodes to no token; give a non-empty answer such as ' Mary'")
+        fail(f"--answer {clip(answer)} encodes to no token; give a non-empty answer such as ' Mary'")
     shared: list[int] = []
     if wrong is None:
         if len(ids) > 1:
-            console.print(f"[yellow]note:[/yellow] {escape(repr(answer))} is {len(ids)} tokens; scoring its first, "
+            console.print(f"[yellow]note:[/yellow] {quote(answer)} is {len(ids)} tokens; scoring its first, "
                           f"{show_token(m, ids[0])}")
         answer_id, wrong_id = ids[0], None
     else:
         other = tokenizer.encode(wrong)
         if not other:
-            fail(f"--wrong {wrong!r} encodes to no token; give a non-empty wrong answer such as ' John'")
+            fail(f"--wrong {clip(wrong)} encodes to no token; give a non-empty wrong answer such as ' John'")
         differ = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), None)
         if differ is None:
-            fail(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is the other or starts "
+            fail(f"--answer {clip(answer)} and --wrong {clip(wrong)} have no differing token (one is the other or starts "
                  "it), so their logit difference is 0 everywhere; give two different answers, e.g. ' Mary' and ' John'")
         shared, answer_id, wrong_id = ids[:differ], ids[differ], other[differ]
         if shared:
-            console.print(f"[yellow]note:[/yellow] {escape(repr(answer))} and {escape(repr(wrong))} share their first "
-                          f"{'token' if len(shared) == 1 else plural(len(shared), 'token')} {' '.join(show_token(m, t) for t in shared)}; comparing "
+            console.print(f"[yellow]note:[/yellow] {quote(answer)} and {quote(wrong)} share their first "
+                          f"{'token' if len(shared) == 1 else plural(len(shared), 'token')} {_listed(m, shared)}; comparing "
                           f"{show_token(m, answer_id)} against {show_token(m, wrong_id)} after the "
                           f"prompt plus the shared {'token' if len(shared) == 1 else 'tokens'}")
     tokens = prompt_tokens(m, prompt, model)
@@ -253,15 +259,17 @@ def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str)
 def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
     """'1.0,1.2' -> [(1, 0), (1, 2)], each checked against the model's shape."""
     heads = []
-    for item in text.split(","):
-        parts = item.strip().split(".")
+    for item in list_items("--heads", text):
+        parts = item.split(".")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            fail(f"--heads {text!r}: {item.strip()!r} is not LAYER.HEAD; give heads like '1.0,1.2' (layer 1, heads 0 "
+            fail(f"--heads {clip(text, 80)}: {item.strip()!r} is not LAYER.HEAD; give heads like '1.0,1.2' (layer 1, heads 0 "
                  "and 2)")
         layer, head = int(parts[0]), int(parts[1])
         if layer >= n_layers or head >= n_heads:
-            fail(f"--heads {text!r}: head {layer}.{head} does not exist; this model has layers 0..{n_layers - 1} "
+            fail(f"--heads {clip(text, 80)}: head {layer}.{head} does not exist; this model has layers 0..{n_layers - 1} "
                  f"and heads 0..{n_heads - 1}")
+        if (layer, head) in heads:
+            fail(f"--heads {clip(text, 80)} names head {layer}.{head} twice; give each head once")
         heads.append((layer, head))
     return heads
 

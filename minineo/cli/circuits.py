@@ -49,25 +49,35 @@ def circuits(
                          f"{READS[kind]} read an earlier head's output")
     for column, justify in (("sender (writes)", "left"), ("receiver (reads)", "left"), ("score", "right")):
         table.add_column(column, justify=justify)
-    flat = torch.nan_to_num(scores, nan=-1.0).flatten()
-    for index in flat.argsort(descending=True)[:top].tolist():
+    flat = scores.flatten()
+    for index in _ranked(flat)[:top]:  # unscored pairs (NaN) are never ranked or printed as scores
         l1, h1, l2, h2 = torch.unravel_index(torch.tensor(index), scores.shape)
         table.add_row(f"L{l1}H{h1}", f"L{l2}H{h2}", f"{float(flat[index]):.3f}")
     console.print(table)
     second = "W_OV'" if kind == "v" else "W_QK"
     formula = {"q": "W_OV W_QK", "k": "W_OV W_QK^T", "v": "W_OV W_OV'"}[kind]
+    n_scored = int((~scores.isnan()).sum())
+    listed = f"all {n_scored} scored pairs listed (--top {top}); " if top > n_scored else ""
     console.print(f"score = ||{formula}||_F / (||W_OV||_F ||{second}||_F), from 0 (orthogonal) to at most 1; "
-                  f"{int(scores.isnan().sum())} pairs whose receiver is not in a later layer are not scored")
+                  f"{listed}{int(scores.isnan().sum())} pairs whose receiver is not in a later layer are not scored")
     table = titled_table(f"copying scores on the {which} weights: sum(λ) / sum(|λ|) over the eigenvalues of "
                          "W_E W_V W_O W_U (1 = copies the attended token)")
     table.add_column("head")
     table.add_column("copying score", justify="right")
-    for index in copying.flatten().argsort(descending=True)[:top].tolist():
+    for index in _ranked(copying.flatten())[:top]:
         layer, head = divmod(index, n_heads)
         table.add_row(f"L{layer}H{head}", f"{float(copying[layer, head]):.3f}")
     console.print(table)
-    console.print(f"{int((copying > 0.5).sum())} of {copying.numel()} heads score above 0.5")
+    unscored = int(copying.isnan().sum())
+    console.print(f"{int((copying > 0.5).sum())} of {copying.numel()} heads score above 0.5"
+                  + (f"; {unscored} heads have no copying score (an all-zero OV circuit)" if unscored else ""))
     if plot:
         plots.composition_heatmap(scores, plot, f"{kind.upper()}-composition between heads, {model} ({which} weights)",
                                   label=f"{kind.upper()}-composition score (||A B||_F / (||A||_F ||B||_F))")
         console.print(f"wrote {escape(str(plot))}")
+
+
+def _ranked(values: torch.Tensor) -> list[int]:
+    """Indices of the finite entries of a flat tensor, highest first (NaN marks an entry that was not scored)."""
+    scored = values.isfinite().nonzero().flatten()
+    return scored[values[scored].argsort(descending=True)].tolist()

@@ -29,10 +29,14 @@ def visible(text: str) -> str:
     return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in text)
 
 
-def show(text: str) -> str:
+SHOWN = 60  # characters of a user's string (an answer, a prompt) echoed back; the rest is counted, not printed
+
+
+def show(text: str, limit: int = SHOWN) -> str:
     """A token's text with whitespace and undecodable bytes made visible (a space is ␣, a newline \\n, a byte that
-    is not UTF-8 on its own \\xNN), safe for rich markup."""
-    return escape(visible(text).replace(" ", "␣"))
+    is not UTF-8 on its own \\xNN), safe for rich markup; past `limit` characters cut, with the length said."""
+    shown = visible(text[:limit]).replace(" ", "␣")
+    return escape(shown if len(text) <= limit else f"{shown}… ({len(text)} characters)")
 
 
 def show_token(m, token_id: int) -> str:
@@ -40,9 +44,15 @@ def show_token(m, token_id: int) -> str:
     return show(token_text(m, token_id))
 
 
+def clip(text: str, limit: int = 40) -> str:
+    """A user's string (a prompt, an answer) for a message: its first `limit` characters, quoted, and its length
+    when it is longer (a 15 KB --answer is never echoed whole)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit] + '…'!r} ({len(text)} characters)"
+
+
 def quote(text: str, limit: int = 40) -> str:
-    """A prompt for a title: its first `limit` characters, quoted, safe for rich markup."""
-    return escape(repr(text if len(text) <= limit else text[:limit] + "…"))
+    """`clip` safe for rich markup: a prompt for a title or a printed note."""
+    return escape(clip(text, limit))
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -12,6 +12,7 @@ import torch
 import typer
 from rich.table import Table
 
+from minineo import outputs
 from minineo.cli.shared import ModelOption, app, check_positive, console, output_path
 from minineo.errors import UserError
 
@@ -69,7 +70,8 @@ def eval_command(
         table.add_row(label, value)
     console.print(table)
     if json_file is not None:
-        json_file.write_text(json.dumps({"model": model, "corpus": str(corpus), **result.to_dict()}, indent=2) + "\n")
+        outputs.write_text(json_file, json.dumps({"model": model, "corpus": str(corpus), **result.to_dict()}, indent=2)
+                           + "\n", "--json file")
         console.print(f"wrote {json_file}")
 
 
@@ -115,6 +117,7 @@ def sae_eval_command(
     require_datasets()
     m = load(model, device=device)
     autoencoder = saes.load(sae, device=device)
+    autoencoder.check_model(m)  # an SAE made for another model or site width: refused before any work
     if context is None:
         context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
     if not 2 <= context <= m.config.n_ctx:
@@ -140,6 +143,7 @@ def sae_eval_command(
         table.add_row(label, value)
     console.print(table)
     if json_file is not None:
-        json_file.write_text(json.dumps({"sae": str(sae), "model": model, "corpus": str(corpus), "context": context,
-                                         **figures.to_dict()}, indent=2) + "\n")
+        outputs.write_text(json_file, json.dumps({"sae": str(sae), "model": model, "corpus": str(corpus),
+                                                  "context": context, **figures.to_dict()}, indent=2) + "\n",
+                           "--json file")
         console.print(f"wrote {json_file}")

@@ -11,7 +11,7 @@ import torch
 import typer
 
 from minineo.cli.display import plural
-from minineo.cli.shared import ModelOption, app, check_options, console, load_or_exit
+from minineo.cli.shared import ModelOption, app, check_options, claim_output, console, list_items, load_or_exit
 from minineo.errors import UserError
 
 QUIET_RANK_WAIT_S = 5.0  # how long a rank other than 0 waits to be ended by torchrun before saying its own error
@@ -43,10 +43,14 @@ def harvest(
 
         check_options(context=(context, ">= 2"), max_tokens=(max_tokens, ">= 1"), batch_size=(batch_size, ">= 1"),
                       shard_rows=(shard_rows, ">= 1"))
+        names = ",".join(list_items("--names", names))  # an empty or repeated item is an error, not dropped
         require_datasets()
         if dtype is not None and dtype not in DTYPES:
             raise UserError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         rank, world, chosen = harvesting.init_distributed(device)
+        if rank == 0:  # held until the summary is printed (the harvest itself claims it too, re-entrantly)
+            out.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+            claim_output(out, "--out")
         try:
             m = load_or_exit(model, str(chosen), dtype=DTYPES[dtype or "float32"])
         except (FileNotFoundError, ValueError) as err:

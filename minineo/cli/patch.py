@@ -50,8 +50,8 @@ def patch(clean: str, corrupted: str,
         columns, labels = words, [f"pos {p} {w}" for p, w in enumerate(words)]
     elif per == "head":
         columns = labels = [f"H{h}" for h in range(m.config.n_heads)]
-    else:
-        columns = labels = [f"{w} H{h}" for w in words for h in range(m.config.n_heads)]
+    else:  # (layer, pos, head) flattened to (layer, pos * head): position-major
+        labels = [f"pos {p} {w}, H{h}" for p, w in enumerate(words) for h in range(m.config.n_heads)]
     grid = values.reshape(m.config.n_layers, -1)  # (layer, pos or head or pos * head)
     table = titled_table(f"{site} per {per}: largest effects of patching clean into corrupted")
     for column in ("layer", "position" if per == "pos" else "head" if per == "head" else "position, head",
@@ -61,9 +61,16 @@ def patch(clean: str, corrupted: str,
         layer, cell = divmod(index, grid.shape[1])
         table.add_row(str(layer), labels[cell], f"{grid[layer, cell]:+.3f}")
     console.print(table)
-    if plot:
+    if plot and per == "head_pos":  # one row per (layer, head), one column per position: every label is whole
+        n_layers, n_heads = m.config.n_layers, m.config.n_heads
+        rows = values.reshape(n_layers, len(words), n_heads).permute(0, 2, 1).reshape(n_layers * n_heads, -1)
+        plots.patching_heatmap(rows, plot, f"{model}: patching {site} per head and position", words, METRIC_NAME,
+                               "position", rows=[f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)],
+                               row_title="layer, head")
+        console.print(f"wrote {plot}")
+    elif plot:
         plots.patching_heatmap(grid, plot, f"{model}: patching {site} per {per}", columns, METRIC_NAME,
-                               {"pos": "position", "head": "head"}.get(per, "position, head"))
+                               {"pos": "position", "head": "head"}[per])
         console.print(f"wrote {plot}")
     if html:
         from minineo import views

@@ -10,9 +10,10 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import show, show_token, titled_table
+from minineo.cli.display import clip, show, show_token, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, console,
-                                html_path, load_or_exit, normalised_logit_diff, plot_path, prompt_pair)
+                                html_path, list_items, load_or_exit, normalised_logit_diff, plot_path, prompt_pair)
+from minineo.analysis.path_patching import check_reach, check_receivers, check_senders, reach_layer
 from minineo.errors import UserError
 
 
@@ -21,12 +22,14 @@ def parse_receivers(text: str) -> str | list[tuple[int, int, str]]:
     if text.strip() == "logits":
         return "logits"
     out = []
-    for item in text.split(","):
-        head, _, kind = item.strip().partition(":")
+    for item in list_items("--receivers", text):
+        head, _, kind = item.partition(":")
         layer, dot, number = head.partition(".")
         if not (dot and layer.isdigit() and number.isdigit() and kind):
-            raise UserError(f"--receivers {text!r}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
+            raise UserError(f"--receivers {clip(text, 80)}: {item.strip()!r} is not LAYER.HEAD:INPUT; give 'logits' or a "
                             "comma-separated list such as 1.2:q,1.0:k (INPUT is q, k or v)")
+        if (int(layer), int(number), kind) in out:
+            raise UserError(f"--receivers {clip(text, 80)} names {item} twice; give each receiver once")
         out.append((int(layer), int(number), kind))
     return out
 
@@ -46,6 +49,7 @@ def path_patch(clean: str, corrupted: str,
     plot, html = plot_path(plot), html_path(html)  # a path that cannot be written is refused before any work
     wanted = parse_receivers(receivers)
     m = load_or_exit(model, device)
+    check_reach(m, check_senders(m, "heads"), check_receivers(m, wanted))  # before any run: nothing to rank
     prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
     clean_tokens, corrupted_tokens = prompt_pair(m, clean, corrupted, prefix)
     with torch.inference_mode():
@@ -60,10 +64,15 @@ def path_patch(clean: str, corrupted: str,
     for column in ("layer", "head", "normalised logit diff", "change"):
         table.add_column(column, justify="right")
     change = grid - 1.0  # the clean run is 1
-    for index in change.flatten().abs().argsort(descending=True)[:top].tolist():
+    last = reach_layer(m, wanted)
+    n_reach = last * m.config.n_heads  # the senders before the receivers' layer: the only ones with a path
+    for index in change[:last].flatten().abs().argsort(descending=True)[:top].tolist():
         layer, head = divmod(index, m.config.n_heads)
         table.add_row(str(layer), f"H{head}", f"{grid[layer, head]:+.3f}", f"{change[layer, head]:+.3f}")
     console.print(table)
+    if n_reach < grid.numel():
+        console.print(f"{grid.numel() - n_reach} heads of layer {last} and later have no path to {target} and are "
+                      f"not ranked (only the {n_reach} heads before layer {last} are)")
     if plot:
         plots.patching_heatmap(change, plot, f"{model}: path patching every head -> {target}",
                                [f"H{h}" for h in range(m.config.n_heads)],

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from minineo import outputs
+
 SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 MAX_WIDTH_IN = 14.0  # at 120 dpi: 1680 px, whatever the prompt's length
 LABEL_IN = 0.2  # the room one rotated tick label of font size 8 needs along the axis
@@ -29,8 +31,12 @@ def _title(fig, title: str) -> None:
 
 
 def _save(fig, plt, path: Path) -> None:
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Write the figure whole or not at all (minineo.outputs.replacing), in the format of the path's extension."""
+    try:
+        with outputs.replacing(path, "plot") as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
 
 
 def _position_ticks(ax, labels: list[str], width_in: float, axis: str = "x", keep: frozenset[int] = frozenset()) -> None:
@@ -141,9 +147,12 @@ CHANGE = {0.0: "0 no effect", -1.0: "-1 corrupted"}  # path patching: its change
 
 
 def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list[str], metric_name: str,
-                     column_title: str = "position", anchors: dict[float, str] = NORMALISED) -> None:
+                     column_title: str = "position", anchors: dict[float, str] = NORMALISED,
+                     rows: list[str] | None = None, row_title: str = "layer") -> None:
     """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero.
 
+    `rows` labels the rows (default: the layer numbers), e.g. "L1H2" for a (layer, head) x position grid; like
+    the columns, they are thinned where they would overlap, so each label must name its row whole.
     Columns labelled "clean/corrupted" (where the prompts differ) always keep their tick label.
     The scale always reaches the `anchors` (NORMALISED: 0 = the corrupted run, 1 = the clean one; CHANGE:
     0 = no effect, -1 = the corrupted run), which are ticks labelled with what they mean.
@@ -154,12 +163,16 @@ def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list
     values = values.detach().double().cpu()
     n_layers, n_columns = values.shape
     width = min(MAX_WIDTH_IN, max(6.0, 0.3 * n_columns + 3))
-    fig, ax = plt.subplots(figsize=(width, max(3.5, 0.4 * n_layers + 2.5)), layout="constrained")
+    height = min(MAX_WIDTH_IN, max(3.5, (0.4 if rows is None else 0.2) * n_layers + 2.5))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     limit = max([float(values.abs().max())] + [abs(t) for t in anchors])
     image = ax.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     _position_ticks(ax, columns, width, keep=frozenset(i for i, c in enumerate(columns) if "/" in c))
-    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
-    ax.set(xlabel=column_title, ylabel="layer")
+    if rows is None:
+        ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
+    else:
+        _position_ticks(ax, rows, height, axis="y")
+    ax.set(xlabel=column_title, ylabel=row_title)
     bar = fig.colorbar(image, ax=ax, label=metric_name)
     automatic = [round(float(t), 6) for t in MaxNLocator(5).tick_values(-limit, limit) if -limit <= t <= limit]
     ticks = sorted(set(anchors) | {t for t in automatic if min(abs(t - a) for a in anchors) > 0.15 * limit})  # none crowd them

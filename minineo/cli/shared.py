@@ -15,6 +15,7 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -28,15 +29,15 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from minineo import progress
-from minineo.boundary import debugging_by_environment, err_console, print_error, show_warning
+from minineo import outputs, progress, report
+from minineo.boundary import debugging_by_environment, err_console, print_error
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
-from minineo.cli.display import plural, show, show_token
+from minineo.cli.display import clip, plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "outputs": None, "claimed": {}}
 
 
 def debugging() -> bool:
@@ -49,21 +50,38 @@ def fail(message: str) -> None:
     raise UserError(message)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Under --debug, another library's Python warning as one paragraph on stderr, with where it came from."""
+    err_console.print(Text(f"warning ({category.__name__}, {filename}:{lineno}): ", style="yellow")
+                      + Text(str(message)), soft_wrap=True)
+
+
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sub-command; a user's mistake becomes one `error:` paragraph and exit code 1.
 
     Before the command runs, a `device` option is checked (the one device check every command shares);
-    warnings print as `warning:` lines on stderr.
+    minineo's warnings print as `warning:` lines on stderr (minineo.report); other libraries' log lines,
+    progress bars and Python warnings are kept out (shown under --debug). The outputs the command claimed
+    (`output_path`) stay claimed until it has returned, so its success message is about a file no other
+    command replaced.
     """
 
     @functools.wraps(command)
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = show_warning
-                if isinstance(kwargs.get("device"), str):
-                    check_device_option(kwargs["device"])
-                return command(*args, **kwargs)
+            with warnings.catch_warnings(), contextlib.ExitStack() as claims:
+                report.quiet_third_parties()
+                if debugging():
+                    warnings.showwarning = _show_warning
+                else:  # minineo's own warnings go through minineo.report; the rest is other libraries' chatter
+                    warnings.simplefilter("ignore")
+                _state["outputs"], _state["claimed"] = claims, {}
+                try:
+                    if isinstance(kwargs.get("device"), str):
+                        check_device_option(kwargs["device"])
+                    return command(*args, **kwargs)
+                finally:
+                    _state["outputs"], _state["claimed"] = None, {}
         except (UserError, OSError) as err:
             if debugging():
                 raise
@@ -184,6 +202,19 @@ def check_options(**checks: tuple) -> None:
             fail(f"{option} must be {_rule_text(rule)}{because}, got {value}")
 
 
+def list_items(option: str, text: str) -> list[str]:
+    """The comma-separated items of a list option (`--heads 1.0,1.2`), stripped; an empty item (`1.0,,1.2`, a
+    trailing comma) or an item given twice is a UserError naming the option and the item, never dropped."""
+    items = [item.strip() for item in text.split(",")]
+    for i, item in enumerate(items):
+        if not item:
+            fail(f"{option} {clip(text, 80)}: item {i + 1} of {len(items)} is empty; separate the items with single "
+                 "commas and no trailing comma")
+        if item in items[:i]:
+            fail(f"{option} {clip(text, 80)} names {item!r} twice; give each item once")
+    return items
+
+
 def check_positive(**values: int) -> None:
     """Each option must be >= 1: `check_positive(top_k=top_k)` names --top-k in the error (see check_options)."""
     check_options(**{name: (value, ">= 1") for name, value in values.items()})
@@ -205,10 +236,25 @@ def prompt_tokens(m, prompt: str, model: str) -> torch.Tensor:
     return tokens
 
 
+def claim_output(path: Path, what: str) -> None:
+    """Claim `path` for the rest of the command (minineo.outputs.claim): a UserError at once when another
+    process writes it, or when another option of this command names the same path."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return  # under torchrun only rank 0 writes a command's outputs (a harvest's shards are the folder's own)
+    key = str(outputs.lock_file(path))  # one key per target, however it is spelled
+    other = _state["claimed"].get(key)
+    if other is not None and other != what:
+        fail(f"{other} and {what} name the same path {path}; give each its own file")
+    if _state["outputs"] is not None and other is None:
+        _state["outputs"].enter_context(outputs.claim(path, what))
+        _state["claimed"][key] = what
+
+
 def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
     """The file to write: its folder must exist and be writable, and it must not be a folder.
 
-    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`.
+    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. The path is
+    claimed for the rest of the command (`claim_output`): a second command writing it meanwhile fails at once.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -229,6 +275,7 @@ def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_s
     except OSError as err:
         fail(f"cannot write {what} {path}: the folder {folder} is not writable ({err.strerror or err}); "
              "give a path in a folder you can write to")
+    claim_output(path, what)
     return path
 
 
@@ -261,10 +308,11 @@ def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
     """
     a, w = m.tokenizer.encode(answer), m.tokenizer.encode(wrong)
     if not a or not w:
-        raise UserError(f"{answer if not a else wrong!r} encodes to no token; give a non-empty answer")
+        raise UserError(f"{'--answer ' + clip(answer) if not a else '--wrong ' + clip(wrong)} encodes to no token; "
+                        "give a non-empty answer")
     i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
     if i is None:
-        raise UserError(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is a prefix of the "
+        raise UserError(f"--answer {clip(answer)} and --wrong {clip(wrong)} have no differing token (one is a prefix of the "
                         "other); give two answers that differ")
     return a[:i], a[i], w[i]
 

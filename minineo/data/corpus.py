@@ -18,18 +18,19 @@
 
 Mistakes raise `minineo.errors.UserError` (missing path, empty corpus, no `text_field`, a context too
 small to hold a token after BOS, a text field that no document has). Documents whose text is
-missing or null are skipped, with a UserWarning that counts them. The `datasets` library is the optional extra `minineo[harvest]`.
+missing or null are skipped, with a `warning:` on stderr that counts them (minineo.report); a corpus where
+every document lacks it is an error. The `datasets` library is the optional extra `minineo[harvest]`.
 """
 
 from __future__ import annotations
 
 import glob as globlib
-import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
 
+from minineo import report
 from minineo.errors import UserError
 from minineo.checkpoints.tokenizer import END_OF_TEXT, Tokenizer
 
@@ -83,9 +84,9 @@ def _read_batches(corpus: str | Path, text_field: str) -> Iterator[list[str]]:
                         f"check the file's format") from None
     finally:
         if skipped and read > skipped:  # said when the stream ends, or is dropped part-way (e.g. at max_tokens)
-            warnings.warn(f"{skipped} of the {read} documents read from the corpus {what} have no text in the field "
+            report.warn(f"{skipped} of the {read} documents read from the corpus {what} have no text in the field "
                           f"{text_field!r} (missing or null) and were skipped; pass another text_field= "
-                          "(--text-field) if the text is elsewhere", UserWarning, stacklevel=2)
+                          "(--text-field) if the text is elsewhere")
     if first:
         raise UserError(f"the corpus {what} holds no documents; give a non-empty corpus")
     if read == skipped:

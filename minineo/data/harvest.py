@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from minineo import outputs
 from minineo.record import sites
 from minineo.data.corpus import count_rows, pack_rows, read_documents, require_datasets
 from minineo.errors import UserError
@@ -86,6 +87,17 @@ def harvest(
     job = _Job(model, names, context, batch_size, max_tokens, dtype, shard_rows)
     rows = _rows(model, corpus, text_field, context, job.max_rows)  # reads the first row: corpus errors come now
     folder = ShardFolder(out_dir, job.arguments(model, corpus, text_field), job.derived)
+    if rank != 0:
+        return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
+    # One run at a time per folder: rank 0 holds the claim (minineo.outputs) until the folder is complete.
+    folder.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(folder.path, "the harvest folder --out"):
+        return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
+
+
+def _write(model, folder: ShardFolder, job: "_Job", rows, rank: int, world: int, corpus, text_field: str,
+           context: int, progress: bool | None) -> Path:
+    """Check, start, fill and finish the folder: this rank's shards, then (rank 0) the index files."""
     complete = folder.check()
     _barrier()  # every rank has checked the folder before rank 0 writes to it
     if complete:
@@ -124,7 +136,10 @@ class _Job:
     def __init__(self, model, names, context, batch_size, max_tokens, dtype, shard_rows):
         config = model.config
         if isinstance(names, str):
-            names = [n for n in names.split(",") if n.strip()]
+            names = [n.strip() for n in names.split(",")] if names.strip() else []
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise UserError(f"names {names!r}: an empty or non-text name; give site names such as "
+                            "'blocks.0.resid_post,blocks.1.mlp_out' (no empty items)")
         if not names:
             raise UserError("no activation names given; name at least one, e.g. --names blocks.0.resid_post")
         self.names = []
@@ -137,8 +152,10 @@ class _Job:
             if dims[:2] != ("batch", "pos"):
                 raise UserError(f"{name!r} has shape {dims}, not one vector per position; harvest takes "
                                 f"per-position sites such as blocks.0.resid_post or blocks.0.attn.z")
-            if canon not in self.names:
-                self.names.append(canon)
+            if canon in self.names:
+                raise UserError(f"{name.strip()!r} names the site {canon} a second time (harvest --names); give each "
+                                "site once")
+            self.names.append(canon)
         if not 2 <= context <= config.n_ctx:
             raise UserError(f"context={context} must be between 2 and the model's n_ctx={config.n_ctx}; "
                             f"give a smaller --context")

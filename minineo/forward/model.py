@@ -5,13 +5,13 @@ Parameters use TransformerLens's names and shapes (see minineo.forward.blocks fo
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minineo import report
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.forward.attention import window_masks
@@ -134,7 +134,7 @@ class Model(nn.Module):
             try:
                 return self._compiled(tokens, position_ids, attention_mask)
             except Exception as err:  # a compiler failure must never cost the user their forward pass
-                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly from now on")
+                report.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly from now on")
                 self._compiled = None
         return self._core(tokens, position_ids, attention_mask, rec, explicit, stop_at_layer)
 
@@ -303,7 +303,7 @@ class Model(nn.Module):
                     torch.compiler.cudagraph_mark_step_begin()
                 logits = self._compiled_decode(tokens, position_ids, masks, kv)
             except Exception as err:  # a compiler failure must never cost the user their generation
-                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); decoding eagerly from now on")
+                report.warn(f"torch.compile failed ({type(err).__name__}: {err}); decoding eagerly from now on")
                 self._compiled_decode = None
                 logits = self._decode_core(tokens, position_ids, masks, kv)
         else:

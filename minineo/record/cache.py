@@ -6,9 +6,6 @@ ln_final's weight and bias), never the model.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
+from minineo import outputs
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.config import Config
@@ -143,8 +141,8 @@ class Cache(Mapping):
     def save(self, path: str | Path) -> None:
         """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure).
 
-        The data goes to a uniquely named temporary file beside `path`, then replaces it, so concurrent
-        saves to one path each succeed (the last one wins).
+        The data goes to a temporary file beside `path`, then replaces it (minineo.outputs.replacing): a save
+        while another process saves to the same path raises UserError instead of replacing its file.
         """
         path = Path(path).expanduser()
         if path.is_dir():
@@ -154,15 +152,8 @@ class Cache(Mapping):
             raise MissingFileError(f"cannot save the cache to {path}: the folder {path.parent} does not exist; "
                                    "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
         tensors = {name: self[name].detach().cpu().contiguous().clone() for name in self}
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):  # never let the cleanup's own error hide the real one
-                os.unlink(tmp)
-            raise
+        with outputs.replacing(path, "the cache file") as tmp:
+            save_file(tensors, str(tmp))
 
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""

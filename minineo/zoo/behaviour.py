@@ -95,7 +95,9 @@ def measure(folder: str | Path) -> Behaviour:
     import transformers
 
     import minineo
-    from minineo import analysis
+    from minineo import analysis, report
+
+    report.quiet_third_parties()  # no "Loading weights" bar from transformers in the scripts' output
 
     model = minineo.load(folder)
     hf_class = {"gpt_neo": transformers.GPTNeoForCausalLM, "gpt2": transformers.GPT2LMHeadModel}[model.config.architecture]

@@ -21,6 +21,7 @@ overwrites a shipped model; --out minineo/zoo/MODEL rewrites it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minineo import outputs
 from minineo.config import Config
+from minineo.errors import UserError
 from minineo.forward.model import Model
 from minineo.zoo import data
 
@@ -145,12 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     recipe = Recipe(steps=args.steps, lr=args.lr)
-    start = time.time()
-    model, losses = train(args.model, args.seed, recipe, args.report, args.checkpoints)
-    from minineo.zoo.files import save
+    out = args.out or Path(f"{args.model}-seed{args.seed}")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as claims:
+        try:  # held from before training to the card: a second run writing the same folder fails now, not after it
+            claims.enter_context(outputs.claim(out, "--out"))
+        except UserError as err:
+            parser.error(str(err))
+        start = time.time()
+        model, losses = train(args.model, args.seed, recipe, args.report, args.checkpoints)
+        from minineo.zoo.files import save
 
-    save(model, args.model, args.out or Path(f"{args.model}-seed{args.seed}"), args.seed, recipe, losses, time.time() - start,
-         args.threads)
+        save(model, args.model, out, args.seed, recipe, losses, time.time() - start, args.threads)
 
 
 if __name__ == "__main__":
