@@ -31,6 +31,7 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = PROMPT.replace("John gave", "Mary gave")
 ANSWERS = ["--answer", " Mary", "--wrong", " John"]
 SAE = Path(__file__).parent / "data" / "saelens_package" / "tiny_neo_resid_post_1"
+EAP_IG_JSON = Path(__file__).parent / "data" / "eap_ig" / "eap-ig-tiny-gpt2-ioi16-eap.json"
 WRITING_OPTIONS = {"--plot", "--save", "--json", "--out", "--html"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -176,6 +177,11 @@ def _json(path: Path) -> None:
     assert "model" in json.loads(path.read_text())
 
 
+def _html(path: Path) -> None:
+    text = path.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html") and text.rstrip().endswith("</html>")
+
+
 def _safetensors(path: Path) -> None:
     assert "blocks.0.resid_post" in load_file(str(path))
 
@@ -207,6 +213,8 @@ WRITERS = [
      "s.json", _json),
     ("harvest", ["harvest", "{corpus}", "--names", "blocks.0.resid_post", "--out", "{out}", "--context", "16",
                  "--max-tokens", "64"], "h", _harvest),
+    ("view", ["view", "hi", "--out", "{out}"], "v.html", _html),
+    ("view-circuit", ["view-circuit", str(EAP_IG_JSON), "--out", "{out}"], "c.html", _html),
     ("tune-lens", ["tune-lens", "{corpus}", "--out", "{out}", "--steps", "2", "--context", "16", "--batch-size", "2"],
      "lens", _lens),
 ]

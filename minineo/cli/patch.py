@@ -15,7 +15,6 @@ from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOpti
                                 console, html_path, load_or_exit, normalised_logit_diff, pair_labels, plot_path,
                                 prompt_pair, working)
 from minineo.analysis.patching import check_site
-from minineo.errors import UserError
 
 
 @app.command()

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import inspect
 import math
+import os
 import tempfile
 import warnings
 from pathlib import Path

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from minineo import outputs
 from minineo.errors import UserError, WrongTypeError
 
 ASSETS = resources.files("minineo.views") / "assets"
@@ -176,7 +177,7 @@ class View:
             raise UserError(f"path {path} is a directory; give a file name such as {path / (self.kind + '.html')}")
         if not path.parent.is_dir():
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
-        path.write_text(self.html, encoding="utf-8")
+        outputs.write_text(path, self.html, "the HTML page")  # whole or not at all, one writer at a time
         return path
 
     def _repr_html_(self) -> str:
