@@ -15,7 +15,7 @@ and with none they are the corrupted run's.
 Nothing here re-implements the forward pass: the corrupted run records sender outputs and receiver inputs through
 `patch=` functions that return their value unchanged, and the patched clean run is `model(tokens, patch=...)` whose
 patch functions read this run's sender outputs as they are produced (closures over one (batch, pos, n_senders,
-d_model) difference buffer).
+d_model) difference buffer, senders first).
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def run_metric(metric: Metric, logits: torch.Tensor, pairs: Pairs) -> torch.Tens
 
 
 class SenderTaps:
-    """Patch functions that store every sender's output (batch, pos, n_senders, d_model) as the forward produces it.
+    """Patch functions that store every sender's output (n_senders, batch, pos, d_model) as the forward produces it.
 
-    `out[:, :, s]` holds sender s's output; with `base` given, `out[:, :, s]` is (this run's output - base[:, :, s]).
+    `out[s]` holds sender s's output; with `base` given, `out[s]` is (this run's output - base[s]). Senders lead the
+    layout so that a receiver's sum over senders is one matrix product, with no copy of the buffer.
     The functions return the site's value unchanged.
     """
 
@@ -82,7 +83,7 @@ class SenderTaps:
 
     def _store(self, index: int | slice, value: torch.Tensor) -> None:
         value = value.detach()  # a record: never part of a gradient run's graph
-        self.out[:, :, index] = value if self.base is None else value - self.base[:, :, index]
+        self.out[index] = value if self.base is None else value - self.base[index]
 
     def patches(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         g, patches = self.graph, {}
@@ -96,8 +97,8 @@ class SenderTaps:
             heads = slice(g.sender_index(layer, 0), g.sender_index(layer, 0) + g.n_heads)
 
             def tap_heads(z: torch.Tensor, heads=heads, W_O=block.attn.W_O) -> torch.Tensor:
-                # z (batch, pos, head, d_head) -> each head's own write (batch, pos, head, d_model), without b_O
-                self._store(heads, torch.einsum("bphe,hed->bphd", z, W_O))
+                # z (batch, pos, head, d_head) -> each head's own write (head, batch, pos, d_model), without b_O
+                self._store(heads, torch.einsum("bphe,hed->hbpd", z, W_O))
                 return z
 
             def tap_mlp(x: torch.Tensor, index=g.sender_index(layer)) -> torch.Tensor:  # (batch, pos, d_model)
@@ -121,10 +122,10 @@ def receiver_sites(n_layers: int) -> list[str]:
 def record_corrupted(
     model: Model, graph: Graph, tokens: torch.Tensor, attention_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """One forward on `tokens` (the corrupted prompts): (sender outputs (batch, pos, n_senders, d_model),
+    """One forward on `tokens` (the corrupted prompts): (sender outputs (n_senders, batch, pos, d_model),
     {receiver site: its input (batch, pos, d_model)} for `receiver_sites`, logits (batch, pos, d_vocab))."""
     batch, pos = tokens.shape
-    outputs = torch.zeros(batch, pos, graph.n_senders, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
+    outputs = torch.zeros(graph.n_senders, batch, pos, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
     patch = SenderTaps(model, graph, outputs).patches()
     inputs: dict[str, torch.Tensor] = {}
     for name in receiver_sites(graph.n_layers):
@@ -141,8 +142,8 @@ def receiver_patches(
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor]:
     """Patches that rebuild every receiver's input from `corrupted_inputs` plus the in-circuit senders' differences.
 
-    `edges` (n_senders, n_receivers) in the difference buffer's dtype (1 = in the circuit); `difference` (batch, pos,
-    n_senders, d_model), filled by SenderTaps during the same run. A receiver with every edge in keeps this run's value
+    `edges` (n_senders, n_receivers) in the difference buffer's dtype (1 = in the circuit); `difference` (n_senders,
+    batch, pos, d_model), filled by SenderTaps during the same run. A receiver with every edge in keeps this run's value
     (the rebuilt input equals it up to round-off); one with none gets its corrupted input as a tensor."""
     g, H, L = graph, graph.n_heads, graph.n_layers
     patches: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor] = {}
@@ -151,9 +152,11 @@ def receiver_patches(
     def rebuild(corrupted: torch.Tensor, n: int, columns: torch.Tensor, per_head: bool):
         # corrupted (batch, pos, d_model); columns (n, head) or (n,): which of the first n senders feed the receiver(s)
         def fn(_: torch.Tensor) -> torch.Tensor:
-            if per_head:  # (batch, pos, head, d_model)
-                return corrupted[:, :, None] + torch.einsum("bpsd,sh->bphd", difference[:, :, :n], columns)
-            return corrupted + torch.einsum("bpsd,s->bpd", difference[:, :, :n], columns)
+            flat = difference[:n].reshape(n, -1)  # (n, batch * pos * d_model), a view
+            if per_head:  # (head, batch * pos * d_model) -> (batch, pos, head, d_model)
+                summed = (columns.T @ flat).view(-1, *corrupted.shape).permute(1, 2, 0, 3)
+                return corrupted[:, :, None] + summed
+            return corrupted + (columns @ flat).view(corrupted.shape)
         return fn
 
     for layer in range(L):
@@ -207,7 +210,7 @@ def evaluate(
     for batch in pairs.batches(batch_size or len(pairs)):
         batch = batch.to(device)
         corrupted_out, corrupted_in, _ = record_corrupted(model, circuit, batch.corrupted, batch.attention_mask)
-        difference = torch.zeros_like(corrupted_out)  # (batch, pos, n_senders, d_model)
+        difference = torch.zeros_like(corrupted_out)  # (n_senders, batch, pos, d_model)
         patch = SenderTaps(model, circuit, difference, base=corrupted_out).patches()
         patch.update(receiver_patches(circuit, edges, difference, corrupted_in))
         logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
