@@ -325,13 +325,16 @@ def _shard(pairs: Pairs) -> tuple[Pairs | None, int, int]:
 
 
 def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> tuple[float, str]:
-    """(progress total, unit) and an estimate in forward passes of a batch."""
+    """(progress total, its description): edges for exact (with the forward passes of a batch it should cost: a
+    variant starting at layer l runs n_layers - l of the n_layers blocks), backward passes for the gradient methods."""
     batches = math.ceil(n / batch_size)
     if method == "exact":
-        return float(graph.n_edges * batches), "edges"
+        L = graph.n_layers
+        cost = sum(graph.senders_before(r) * (L - layer) / L for layer, _, _, r in exact_variants(graph))
+        return float(graph.n_edges * batches), f"edges, about {cost * batches:.0f} forward passes of a batch"
     per_batch = {"eap": 1, "clean-corrupted": 2, "eap-ig-inputs": ig_steps,
                  "eap-ig-activations": (1 + 2 * graph.n_layers) * ig_steps}[method]
-    return float(per_batch * batches), "backward passes"
+    return float(per_batch * batches), "forward and backward passes"
 
 
 def attribute(

@@ -35,7 +35,11 @@ QKV_SITES = ("q_input", "k_input", "v_input")
 
 
 def check_graph(model: Model, graph: Graph, what: str = "circuit") -> None:
-    """UserError unless `graph` is a Graph of this model's shape (n_layers, n_heads)."""
+    """UserError unless `model` is a minineo Model and `graph` a Graph of its shape (n_layers, n_heads)."""
+    from minineo.forward.model import Model
+
+    if not isinstance(model, Model):
+        raise WrongTypeError(f"model must be a minineo Model (minineo.load(...)), got {type(model).__name__}")
     if not isinstance(graph, Graph):
         raise WrongTypeError(f"{what} must be a minineo.discovery.Graph (e.g. Graph.from_model(model)), "
                              f"got {type(graph).__name__}")
