@@ -128,8 +128,10 @@ def check_model(model, pairs: Pairs, data) -> None:
     graph = Graph.from_model(model)
     clean, corrupted = plain_metric(model, pairs.clean, pairs), plain_metric(model, pairs.corrupted, pairs)
     scale = float(torch.cat([clean, corrupted]).abs().max())
+    both = evaluate(model, [full(graph), graph], pairs)  # (2, n): the circuits share the corrupted forward
+    close(both[0], clean, scale, "every edge in")
+    close(both[1], corrupted, scale, "no edge")
     close(evaluate(model, full(graph), pairs), clean, scale, "every edge in")
-    close(evaluate(model, graph, pairs), corrupted, scale, "no edge")
     edges = graph.edges()
     for index in data.draw(st.lists(st.integers(0, len(edges) - 1), min_size=1, max_size=3, unique=True), "edges"):
         name, s, r = edges[index]

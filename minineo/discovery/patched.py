@@ -20,7 +20,7 @@ d_model) difference buffer, senders first).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -192,7 +192,8 @@ def receiver_patches(
 
 @torch.no_grad()
 def evaluate(
-    model: Model, circuit: Graph, pairs: Pairs, metric: Metric = logit_diff, *, batch_size: int | None = None,
+    model: Model, circuit: Graph | Sequence[Graph], pairs: Pairs, metric: Metric = logit_diff, *,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """The metric of the clean prompts run through `circuit`: (n,) float32 on the CPU, one value per pair.
 
@@ -200,23 +201,32 @@ def evaluate(
     corrupted-run output (EAP-IG's `evaluate_graph` with intervention="patching"; see the module docstring). All
     edges in gives the clean metric, none the corrupted one. Node circuits are edge circuits: a node out is every edge
     from it out. Nodes on no path from `input` to `logits` need no pruning first: an edge from a node that sees only
-    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward, one patched clean forward.
+    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward, one patched clean forward
+    per circuit; a list of circuits (e.g. a faithfulness curve's) shares the corrupted forward and gives
+    (n_circuits, n).
 
     pairs: Pairs (left-padded; GPT-Neo's local windows and padded batches run as in `model(...)`); metric(logits (n,
     pos, d_vocab), pairs) -> (n,); batch_size: pairs per forward (None: all at once).
     Raises UserError (WrongTypeError) for a graph of another shape, pairs or metric of the wrong type, a bad batch size.
     """
-    check_graph(model, circuit)
+    single = isinstance(circuit, Graph)
+    circuits = [circuit] if single else list(circuit) if isinstance(circuit, (list, tuple)) else [circuit]
+    if not circuits:
+        raise UserError("evaluate got an empty list of circuits; give a Graph or a non-empty list of them")
+    for c in circuits:
+        check_graph(model, c)
     check_pairs(pairs, metric, batch_size)
     device, dtype = model.W_E.device, model.W_E.dtype
-    edges = (circuit.in_graph & circuit.real_edges).to(device=device, dtype=dtype)  # (n_senders, n_receivers)
-    values = []
+    edges = [(c.in_graph & c.real_edges).to(device=device, dtype=dtype) for c in circuits]  # (n_senders, n_receivers)
+    values: list[list[torch.Tensor]] = [[] for _ in circuits]
     for batch in pairs.batches(batch_size or len(pairs)):
         batch = batch.to(device)
-        corrupted_out, corrupted_in, _ = record_corrupted(model, circuit, batch.corrupted, batch.attention_mask)
-        difference = torch.zeros_like(corrupted_out)  # (n_senders, batch, pos, d_model)
-        patch = SenderTaps(model, circuit, difference, base=corrupted_out).patches()
-        patch.update(receiver_patches(circuit, edges, difference, corrupted_in))
-        logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
-        values.append(run_metric(metric, logits, batch).float().cpu())
-    return torch.cat(values)
+        corrupted_out, corrupted_in, _ = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
+        for c, e, out in zip(circuits, edges, values):
+            difference = torch.zeros_like(corrupted_out)  # (n_senders, batch, pos, d_model)
+            patch = SenderTaps(model, c, difference, base=corrupted_out).patches()
+            patch.update(receiver_patches(c, e, difference, corrupted_in))
+            logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
+            out.append(run_metric(metric, logits, batch).float().cpu())
+    result = torch.stack([torch.cat(v) for v in values])  # (n_circuits, n)
+    return result[0] if single else result
