@@ -255,22 +255,32 @@ def reads_last_position(metric: Metric, logits: torch.Tensor, batch: Pairs) -> b
     return isinstance(last, torch.Tensor) and last.shape == full.shape and bool(torch.equal(last, full))
 
 
-def exact_variants(graph: Graph) -> list[tuple[int, str, int | None, list[int]]]:
-    """(layer, site, head or None, receiver index) groups with their senders: what `exact` runs, in order."""
-    groups = []
+def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
+    """What `exact` runs, in order: (layer, site, receiver indices) with site "qkv_input" (every head's q, k and v
+    input of the layer, their variants batched together), "mlp_in", or "resid_post" (the logits)."""
+    groups: list[tuple[int, str, list[int]]] = []
     for layer in range(graph.n_layers):
-        for x, site in enumerate(QKV_SITES):
-            for h in range(graph.n_heads):
-                groups.append((layer, site, h, graph.receiver_index(layer, h, "qkv"[x])))
-        groups.append((layer, "mlp_in", None, graph.receiver_index(layer)))
-    groups.append((graph.n_layers - 1, "resid_post", None, graph.logits_index))
+        groups.append((layer, "qkv_input", [graph.receiver_index(layer, h, x) for x in "qkv" for h in range(graph.n_heads)]))
+        groups.append((layer, "mlp_in", [graph.receiver_index(layer)]))
+    groups.append((graph.n_layers - 1, "resid_post", [graph.logits_index]))
     return groups
+
+
+def _head_mover(d: torch.Tensor, variants: list[int], heads: list[int], v: int, b: int):
+    """A patch function adding d[i] (batch, pos, d_model) to head heads[i]'s input in variant variants[i]."""
+    js, hs = torch.tensor(variants, device=d.device), torch.tensor(heads, device=d.device)
+
+    def move(x: torch.Tensor) -> torch.Tensor:  # (variant * batch, pos, head, d_model), a copy the block made
+        view = x.view(v, b, *x.shape[1:])
+        view[js, :, :, hs] += d  # (k, batch, pos, d_model): one (variant, head) per row
+        return x
+    return move
 
 
 @torch.no_grad()
 def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
-    L, b, pos = graph.n_layers, *batch.clean.shape
+    L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
     mask = batch.attention_mask
     corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.zeros_like(corrupted_out)
@@ -284,21 +294,25 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
     chunk = max(1, VARIANT_TOKENS // (b * pos))
-    for layer, site, head, r in exact_variants(graph):
-        senders = [s for s in range(graph.senders_before(r)) if bool(moved[s])]
-        advance(graph.senders_before(r) - len(senders))  # edges whose sender does not change: exactly 0
-        for start in range(0, len(senders), chunk):
-            ss = senders[start:start + chunk]
-            v = len(ss)
-            d = delta[ss].reshape(v * b, pos, -1)  # (variant * batch, pos, d_model), variant-major
-            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)
-            name = f"blocks.{layer}.{site}"
-            if head is not None:  # the head's own q/k/v input moves: x (variant * batch, pos, head, d_model)
-                def move(x: torch.Tensor, d=d, head=head) -> torch.Tensor:
-                    x[:, :, head] += d
-                    return x
-                patch = {name: move}
+    for layer, site, receivers in exact_groups(graph):
+        n = graph.senders_before(receivers[0])
+        variants = [(r, s) for r in receivers for s in range(n) if bool(moved[s])]  # one edge each
+        advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
+        for start in range(0, len(variants), chunk):
+            part = variants[start:start + chunk]
+            v = len(part)
+            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
+            if site == "qkv_input":  # each variant moves one head's q, k or v input
+                patch = {}
+                for x, name in enumerate(QKV_SITES):
+                    mine = [(j, (r - receivers[0]) % H, s) for j, (r, s) in enumerate(part)
+                            if (r - receivers[0]) // H == x]
+                    if mine:
+                        js, hs, ss = zip(*mine)
+                        patch[f"blocks.{layer}.{name}"] = _head_mover(delta[list(ss)], list(js), list(hs), v, b)
             else:  # mlp_in or the last resid_post: this layer's attention is the clean run's
+                name = f"blocks.{layer}.{site}"
+                d = delta[[s for _, s in part]].reshape(v * b, pos, -1)  # variant-major
                 patch = {f"blocks.{layer}.attn_out": cache[f"blocks.{layer}.attn_out"].repeat(v, 1, 1),
                          name: cache[name].repeat(v, 1, 1) + d}
             rows = _repeat(batch, v)
@@ -308,8 +322,9 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
                 at[:, -1] = True
             out = model.run_from(layer, resid, patch=patch, attention_mask=rows.attention_mask, logits_at=at)
             out = out[:, None] if last_only else out  # (variant * batch, pos or 1, d_vocab)
-            values = run_metric(metric, out, rows).view(v, b) - clean_metric  # (variant, batch)
-            sums[ss, r] += values.double().sum(1).cpu()
+            values = (run_metric(metric, out, rows).view(v, b) - clean_metric).double().sum(1).cpu()  # (variant,)
+            for (r, s), value in zip(part, values):
+                sums[s, r] += value
             advance(v)
     return sums
 
@@ -330,7 +345,7 @@ def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> 
     batches = math.ceil(n / batch_size)
     if method == "exact":
         L = graph.n_layers
-        cost = sum(graph.senders_before(r) * (L - layer) / L for layer, _, _, r in exact_variants(graph))
+        cost = sum(graph.senders_before(rs[0]) * len(rs) * (L - layer) / L for layer, _, rs in exact_groups(graph))
         return float(graph.n_edges * batches), f"edges, about {cost * batches:.0f} forward passes of a batch"
     per_batch = {"eap": 1, "clean-corrupted": 2, "eap-ig-inputs": ig_steps,
                  "eap-ig-activations": (1 + 2 * graph.n_layers) * ig_steps}[method]
