@@ -182,7 +182,7 @@ def clean_and_corrupted(model: Model, graph: Graph, batch: Pairs, z: bool = Fals
     shape = (graph.n_senders, *batch.clean.shape, model.config.d_model)
     outs, zs = [], []
     for tokens in (batch.clean, batch.corrupted):
-        out = torch.zeros(shape, dtype=dtype, device=device)
+        out = torch.empty(shape, dtype=dtype, device=device)
         taps = ZTaps(graph.n_layers)
         patch = SenderTaps(model, graph, out).patches()
         model(tokens, attention_mask=batch.attention_mask, patch=taps.wrap(patch) if z else patch)
@@ -197,12 +197,12 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
     L = graph.n_layers
     if method == "eap":
         corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, batch.attention_mask)
-        clean_out = torch.zeros_like(corrupted_out)
+        clean_out = torch.empty_like(corrupted_out)
         grads = gradients(model, graph, batch.clean, batch, metric, SenderTaps(model, graph, clean_out).patches())
         advance(1)
         return contract(graph, corrupted_out - clean_out, grads, per_position)
     if method == "clean-corrupted":
-        clean_out, corrupted_out = (torch.zeros(graph.n_senders, *batch.clean.shape, model.config.d_model,
+        clean_out, corrupted_out = (torch.empty(graph.n_senders, *batch.clean.shape, model.config.d_model,
                                                 dtype=model.W_E.dtype, device=model.W_E.device) for _ in range(2))
         total = None
         for tokens, out in ((batch.clean, clean_out), (batch.corrupted, corrupted_out)):
@@ -283,7 +283,7 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
     mask = batch.attention_mask
     corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, mask)
-    clean_out = torch.zeros_like(corrupted_out)
+    clean_out = torch.empty_like(corrupted_out)
     names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in")]
     names.append(f"blocks.{L - 1}.resid_post")
     logits, cache = model.run_with_cache(batch.clean, names=names, attention_mask=mask,

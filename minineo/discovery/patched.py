@@ -77,7 +77,8 @@ def run_metric(metric: Metric, logits: torch.Tensor, pairs: Pairs) -> torch.Tens
 class SenderTaps:
     """Patch functions that store every sender's output (n_senders, batch, pos, d_model) as the forward produces it.
 
-    `out[s]` holds sender s's output; with `base` given, `out[s]` is (this run's output - base[s]). Senders lead the
+    `out[s]` holds sender s's output; with `base` given, `out[s]` is (this run's output - base[s]). A forward writes
+    every sender, so `out` may start empty. Senders lead the
     layout so that a receiver's sum over senders is one matrix product, with no copy of the buffer.
     The functions return the site's value unchanged.
     """
@@ -129,7 +130,7 @@ def record_corrupted(
     """One forward on `tokens` (the corrupted prompts): (sender outputs (n_senders, batch, pos, d_model),
     {receiver site: its input (batch, pos, d_model)} for `receiver_sites`, logits (batch, pos, d_vocab))."""
     batch, pos = tokens.shape
-    outputs = torch.zeros(graph.n_senders, batch, pos, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
+    outputs = torch.empty(graph.n_senders, batch, pos, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
     patch = SenderTaps(model, graph, outputs).patches()
     inputs: dict[str, torch.Tensor] = {}
     for name in receiver_sites(graph.n_layers):
@@ -223,7 +224,7 @@ def evaluate(
         batch = batch.to(device)
         corrupted_out, corrupted_in, _ = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
         for c, e, out in zip(circuits, edges, values):
-            difference = torch.zeros_like(corrupted_out)  # (n_senders, batch, pos, d_model)
+            difference = torch.empty_like(corrupted_out)  # (n_senders, batch, pos, d_model)
             patch = SenderTaps(model, c, difference, base=corrupted_out).patches()
             patch.update(receiver_patches(c, e, difference, corrupted_in))
             logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
