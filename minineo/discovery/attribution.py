@@ -99,11 +99,11 @@ def head_input_grads(model: Model, layer: int, resid_pre: torch.Tensor, dq: torc
 
 def gradients(
     model: Model, graph: Graph, tokens: torch.Tensor, batch: Pairs, metric: Metric,
-    patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor],
+    patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor], last_only: bool = False,
 ) -> dict[str, torch.Tensor]:
     """d sum_pairs metric / d (each receiver's input) in one forward and one backward on `tokens` with `patch`:
     {f"blocks.{L}.qkv_input": (batch, pos, 3 * head, d_model) (q, k, v heads), f"blocks.{L}.mlp_in" and the last
-    resid_post: (batch, pos, d_model)}.
+    resid_post: (batch, pos, d_model)}. last_only: the metric reads only the last position, which alone is unembedded.
 
     The token embedding enters as a leaf that requires grad (its value unchanged), so the graph exists whatever the
     parameters' requires_grad; a receiver with no path to the metric (its head's z replaced) gets zeros."""
@@ -118,7 +118,7 @@ def gradients(
     patch["embed"] = embed_leaf
     patch.update(taps.patches())
     with torch.enable_grad():
-        logits = model(tokens, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
+        logits = logits_of(model, tokens, batch, patch, last_only)  # (batch, pos or 1, d_vocab)
         value = run_metric(metric, logits, batch).sum()
         inputs = [taps.inputs[name] for name in taps.names]
         grads = torch.autograd.grad(value, inputs, allow_unused=True)
@@ -185,7 +185,8 @@ def clean_and_corrupted(model: Model, graph: Graph, batch: Pairs, z: bool = Fals
         out = torch.empty(shape, dtype=dtype, device=device)
         taps = ZTaps(graph.n_layers)
         patch = SenderTaps(model, graph, out).patches()
-        model(tokens, attention_mask=batch.attention_mask, patch=taps.wrap(patch) if z else patch)
+        model(tokens, attention_mask=batch.attention_mask, patch=taps.wrap(patch) if z else patch,
+              stop_at_layer=graph.n_layers)
         outs.append(out)
         zs.append(taps.z)
     return (*outs, *zs) if z else tuple(outs)
@@ -195,10 +196,11 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
                     per_position: bool, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of a gradient method's edge contributions (see the module docstring), float64."""
     L = graph.n_layers
+    last = reads_last_position(metric, batch, model.config.d_vocab)
     if method == "eap":
-        corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, batch.attention_mask)
+        corrupted_out, _ = record_corrupted(model, graph, batch.corrupted, batch.attention_mask)
         clean_out = torch.empty_like(corrupted_out)
-        grads = gradients(model, graph, batch.clean, batch, metric, SenderTaps(model, graph, clean_out).patches())
+        grads = gradients(model, graph, batch.clean, batch, metric, SenderTaps(model, graph, clean_out).patches(), last)
         advance(1)
         return contract(graph, corrupted_out - clean_out, grads, per_position)
     if method == "clean-corrupted":
@@ -206,7 +208,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
                                                 dtype=model.W_E.dtype, device=model.W_E.device) for _ in range(2))
         total = None
         for tokens, out in ((batch.clean, clean_out), (batch.corrupted, corrupted_out)):
-            grads = gradients(model, graph, tokens, batch, metric, SenderTaps(model, graph, out).patches())
+            grads = gradients(model, graph, tokens, batch, metric, SenderTaps(model, graph, out).patches(), last)
             total = grads if total is None else {k: total[k] + g for k, g in grads.items()}
             advance(1)
         return contract(graph, corrupted_out - clean_out, total, per_position) / 2
@@ -216,7 +218,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
         total = None
         for k in range(ig_steps):  # k/m of the way from the corrupted to the clean embedding, k = 0..m-1
             embed = corrupted_embed + (k / ig_steps) * (clean_embed - corrupted_embed)
-            grads = gradients(model, graph, batch.clean, batch, metric, {"embed": embed})
+            grads = gradients(model, graph, batch.clean, batch, metric, {"embed": embed}, last)
             total = grads if total is None else {key: total[key] + g for key, g in grads.items()}
             advance(1)
         return contract(graph, corrupted_out - clean_out, total, per_position) / ig_steps
@@ -231,7 +233,8 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
     for site, clean, corrupted in nodes:
         for k in range(1, ig_steps + 1):
             alpha = k / ig_steps
-            grads = gradients(model, graph, batch.clean, batch, metric, {site: alpha * clean + (1 - alpha) * corrupted})
+            grads = gradients(model, graph, batch.clean, batch, metric, {site: alpha * clean + (1 - alpha) * corrupted},
+                              last)
             total = grads if total is None else {key: total[key] + g for key, g in grads.items()}
             advance(1)
     return contract(graph, corrupted_out - clean_out, total, per_position) / (len(nodes) * ig_steps)
@@ -245,14 +248,30 @@ def _repeat(batch: Pairs, v: int) -> Pairs:
                  batch.wrong.repeat(v))
 
 
-def reads_last_position(metric: Metric, logits: torch.Tensor, batch: Pairs) -> bool:
-    """Whether metric(logits) == metric(logits[:, -1:]) on these logits (then exact unembeds only the last position)."""
+def reads_last_position(metric: Metric, batch: Pairs, d_vocab: int) -> bool:
+    """Whether metric(logits) == metric(logits[:, -1:]) on random logits of the batch's shape: then only the last
+    position needs unembedding (logit_diff reads only it)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*batch.clean.shape, d_vocab, generator=g).to(batch.clean.device)  # (n, pos, d_vocab)
     try:
-        last = metric(logits[:, -1:], batch)
+        last, full = metric(logits[:, -1:], batch), metric(logits, batch)
     except Exception:  # the metric reads other positions
         return False
-    full = metric(logits, batch)
-    return isinstance(last, torch.Tensor) and last.shape == full.shape and bool(torch.equal(last, full))
+    return isinstance(last, torch.Tensor) and isinstance(full, torch.Tensor) and last.shape == full.shape \
+        and bool(torch.equal(last, full))
+
+
+def logits_of(model: Model, tokens: torch.Tensor, batch: Pairs, patch: dict, last_only: bool) -> torch.Tensor:
+    """model(tokens, patch=patch) logits (n, pos, d_vocab), or with last_only (n, 1, d_vocab): the same forward split
+    at blocks.0.resid_pre so that `run_from` unembeds the last position only."""
+    if not last_only:
+        return model(tokens, attention_mask=batch.attention_mask, patch=patch)
+    first = {k: v for k, v in patch.items() if k in ("embed", "pos_embed")}
+    rest = {k: v for k, v in patch.items() if k not in first}
+    resid = model(tokens, attention_mask=batch.attention_mask, patch=first, stop_at_layer=0)  # (n, pos, d_model)
+    at = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+    at[:, -1] = True
+    return model.run_from(0, resid, patch=rest, attention_mask=batch.attention_mask, logits_at=at)[:, None]
 
 
 def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
@@ -282,14 +301,14 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
     L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
     mask = batch.attention_mask
-    corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, mask)
+    corrupted_out, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.empty_like(corrupted_out)
     names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in")]
     names.append(f"blocks.{L - 1}.resid_post")
     logits, cache = model.run_with_cache(batch.clean, names=names, attention_mask=mask,
                                          patch=SenderTaps(model, graph, clean_out).patches())
     clean_metric = run_metric(metric, logits, batch)  # (batch,)
-    last_only = reads_last_position(metric, logits, batch)
+    last_only = reads_last_position(metric, batch, model.config.d_vocab)
     delta = corrupted_out - clean_out  # (n_senders, batch, pos, d_model): corrupted - clean
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)

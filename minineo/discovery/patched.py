@@ -126,9 +126,9 @@ def receiver_sites(n_layers: int) -> list[str]:
 
 def record_corrupted(
     model: Model, graph: Graph, tokens: torch.Tensor, attention_mask: torch.Tensor | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """One forward on `tokens` (the corrupted prompts): (sender outputs (n_senders, batch, pos, d_model),
-    {receiver site: its input (batch, pos, d_model)} for `receiver_sites`, logits (batch, pos, d_vocab))."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward on `tokens` (the corrupted prompts), stopped before ln_final (nothing unembedded): (sender outputs
+    (n_senders, batch, pos, d_model), {receiver site: its input (batch, pos, d_model)} for `receiver_sites`)."""
     batch, pos = tokens.shape
     outputs = torch.empty(graph.n_senders, batch, pos, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
     patch = SenderTaps(model, graph, outputs).patches()
@@ -138,8 +138,8 @@ def record_corrupted(
             inputs[name] = x.detach().clone()
             return x
         patch[name] = keep
-    logits = model(tokens, attention_mask=attention_mask, patch=patch)
-    return outputs, inputs, logits
+    model(tokens, attention_mask=attention_mask, patch=patch, stop_at_layer=graph.n_layers)
+    return outputs, inputs
 
 
 def receiver_patches(
@@ -222,7 +222,7 @@ def evaluate(
     values: list[list[torch.Tensor]] = [[] for _ in circuits]
     for batch in pairs.batches(batch_size or len(pairs)):
         batch = batch.to(device)
-        corrupted_out, corrupted_in, _ = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
+        corrupted_out, corrupted_in = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
         for c, e, out in zip(circuits, edges, values):
             difference = torch.empty_like(corrupted_out)  # (n_senders, batch, pos, d_model)
             patch = SenderTaps(model, c, difference, base=corrupted_out).patches()
