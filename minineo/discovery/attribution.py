@@ -30,6 +30,7 @@ the float64 sums and the pair count are all-reduced, so every rank ends with the
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -312,8 +313,11 @@ def attribute(
     if mine is not None:
         size = batch_size or len(mine)
         total, unit = _work(method, graph, len(mine), size, ig_steps)
-        with progress.task(f"{method} edge scores: {graph.n_edges} edges, {len(mine)} pairs, {total:.0f} {unit}",
-                           total=total, delay=2.0) as advance:
+        what = f"{method} edge scores: {graph.n_edges} edges, {len(mine)} pairs, {total:.0f} {unit}"
+        if world > 1:
+            what += f" (rank {rank} of {world})"
+        bar = progress.task(what, total=total, delay=2.0) if rank == 0 else nullcontext(lambda steps=1: None)
+        with bar as advance:  # rank 0's share shows the progress of all ranks
             for batch in mine.batches(size):
                 batch = batch.to(device)
                 if method == "exact":
