@@ -3,5 +3,6 @@ edge scores (EAP, EAP-IG, exact), circuits, their faithfulness, ACDC, and EAP-IG
 
 from minineo.discovery.graph import Graph, edge_count
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.patched import evaluate
 
-__all__ = ["Graph", "Metric", "Pairs", "edge_count", "logit_diff"]
+__all__ = ["Graph", "Metric", "Pairs", "edge_count", "evaluate", "logit_diff"]
