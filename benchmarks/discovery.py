@@ -120,6 +120,8 @@ def measure_case(name: str, tmp: Path, args) -> dict:
             common += ["--circuits", str(work / "circuits.pt")]
         ours_out, peer_out = work / f"minineo-{method}.pt", work / f"eapig-{method}.pt"
         argv = [*common, "--out", str(ours_out)]
+        if method == "exact" and not zoo and args.exact_receivers:
+            argv += ["--exact-receivers", str(args.exact_receivers)]
         if args.in_process:
             from benchmarks.discovery_worker import measure
 
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--peer", default=PEER_PYTHON, help="EAP-IG venv's python, or 'none'")
     parser.add_argument("--peer-exact-sample", type=int, default=8, help="edges EAP-IG's exact is timed on (full shapes)")
+    parser.add_argument("--exact-receivers", type=int, default=0,
+                        help="at the full shapes, time minineo's exact on this many receivers and scale (0: all edges)")
     parser.add_argument("--exact-timeout", type=float, default=3600, help="seconds before minineo's exact is stopped")
     parser.add_argument("--reuse-peer", action="store_true",
                         help="take EAP-IG's results already in --model-dir (from an earlier run) instead of rerunning it")

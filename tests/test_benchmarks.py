@@ -11,6 +11,7 @@ from benchmarks.run import main
 from benchmarks.timing import forward_flops
 
 import minineo
+from minineo.discovery import Graph
 
 
 def test_quick_benchmark_runs_and_reports_every_variant(tmp_path):
@@ -76,3 +77,26 @@ def test_discovery_benchmark_says_when_the_eap_ig_venv_is_absent(tmp_path, capsy
     assert run["peer"].startswith(f"EAP-IG not measured: no {tmp_path / 'no-venv' / 'python'}")
     assert run["cases"][0]["methods"]["evaluate"]["eap_ig"] is None
     assert "EAP-IG not measured" in capsys.readouterr().out
+
+
+def test_exact_timed_on_sampled_receivers_scores_them_as_the_full_run_does(tmp_path):
+    """The benchmark's estimate of exact at full shapes runs some receivers only: those get the scores that exact over
+    every edge gives them (the oracle: the full run), the rest stay 0, and the wrapper is undone afterwards."""
+    from benchmarks.discovery import build_model, ioi_pairs
+    from benchmarks.discovery_worker import measure
+    from minineo.discovery import attribution
+
+    before = attribution.exact_variants
+    folder = str(build_model("tiny-gpt2", tmp_path))
+    torch.save(ioi_pairs(minineo.load(folder), 4), tmp_path / "pairs.pt")
+    base = [folder, str(tmp_path / "pairs.pt"), "--method", "exact"]
+    full = measure([*base, "--out", str(tmp_path / "full.pt")])
+    sampled = measure([*base, "--exact-receivers", "5", "--out", str(tmp_path / "sampled.pt")])
+    assert attribution.exact_variants is before
+    receivers = sampled["receivers_timed"]
+    assert len(receivers) == 5 and sampled["scale_to_all_edges"] == len(before(Graph.from_model(minineo.load(folder)))) / 5
+    a, b = torch.load(tmp_path / "full.pt")["scores"], torch.load(tmp_path / "sampled.pt")["scores"]
+    assert torch.equal(a[:, receivers], b[:, receivers]) and a[:, receivers].abs().sum() > 0
+    rest = [r for r in range(a.shape[1]) if r not in receivers]
+    assert not b[:, rest].any()
+    assert "receivers_timed" not in full
