@@ -112,7 +112,7 @@ def measure_case(name: str, tmp: Path, args) -> dict:
     fractions = args.fractions or (FRACTIONS if zoo else FULL_FRACTIONS)
     torch.save(circuits(graph, fractions), work / "circuits.pt")
     peer_sample = 0 if zoo else args.peer_exact_sample
-    case = {"model": name, "folder": str(folder), "n_pairs": len(pairs["clean"]), "n_pos": max(map(len, pairs["clean"])),
+    case = {"model": name, "folder": str(folder), "work": str(work), "n_pairs": len(pairs["clean"]), "n_pos": max(map(len, pairs["clean"])),
             "n_edges": graph.n_edges, "n_circuits": len(fractions), "methods": {}}
     for method in args.methods:
         common = [str(folder), str(work / "pairs.pt"), "--method", method, "--rounds", str(args.rounds)]
@@ -149,6 +149,27 @@ def measure_case(name: str, tmp: Path, args) -> dict:
     return case
 
 
+def combine(paths: list[Path], model_dir: Path | None) -> dict:
+    """Several runs' JSON as one report; where a run has no EAP-IG result for a method, the peer's result left in the
+    model's work folder by another run of this script (or of eap_ig_peer.py alone) is taken, marked "reused", and
+    the parity is computed from both saved score files."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    run = {**runs[0], "cases": [case for r in runs for case in r["cases"]], "combined_from": [str(p) for p in paths]}
+    for case in run["cases"]:
+        work = Path(case.get("work") or (model_dir or Path(".")) / f"{case['model']}-files")
+        graph = None
+        for method, entry in case["methods"].items():
+            cached = work / f"eapig-{method}.json"
+            if entry["eap_ig"] is None and cached.is_file() and cached.read_text().strip():
+                entry["eap_ig"] = {**json.loads(cached.read_text()), "reused": True}
+            peer_out, ours_out = work / f"eapig-{method}.pt", work / f"minineo-{method}.pt"
+            if (entry["eap_ig"] and "error" not in entry["eap_ig"] and "error" not in entry["minineo"]
+                    and peer_out.is_file() and ours_out.is_file()):
+                graph = graph or Graph.from_model(minineo.load(case["folder"]))
+                entry["parity"] = compare(method, graph, ours_out, peer_out)
+    return run
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-gpt2, 8 IOI pairs, 3 circuits")
@@ -168,7 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--in-process", action="store_true", help="minineo's methods in this process (smoke test)")
     parser.add_argument("--model-dir", type=Path, default=None, help="keep the random models here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--combine", type=Path, nargs="+", help="no measuring: report these runs' JSON together")
     args = parser.parse_args(argv)
+    if args.combine:
+        run = combine(args.combine, args.model_dir)
+        print_report(run)
+        if args.out:
+            args.out.write_text(json.dumps(run, indent=1))
+        return run
     args.methods = args.methods.split(",")
     models = args.models.split(",") if args.models else (["tiny-gpt2"] if args.quick else
                                                           ["gpt2-small", "gpt-neo-125M", "tiny-gpt2", "tiny-neo"])
