@@ -154,7 +154,8 @@ def combine(paths: list[Path], model_dir: Path | None) -> dict:
     model's work folder by another run of this script (or of eap_ig_peer.py alone) is taken, marked "reused", and
     the parity is computed from both saved score files."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    run = {**runs[0], "cases": [case for r in runs for case in r["cases"]], "combined_from": [str(p) for p in paths]}
+    run = {**runs[0], "cases": [case for r in runs for case in r["cases"]], "combined_from": [str(p) for p in paths],
+           "peer": "; ".join(f"{p}: {r['peer']}" for p, r in zip(paths, runs)) + "; EAP-IG results left by earlier runs reused"}
     for case in run["cases"]:
         work = Path(case.get("work") or (model_dir or Path(".")) / f"{case['model']}-files")
         graph = None
