@@ -49,22 +49,23 @@ def load_pairs(path: str | Path) -> Pairs:
 
 @contextmanager
 def sampled_receivers(graph: Graph, n: int) -> Iterator[dict]:
-    """Within the block, `exact` scores only n of its receiver groups, evenly spread over its order (so over the
-    layers): attribution.exact_variants is wrapped from the outside, and restored after. Its time over every edge is
-    then estimated as the sampled time x (groups / sampled groups): unbiased, since each group is one receiver's edges,
-    run as `exact` runs all of them. Yields what the result line records."""
-    from minineo.discovery import attribution
+    """Within the block, `exact` scores only n of its groups of receivers, evenly spread over its order (so over the
+    layers): minineo.discovery.exact.exact_groups is wrapped from the outside, and restored after. Its time over
+    every edge is then estimated as the sampled time x (groups / sampled groups). Each group is run as `exact` runs
+    all of them, but groups differ in cost (a layer's 3 x n_heads q/k/v receivers, one MLP, the logits), so with
+    few groups this is a rough estimate; --exact-receivers 0 times every edge. Yields what the result records."""
+    from minineo.discovery import exact
 
-    every = attribution.exact_variants
+    every = exact.exact_groups
     groups = every(graph)
     picked = torch.linspace(0, len(groups) - 1, min(n, len(groups))).round().long().unique().tolist()
-    receivers = [groups[i][3] for i in picked]
-    attribution.exact_variants = lambda g: [every(g)[i] for i in picked]
+    receivers = sorted(r for i in picked for r in groups[i][-1])
+    exact.exact_groups = lambda g: [every(g)[i] for i in picked]
     try:
         yield {"receivers_timed": receivers, "n_edges_timed": sum(graph.senders_before(r) for r in receivers),
                "scale_to_all_edges": len(groups) / len(picked)}
     finally:
-        attribution.exact_variants = every
+        exact.exact_groups = every
 
 
 def measure(argv: list[str] | None = None) -> dict:

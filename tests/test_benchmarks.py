@@ -84,17 +84,18 @@ def test_exact_timed_on_sampled_receivers_scores_them_as_the_full_run_does(tmp_p
     every edge gives them (the oracle: the full run), the rest stay 0, and the wrapper is undone afterwards."""
     from benchmarks.discovery import build_model, ioi_pairs
     from benchmarks.discovery_worker import measure
-    from minineo.discovery import attribution
+    from minineo.discovery import exact
 
-    before = attribution.exact_variants
+    before = exact.exact_groups
     folder = str(build_model("tiny-gpt2", tmp_path))
     torch.save(ioi_pairs(minineo.load(folder), 4), tmp_path / "pairs.pt")
     base = [folder, str(tmp_path / "pairs.pt"), "--method", "exact"]
     full = measure([*base, "--out", str(tmp_path / "full.pt")])
-    sampled = measure([*base, "--exact-receivers", "5", "--out", str(tmp_path / "sampled.pt")])
-    assert attribution.exact_variants is before
+    sampled = measure([*base, "--exact-receivers", "2", "--out", str(tmp_path / "sampled.pt")])
+    assert exact.exact_groups is before
+    groups = before(Graph.from_model(minineo.load(folder)))
     receivers = sampled["receivers_timed"]
-    assert len(receivers) == 5 and sampled["scale_to_all_edges"] == len(before(Graph.from_model(minineo.load(folder)))) / 5
+    assert receivers == sorted(groups[0][-1] + groups[-1][-1]) and sampled["scale_to_all_edges"] == len(groups) / 2
     a, b = torch.load(tmp_path / "full.pt")["scores"], torch.load(tmp_path / "sampled.pt")["scores"]
     assert torch.equal(a[:, receivers], b[:, receivers]) and a[:, receivers].abs().sum() > 0
     rest = [r for r in range(a.shape[1]) if r not in receivers]
