@@ -41,9 +41,11 @@ class PeakMemory:
 
         thread = threading.Thread(target=sample)
         thread.start()
-        fn()
-        done.set()
-        thread.join()
+        try:
+            fn()
+        finally:  # a failing call must not leave the sampler running (the process would never exit)
+            done.set()
+            thread.join()
         return max(0.0, peak[0] - base)
 
 

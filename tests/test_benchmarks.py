@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from benchmarks.run import main
 from benchmarks.timing import forward_flops
 
 import minineo
+from minineo.discovery import Graph
 
 
 def test_quick_benchmark_runs_and_reports_every_variant(tmp_path):
@@ -40,3 +43,61 @@ def test_flop_count_matches_a_hand_count_for_one_layer():
     # projections 4*d^2 + mlp 2*d*d_mlp + unembed d*V per token; q.k and p.v over 1+2+2+2 keys
     expected = 2 * (pos * (4 * 64 + 2 * 8 * 32 + 8 * 10) + 2 * (1 + 2 + 2 + 2) * 8)
     assert forward_flops(config, 1, pos) == expected
+
+
+def test_discovery_benchmark_smoke_run_reports_every_method(tmp_path, capsys):
+    """`python -m benchmarks.discovery --quick` on tiny-gpt2 (minineo in-process, no peer): every method runs, is timed
+    against a plain forward, and the table says the peer was not asked for. Speed is not checked."""
+    from benchmarks.discovery import METHODS
+    from benchmarks.discovery import main as discovery
+
+    out = tmp_path / "discovery.json"
+    run = discovery(["--quick", "--peer", "none", "--in-process", "--model-dir", str(tmp_path), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(run))
+    (case,) = run["cases"]
+    assert case["model"] == "tiny-gpt2" and case["n_edges"] == 110 and set(case["methods"]) == set(METHODS)
+    for method, entry in case["methods"].items():
+        ours = entry["minineo"]
+        assert "error" not in ours, (method, ours)
+        assert ours["seconds"] > 0 and ours["forward_seconds"] > 0 and ours["peak_extra_mb"] is not None
+        assert entry["eap_ig"] is None
+    # the last circuit holds every edge: the clean run's metric, which the worker took from a plain forward
+    evaluate = case["methods"]["evaluate"]["minineo"]
+    values = torch.load(tmp_path / "tiny-gpt2-files" / "minineo-evaluate.pt")["values"]  # (n_circuits, n)
+    assert evaluate["n_circuits"] == 3 and values.shape == (3, 8)
+    assert abs(float(values[-1].mean()) - evaluate["m_clean"]) <= 1e-5 * max(1.0, abs(evaluate["m_clean"]))
+    table = capsys.readouterr().out
+    assert "not asked for (--peer none)" in table and "| tiny-gpt2 | exact |" in table
+
+
+def test_discovery_benchmark_says_when_the_eap_ig_venv_is_absent(tmp_path, capsys):
+    from benchmarks.discovery import main as discovery
+
+    run = discovery(["--quick", "--methods", "evaluate", "--peer", str(tmp_path / "no-venv" / "python"), "--in-process"])
+    assert run["peer"].startswith(f"EAP-IG not measured: no {tmp_path / 'no-venv' / 'python'}")
+    assert run["cases"][0]["methods"]["evaluate"]["eap_ig"] is None
+    assert "EAP-IG not measured" in capsys.readouterr().out
+
+
+def test_exact_timed_on_sampled_receivers_scores_them_as_the_full_run_does(tmp_path):
+    """The benchmark's estimate of exact at full shapes runs some receivers only: those get the scores that exact over
+    every edge gives them (the oracle: the full run), the rest stay 0, and the wrapper is undone afterwards."""
+    from benchmarks.discovery import build_model, ioi_pairs
+    from benchmarks.discovery_worker import measure
+    from minineo.discovery import exact
+
+    before = exact.exact_groups
+    folder = str(build_model("tiny-gpt2", tmp_path))
+    torch.save(ioi_pairs(minineo.load(folder), 4), tmp_path / "pairs.pt")
+    base = [folder, str(tmp_path / "pairs.pt"), "--method", "exact"]
+    full = measure([*base, "--out", str(tmp_path / "full.pt")])
+    sampled = measure([*base, "--exact-receivers", "2", "--out", str(tmp_path / "sampled.pt")])
+    assert exact.exact_groups is before
+    groups = before(Graph.from_model(minineo.load(folder)))
+    receivers = sampled["receivers_timed"]
+    assert receivers == sorted(groups[0][-1] + groups[-1][-1]) and sampled["scale_to_all_edges"] == len(groups) / 2
+    a, b = torch.load(tmp_path / "full.pt")["scores"], torch.load(tmp_path / "sampled.pt")["scores"]
+    assert torch.equal(a[:, receivers], b[:, receivers]) and a[:, receivers].abs().sum() > 0
+    rest = [r for r in range(a.shape[1]) if r not in receivers]
+    assert not b[:, rest].any()
+    assert "receivers_timed" not in full
