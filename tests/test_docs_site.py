@@ -25,7 +25,7 @@ import minineo
 # At merge, add the packages other branches bring ("minineo.discovery", "minineo.views") with their reference pages.
 PUBLIC_MODULES = ["minineo", "minineo.analysis", "minineo.sae", "minineo.errors", "minineo.data.harvest",
                   "minineo.data.evaluation", "minineo.data.corpus", "minineo.data.shards", "minineo.record.cache",
-                  "minineo.record.sites"]
+                  "minineo.record.sites", "minineo.discovery", "minineo.views"]
 
 
 @pytest.fixture(scope="module")
