@@ -81,6 +81,19 @@ def test_prune_keeps_exactly_the_edges_on_input_to_logits_paths(data):
     assert set(circuits.circuit_nodes(graph)) == kept_nodes  # every kept node sends a kept edge, and no other node
 
 
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 300))
+def test_topn_then_prune_leaves_only_edges_on_paths_on_a_gpt2_small_graph(seed, n):
+    # EAP-IG's own prune stops after one pass after its apply_topn: dead ends stay (see circuits.prune)
+    graph = Graph(12, 12, 768)
+    scores = torch.randn(graph.scores.shape, generator=torch.Generator().manual_seed(seed)) ** 3
+    graph.scores = torch.where(graph.real_edges, scores, torch.zeros(()))
+    circuits.apply_topn(graph, n, prune=False)
+    chosen = as_set(graph.in_graph)
+    circuits.prune(graph)
+    assert as_set(graph.in_graph) == on_paths_brute_force(graph, chosen)
+
+
 def greedy_brute_force(graph: Graph, n: int, absolute: bool) -> set[tuple[int, int]]:
     """Each step scans every edge for the best one into a node already in (logits from the start)."""
     key = graph.scores.abs() if absolute else graph.scores

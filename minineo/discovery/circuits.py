@@ -43,19 +43,25 @@ def _nodes_with_edges_in_and_out(graph: Graph, owner: torch.Tensor) -> torch.Ten
 
 def prune(graph: Graph) -> tuple[int, int]:
     """Remove, until nothing changes, nodes without an in-circuit edge in (but `input`) or out, and the edges of
-    removed nodes (EAP-IG's `prune`). Sets `nodes_in_graph` from the edges. Returns (edges before, edges after)."""
+    removed nodes, so every edge left lies on a path from `input` to `logits`. Sets `nodes_in_graph` from the edges.
+    Returns (edges before, edges after).
+
+    EAP-IG's `prune` does the same but stops when the node set equals the one it started from; after its
+    `apply_topn`, which sets that set from the same edges, it stops after one pass and can leave dead ends (a top-n
+    of random scores on a 12 x 12 graph keeps edges into heads that send nothing). This one runs to the fixed
+    point; on EAP-IG's own top-20 file both give its 18 edges."""
     before = graph.n_edges_in_graph
     owner = receiver_nodes(graph)
     graph.in_graph &= graph.real_edges
     while True:
         nodes = _nodes_with_edges_in_and_out(graph, owner)
-        unchanged = torch.equal(nodes, graph.nodes_in_graph)
         graph.nodes_in_graph = nodes
         receiver_in = torch.ones(graph.n_receivers, dtype=torch.bool)  # logits is always in
         receiver_in[owner >= 0] = nodes[owner[owner >= 0]]
-        graph.in_graph &= nodes[:, None] & receiver_in[None, :]
-        if unchanged:
+        kept = graph.in_graph & nodes[:, None] & receiver_in[None, :]
+        if torch.equal(kept, graph.in_graph):
             return before, graph.n_edges_in_graph
+        graph.in_graph = kept
 
 
 _prune = prune  # the apply_* functions take a `prune` flag, as EAP-IG's do

@@ -1,0 +1,116 @@
+"""`minineo discover`: find a circuit (EAP, EAP-IG, clean-corrupted, exact edge scores, or ACDC), write it as
+EAP-IG's graph file, report its faithfulness and MIB's curve (CPR, CMD), and plot it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from minineo.cli.display import plural, titled_table
+from minineo.cli.shared import DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path, plot_path, working
+from minineo.errors import UserError
+
+SCORE_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact")
+METHODS = SCORE_METHODS + ("acdc",)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise UserError(f"--method {method!r} is not a method; give one of {', '.join(METHODS)}")
+    return method
+
+
+def curve_table(signed, absolute, title: str):
+    """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
+    table = titled_table(title)
+    for column in ("edge fraction", "edges", "after pruning", "faithfulness |score|", "faithfulness signed"):
+        table.add_column(column, justify="right")
+    for i, p in enumerate(absolute.fractions):
+        table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), f"{absolute.faithfulness[i]:.3f}",
+                      f"{signed.faithfulness[i]:.3f}")
+    table.caption = (f"CPR (area under the signed curve, higher is better) {signed.area:.3f}; "
+                     f"CMD (area between the |score| curve and 1, 0 is best) {absolute.area_from_one:.3f}")
+    return table
+
+
+@app.command("discover")
+def discover(model: str = ModelOption,
+             task: str = typer.Option("ioi", help="ioi, induction, or a JSONL of {clean, corrupted, answer, wrong} rows"),
+             method: str = typer.Option("eap-ig-inputs", help=f"{', '.join(METHODS)}"),
+             top: int = typer.Option(20, help="edges in the circuit, by |score| (before pruning); not for acdc"),
+             out: Path = typer.Option(..., "--out", help="write EAP-IG's graph file here (.json or .pt): every edge's "
+                                      "score, the circuit as in_graph"),
+             plot: Optional[Path] = typer.Option(None, "--plot", help="draw the circuit and its faithfulness curve"),
+             ig_steps: int = typer.Option(5, help="integrated-gradient steps (eap-ig-inputs, eap-ig-activations)"),
+             threshold: Optional[float] = typer.Option(None, help="acdc: the largest change (normalised metric "
+                                                       "units; nats with --kl) an edge may make and be removed "
+                                                       "(default 0.01); score methods: keep edges with |score| >= "
+                                                       "this instead of --top"),
+             kl: bool = typer.Option(False, "--kl", help="acdc: threshold the KL divergence from the clean run"),
+             state: Optional[Path] = typer.Option(None, help="acdc: a state file to resume from and write to"),
+             circuit: Optional[Path] = typer.Option(None, "--from", help="read a circuit file (EAP-IG's .json or .pt) "
+                                                    "instead of running a method: its scores and circuit"),
+             n: int = typer.Option(32, "--n", help="pairs for ioi / induction"),
+             seed: int = typer.Option(0, help="seed of the ioi / induction pairs"),
+             batch_size: Optional[int] = typer.Option(None, help="pairs per forward pass (default: all)"),
+             device: str = DeviceOption) -> None:
+    """Find the circuit of a task: the edges between embeddings, heads' q/k/v inputs, MLPs and logits that carry it.
+
+    Prints m(full) (the clean run's mean logit difference answer - wrong at the last position), m(empty) (every edge
+    corrupted), the circuit's size after pruning and its faithfulness (m(C) - m(empty)) / (m(full) - m(empty)), and
+    the faithfulness curve at MIB's edge fractions with CPR and CMD."""
+    from minineo import discovery
+    from minineo.discovery import circuits, files, tasks
+    from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
+
+    check_method(method)
+    check_options(top=(top, ">= 0"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
+                  batch_size=(batch_size, ">= 1"))
+    out = output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
+    plot = plot_path(plot)
+    m = load_or_exit(model, device)
+    graph = discovery.Graph.from_model(m)
+    if top > graph.n_edges:
+        raise UserError(f"--top must be between 0 and the model's {graph.n_edges} edges, got {top}")
+    with working(f"tokenizing the {task} pairs"):
+        pairs = tasks.task_pairs(m, task, n, seed)
+    with working("m(full) and m(empty)"):
+        full = full_metric(m, pairs, batch_size=batch_size)
+        empty = empty_metric(m, graph, pairs, batch_size=batch_size)
+    normalised(full, full, empty)  # a UserError when both runs agree
+    if circuit is not None:
+        graph = files.load_graph(circuit, m)
+        how = f"read from {circuit}"
+    elif method == "acdc":
+        graph = discovery.acdc(m, pairs, threshold=threshold, kl=kl, state=state, batch_size=batch_size, graph=graph)
+        how = f"ACDC, threshold {threshold if threshold is not None else 0.01:g}{' (KL)' if kl else ''}"
+    else:
+        from minineo.discovery.attribution import attribute
+
+        with working(f"{method} scores of {plural(graph.n_edges, 'edge')}"):
+            attribute(m, graph, pairs, method=method, ig_steps=ig_steps, batch_size=batch_size)
+        if threshold is not None:
+            circuits.apply_threshold(graph, threshold, absolute=True, prune=False)
+            how = f"{method}, |score| >= {threshold:g}"
+        else:
+            circuits.apply_topn(graph, top, absolute=True, prune=False)
+            how = f"{method}, top {top} by |score|"
+    before, after = circuits.prune(graph)
+    value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
+    files.save_graph(graph, out)
+    console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
+                  "(mean logit difference answer - wrong at the last position)")
+    console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
+                  f"{plural(int(graph.nodes_in_graph.sum()), 'node')}; faithfulness {value:.3f}")
+    signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
+    absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
+    console.print(curve_table(signed, absolute, f"faithfulness curve of the {method if circuit is None else 'file'} "
+                                                "scores (MIB's edge fractions)"))
+    console.print(f"wrote {out}")
+    if plot:
+        from minineo.cli.discover_plot import circuit_figure
+
+        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}")
+        console.print(f"wrote {plot}")
