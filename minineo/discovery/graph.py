@@ -55,6 +55,8 @@ class Graph:
     in_graph: torch.Tensor = field(init=False, repr=False)
     nodes_in_graph: torch.Tensor = field(init=False, repr=False)
     real_edges: torch.Tensor = field(init=False, repr=False)
+    # (pos, n_senders, n_receivers) float32 per-(edge, position) scores, set by attribute(per_position=True); else None
+    position_scores: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
@@ -185,4 +187,5 @@ class Graph:
     def copy(self) -> Graph:
         new = Graph(self.n_layers, self.n_heads, self.d_model, self.model)
         new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
+        new.position_scores = None if self.position_scores is None else self.position_scores.clone()
         return new

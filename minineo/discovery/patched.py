@@ -74,13 +74,14 @@ class SenderTaps:
     """Patch functions that store every sender's output (batch, pos, n_senders, d_model) as the forward produces it.
 
     `out[:, :, s]` holds sender s's output; with `base` given, `out[:, :, s]` is (this run's output - base[:, :, s]).
-    The functions return the site's value unchanged (or `replace`'s value, when a sender's output is replaced).
+    The functions return the site's value unchanged.
     """
 
     def __init__(self, model: Model, graph: Graph, out: torch.Tensor, base: torch.Tensor | None = None):
         self.model, self.graph, self.out, self.base = model, graph, out, base
 
     def _store(self, index: int | slice, value: torch.Tensor) -> None:
+        value = value.detach()  # a record: never part of a gradient run's graph
         self.out[:, :, index] = value if self.base is None else value - self.base[:, :, index]
 
     def patches(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:

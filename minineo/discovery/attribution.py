@@ -1,0 +1,350 @@
+"""Edge scores in EAP-IG's form: EAP, EAP-IG (inputs, activations), clean-corrupted, and exact patching.
+
+Every score is in the noising form, a per-pair mean: score(s -> r) estimates m(clean run with only s -> r carrying
+its corrupted-run output) - m(clean run). The gradient methods (hannamw/EAP-IG, eap/attribute.py; Hanna et al., COLM
+2024) all compute, summed over positions and pairs and divided by the number of pairs,
+
+    (s's corrupted output - s's clean output) . g_r,
+
+with g_r a gradient of the metric at receiver r's input (the head's own q/k/v input, mlp_in, the last resid_post):
+- "eap" (Syed et al. 2023): g on the clean run (one forward on each input, one backward);
+- "eap-ig-inputs": the mean of g over `ig_steps` runs whose token embedding is corrupted + k/m (clean - corrupted),
+  k = 0..m-1 (corrupted included, clean not), the rest of the run on the clean prompt;
+- "eap-ig-activations": the mean of g over runs where one node (the input, one layer's heads all together, or one MLP)
+  outputs k/m clean + (1 - k/m) corrupted, k = 1..m, taken over every node and step ((1 + 2 n_layers) m runs; EAP-IG's
+  get_scores_ig_activations);
+- "clean-corrupted": the mean of g on the clean run and g on the corrupted run.
+"exact" patches every edge alone through the exact edge-patched forward's recipe (minineo.discovery.patched): a
+variant starts at its receiver's layer from the clean run's recorded residual (`Model.run_from`), with the receiver's
+input moved by (corrupted - clean) output of the sender; variants are batched; senders whose two outputs are equal score
+exactly 0 without a forward; edges into the logits and MLPs skip their layer's attention; when the metric reads only
+the last position (checked on the clean run), only that position is unembedded.
+
+`per_position=True` (position-aware edge attribution, Haklay et al., ACL 2025) keeps the position axis for the
+gradient methods: `graph.position_scores` (pos, n_senders, n_receivers), whose sum over positions is `graph.scores`.
+
+Under torch.distributed (torchrun; minineo.data.harvest.init_distributed), rank r scores pairs r, r + world, ... and
+the float64 sums and the pair count are all-reduced, so every rank ends with the same scores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.distributed as dist
+
+from minineo import progress
+from minineo.discovery.graph import Graph
+from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.patched import (QKV_SITES, SenderTaps, check_graph, check_pairs, record_corrupted,
+                                       run_metric)
+from minineo.errors import UserError
+
+if TYPE_CHECKING:
+    from minineo.forward.model import Model
+
+METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact")
+GRADIENT_METHODS = METHODS[:4]
+VARIANT_TOKENS = 4096  # tokens per batched forward of exact's variants
+
+
+# ---- gradients at the receivers' inputs ---------------------------------------------------------------------
+
+class ReceiverTaps:
+    """Patch functions that keep each receiver's input tensor of a run (for torch.autograd.grad), unchanged."""
+
+    def __init__(self, n_layers: int):
+        self.names = [f"blocks.{l}.{site}" for l in range(n_layers) for site in (*QKV_SITES, "mlp_in")]
+        self.names.append(f"blocks.{n_layers - 1}.resid_post")
+        self.inputs: dict[str, torch.Tensor] = {}
+
+    def patches(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        def keep(x: torch.Tensor, name: str) -> torch.Tensor:
+            self.inputs[name] = x
+            return x
+        return {name: (lambda x, name=name: keep(x, name)) for name in self.names}
+
+
+def gradients(
+    model: Model, graph: Graph, tokens: torch.Tensor, batch: Pairs, metric: Metric,
+    patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """d sum_pairs metric / d (each receiver's input) in one forward and one backward on `tokens` with `patch`:
+    {site: (batch, pos, head, d_model) for q/k/v inputs, (batch, pos, d_model) for mlp_in and the last resid_post}.
+
+    The token embedding enters as a leaf that requires grad (its value unchanged), so the graph exists whatever the
+    parameters' requires_grad; a receiver with no path to the metric (its head's z replaced) gets zeros."""
+    taps = ReceiverTaps(graph.n_layers)
+    patch = dict(patch)
+    inner = patch.get("embed")
+
+    def embed_leaf(x: torch.Tensor) -> torch.Tensor:
+        x = inner(x) if callable(inner) else (inner if inner is not None else x)
+        return x.detach().requires_grad_()
+
+    patch["embed"] = embed_leaf
+    patch.update(taps.patches())
+    with torch.enable_grad():
+        logits = model(tokens, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
+        value = run_metric(metric, logits, batch).sum()
+        inputs = [taps.inputs[name] for name in taps.names]
+        grads = torch.autograd.grad(value, inputs, allow_unused=True)
+    return {name: torch.zeros_like(x) if g is None else g for name, x, g in zip(taps.names, inputs, grads)}
+
+
+def contract(graph: Graph, difference: torch.Tensor, grads: dict[str, torch.Tensor], per_position: bool) -> torch.Tensor:
+    """sum over pairs (and positions, unless per_position) of difference[s] . grad[r] for every edge, float64:
+    (n_senders, n_receivers), or (pos, n_senders, n_receivers). difference (batch, pos, n_senders, d_model)."""
+    H, pos = graph.n_heads, difference.shape[1]
+    out = torch.zeros((pos,) * per_position + (graph.n_senders, graph.n_receivers), dtype=torch.float64)
+    head_eq, one_eq = ("bpsd,bphd->psh", "bpsd,bpd->ps") if per_position else ("bpsd,bphd->sh", "bpsd,bpd->s")
+    for layer in range(graph.n_layers):
+        base = graph.receiver_index(layer, 0, "q")
+        n = graph.senders_before(base)
+        for x, site in enumerate(QKV_SITES):
+            block = torch.einsum(head_eq, difference[:, :, :n], grads[f"blocks.{layer}.{site}"])
+            out[..., :n, base + x * H: base + (x + 1) * H] += block.double().cpu()
+        r = graph.receiver_index(layer)
+        n = graph.senders_before(r)
+        out[..., :n, r] += torch.einsum(one_eq, difference[:, :, :n], grads[f"blocks.{layer}.mlp_in"]).double().cpu()
+    last = f"blocks.{graph.n_layers - 1}.resid_post"
+    out[..., :, graph.logits_index] += torch.einsum(one_eq, difference, grads[last]).double().cpu()
+    return out
+
+
+class ZTaps:
+    """Patch functions keeping every layer's z (batch, pos, head, d_head), for eap-ig-activations' interpolation."""
+
+    def __init__(self, n_layers: int):
+        self.n_layers = n_layers
+        self.z: dict[int, torch.Tensor] = {}
+
+    def wrap(self, patch: dict) -> dict:
+        patch = dict(patch)
+        for layer in range(self.n_layers):
+            name, inner = f"blocks.{layer}.attn.z", patch.get(f"blocks.{layer}.attn.z")
+
+            def keep(z: torch.Tensor, layer=layer, inner=inner) -> torch.Tensor:
+                self.z[layer] = z.detach().clone()
+                return inner(z) if inner is not None else z
+            patch[name] = keep
+        return patch
+
+
+@torch.no_grad()
+def clean_and_corrupted(model: Model, graph: Graph, batch: Pairs, z: bool = False):
+    """Sender outputs of both runs, each (batch, pos, n_senders, d_model); with z=True also both runs' z per layer."""
+    dtype, device = model.W_E.dtype, model.W_E.device
+    shape = (*batch.clean.shape, graph.n_senders, model.config.d_model)
+    outs, zs = [], []
+    for tokens in (batch.clean, batch.corrupted):
+        out = torch.zeros(shape, dtype=dtype, device=device)
+        taps = ZTaps(graph.n_layers)
+        patch = SenderTaps(model, graph, out).patches()
+        model(tokens, attention_mask=batch.attention_mask, patch=taps.wrap(patch) if z else patch)
+        outs.append(out)
+        zs.append(taps.z)
+    return (*outs, *zs) if z else tuple(outs)
+
+
+def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, method: str, ig_steps: int,
+                    per_position: bool, advance: Callable[[float], None]) -> torch.Tensor:
+    """One batch's sum over pairs of a gradient method's edge contributions (see the module docstring), float64."""
+    L = graph.n_layers
+    if method == "eap":
+        corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, batch.attention_mask)
+        clean_out = torch.zeros_like(corrupted_out)
+        grads = gradients(model, graph, batch.clean, batch, metric, SenderTaps(model, graph, clean_out).patches())
+        advance(1)
+        return contract(graph, corrupted_out - clean_out, grads, per_position)
+    if method == "clean-corrupted":
+        clean_out, corrupted_out = (torch.zeros(*batch.clean.shape, graph.n_senders, model.config.d_model,
+                                                dtype=model.W_E.dtype, device=model.W_E.device) for _ in range(2))
+        total = None
+        for tokens, out in ((batch.clean, clean_out), (batch.corrupted, corrupted_out)):
+            grads = gradients(model, graph, tokens, batch, metric, SenderTaps(model, graph, out).patches())
+            total = grads if total is None else {k: total[k] + g for k, g in grads.items()}
+            advance(1)
+        return contract(graph, corrupted_out - clean_out, total, per_position) / 2
+    if method == "eap-ig-inputs":
+        clean_out, corrupted_out = clean_and_corrupted(model, graph, batch)
+        clean_embed, corrupted_embed = clean_out[:, :, 0], corrupted_out[:, :, 0]  # (batch, pos, d_model)
+        total = None
+        for k in range(ig_steps):  # k/m of the way from the corrupted to the clean embedding, k = 0..m-1
+            embed = corrupted_embed + (k / ig_steps) * (clean_embed - corrupted_embed)
+            grads = gradients(model, graph, batch.clean, batch, metric, {"embed": embed})
+            total = grads if total is None else {key: total[key] + g for key, g in grads.items()}
+            advance(1)
+        return contract(graph, corrupted_out - clean_out, total, per_position) / ig_steps
+    # eap-ig-activations: one node at a time (the input, a layer's heads together, an MLP), interpolated
+    clean_out, corrupted_out, clean_z, corrupted_z = clean_and_corrupted(model, graph, batch, z=True)
+    nodes: list[tuple[str, torch.Tensor, torch.Tensor]] = [("embed", clean_out[:, :, 0], corrupted_out[:, :, 0])]
+    for layer in range(L):
+        mlp = graph.sender_index(layer)
+        nodes.append((f"blocks.{layer}.attn.z", clean_z[layer], corrupted_z[layer]))
+        nodes.append((f"blocks.{layer}.mlp_out", clean_out[:, :, mlp], corrupted_out[:, :, mlp]))
+    total = None
+    for site, clean, corrupted in nodes:
+        for k in range(1, ig_steps + 1):
+            alpha = k / ig_steps
+            grads = gradients(model, graph, batch.clean, batch, metric, {site: alpha * clean + (1 - alpha) * corrupted})
+            total = grads if total is None else {key: total[key] + g for key, g in grads.items()}
+            advance(1)
+    return contract(graph, corrupted_out - clean_out, total, per_position) / (len(nodes) * ig_steps)
+
+
+# ---- exact -------------------------------------------------------------------------------------------------
+
+def _repeat(batch: Pairs, v: int) -> Pairs:
+    mask = None if batch.attention_mask is None else batch.attention_mask.repeat(v, 1)
+    return Pairs(batch.clean.repeat(v, 1), batch.corrupted.repeat(v, 1), mask, batch.answer.repeat(v),
+                 batch.wrong.repeat(v))
+
+
+def reads_last_position(metric: Metric, logits: torch.Tensor, batch: Pairs) -> bool:
+    """Whether metric(logits) == metric(logits[:, -1:]) on these logits (then exact unembeds only the last position)."""
+    try:
+        last = metric(logits[:, -1:], batch)
+    except Exception:  # the metric reads other positions
+        return False
+    full = metric(logits, batch)
+    return isinstance(last, torch.Tensor) and last.shape == full.shape and bool(torch.equal(last, full))
+
+
+def exact_variants(graph: Graph) -> list[tuple[int, str, int | None, list[int]]]:
+    """(layer, site, head or None, receiver index) groups with their senders: what `exact` runs, in order."""
+    groups = []
+    for layer in range(graph.n_layers):
+        for x, site in enumerate(QKV_SITES):
+            for h in range(graph.n_heads):
+                groups.append((layer, site, h, graph.receiver_index(layer, h, "qkv"[x])))
+        groups.append((layer, "mlp_in", None, graph.receiver_index(layer)))
+    groups.append((graph.n_layers - 1, "resid_post", None, graph.logits_index))
+    return groups
+
+
+@torch.no_grad()
+def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
+    """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
+    L, b, pos = graph.n_layers, *batch.clean.shape
+    mask = batch.attention_mask
+    corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, mask)
+    clean_out = torch.zeros_like(corrupted_out)
+    names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in")]
+    names.append(f"blocks.{L - 1}.resid_post")
+    logits, cache = model.run_with_cache(batch.clean, names=names, attention_mask=mask,
+                                         patch=SenderTaps(model, graph, clean_out).patches())
+    clean_metric = run_metric(metric, logits, batch)  # (batch,)
+    last_only = reads_last_position(metric, logits, batch)
+    delta = (corrupted_out - clean_out).permute(2, 0, 1, 3)  # (n_senders, batch, pos, d_model): corrupted - clean
+    moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
+    sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
+    chunk = max(1, VARIANT_TOKENS // (b * pos))
+    for layer, site, head, r in exact_variants(graph):
+        senders = [s for s in range(graph.senders_before(r)) if bool(moved[s])]
+        advance(graph.senders_before(r) - len(senders))  # edges whose sender does not change: exactly 0
+        for start in range(0, len(senders), chunk):
+            ss = senders[start:start + chunk]
+            v = len(ss)
+            d = delta[ss].reshape(v * b, pos, -1)  # (variant * batch, pos, d_model), variant-major
+            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)
+            name = f"blocks.{layer}.{site}"
+            if head is not None:  # the head's own q/k/v input moves: x (variant * batch, pos, head, d_model)
+                def move(x: torch.Tensor, d=d, head=head) -> torch.Tensor:
+                    x[:, :, head] += d
+                    return x
+                patch = {name: move}
+            else:  # mlp_in or the last resid_post: this layer's attention is the clean run's
+                patch = {f"blocks.{layer}.attn_out": cache[f"blocks.{layer}.attn_out"].repeat(v, 1, 1),
+                         name: cache[name].repeat(v, 1, 1) + d}
+            rows = _repeat(batch, v)
+            at = None
+            if last_only:
+                at = torch.zeros(v * b, pos, dtype=torch.bool, device=resid.device)
+                at[:, -1] = True
+            out = model.run_from(layer, resid, patch=patch, attention_mask=rows.attention_mask, logits_at=at)
+            out = out[:, None] if last_only else out  # (variant * batch, pos or 1, d_vocab)
+            values = run_metric(metric, out, rows).view(v, b) - clean_metric  # (variant, batch)
+            sums[ss, r] += values.double().sum(1).cpu()
+            advance(v)
+    return sums
+
+
+# ---- the entry point ---------------------------------------------------------------------------------------
+
+def _shard(pairs: Pairs) -> tuple[Pairs | None, int, int]:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world == 1:
+        return pairs, rank, world
+    index = torch.arange(rank, len(pairs), world)
+    return (pairs[index] if len(index) else None), rank, world
+
+
+def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> tuple[float, str]:
+    """(progress total, unit) and an estimate in forward passes of a batch."""
+    batches = math.ceil(n / batch_size)
+    if method == "exact":
+        return float(graph.n_edges * batches), "edges"
+    per_batch = {"eap": 1, "clean-corrupted": 2, "eap-ig-inputs": ig_steps,
+                 "eap-ig-activations": (1 + 2 * graph.n_layers) * ig_steps}[method]
+    return float(per_batch * batches), "backward passes"
+
+
+def attribute(
+    model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, method: str = "eap", *,
+    ig_steps: int = 5, per_position: bool = False, batch_size: int | None = None,
+) -> Graph:
+    """Fill `graph.scores` (n_senders, n_receivers) with every edge's score by `method`; returns the graph.
+
+    method: "eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted" or "exact" (module docstring; EAP-IG's
+    definitions, hannamw/EAP-IG eap/attribute.py). Scores are per-pair means in metric units (noising form: an
+    estimate of m(only the edge corrupted) - m(clean)); 0 where a pair of nodes is no edge. ig_steps: the number of
+    interpolation steps of the two EAP-IG methods (default 5). per_position (gradient methods, prompts of one length,
+    no padding): also `graph.position_scores` (pos, n_senders, n_receivers). batch_size: pairs per forward (None: all).
+    metric(logits (n, pos, d_vocab), pairs) -> (n,).
+
+    Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, per_position with exact or
+    with padded prompts, a graph of another model's shape, pairs or metric of the wrong type.
+    """
+    check_graph(model, graph, "graph")
+    check_pairs(pairs, metric, batch_size)
+    if method not in METHODS:
+        raise UserError(f"method={method!r} is not a scoring method; give one of {', '.join(METHODS)}")
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+        raise UserError(f"ig_steps={ig_steps!r} must be a positive int (interpolation steps; EAP-IG's default use is 5)")
+    if per_position and method == "exact":
+        raise UserError("per_position=True is for the gradient methods (eap, eap-ig-inputs, eap-ig-activations, "
+                        "clean-corrupted); exact scores whole edges, so drop per_position or pick a gradient method")
+    if per_position and pairs.attention_mask is not None:
+        raise UserError("per_position=True needs prompts that share one token length (no padding), so that a position "
+                        "means the same token slot in every pair; give pairs of one length")
+    mine, rank, world = _shard(pairs)
+    device = model.W_E.device
+    pos = pairs.clean.shape[1]
+    sums = torch.zeros((pos,) * per_position + (graph.n_senders, graph.n_receivers), dtype=torch.float64)
+    n = torch.zeros((), dtype=torch.float64)
+    if mine is not None:
+        size = batch_size or len(mine)
+        total, unit = _work(method, graph, len(mine), size, ig_steps)
+        with progress.task(f"{method} edge scores: {graph.n_edges} edges, {len(mine)} pairs, {total:.0f} {unit}",
+                           total=total, delay=2.0) as advance:
+            for batch in mine.batches(size):
+                batch = batch.to(device)
+                if method == "exact":
+                    sums += exact_method(model, graph, batch, metric, advance)
+                else:
+                    sums += gradient_method(model, graph, batch, metric, method, ig_steps, per_position, advance)
+                n += len(batch)
+    if world > 1:
+        dist.all_reduce(sums)
+        dist.all_reduce(n)
+    mean = (sums / n).float()
+    mean[..., ~graph.real_edges] = 0.0
+    if per_position:
+        graph.position_scores = mean
+        graph.scores = mean.sum(0)
+    else:
+        graph.scores = mean
+    return graph

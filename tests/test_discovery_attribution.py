@@ -1,0 +1,200 @@
+"""Edge scores (`attribute`) against independent oracles.
+
+- EAP on the zoo's tiny-gpt2 and 16 IOI pairs = the scores EAP-IG itself wrote (tests/data/eap_ig);
+- EAP = a float64 central finite difference of the metric along the edge's direction, built from `model(patch=...)`;
+- `exact` = the one-edge-out brute force of tests/test_discovery_patched.py (receiver site moved by the sender's
+  corrupted - clean output), i.e. evaluate with every edge but one;
+- an edge out of a head whose W_O is zero scores exactly 0 by every method;
+- EAP-IG-inputs converges to the exact score where integrated gradients is provably exact: a model whose blocks write
+  nothing (every W_O and W_out zero), so the logits' input is the embedding plus constants; moving the embedding from
+  the corrupted to the clean one moves the logits' input along the straight line of the edge input -> logits, and the
+  mean gradient over k/m, k = 0..m-1, is a Riemann sum of that line integral (error O(1/m)) while ln_final keeps the
+  metric non-linear (EAP, one end point, stays off);
+- per_position scores sum to the whole-edge scores; the logits' input has a gradient only at the last position;
+- torchrun with 2 processes gives the 1-process scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import minineo
+from hf_oracle import build_hf, hf_config, save_hf
+from minineo.discovery import Graph, Pairs, attribute
+from minineo.discovery.attribution import METHODS
+from minineo.errors import UserError
+from test_discovery_patched import caches, close, one_edge_out_brute_force, random_pairs, receiver_site, sender_output
+
+DATA = Path(__file__).parent / "data" / "eap_ig"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_model(arch: str, seed: int, dtype=torch.float32, **shape) -> minineo.Model:
+    with tempfile.TemporaryDirectory() as tmp:
+        return minineo.load(save_hf(build_hf(hf_config(arch, **shape), seed=seed), Path(tmp) / arch), dtype=dtype)
+
+
+def test_eap_reproduces_the_scores_eap_ig_wrote():
+    model = minineo.load("tiny-gpt2")
+    pairs = Pairs.from_jsonl(model, DATA / "tiny-gpt2-ioi16.jsonl")
+    graph = attribute(model, Graph.from_model(model), pairs, method="eap", batch_size=5)
+    written = json.loads((DATA / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())["edges"]
+    ours = graph.edge_scores()
+    expected = torch.tensor([edge["score"] for edge in written.values()])
+    actual = torch.tensor([ours[name] for name in written])
+    assert float((actual - expected).abs().max()) <= 1e-6 * float(expected.abs().max())
+    pt = torch.load(DATA / "eap-ig-tiny-gpt2-ioi16-eap.pt")["edges_scores"]
+    assert float((graph.scores - pt).abs().max()) <= 1e-6 * float(pt.abs().max())
+
+
+def moved_metric(model, graph, pairs, s, r, eps, runs) -> float:
+    """Mean metric of the clean run with receiver r's input moved by eps * (corrupted - clean output of sender s)."""
+    clean, corrupted = runs
+    delta = sender_output(corrupted, graph, model, s) - sender_output(clean, graph, model, s)
+    site, head = receiver_site(graph, r)
+
+    def patch(x):
+        x = x.clone()
+        if head is None:
+            return x + eps * delta
+        x[:, :, head] += eps * delta
+        return x
+
+    with torch.no_grad():
+        logits = model(pairs.clean, attention_mask=pairs.attention_mask, patch={site: patch})
+    return float((logits[:, -1, pairs.answer] .diagonal() - logits[:, -1, pairs.wrong].diagonal()).mean())
+
+
+@settings(max_examples=4, deadline=None)
+@given(arch=st.sampled_from(["gpt2", "gpt_neo"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_eap_is_a_finite_difference_directional_derivative(arch, layers, heads, padded, seed, data):
+    model = random_model(arch, seed, torch.float64, layers=layers, heads=heads, d_head=8, window=3)
+    pairs = random_pairs(seed, 3, 7, padded=padded)
+    graph = attribute(model, Graph.from_model(model), pairs, method="eap")
+    runs = caches(model, pairs)
+    edges = graph.edges()
+    eps = 1e-5
+    for index in data.draw(st.lists(st.integers(0, len(edges) - 1), min_size=3, max_size=6, unique=True)):
+        name, s, r = edges[index]
+        derivative = (moved_metric(model, graph, pairs, s, r, eps, runs)
+                      - moved_metric(model, graph, pairs, s, r, -eps, runs)) / (2 * eps)
+        assert abs(float(graph.scores[s, r]) - derivative) <= 1e-4 * max(1.0, abs(derivative)), name
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-neo"])
+def test_an_edge_out_of_a_head_with_zero_W_O_scores_zero_by_every_method(name):
+    model = minineo.load(name)
+    with torch.no_grad():
+        model.blocks[0].attn.W_O[2] = 0
+    pairs = random_pairs(4, 2, 10, vocab=model.config.d_vocab, padded=True)
+    graph = Graph.from_model(model)
+    s = graph.sender_index(0, 2)
+    for method in METHODS:
+        attribute(model, graph, pairs, method=method, ig_steps=2)
+        assert bool((graph.scores[s] == 0).all()), method
+        assert bool(graph.scores[graph.sender_index(0, 1)].ne(0).any()), method  # the other heads still score
+
+
+@settings(max_examples=4, deadline=None)
+@given(arch=st.sampled_from(["gpt2", "gpt_neo"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       window=st.integers(1, 4), padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_exact_is_the_one_edge_out_brute_force(arch, layers, heads, window, padded, seed, data):
+    model = random_model(arch, seed, layers=layers, heads=heads, d_head=8, window=window)
+    pairs = random_pairs(seed, 3, 8, padded=padded)
+    graph = attribute(model, Graph.from_model(model), pairs, method="exact", batch_size=2)
+    runs = caches(model, pairs)
+    with torch.no_grad():
+        logits = model(pairs.clean, attention_mask=pairs.attention_mask)
+    clean = logits[:, -1, pairs.answer].diagonal() - logits[:, -1, pairs.wrong].diagonal()
+    scale = float(clean.abs().max())
+    edges = graph.edges()
+    for index in data.draw(st.lists(st.integers(0, len(edges) - 1), min_size=4, max_size=8, unique=True)):
+        name, s, r = edges[index]
+        brute = (one_edge_out_brute_force(model, graph, pairs, s, r, runs) - clean).mean()
+        close(graph.scores[s, r], brute, scale, name)
+
+
+def test_eap_ig_inputs_converges_to_exact_where_integrated_gradients_is_exact():
+    model = minineo.load("tiny-gpt2")
+    with torch.no_grad():
+        for block in model.blocks:  # the blocks write nothing: the residual is the embedding plus constants
+            block.attn.W_O.zero_()
+            block.mlp.W_out.zero_()
+    pairs = random_pairs(3, 3, 8, vocab=model.config.d_vocab)
+    pairs.corrupted[:, -1] = (pairs.clean[:, -1] + 7) % model.config.d_vocab  # the logits read the last token's slot
+    graph = Graph.from_model(model)
+    s, r = 0, graph.logits_index
+    exact = float(attribute(model, graph, pairs, method="exact").scores[s, r])
+    eap = float(attribute(model, graph, pairs, method="eap").scores[s, r])
+    errors = [abs(float(attribute(model, graph, pairs, method="eap-ig-inputs", ig_steps=m).scores[s, r]) - exact)
+              for m in (2, 8, 64)]
+    assert abs(exact) > 0.5 and abs(eap - exact) > 0.2 * abs(exact)  # the edge matters; first order is far off
+    assert errors[1] <= errors[0] / 2 and errors[2] <= errors[1] / 4  # a Riemann sum's O(1/m) error
+    assert errors[2] <= 0.05 * abs(eap - exact) and errors[2] <= 0.02 * abs(exact)
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted"])
+def test_per_position_scores_sum_to_the_edge_scores(method):
+    model = minineo.load("tiny-neo")
+    pairs = random_pairs(1, 3, 9, vocab=model.config.d_vocab)
+    whole = attribute(model, Graph.from_model(model), pairs, method=method, ig_steps=2).scores
+    graph = attribute(model, Graph.from_model(model), pairs, method=method, ig_steps=2, per_position=True)
+    assert graph.position_scores.shape == (9, graph.n_senders, graph.n_receivers)
+    assert float((graph.position_scores.sum(0) - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
+    into_logits = graph.position_scores[:, :, graph.logits_index]  # the metric reads the last position only
+    assert bool((into_logits[:-1] == 0).all()) and bool(into_logits[-1].ne(0).any())
+
+
+def test_torchrun_two_processes_give_the_one_process_scores(tmp_path):
+    script = tmp_path / "score.py"
+    script.write_text(
+        "import sys, torch, minineo\n"
+        "from minineo.data.harvest import init_distributed\n"
+        "from minineo.discovery import Graph, Pairs, attribute\n"
+        "rank, world, _ = init_distributed('cpu')\n"
+        "model = minineo.load('tiny-neo')\n"
+        f"pairs = Pairs.from_jsonl(model, {str(DATA / 'tiny-gpt2-ioi16.jsonl')!r})[:7]\n"
+        "out = {m: attribute(model, Graph.from_model(model), pairs, method=m, batch_size=2).scores\n"
+        "       for m in ('eap', 'exact')}\n"
+        "torch.save(out, sys.argv[1] + f'.{rank}')\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout + two.stderr
+    a = torch.load(tmp_path / "one.0")
+    for rank in (0, 1):
+        b = torch.load(tmp_path / f"two.{rank}")
+        for method in a:
+            scale = float(a[method].abs().max())
+            assert float((a[method] - b[method]).abs().max()) <= 1e-6 * scale, (method, rank)
+
+
+def test_bad_arguments():
+    model = minineo.load("tiny-gpt2")
+    pairs = random_pairs(0, 2, 5, vocab=model.config.d_vocab, padded=True)
+    graph = Graph.from_model(model)
+    with pytest.raises(UserError, match="method='acdc'"):
+        attribute(model, graph, pairs, method="acdc")
+    for bad in (0, 2.5, True):
+        with pytest.raises(UserError, match="ig_steps"):
+            attribute(model, graph, pairs, method="eap-ig-inputs", ig_steps=bad)
+    with pytest.raises(UserError, match="gradient methods"):
+        attribute(model, graph, pairs, method="exact", per_position=True)
+    with pytest.raises(UserError, match="one token length"):
+        attribute(model, graph, pairs, per_position=True)
+    with pytest.raises(UserError, match="3-layer"):
+        attribute(model, Graph(3, 4, 128), pairs)
