@@ -25,12 +25,12 @@ def check_method(method: str) -> str:
 def curve_table(signed, absolute, title: str):
     """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
     table = titled_table(title)
-    for column in ("edge fraction", "top edges", "pruned", "f by |score|", "f by signed"):
+    for column in ("edge fraction", "top edges", "pruned", "f by |score|", "f by -score"):
         table.add_column(column, justify="right")
     for i, p in enumerate(absolute.fractions):
         table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), f"{absolute.faithfulness[i]:.3f}",
                       f"{signed.faithfulness[i]:.3f}")
-    table.caption = (f"f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f by signed, higher is "
+    table.caption = (f"f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f by -score, higher is "
                      f"better) {signed.area:.3f}; CMD (area between f by |score| and 1, 0 is best) "
                      f"{absolute.area_from_one:.3f}")
     return table
@@ -117,3 +117,15 @@ def discover(model: str = ModelOption,
 
         circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}")
         console.print(f"wrote {plot}")
+
+
+@app.command("discover-compare")
+def discover_compare(models: list[str] = typer.Option(["tiny-neo", "tiny-gpt2"], "--model", "-m",
+                                                       help="models to compare (repeat the option)")) -> None:
+    """The IOI and induction circuits of each model side by side (minineo.discovery.compare): ACDC's circuit size
+    and faithfulness, EAP's and EAP-IG's at the same size, the heads in, the share of edge score through MLPs.
+    Prints the Markdown table docs/discovery.md quotes."""
+    from minineo.discovery.compare import table
+
+    with working("ACDC, EAP and EAP-IG on every model and task"):
+        console.print(table(list(models)), soft_wrap=True, markup=False, highlight=False)

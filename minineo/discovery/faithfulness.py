@@ -8,7 +8,10 @@ edge-patched run (`evaluate`). So f(full) = 1 and f(empty) = 0.
 MIB's curve: at each edge fraction p of `MIB_FRACTIONS` the circuit is the top int(p E) edges (E = every edge of the
 graph), pruned, and evaluated. Areas use the trapezoid rule on the linear p axis (MIB logs p only for a variable it
 never uses), from p = .001 to 1, so a curve that is 1 everywhere has area 0.999:
-  - CPR (higher is better): the area under f, edges ranked by signed score;
+  - CPR (higher is better): the area under f, edges ranked by signed score, the edge whose removal lowers the
+    metric most first. MIB attributes with a loss (EAP-IG's `logit_diff(..., loss=True)`, minus the logit
+    difference), so its "higher first" ranks exactly so; minineo's scores are in the noising form of the metric
+    itself (an important edge of a positive logit difference scores below 0), so they are ranked by -score;
   - CMD (0 is best): the area of |1 - f|, edges ranked by |score|.
 """
 
@@ -117,13 +120,15 @@ def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric 
                        fractions: Sequence[float] = MIB_FRACTIONS, full: float | None = None,
                        empty: float | None = None, batch_size: int | None = None) -> FaithfulnessCurve:
     """MIB's faithfulness curve of `graph`'s scores: at each fraction p the top int(p E) edges (by |score| when
-    `absolute`, else signed), pruned, evaluated exactly. `graph` is not changed. One patched run per fraction (two
+    `absolute`, else by -score: the edges whose removal lowers the metric most), pruned, evaluated exactly. `graph` is not changed. One patched run per fraction (two
     forwards per batch), a progress bar on a terminal."""
     if not fractions or any(not 0 <= p <= 1 for p in fractions):
         raise UserError(f"fractions must be edge fractions between 0 and 1, got {list(fractions)}")
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size) if empty is None else empty
     circuit = graph.copy()
+    if not absolute:  # the edge whose removal lowers the metric most first (see the module docstring)
+        circuit.scores = -graph.scores
     n_edges, n_kept, values = [], [], []
     with progress.task(f"faithfulness at {len(fractions)} circuit sizes", total=len(fractions)) as advance:
         for p in fractions:
