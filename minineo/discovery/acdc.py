@@ -184,12 +184,15 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     current: float | None = None
     if saved is not None:
         done, current = int(saved["done"]), saved["current"]
-        for name, d in saved["removed"].items():
-            s, r = circuit.edge_index(name)
-            circuit.in_graph[s, r] = False
-        for name, d in saved["scores"].items():
-            s, r = circuit.edge_index(name)
-            circuit.scores[s, r] = d
+        index = {name: (s, r) for name, s, r in circuit.edges()}
+        try:
+            for name in saved["removed"]:
+                circuit.in_graph[index[name]] = False
+            for name, d in saved["scores"].items():
+                circuit.scores[index[name]] = d
+        except KeyError as err:
+            raise UserError(f"{path}: {err} is not an edge of this graph; the state file is damaged, delete it to "
+                            "start afresh") from None
     if current is None:
         current = measure(circuit)
     removed = {} if saved is None else dict(saved["removed"])
