@@ -128,8 +128,10 @@ def check_model(model, pairs: Pairs, data) -> None:
     graph = Graph.from_model(model)
     clean, corrupted = plain_metric(model, pairs.clean, pairs), plain_metric(model, pairs.corrupted, pairs)
     scale = float(torch.cat([clean, corrupted]).abs().max())
+    both = evaluate(model, [full(graph), graph], pairs)  # (2, n): the circuits share the corrupted forward
+    close(both[0], clean, scale, "every edge in")
+    close(both[1], corrupted, scale, "no edge")
     close(evaluate(model, full(graph), pairs), clean, scale, "every edge in")
-    close(evaluate(model, graph, pairs), corrupted, scale, "no edge")
     edges = graph.edges()
     for index in data.draw(st.lists(st.integers(0, len(edges) - 1), min_size=1, max_size=3, unique=True), "edges"):
         name, s, r = edges[index]
@@ -161,17 +163,17 @@ def test_neo_random_shapes_and_windows(layers, heads, window, pos, padded, seed,
     check_model(model, random_pairs(seed, 3, pos, padded=padded), data)
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-neo"])
-def test_zoo_ioi_pairs_every_edge_one_at_a_time_for_a_receiver(name):
-    """On the zoo's IOI pairs (left-padded rows of different lengths): every edge into one head's k input and into the
-    logits, each out alone, against the brute force; batches of 3 and 1 give what one batch gives."""
+@pytest.mark.parametrize("name, receiver", [("tiny-gpt2", "logits"), ("tiny-neo", "a1.h2<k>")])
+def test_zoo_ioi_pairs_every_edge_one_at_a_time_for_a_receiver(name, receiver):
+    """On the zoo's IOI pairs (left-padded rows of different lengths): every edge into one receiver, each out alone,
+    against the brute force; batches of 3 and 1 give what one batch gives."""
     model = minineo.load(name)
     pairs = Pairs.from_jsonl(model, DATA / "tiny-gpt2-ioi16.jsonl")[:4]
     assert pairs.attention_mask is not None and not bool(pairs.attention_mask.all())
     graph = Graph.from_model(model)
     scale = float(plain_metric(model, pairs.clean, pairs).abs().max())
     runs = caches(model, pairs)
-    for r in (graph.receiver_index(1, 2, "k"), graph.logits_index):
+    for r in (graph.receiver_names.index(receiver),):
         for s in range(graph.senders_before(r)):
             circuit = full(graph)
             circuit.in_graph[s, r] = False

@@ -41,6 +41,7 @@ from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.discovery.patched import (QKV_SITES, SenderTaps, check_graph, check_pairs, record_corrupted,
                                        run_metric)
 from minineo.errors import UserError
+from minineo.record.recording import Recorder
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -53,18 +54,47 @@ VARIANT_TOKENS = 4096  # tokens per batched forward of exact's variants
 # ---- gradients at the receivers' inputs ---------------------------------------------------------------------
 
 class ReceiverTaps:
-    """Patch functions that keep each receiver's input tensor of a run (for torch.autograd.grad), unchanged."""
+    """Patch functions that keep, unchanged, the tensors whose gradients give every receiver's: each layer's q, k, v
+    (batch, pos, head, d_head) and resid_pre (a detached copy), mlp_in, and the last resid_post.
+
+    The run stays on the fused path: no per-head copies of the residual (TransformerLens's use_split_qkv_input costs
+    memory x n_heads). A head's q input feeds only its query, so d m / d q_input[h] = J^T (W_Q[h] dq_h) with J the
+    Jacobian of ln1 at resid_pre: `head_input_grads` takes that vector-Jacobian product through the block's own ln1."""
 
     def __init__(self, n_layers: int):
-        self.names = [f"blocks.{l}.{site}" for l in range(n_layers) for site in (*QKV_SITES, "mlp_in")]
-        self.names.append(f"blocks.{n_layers - 1}.resid_post")
+        self.n_layers = n_layers
+        self.names = [f"blocks.{l}.attn.{x}" for l in range(n_layers) for x in "qkv"]
+        self.names += [f"blocks.{l}.mlp_in" for l in range(n_layers)] + [f"blocks.{n_layers - 1}.resid_post"]
         self.inputs: dict[str, torch.Tensor] = {}
+        self.resid_pre: dict[int, torch.Tensor] = {}
 
     def patches(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         def keep(x: torch.Tensor, name: str) -> torch.Tensor:
             self.inputs[name] = x
             return x
-        return {name: (lambda x, name=name: keep(x, name)) for name in self.names}
+
+        def keep_resid(x: torch.Tensor, layer: int) -> torch.Tensor:
+            self.resid_pre[layer] = x.detach()
+            return x
+
+        patches = {name: (lambda x, name=name: keep(x, name)) for name in self.names}
+        patches.update({f"blocks.{l}.resid_pre": (lambda x, l=l: keep_resid(x, l)) for l in range(self.n_layers)})
+        return patches
+
+
+def head_input_grads(model: Model, layer: int, resid_pre: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor,
+                     dv: torch.Tensor) -> torch.Tensor:
+    """d m / d (each head's q, k, v input), stacked (batch, pos, 3 * head, d_model) in EAP-IG's receiver order
+    (q heads, k heads, v heads), from the gradients at q, k, v (batch, pos, head, d_head) and the run's resid_pre."""
+    attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
+    # W_x[h] dx_h: (batch, pos, head, d_model) per x, the cotangent at ln1's output as head h's x reads it
+    cotangent = torch.cat([torch.einsum("bphe,hde->bphd", g, W) for g, W in ((dq, attn.W_Q), (dk, attn.W_K),
+                                                                           (dv, attn.W_V))], dim=2)
+    with torch.enable_grad():
+        x = resid_pre[:, :, None].expand_as(cotangent).detach().requires_grad_()  # one copy of ln1's input per receiver
+        normed = ln1(x, Recorder(), "ln1.")  # the block's own LayerNorm (the same call the forward makes)
+        (grad,) = torch.autograd.grad(normed, x, cotangent)
+    return grad
 
 
 def gradients(
@@ -72,7 +102,8 @@ def gradients(
     patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """d sum_pairs metric / d (each receiver's input) in one forward and one backward on `tokens` with `patch`:
-    {site: (batch, pos, head, d_model) for q/k/v inputs, (batch, pos, d_model) for mlp_in and the last resid_post}.
+    {f"blocks.{L}.qkv_input": (batch, pos, 3 * head, d_model) (q, k, v heads), f"blocks.{L}.mlp_in" and the last
+    resid_post: (batch, pos, d_model)}.
 
     The token embedding enters as a leaf that requires grad (its value unchanged), so the graph exists whatever the
     parameters' requires_grad; a receiver with no path to the metric (its head's z replaced) gets zeros."""
@@ -91,26 +122,37 @@ def gradients(
         value = run_metric(metric, logits, batch).sum()
         inputs = [taps.inputs[name] for name in taps.names]
         grads = torch.autograd.grad(value, inputs, allow_unused=True)
-    return {name: torch.zeros_like(x) if g is None else g for name, x, g in zip(taps.names, inputs, grads)}
+    found = {name: torch.zeros_like(x) if g is None else g for name, x, g in zip(taps.names, inputs, grads)}
+    out = {}
+    for layer in range(graph.n_layers):
+        q, k, v = (found.pop(f"blocks.{layer}.attn.{x}") for x in "qkv")
+        out[f"blocks.{layer}.qkv_input"] = head_input_grads(model, layer, taps.resid_pre[layer], q, k, v)
+    return out | found
 
 
 def contract(graph: Graph, difference: torch.Tensor, grads: dict[str, torch.Tensor], per_position: bool) -> torch.Tensor:
     """sum over pairs (and positions, unless per_position) of difference[s] . grad[r] for every edge, float64:
-    (n_senders, n_receivers), or (pos, n_senders, n_receivers). difference (batch, pos, n_senders, d_model)."""
-    H, pos = graph.n_heads, difference.shape[1]
+    (n_senders, n_receivers), or (pos, n_senders, n_receivers). difference (n_senders, batch, pos, d_model)."""
+    H, pos = graph.n_heads, difference.shape[2]
     out = torch.zeros((pos,) * per_position + (graph.n_senders, graph.n_receivers), dtype=torch.float64)
-    head_eq, one_eq = ("bpsd,bphd->psh", "bpsd,bpd->ps") if per_position else ("bpsd,bphd->sh", "bpsd,bpd->s")
+
+    def dot(n: int, grad: torch.Tensor) -> torch.Tensor:
+        # difference[:n] (n, batch, pos, d_model) . grad (batch, pos, [r,] d_model) -> ([pos,] n[, r])
+        if per_position:
+            return torch.einsum("sbpd,bprd->psr" if grad.ndim == 4 else "sbpd,bpd->ps", difference[:n], grad)
+        flat = difference[:n].reshape(n, -1)  # a view
+        if grad.ndim == 4:
+            return flat @ grad.permute(2, 0, 1, 3).reshape(grad.shape[2], -1).T  # (n, r)
+        return flat @ grad.reshape(-1)
+
     for layer in range(graph.n_layers):
         base = graph.receiver_index(layer, 0, "q")
         n = graph.senders_before(base)
-        for x, site in enumerate(QKV_SITES):
-            block = torch.einsum(head_eq, difference[:, :, :n], grads[f"blocks.{layer}.{site}"])
-            out[..., :n, base + x * H: base + (x + 1) * H] += block.double().cpu()
+        out[..., :n, base: base + 3 * H] += dot(n, grads[f"blocks.{layer}.qkv_input"]).double().cpu()
         r = graph.receiver_index(layer)
-        n = graph.senders_before(r)
-        out[..., :n, r] += torch.einsum(one_eq, difference[:, :, :n], grads[f"blocks.{layer}.mlp_in"]).double().cpu()
-    last = f"blocks.{graph.n_layers - 1}.resid_post"
-    out[..., :, graph.logits_index] += torch.einsum(one_eq, difference, grads[last]).double().cpu()
+        out[..., :graph.senders_before(r), r] += dot(graph.senders_before(r), grads[f"blocks.{layer}.mlp_in"]).double().cpu()
+    last = grads[f"blocks.{graph.n_layers - 1}.resid_post"]
+    out[..., :, graph.logits_index] += dot(graph.n_senders, last).double().cpu()
     return out
 
 
@@ -135,9 +177,9 @@ class ZTaps:
 
 @torch.no_grad()
 def clean_and_corrupted(model: Model, graph: Graph, batch: Pairs, z: bool = False):
-    """Sender outputs of both runs, each (batch, pos, n_senders, d_model); with z=True also both runs' z per layer."""
+    """Sender outputs of both runs, each (n_senders, batch, pos, d_model); with z=True also both runs' z per layer."""
     dtype, device = model.W_E.dtype, model.W_E.device
-    shape = (*batch.clean.shape, graph.n_senders, model.config.d_model)
+    shape = (graph.n_senders, *batch.clean.shape, model.config.d_model)
     outs, zs = [], []
     for tokens in (batch.clean, batch.corrupted):
         out = torch.zeros(shape, dtype=dtype, device=device)
@@ -160,7 +202,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
         advance(1)
         return contract(graph, corrupted_out - clean_out, grads, per_position)
     if method == "clean-corrupted":
-        clean_out, corrupted_out = (torch.zeros(*batch.clean.shape, graph.n_senders, model.config.d_model,
+        clean_out, corrupted_out = (torch.zeros(graph.n_senders, *batch.clean.shape, model.config.d_model,
                                                 dtype=model.W_E.dtype, device=model.W_E.device) for _ in range(2))
         total = None
         for tokens, out in ((batch.clean, clean_out), (batch.corrupted, corrupted_out)):
@@ -170,7 +212,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
         return contract(graph, corrupted_out - clean_out, total, per_position) / 2
     if method == "eap-ig-inputs":
         clean_out, corrupted_out = clean_and_corrupted(model, graph, batch)
-        clean_embed, corrupted_embed = clean_out[:, :, 0], corrupted_out[:, :, 0]  # (batch, pos, d_model)
+        clean_embed, corrupted_embed = clean_out[0], corrupted_out[0]  # (batch, pos, d_model)
         total = None
         for k in range(ig_steps):  # k/m of the way from the corrupted to the clean embedding, k = 0..m-1
             embed = corrupted_embed + (k / ig_steps) * (clean_embed - corrupted_embed)
@@ -180,11 +222,11 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
         return contract(graph, corrupted_out - clean_out, total, per_position) / ig_steps
     # eap-ig-activations: one node at a time (the input, a layer's heads together, an MLP), interpolated
     clean_out, corrupted_out, clean_z, corrupted_z = clean_and_corrupted(model, graph, batch, z=True)
-    nodes: list[tuple[str, torch.Tensor, torch.Tensor]] = [("embed", clean_out[:, :, 0], corrupted_out[:, :, 0])]
+    nodes: list[tuple[str, torch.Tensor, torch.Tensor]] = [("embed", clean_out[0], corrupted_out[0])]
     for layer in range(L):
         mlp = graph.sender_index(layer)
         nodes.append((f"blocks.{layer}.attn.z", clean_z[layer], corrupted_z[layer]))
-        nodes.append((f"blocks.{layer}.mlp_out", clean_out[:, :, mlp], corrupted_out[:, :, mlp]))
+        nodes.append((f"blocks.{layer}.mlp_out", clean_out[mlp], corrupted_out[mlp]))
     total = None
     for site, clean, corrupted in nodes:
         for k in range(1, ig_steps + 1):
@@ -213,22 +255,32 @@ def reads_last_position(metric: Metric, logits: torch.Tensor, batch: Pairs) -> b
     return isinstance(last, torch.Tensor) and last.shape == full.shape and bool(torch.equal(last, full))
 
 
-def exact_variants(graph: Graph) -> list[tuple[int, str, int | None, list[int]]]:
-    """(layer, site, head or None, receiver index) groups with their senders: what `exact` runs, in order."""
-    groups = []
+def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
+    """What `exact` runs, in order: (layer, site, receiver indices) with site "qkv_input" (every head's q, k and v
+    input of the layer, their variants batched together), "mlp_in", or "resid_post" (the logits)."""
+    groups: list[tuple[int, str, list[int]]] = []
     for layer in range(graph.n_layers):
-        for x, site in enumerate(QKV_SITES):
-            for h in range(graph.n_heads):
-                groups.append((layer, site, h, graph.receiver_index(layer, h, "qkv"[x])))
-        groups.append((layer, "mlp_in", None, graph.receiver_index(layer)))
-    groups.append((graph.n_layers - 1, "resid_post", None, graph.logits_index))
+        groups.append((layer, "qkv_input", [graph.receiver_index(layer, h, x) for x in "qkv" for h in range(graph.n_heads)]))
+        groups.append((layer, "mlp_in", [graph.receiver_index(layer)]))
+    groups.append((graph.n_layers - 1, "resid_post", [graph.logits_index]))
     return groups
+
+
+def _head_mover(d: torch.Tensor, variants: list[int], heads: list[int], v: int, b: int):
+    """A patch function adding d[i] (batch, pos, d_model) to head heads[i]'s input in variant variants[i]."""
+    js, hs = torch.tensor(variants, device=d.device), torch.tensor(heads, device=d.device)
+
+    def move(x: torch.Tensor) -> torch.Tensor:  # (variant * batch, pos, head, d_model), a copy the block made
+        view = x.view(v, b, *x.shape[1:])
+        view[js, :, :, hs] += d  # (k, batch, pos, d_model): one (variant, head) per row
+        return x
+    return move
 
 
 @torch.no_grad()
 def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
-    L, b, pos = graph.n_layers, *batch.clean.shape
+    L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
     mask = batch.attention_mask
     corrupted_out, _, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.zeros_like(corrupted_out)
@@ -238,25 +290,29 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
                                          patch=SenderTaps(model, graph, clean_out).patches())
     clean_metric = run_metric(metric, logits, batch)  # (batch,)
     last_only = reads_last_position(metric, logits, batch)
-    delta = (corrupted_out - clean_out).permute(2, 0, 1, 3)  # (n_senders, batch, pos, d_model): corrupted - clean
+    delta = corrupted_out - clean_out  # (n_senders, batch, pos, d_model): corrupted - clean
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
     chunk = max(1, VARIANT_TOKENS // (b * pos))
-    for layer, site, head, r in exact_variants(graph):
-        senders = [s for s in range(graph.senders_before(r)) if bool(moved[s])]
-        advance(graph.senders_before(r) - len(senders))  # edges whose sender does not change: exactly 0
-        for start in range(0, len(senders), chunk):
-            ss = senders[start:start + chunk]
-            v = len(ss)
-            d = delta[ss].reshape(v * b, pos, -1)  # (variant * batch, pos, d_model), variant-major
-            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)
-            name = f"blocks.{layer}.{site}"
-            if head is not None:  # the head's own q/k/v input moves: x (variant * batch, pos, head, d_model)
-                def move(x: torch.Tensor, d=d, head=head) -> torch.Tensor:
-                    x[:, :, head] += d
-                    return x
-                patch = {name: move}
+    for layer, site, receivers in exact_groups(graph):
+        n = graph.senders_before(receivers[0])
+        variants = [(r, s) for r in receivers for s in range(n) if bool(moved[s])]  # one edge each
+        advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
+        for start in range(0, len(variants), chunk):
+            part = variants[start:start + chunk]
+            v = len(part)
+            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
+            if site == "qkv_input":  # each variant moves one head's q, k or v input
+                patch = {}
+                for x, name in enumerate(QKV_SITES):
+                    mine = [(j, (r - receivers[0]) % H, s) for j, (r, s) in enumerate(part)
+                            if (r - receivers[0]) // H == x]
+                    if mine:
+                        js, hs, ss = zip(*mine)
+                        patch[f"blocks.{layer}.{name}"] = _head_mover(delta[list(ss)], list(js), list(hs), v, b)
             else:  # mlp_in or the last resid_post: this layer's attention is the clean run's
+                name = f"blocks.{layer}.{site}"
+                d = delta[[s for _, s in part]].reshape(v * b, pos, -1)  # variant-major
                 patch = {f"blocks.{layer}.attn_out": cache[f"blocks.{layer}.attn_out"].repeat(v, 1, 1),
                          name: cache[name].repeat(v, 1, 1) + d}
             rows = _repeat(batch, v)
@@ -266,8 +322,9 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
                 at[:, -1] = True
             out = model.run_from(layer, resid, patch=patch, attention_mask=rows.attention_mask, logits_at=at)
             out = out[:, None] if last_only else out  # (variant * batch, pos or 1, d_vocab)
-            values = run_metric(metric, out, rows).view(v, b) - clean_metric  # (variant, batch)
-            sums[ss, r] += values.double().sum(1).cpu()
+            values = (run_metric(metric, out, rows).view(v, b) - clean_metric).double().sum(1).cpu()  # (variant,)
+            for (r, s), value in zip(part, values):
+                sums[s, r] += value
             advance(v)
     return sums
 
@@ -283,13 +340,16 @@ def _shard(pairs: Pairs) -> tuple[Pairs | None, int, int]:
 
 
 def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> tuple[float, str]:
-    """(progress total, unit) and an estimate in forward passes of a batch."""
+    """(progress total, its description): edges for exact (with the forward passes of a batch it should cost: a
+    variant starting at layer l runs n_layers - l of the n_layers blocks), backward passes for the gradient methods."""
     batches = math.ceil(n / batch_size)
     if method == "exact":
-        return float(graph.n_edges * batches), "edges"
+        L = graph.n_layers
+        cost = sum(graph.senders_before(rs[0]) * len(rs) * (L - layer) / L for layer, _, rs in exact_groups(graph))
+        return float(graph.n_edges * batches), f"edges, about {cost * batches:.0f} forward passes of a batch"
     per_batch = {"eap": 1, "clean-corrupted": 2, "eap-ig-inputs": ig_steps,
                  "eap-ig-activations": (1 + 2 * graph.n_layers) * ig_steps}[method]
-    return float(per_batch * batches), "backward passes"
+    return float(per_batch * batches), "forward and backward passes"
 
 
 def attribute(

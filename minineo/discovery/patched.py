@@ -15,12 +15,12 @@ and with none they are the corrupted run's.
 Nothing here re-implements the forward pass: the corrupted run records sender outputs and receiver inputs through
 `patch=` functions that return their value unchanged, and the patched clean run is `model(tokens, patch=...)` whose
 patch functions read this run's sender outputs as they are produced (closures over one (batch, pos, n_senders,
-d_model) difference buffer).
+d_model) difference buffer, senders first).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -35,7 +35,11 @@ QKV_SITES = ("q_input", "k_input", "v_input")
 
 
 def check_graph(model: Model, graph: Graph, what: str = "circuit") -> None:
-    """UserError unless `graph` is a Graph of this model's shape (n_layers, n_heads)."""
+    """UserError unless `model` is a minineo Model and `graph` a Graph of its shape (n_layers, n_heads)."""
+    from minineo.forward.model import Model
+
+    if not isinstance(model, Model):
+        raise WrongTypeError(f"model must be a minineo Model (minineo.load(...)), got {type(model).__name__}")
     if not isinstance(graph, Graph):
         raise WrongTypeError(f"{what} must be a minineo.discovery.Graph (e.g. Graph.from_model(model)), "
                              f"got {type(graph).__name__}")
@@ -71,9 +75,10 @@ def run_metric(metric: Metric, logits: torch.Tensor, pairs: Pairs) -> torch.Tens
 
 
 class SenderTaps:
-    """Patch functions that store every sender's output (batch, pos, n_senders, d_model) as the forward produces it.
+    """Patch functions that store every sender's output (n_senders, batch, pos, d_model) as the forward produces it.
 
-    `out[:, :, s]` holds sender s's output; with `base` given, `out[:, :, s]` is (this run's output - base[:, :, s]).
+    `out[s]` holds sender s's output; with `base` given, `out[s]` is (this run's output - base[s]). Senders lead the
+    layout so that a receiver's sum over senders is one matrix product, with no copy of the buffer.
     The functions return the site's value unchanged.
     """
 
@@ -82,7 +87,7 @@ class SenderTaps:
 
     def _store(self, index: int | slice, value: torch.Tensor) -> None:
         value = value.detach()  # a record: never part of a gradient run's graph
-        self.out[:, :, index] = value if self.base is None else value - self.base[:, :, index]
+        self.out[index] = value if self.base is None else value - self.base[index]
 
     def patches(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         g, patches = self.graph, {}
@@ -96,8 +101,8 @@ class SenderTaps:
             heads = slice(g.sender_index(layer, 0), g.sender_index(layer, 0) + g.n_heads)
 
             def tap_heads(z: torch.Tensor, heads=heads, W_O=block.attn.W_O) -> torch.Tensor:
-                # z (batch, pos, head, d_head) -> each head's own write (batch, pos, head, d_model), without b_O
-                self._store(heads, torch.einsum("bphe,hed->bphd", z, W_O))
+                # z (batch, pos, head, d_head) -> each head's own write (head, batch, pos, d_model), without b_O
+                self._store(heads, torch.einsum("bphe,hed->hbpd", z, W_O))
                 return z
 
             def tap_mlp(x: torch.Tensor, index=g.sender_index(layer)) -> torch.Tensor:  # (batch, pos, d_model)
@@ -121,10 +126,10 @@ def receiver_sites(n_layers: int) -> list[str]:
 def record_corrupted(
     model: Model, graph: Graph, tokens: torch.Tensor, attention_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """One forward on `tokens` (the corrupted prompts): (sender outputs (batch, pos, n_senders, d_model),
+    """One forward on `tokens` (the corrupted prompts): (sender outputs (n_senders, batch, pos, d_model),
     {receiver site: its input (batch, pos, d_model)} for `receiver_sites`, logits (batch, pos, d_vocab))."""
     batch, pos = tokens.shape
-    outputs = torch.zeros(batch, pos, graph.n_senders, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
+    outputs = torch.zeros(graph.n_senders, batch, pos, model.config.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
     patch = SenderTaps(model, graph, outputs).patches()
     inputs: dict[str, torch.Tensor] = {}
     for name in receiver_sites(graph.n_layers):
@@ -141,8 +146,8 @@ def receiver_patches(
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor]:
     """Patches that rebuild every receiver's input from `corrupted_inputs` plus the in-circuit senders' differences.
 
-    `edges` (n_senders, n_receivers) in the difference buffer's dtype (1 = in the circuit); `difference` (batch, pos,
-    n_senders, d_model), filled by SenderTaps during the same run. A receiver with every edge in keeps this run's value
+    `edges` (n_senders, n_receivers) in the difference buffer's dtype (1 = in the circuit); `difference` (n_senders,
+    batch, pos, d_model), filled by SenderTaps during the same run. A receiver with every edge in keeps this run's value
     (the rebuilt input equals it up to round-off); one with none gets its corrupted input as a tensor."""
     g, H, L = graph, graph.n_heads, graph.n_layers
     patches: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor] = {}
@@ -151,9 +156,11 @@ def receiver_patches(
     def rebuild(corrupted: torch.Tensor, n: int, columns: torch.Tensor, per_head: bool):
         # corrupted (batch, pos, d_model); columns (n, head) or (n,): which of the first n senders feed the receiver(s)
         def fn(_: torch.Tensor) -> torch.Tensor:
-            if per_head:  # (batch, pos, head, d_model)
-                return corrupted[:, :, None] + torch.einsum("bpsd,sh->bphd", difference[:, :, :n], columns)
-            return corrupted + torch.einsum("bpsd,s->bpd", difference[:, :, :n], columns)
+            flat = difference[:n].reshape(n, -1)  # (n, batch * pos * d_model), a view
+            if per_head:  # (head, batch * pos * d_model) -> (batch, pos, head, d_model)
+                summed = (columns.T @ flat).view(-1, *corrupted.shape).permute(1, 2, 0, 3)
+                return corrupted[:, :, None] + summed
+            return corrupted + (columns @ flat).view(corrupted.shape)
         return fn
 
     for layer in range(L):
@@ -185,7 +192,8 @@ def receiver_patches(
 
 @torch.no_grad()
 def evaluate(
-    model: Model, circuit: Graph, pairs: Pairs, metric: Metric = logit_diff, *, batch_size: int | None = None,
+    model: Model, circuit: Graph | Sequence[Graph], pairs: Pairs, metric: Metric = logit_diff, *,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """The metric of the clean prompts run through `circuit`: (n,) float32 on the CPU, one value per pair.
 
@@ -193,23 +201,32 @@ def evaluate(
     corrupted-run output (EAP-IG's `evaluate_graph` with intervention="patching"; see the module docstring). All
     edges in gives the clean metric, none the corrupted one. Node circuits are edge circuits: a node out is every edge
     from it out. Nodes on no path from `input` to `logits` need no pruning first: an edge from a node that sees only
-    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward, one patched clean forward.
+    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward, one patched clean forward
+    per circuit; a list of circuits (e.g. a faithfulness curve's) shares the corrupted forward and gives
+    (n_circuits, n).
 
     pairs: Pairs (left-padded; GPT-Neo's local windows and padded batches run as in `model(...)`); metric(logits (n,
     pos, d_vocab), pairs) -> (n,); batch_size: pairs per forward (None: all at once).
     Raises UserError (WrongTypeError) for a graph of another shape, pairs or metric of the wrong type, a bad batch size.
     """
-    check_graph(model, circuit)
+    single = isinstance(circuit, Graph)
+    circuits = [circuit] if single else list(circuit) if isinstance(circuit, (list, tuple)) else [circuit]
+    if not circuits:
+        raise UserError("evaluate got an empty list of circuits; give a Graph or a non-empty list of them")
+    for c in circuits:
+        check_graph(model, c)
     check_pairs(pairs, metric, batch_size)
     device, dtype = model.W_E.device, model.W_E.dtype
-    edges = (circuit.in_graph & circuit.real_edges).to(device=device, dtype=dtype)  # (n_senders, n_receivers)
-    values = []
+    edges = [(c.in_graph & c.real_edges).to(device=device, dtype=dtype) for c in circuits]  # (n_senders, n_receivers)
+    values: list[list[torch.Tensor]] = [[] for _ in circuits]
     for batch in pairs.batches(batch_size or len(pairs)):
         batch = batch.to(device)
-        corrupted_out, corrupted_in, _ = record_corrupted(model, circuit, batch.corrupted, batch.attention_mask)
-        difference = torch.zeros_like(corrupted_out)  # (batch, pos, n_senders, d_model)
-        patch = SenderTaps(model, circuit, difference, base=corrupted_out).patches()
-        patch.update(receiver_patches(circuit, edges, difference, corrupted_in))
-        logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
-        values.append(run_metric(metric, logits, batch).float().cpu())
-    return torch.cat(values)
+        corrupted_out, corrupted_in, _ = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
+        for c, e, out in zip(circuits, edges, values):
+            difference = torch.zeros_like(corrupted_out)  # (n_senders, batch, pos, d_model)
+            patch = SenderTaps(model, c, difference, base=corrupted_out).patches()
+            patch.update(receiver_patches(c, e, difference, corrupted_in))
+            logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
+            out.append(run_metric(metric, logits, batch).float().cpu())
+    result = torch.stack([torch.cat(v) for v in values])  # (n_circuits, n)
+    return result[0] if single else result
