@@ -100,3 +100,10 @@ def test_bad_thresholds_are_user_errors(gpt2):
     for bad in (-0.1, float("inf"), float("nan"), True):
         with pytest.raises(UserError, match="threshold must be"):
             acdc(gpt2, pairs, threshold=bad)
+
+
+def test_acdc_on_kl_keeps_a_faithful_smaller_circuit(gpt2):
+    pairs = induction_pairs(gpt2, 4, seq_len=4)
+    circuit = acdc(gpt2, pairs, kl=True)  # default threshold 0.01 nats
+    assert 0 < circuit.n_edges_in_graph < circuit.n_edges
+    assert faithfulness(gpt2, circuit, pairs) > 0.8
