@@ -1,3 +1,4 @@
 from benchmarks.run import main
+from minineo.boundary import run_script
 
-main()
+run_script(main)

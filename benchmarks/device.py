@@ -16,7 +16,6 @@ device_run.json and device_run.md into --out. `--smoke` runs every part on tiny 
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.device_report import write_report
 from benchmarks.forward import bench_shape
 from benchmarks.generation import bench_generation
@@ -155,13 +155,17 @@ def profile_part(folder: Path, device: str, dtype: torch.dtype, shape: tuple[int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from minineo.boundary import ScriptParser
+    from minineo.cli.shared import check_device_option
+
+    parser = ScriptParser("benchmarks.device", description=description(__doc__))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, no torch.compile: the whole run in seconds")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/device_runs/latest"))
     parser.add_argument("--budget-s", type=float, default=400.0, help="stop starting new parts after this")
     parser.add_argument("--tests", default=None, help="the device tests' summary line (from device_check.sh)")
     args = parser.parse_args(argv)
+    check_device_option(args.device)  # `--device cuda` without CUDA: one error line, before any work
     plan, device, compile_ = (SMOKE if args.smoke else FULL), args.device, not args.smoke
     budget = Budget(args.budget_s)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -220,4 +224,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

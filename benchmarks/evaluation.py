@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.harvest import build
 from benchmarks.timing import time_calls
 from minineo.data.corpus import pack_rows, read_documents
@@ -39,7 +40,7 @@ def hf_loop(hf, tokenizer_model, corpus: Path, *, context: int, rows: int, batch
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--context", type=int, default=256)

@@ -19,7 +19,7 @@ def bench_generation(run, name, model, hf, device, dtype, shape, rounds, label: 
     batch, prompt, new = shape
     tokens = torch.randint(0, model.config.d_vocab, (batch, prompt), device=device)
     mask = torch.ones_like(tokens)
-    calls = {label: lambda: model.generate(tokens, max_new_tokens=new),
+    calls = {label: lambda: model.generate(tokens, max_new_tokens=new, eos_token_id=None),
              "HF generate": lambda: hf.generate(tokens, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                                                 do_sample=False, use_cache=True, pad_token_id=0)}
     with warnings.catch_warnings():

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.models import hf_configs, save_random_model
 from benchmarks.timing import synchronize
 from minineo.data.corpus import pack_rows, read_documents
@@ -107,7 +108,7 @@ def worker(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--rows", type=int, default=64, help="rows of --context tokens per run")

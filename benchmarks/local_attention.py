@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from benchmarks import description
 from benchmarks.timing import synchronize, time_calls
 from minineo.forward.attention import allowed_keys, attend_explicit, attend_fused
 from minineo.forward.flex import attend_block_sparse
@@ -55,7 +56,7 @@ def bench_local_attention(shape: tuple[int, int, int, int], window: int, device:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--shape", default="1x12x2048x64", help="batch x head x pos x d_head")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--device", default="cpu")

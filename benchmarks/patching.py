@@ -25,6 +25,7 @@ import torch
 
 import minineo
 from minineo.analysis import activation_patching, attribution_patching
+from benchmarks import description
 
 CASES = [("resid_pre", "pos"), ("attn.z", "head")]
 
@@ -130,7 +131,7 @@ def attribution_correlations() -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--sample", type=int, default=0, help="cells timed for brute force and TL (0: all)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.patching import gpt2_small, prompts
 from minineo.analysis import path_patching
 
@@ -69,7 +70,7 @@ def timed(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--sample", type=int, default=24, help="sender heads timed for brute force (0: all 144)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)

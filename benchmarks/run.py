@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
 from benchmarks.forward import bench_shape
 from benchmarks.generation import bench_generation
 from benchmarks.memory_tl3 import bench_tl3
@@ -64,37 +65,67 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
                 bench_tl3(run, name, folder, device, shapes)
 
 
+def _sizes(text: str, parts: int, example: str) -> list[tuple[int, ...]]:
+    """'1x1024,8x128' -> [(1, 1024), (8, 128)] ('none' -> []); anything else is argparse's error, one line."""
+    if text == "none":
+        return []
+    shapes = []
+    for item in text.split(","):
+        numbers = item.replace("+", "x").split("x")
+        if len(numbers) != parts or not all(n.isdigit() and int(n) > 0 for n in numbers):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a shape like {example} (whole numbers >= 1; 'none': none)")
+        shapes.append(tuple(int(n) for n in numbers))
+    return shapes
+
+
+def _choices(text: str, allowed: tuple[str, ...]) -> list[str]:
+    """'a,b' -> ['a', 'b'], every one of them in `allowed`."""
+    items = text.split(",")
+    for item in items:
+        if item not in allowed:
+            raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
 def main(argv: list[str] | None = None) -> Run:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from minineo.boundary import ScriptParser
+    from minineo.cli.shared import check_device_option
+
+    models_known = tuple(hf_configs(False))
+    parser = ScriptParser("benchmarks", description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--shapes", default=None, help="e.g. 1x1024,8x128 (default: the four standard shapes; 'none')")
-    parser.add_argument("--models", default=None, help="gpt2-small, gpt-neo-125M, or both (default)")
-    parser.add_argument("--dtypes", default=None, help="float32, bfloat16, or both (default)")
+    parser.add_argument("--shapes", type=lambda t: _sizes(t, 2, "8x128"), default=None,
+                        help="e.g. 1x1024,8x128 (default: the four standard shapes; 'none')")
+    parser.add_argument("--models", type=lambda t: _choices(t, models_known), default=None,
+                        help="gpt2-small, gpt-neo-125M, or both (default)")
+    parser.add_argument("--dtypes", type=lambda t: _choices(t, ("float32", "bfloat16")), default=None,
+                        help="float32, bfloat16, or both (default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--generation", default=None,
+    parser.add_argument("--generation", type=lambda t: _sizes(t, 3, "8x128+128"), default=None,
                         help="generation shapes BATCHxPROMPT+NEW, e.g. 1x128+128,8x128+128 (default those two; 'none')")
     parser.add_argument("--tl3", choices=("auto", "yes", "no"), default="auto",
                         help="TransformerLens 3 run_with_cache memory in a subprocess (auto: not with --quick)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"argument --rounds: must be at least 1 (got {args.rounds})")
+    if args.device != "all":
+        check_device_option(args.device)  # the CLI's device check: `--device cuda` without CUDA is one error line
+    if args.out.is_dir():
+        parser.error(f"argument --out: {args.out} is a folder; give the JSON file to write")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     run = Run(machine={"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None})
     rounds = args.rounds or (2 if args.quick else 7)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
-    if args.shapes:
-        shapes = [] if args.shapes == "none" else [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
-    models = args.models.split(",") if args.models else None
-    generation = QUICK_GENERATION if args.quick else GENERATION
-    if args.generation:
-        generation = [] if args.generation == "none" else [
-            tuple(int(n) for n in g.replace("+", "x").split("x")) for g in args.generation.split(",")]
+    shapes = args.shapes if args.shapes is not None else QUICK_SHAPES if args.quick else SHAPES
+    models = args.models
+    generation = args.generation if args.generation is not None else QUICK_GENERATION if args.quick else GENERATION
     tl3 = args.tl3 == "yes" or (args.tl3 == "auto" and not args.quick)
     for device in devices:
         bench_device(run, device, args.quick, rounds, not args.no_compile and not args.quick, shapes, models,
-                     generation, tl3, [getattr(torch, d) for d in args.dtypes.split(",")] if args.dtypes else None)
+                     generation, tl3, [getattr(torch, d) for d in args.dtypes] if args.dtypes else None)
     print_table(run)
     args.out.write_text(json.dumps(asdict(run), indent=1))
     print(f"wrote {args.out}")
@@ -102,4 +133,6 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

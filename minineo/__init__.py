@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 
 # `minineo.sae`, `minineo.corpus` and `minineo.harvest` stay valid attribute paths for the data modules (imported on first
 # use, so `import minineo` does not import the `datasets` machinery); `from minineo.data.harvest import ...`.
-_DATA_MODULES = {"corpus": "minineo.data.corpus", "harvest": "minineo.data.harvest", "sae": "minineo.sae"}
+_DATA_MODULES = {"corpus": "minineo.data.corpus", "harvest": "minineo.data.harvest", "sae": "minineo.sae",
+                 "views": "minineo.views"}  # views: the HTML pages, imported on first use too
 
 
 def __getattr__(name: str):

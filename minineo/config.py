@@ -53,7 +53,9 @@ class Config:
     ln_weights: bool = True  # LayerNorms have a weight w and bias b (False after fold_ln: TransformerLens's LNPre)
     unembed_bias: bool = False  # the logits add b_U (d_vocab,): fold_ln creates it from ln_final's bias
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | None = None  # the first, when config.json lists several
+    eos_token_ids: tuple[int, ...] = ()  # every id config.json lists as eos_token_id (generate stops on any)
+    pad_token_id: int | None = None  # generate's filler for finished rows (None: the eos id, as in HF)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -92,6 +94,10 @@ class Config:
         common = {"vocab_size": self.d_vocab, "activation_function": self.act_fn,
                   "layer_norm_epsilon": self.layer_norm_eps, "tie_word_embeddings": self.tie_unembed,
                   "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
+        if len(self.eos_token_ids) > 1:  # HF's config holds the whole list; one id stays an int
+            common["eos_token_id"] = list(self.eos_token_ids)
+        if self.pad_token_id is not None:
+            common["pad_token_id"] = self.pad_token_id
         if self.architecture == "gpt_neo":
             kinds = ["global" if w is None else "local" for w in self.windows]
             window = next((w for w in self.windows if w is not None), 256)
@@ -146,6 +152,7 @@ def _from_gpt2(hf: dict[str, Any]) -> Config:
         attn_scales=scales, qkv_bias=True, upcast_attn=bool(hf.get("reorder_and_upcast_attn", False)),
         tie_unembed=bool(hf.get("tie_word_embeddings", True)),
         bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
+        eos_token_ids=_all(hf.get("eos_token_id")), pad_token_id=hf.get("pad_token_id"),
     )
 
 
@@ -165,6 +172,7 @@ def _from_gpt_neo(hf: dict[str, Any]) -> Config:
         windows=tuple(window if kind == "local" else None for kind in kinds),
         qkv_bias=False, upcast_attn=True, tie_unembed=bool(hf.get("tie_word_embeddings", True)),
         bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
+        eos_token_ids=_all(hf.get("eos_token_id")), pad_token_id=hf.get("pad_token_id"),
     )
 
 
@@ -201,3 +209,9 @@ def _neo_attention_layers(hf: dict[str, Any], n_layers: int) -> list[str]:
 
 def _first(token_id: Any) -> int | None:
     return token_id[0] if isinstance(token_id, list) and token_id else token_id
+
+
+def _all(token_id: Any) -> tuple[int, ...]:
+    if token_id is None:
+        return ()
+    return tuple(token_id) if isinstance(token_id, list) else (token_id,)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
-from pathlib import Path
 
 import pytest
 from hf_oracle import build_hf, hf_config, save_hf
@@ -70,37 +68,6 @@ def test_analysis_commands_print_tables_and_write_plots(tmp_path, args):
     result = invoke(*args, "--plot", str(plot))
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-# ---- issue 10 §2: the README's examples on the default model -----------------------------------------------
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def readme_commands() -> list[str]:
-    """Every `minineo ...` line of the README's bash blocks that runs on an embedded model, offline."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    # a block that begins "# needs ..." wants what a test machine lacks (a peer package, files it makes); its own test runs it
-    blocks = [block for block in blocks if not block.startswith("# needs ")]
-    lines = [line.strip() for block in blocks for line in block.splitlines()]
-    embedded = ("--model tiny-neo", "--model tiny-gpt2")  # shipped in the package: these run offline too
-    return [line for line in lines if line.startswith("minineo ")
-            and ("--model" not in line or any(name in line for name in embedded))
-            and not line.startswith("minineo download")]
-
-
-def test_the_readme_lists_the_analysis_examples():
-    commands = " ".join(readme_commands())
-    for command in ("run", "cache", "embeddings", "lens", "heads", "attribute", "ablate", "ioi"):
-        assert f"minineo {command} " in commands + " ", command
-
-
-@pytest.mark.parametrize("line", readme_commands())
-def test_readme_example_runs_as_written_on_the_default_model(line, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # `cache --save cache.safetensors` writes here
-    result = runner.invoke(app, shlex.split(line, comments=True)[1:], terminal_width=100)
-    assert result.exit_code == 0, (line, result.output, result.exception)
-    assert "error" not in result.output.lower() and "Traceback" not in result.output
 
 
 def numbers(text: str) -> list[float]:

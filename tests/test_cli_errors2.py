@@ -78,7 +78,8 @@ def _required(command: str, corpus: Path, out: Path) -> list[str]:
             "tune-lens": ["tune-lens", str(corpus), "--out", str(out)],
             "eval": ["eval", str(corpus)], "sae-eval": ["sae-eval", str(out / "sae"), str(corpus)],
             "circuits": ["circuits"], "discover": ["discover", "--out", str(out / "circuit.json")],
-            "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *answers]}[command]
+            "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *answers],
+            "view": ["view", "hi", "--out", str(out.with_suffix(".html"))]}[command]
 
 
 BAD_NUMBERS = [

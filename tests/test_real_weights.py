@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close, cached_hub_model
-from readme_blocks import needs_gpt2, python_blocks, run
+from readme_blocks import examples, needs_gpt2, pages, run
 
 PROMPTS = ["Hello world!", "The Eiffel Tower is in the city of", "When Mary and John went to the store, John gave a drink to"]
 # Mean next-token loss on "Hello world!" with BOS, from TransformerLens's test suite.
@@ -67,12 +67,13 @@ def test_ioi_name_movers_rank_high_on_gpt2():
     assert {(9, 9), (9, 6), (10, 0)} <= ranked, ranked
 
 
-@pytest.mark.parametrize("line, code", [(line, code) for line, code in python_blocks() if needs_gpt2(code)])
-def test_readme_python_blocks_that_need_gpt2_run_as_written(line, code, monkeypatch):
-    """README.md's `# needs gpt2` blocks (each self-contained), where gpt2 is cached; minineo.load("gpt2") finds
-    it in the cache the model was found in."""
+@pytest.mark.parametrize("where, code", [(e.where, e.code) for page in pages() for e in examples(page)
+                                         if e.kind == "python" and needs_gpt2(e.code)])
+def test_docs_python_blocks_that_need_gpt2_run_as_written(where, code, monkeypatch):
+    """The `# needs gpt2` blocks of README.md and docs/*.md (each self-contained), where gpt2 is cached;
+    minineo.load("gpt2") finds it in the cache the model was found in."""
     model = cached_hub_model("gpt2")  # skips, saying why, where gpt2 is not cached
     cache_dir = Path(model.source).parents[2]  # .../models--gpt2/snapshots/<hash> -> the cache folder
     monkeypatch.setenv("MININEO_CACHE", str(cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    run(code, {"__name__": "readme"}, line)
+    run(code, {"__name__": "docs"}, where)

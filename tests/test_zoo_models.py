@@ -150,14 +150,14 @@ def test_shipped_gpt2_file_has_hf_keys_only():
     assert "transformer.h.0.attn.c_attn.bias" in keys and not any("q_proj" in k for k in keys)
 
 
-def test_the_readmes_side_by_side_table_is_what_compare_measures():
+def test_the_zoo_pages_side_by_side_table_is_what_compare_measures():
     import re
     from pathlib import Path
 
     from minineo.zoo.compare import table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    quoted = re.search(r"<!-- zoo-compare: python -m minineo.zoo.compare -->\n(.*?)\n<!-- /zoo-compare -->", readme,
+    page = (Path(__file__).resolve().parent.parent / "docs" / "zoo.md").read_text()
+    quoted = re.search(r"<!-- zoo-compare: python -m minineo.zoo.compare -->\n(.*?)\n<!-- /zoo-compare -->", page,
                        flags=re.S).group(1)
     assert quoted == table(["tiny-neo", "tiny-gpt2"])
 

@@ -68,22 +68,54 @@ class FactoredMatrix:
         """The transpose, (..., n, m): B^T A^T."""
         return FactoredMatrix(self.B.transpose(-2, -1), self.A.transpose(-2, -1))
 
-    def __matmul__(self, other: torch.Tensor | FactoredMatrix) -> FactoredMatrix:
+    def __matmul__(self, other: torch.Tensor | FactoredMatrix) -> torch.Tensor | FactoredMatrix:
+        """`M @ v` of a vector v (n,) is the tensor A (B v): (..., m), as in TransformerLens; `M @ X` of a
+        matrix X (..., n, k) or a FactoredMatrix stays factored. A UserError when the inner sizes differ."""
         if isinstance(other, FactoredMatrix):  # keep the smaller inner dimension
+            _check_inner(self.shape, other.shape, "@")
             if self.A.shape[-1] <= other.A.shape[-1]:
                 return FactoredMatrix(self.A, (self.B @ other.A) @ other.B)
             return FactoredMatrix(self.A @ (self.B @ other.A), other.B)
-        return FactoredMatrix(self.A, self.B @ other.to(self.B.dtype))
+        other = _as_tensor(other, "@").to(self.B.dtype)
+        if other.dim() == 1:
+            _check_inner(self.shape, other.shape + (1,), "@")
+            return (self.A @ (self.B @ other[:, None]))[..., 0]  # (..., m)
+        _check_inner(self.shape, other.shape, "@")
+        return FactoredMatrix(self.A, self.B @ other)
 
-    def __rmatmul__(self, other: torch.Tensor) -> FactoredMatrix:
-        return FactoredMatrix(other.to(self.A.dtype) @ self.A, self.B)
+    def __rmatmul__(self, other: torch.Tensor) -> torch.Tensor | FactoredMatrix:
+        """`v @ M` of a vector v (m,) is the tensor (v A) B: (..., n); `X @ M` of a matrix X (..., k, m) stays factored."""
+        other = _as_tensor(other, "@").to(self.A.dtype)
+        if other.dim() == 1:
+            _check_inner((1,) + other.shape, self.shape, "@")
+            return ((other[None, :] @ self.A) @ self.B)[..., 0, :]  # (..., n)
+        _check_inner(other.shape, self.shape, "@")
+        return FactoredMatrix(other @ self.A, self.B)
 
     def __getitem__(self, index) -> FactoredMatrix:
-        """Index the batch dimensions: `ov[layer, head]` is one head's (d_model x d_model) circuit."""
+        """Index the batch dimensions: `ov[layer, head]` is one head's (d_model x d_model) circuit.
+
+        A UserError for an index out of range (naming the dimension and its range), or one that reaches
+        into the matrix's own two dimensions."""
         index = index if isinstance(index, tuple) else (index,)
-        if len(index) > len(self.shape) - 2 or Ellipsis in index:
-            raise UserError("FactoredMatrix indexing selects batch dimensions only (e.g. ov[layer, head])")
-        return FactoredMatrix(self.A[index], self.B[index])
+        batch = tuple(self.shape[:-2])
+        if len(index) > len(batch) or Ellipsis in index or None in index:
+            raise UserError(f"FactoredMatrix of shape {tuple(self.shape)}: indexing selects its {len(batch)} batch "
+                            f"dimension(s) only (e.g. ov[layer, head] of qk_circuit / ov_circuit), got {index!r}")
+        for dim, (i, size) in enumerate(zip(index, batch)):
+            if isinstance(i, bool) or isinstance(i, float):
+                raise UserError(f"FactoredMatrix index {i!r} for batch dimension {dim} is not a whole number")
+            if isinstance(i, int) and not -size <= i < size:
+                what = ("layer", "head")[dim] + " " if len(batch) == 2 else ""
+                raise UserError(f"FactoredMatrix index {i} for batch dimension {dim} ({what}of {size}) is out of "
+                                f"range: give 0..{size - 1} (or -{size}..-1)")
+        try:
+            A = self.A.expand(batch + tuple(self.A.shape[-2:]))[index]
+            B = self.B.expand(batch + tuple(self.B.shape[-2:]))[index]
+        except (IndexError, TypeError, RuntimeError) as error:
+            raise UserError(f"FactoredMatrix of shape {tuple(self.shape)}: index {index!r} does not select its batch "
+                            f"dimensions ({error})") from None
+        return FactoredMatrix(A, B)
 
     def _triangular(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Q_A, R_A, Q_B, R_B) with A = Q_A R_A and B^T = Q_B R_B (reduced QR), so AB = Q_A (R_A R_B^T) Q_B^T."""
@@ -108,6 +140,22 @@ class FactoredMatrix:
 
     def __repr__(self) -> str:
         return f"FactoredMatrix(shape={tuple(self.shape)}, inner={self.A.shape[-1]})"
+
+
+def _as_tensor(other: object, op: str) -> torch.Tensor:
+    if not isinstance(other, torch.Tensor):
+        raise UserError(f"FactoredMatrix {op} needs a tensor or a FactoredMatrix, got {type(other).__name__}")
+    if other.dim() == 0:
+        raise UserError(f"FactoredMatrix {op} needs a vector or a matrix, got a 0-dimensional tensor (a scalar)")
+    return other
+
+
+def _check_inner(left: tuple[int, ...], right: tuple[int, ...], op: str) -> None:
+    """Matrix-product shapes (..., m, n) and (..., n, k) must chain."""
+    if left[-1] != right[-2]:
+        raise UserError(f"FactoredMatrix {op}: shapes {tuple(left)} and {tuple(right)} do not chain (the left operand's "
+                        f"last size {left[-1]} must equal the right one's {'only' if len(right) == 1 else 'second to last'} "
+                        f"size {right[-2]})")
 
 
 def _stack(model: Model, name: str) -> torch.Tensor:

@@ -1,19 +1,38 @@
 """How much of the model survives an SAE spliced in at its site: the loss clean, spliced and ablated, L0, R².
 
-    sae_metrics(model, sae, tokens, *, attention_mask=None, batch_size=8) -> SAEMetrics
+    sae_metrics(model, sae, tokens, *, attention_mask=None, batch_size=8, exclude_special_tokens=False) -> SAEMetrics
 
-Every loss is `Model.loss`'s (nats per predicted real token) over all the rows; the site is the SAE's
+Every loss is `Model.loss`'s (nats per counted prediction) over all the rows; the site is the SAE's
 `hook_name` (TransformerLens spelling resolved, e.g. blocks.1.hook_resid_post).
 - spliced: the site replaced by `sae.reconstruct(x)` (patch=);
-- zero-ablated: the site replaced by zeros; mean-ablated: by its mean over every real token of `tokens`;
+- zero-ablated: the site replaced by zeros; mean-ablated: by its mean over every counted token of `tokens`;
 - loss_recovered = (zero_ablated - spliced) / (zero_ablated - clean) (1: as good as the model; 0: as bad as
   zeroing the site), as in SAELens's `ce_loss_score`;
-- l0: mean number of non-zero features per real token; dead_features: features that never fired on them;
-- explained_variance = 1 - E||x - x_hat||² / (E||x||² - ||E x||²) over real tokens (SAELens's streaming R²).
+- l0: mean number of non-zero features per SAE input (per counted token; per token and head on a per-head
+  site); dead_features: features that never fired on them;
+- explained_variance = 1 - E||x - x_hat||² / (E||x||² - ||E x||²) over counted tokens (SAELens's streaming R²).
+
+Which tokens count. By default every real token (mask 1), BOS included: the SAE is spliced at every
+position, and L0, R² and the losses count them all; this is SAELens's `run_evals(...,
+exclude_special_tokens=False)`. `exclude_special_tokens=True` is SAELens's default convention
+(sae_lens/evals.py, `get_recons_loss` and `get_sparsity_and_variance_metrics`): positions holding a
+special token (the model's BOS / EOS / PAD ids, or the ids given as a list) keep their clean activation
+when the SAE is spliced; they are left out of L0, R², dead features and the site's mean; and the
+predictions made *at* them are left out of every loss (a prediction *of* a special token still counts).
+Zero and mean ablation replace every position, as SAELens's zero ablation does. The conventions differ
+most on models whose BOS activation is an outlier (GPT-2's first position): the prediction made at BOS
+(with no context) is typically among the costliest, and R² no longer weighs the outlier.
+tests/test_sae_run_evals.py checks both conventions against numbers SAELens's own run_evals gave.
+
+A site with a head dimension (the per-head inputs `blocks.L.q_input` / `k_input` / `v_input` /
+`attn_in`, (batch, pos, head, d_model), for an SAE of d_in = d_model) is read as splicing reads it: the
+SAE encodes each head's vector (L0 per token and head), R² is over the site's whole activation, and the
+mean ablation uses each head's own mean.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -34,15 +53,24 @@ class SAEMetrics:
     explained_variance: float
     dead_features: int
     d_sae: int
-    n_tokens: int  # real token positions the SAE read
+    n_tokens: int  # token positions the SAE read and the figures count
     site: str
+    excluded_token_ids: tuple[int, ...] = ()  # the special tokens left out (exclude_special_tokens), else ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures as JSON-ready values (excluded_token_ids a list)."""
+        return {**asdict(self), "excluded_token_ids": list(self.excluded_token_ids)}
 
 
-def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8) -> SAEMetrics:
-    """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring."""
+def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8,
+                exclude_special_tokens: bool | Sequence[int] = False) -> SAEMetrics:
+    """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring.
+
+    `exclude_special_tokens`: False (default: every real token counts), True (SAELens's run_evals default:
+    the model's BOS/EOS/PAD ids neither spliced nor counted), or a list of token ids to treat so.
+    Raises UserError for an SAE without a site, a site the model lacks, batch_size < 1, a bad id list, or
+    tokens that leave nothing to count.
+    """
     if sae.hook_name is None:
         raise UserError("the SAE does not name its site (hook_name in cfg.json); set sae.hook_name, "
                         "e.g. 'blocks.6.hook_resid_post'")
@@ -51,46 +79,103 @@ def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = Non
     except KeyError as err:
         raise UserError(f"the SAE's site {sae.hook_name!r} is not a site of this model: {err.args[0]}") from None
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
-    if batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be at least 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size={batch_size!r} must be a whole number >= 1 (rows per forward pass)")
+    excluded = _excluded_ids(model, exclude_special_tokens)
     chunks = [(tokens[i:i + batch_size], None if attention_mask is None else attention_mask[i:i + batch_size])
               for i in range(0, tokens.shape[0], batch_size)]
     nats = dict.fromkeys(("clean", "spliced", "zero", "mean"), 0.0)
-    counted = n_real = 0
+    counted = n_real = n_inputs = 0
     active = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.W_enc.device)
     l0_sum, x_sum, x_sq, residual_sq = 0.0, 0.0, 0.0, 0.0
     with torch.inference_mode():
         for chunk, mask in chunks:
             logits, cache = model.run_with_cache(chunk, names=[site], attention_mask=mask)
             x = cache[site]  # (batch, pos, ...) the clean activation
-            real = torch.ones(chunk.shape, dtype=torch.bool, device=chunk.device) if mask is None else mask.bool()
-            features = sae.encode(x)[real]  # (real tokens, d_sae)
-            x_real = x[real].flatten(1).double()  # (real tokens, d_in)
-            x_hat = sae.reconstruct(x)[real].flatten(1).double()
-            active |= (features != 0).any(0)
+            keep = _kept(chunk, mask, excluded)  # (batch, pos) bool: the positions spliced and counted
+            features = sae.encode(x)[keep]  # (kept tokens, d_sae), or (kept tokens, head, d_sae) per head
+            x_real = x[keep].flatten(1).double()  # (kept tokens, d_in or head * d_in)
+            x_hat = sae.reconstruct(x)[keep].flatten(1).double()
+            active |= (features != 0).reshape(-1, sae.d_sae).any(0)
             l0_sum += float((features != 0).sum())
             x_sum = x_sum + x_real.sum(0)
             x_sq += float(x_real.pow(2).sum())
             residual_sq += float((x_real - x_hat).pow(2).sum())
-            n_real += int(real.sum())
+            n_real += int(keep.sum())
+            n_inputs += features.shape[:-1].numel()
             clean, counts = next_token_nats(logits, chunk, mask)
-            nats["clean"] += float(clean.double().sum())
+            counts = counts & keep[:, :-1]  # (batch, pos - 1): predictions made at kept positions
+            nats["clean"] += float(clean.double()[counts].sum())
             counted += int(counts.sum())
-            nats["spliced"] += _nats(model, chunk, mask, {site: sae.reconstruct})
-            nats["zero"] += _nats(model, chunk, mask, {site: torch.zeros_like})
-        mean = (x_sum / n_real).to(x.dtype).view(x.shape[2:])  # the site's mean over every real token
+            splice = _splice_kept(sae, keep) if excluded else sae.reconstruct
+            nats["spliced"] += _nats(model, chunk, mask, {site: splice}, counts)
+            nats["zero"] += _nats(model, chunk, mask, {site: torch.zeros_like}, counts)
+        if n_real == 0 or counted == 0:
+            raise UserError(f"no prediction is left to count: the positions hold padding or the excluded special "
+                            f"tokens {list(excluded)} (exclude_special_tokens); give longer rows of text")
+        mean = (x_sum / n_real).to(x.dtype).view(x.shape[2:])  # the site's mean over every counted token
         for chunk, mask in chunks:
-            nats["mean"] += _nats(model, chunk, mask, {site: lambda value: mean.expand_as(value).clone()})
+            counts = _counted(chunk, mask, excluded)
+            nats["mean"] += _nats(model, chunk, mask, {site: lambda value: mean.expand_as(value).clone()}, counts)
     loss = {key: value / counted for key, value in nats.items()}
     total_variance = x_sq / n_real - float((x_sum / n_real).pow(2).sum())
     return SAEMetrics(
         clean_loss=loss["clean"], spliced_loss=loss["spliced"], zero_ablated_loss=loss["zero"],
         mean_ablated_loss=loss["mean"],
         loss_recovered=(loss["zero"] - loss["spliced"]) / gap if (gap := loss["zero"] - loss["clean"]) else float("nan"),
-        l0=l0_sum / n_real, explained_variance=1 - (residual_sq / n_real) / total_variance,
-        dead_features=int((~active).sum()), d_sae=sae.d_sae, n_tokens=n_real, site=site)
+        l0=l0_sum / n_inputs, explained_variance=1 - (residual_sq / n_real) / total_variance,
+        dead_features=int((~active).sum()), d_sae=sae.d_sae, n_tokens=n_real, site=site,
+        excluded_token_ids=excluded)
 
 
-def _nats(model, tokens: torch.Tensor, mask: torch.Tensor | None, patch: dict) -> float:
-    """Total nats of the counted predictions with `patch` applied."""
-    return float(model.loss(tokens, attention_mask=mask, patch=patch, per_token=True).double().sum())
+def _excluded_ids(model, exclude_special_tokens: object) -> tuple[int, ...]:
+    """The token ids whose positions are neither spliced nor counted: () by default."""
+    if exclude_special_tokens is False:
+        return ()
+    if exclude_special_tokens is True:  # SAELens: the tokenizer's structural special ids (BOS, EOS, PAD)
+        config, tokenizer = model.config, model.tokenizer
+        ids = {config.bos_token_id, config.eos_token_id, config.pad_token_id, *config.eos_token_ids}
+        if tokenizer is not None:
+            ids |= {tokenizer.bos_token_id, tokenizer.pad_token_id}
+        ids = {i for i in ids if isinstance(i, int) and 0 <= i < config.d_vocab}
+        if not ids:
+            raise UserError("exclude_special_tokens=True: this model names no BOS/EOS/PAD token (config.json, "
+                            "tokenizer); pass the ids to exclude as a list, e.g. exclude_special_tokens=[50256]")
+        return tuple(sorted(ids))
+    if isinstance(exclude_special_tokens, (list, tuple)) and exclude_special_tokens:
+        d_vocab = model.config.d_vocab
+        for i in exclude_special_tokens:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d_vocab:
+                raise UserError(f"exclude_special_tokens: {i!r} is not a token id of this model; give whole "
+                                f"numbers in 0..{d_vocab - 1}, or True for the model's BOS/EOS/PAD ids")
+        return tuple(sorted(set(exclude_special_tokens)))
+    raise UserError(f"exclude_special_tokens must be False, True or a non-empty list of token ids, got "
+                    f"{exclude_special_tokens!r}")
+
+
+def _kept(tokens: torch.Tensor, mask: torch.Tensor | None, excluded: tuple[int, ...]) -> torch.Tensor:
+    """(batch, pos) bool: real positions not holding an excluded token."""
+    keep = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device) if mask is None else mask.bool()
+    if excluded:
+        keep = keep & ~torch.isin(tokens, torch.tensor(excluded, device=tokens.device))
+    return keep
+
+
+def _counted(tokens: torch.Tensor, mask: torch.Tensor | None, excluded: tuple[int, ...]) -> torch.Tensor:
+    """(batch, pos - 1) bool: predictions counted in the losses (both tokens real, made at a kept position)."""
+    real = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device) if mask is None else mask.bool()
+    return real[:, 1:] & real[:, :-1] & _kept(tokens, mask, excluded)[:, :-1]
+
+
+def _splice_kept(sae, keep: torch.Tensor):
+    """The SAE's reconstruction at kept positions, the clean activation elsewhere (SAELens's replacement hook)."""
+    def splice(value: torch.Tensor) -> torch.Tensor:
+        where = keep.view(*keep.shape, *([1] * (value.dim() - 2)))  # (batch, pos, 1, ...)
+        return torch.where(where, sae.reconstruct(value), value)
+    return splice
+
+
+def _nats(model, tokens: torch.Tensor, mask: torch.Tensor | None, patch: dict, counts: torch.Tensor) -> float:
+    """Total nats of the `counts` predictions (batch, pos - 1) with `patch` applied."""
+    nats = model.loss(tokens, attention_mask=mask, patch=patch, per_token=True)  # (batch, pos - 1)
+    return float(nats.double()[counts].sum())

@@ -40,9 +40,10 @@ def _resid_names(name: str) -> bool:
 
 
 def model_identity(model: Model) -> dict:
-    """What a lens file records about its model: where it came from and the shapes that must match."""
+    """What a lens file records about its model: its name (as given to minineo.load: "tiny-neo", "gpt2", a
+    folder as the user wrote it; not this machine's install path) and the shapes that must match."""
     c = model.config
-    return {"model": getattr(model, "source", None), "architecture": c.architecture, "n_layers": c.n_layers,
+    return {"model": getattr(model, "name", None) or getattr(model, "source", None), "architecture": c.architecture, "n_layers": c.n_layers,
             "d_model": c.d_model, "d_vocab": c.d_vocab}
 
 

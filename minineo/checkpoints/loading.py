@@ -54,7 +54,8 @@ def load(
         _column_major_matmul_weights(model)
     model.tokenizer = Tokenizer.from_dir(directory, config.bos_token_id)
     _check_bos(model.tokenizer, config, directory)
-    model.source = str(directory)
+    model.source = str(directory)  # where the files are (this machine's path)
+    model.name = str(name_or_path)  # what the user asked for: "tiny-neo", "gpt2", or their folder as given
     if compile:
         model.compile_fast_path()
     return model

@@ -14,8 +14,8 @@ from minineo import analysis
 from minineo.cli import plots
 from minineo.forward.model import Model
 from minineo.cli.display import plural, quote, show, show_token, titled_table, token_text, token_texts, visible
-from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, load_or_exit, plot_path,
-                                prompt_tokens)
+from minineo.cli.shared import (DeviceOption, HtmlOption, ModelOption, app, check_options, console, fail, html_path,
+                                load_or_exit, plot_path, prompt_tokens)
 
 PlotOption = typer.Option(None, "--plot", help="write a plot to this path (.png, .pdf, .svg or .jpg; no extension: .png)")
 METHODS = ("zero", "mean", "resample")
@@ -77,9 +77,10 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
 
 @app.command()
 def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOption, device: str = DeviceOption,
-         tuned: Optional[Path] = typer.Option(None, "--tuned", help="also a tuned lens folder, side by side")) -> None:
+         tuned: Optional[Path] = typer.Option(None, "--tuned", help="also a tuned lens folder, side by side"),
+         html: Optional[Path] = HtmlOption) -> None:
     """Logit lens: each layer's top token per position, the next token's rank, and KL to the final layer."""
-    plot = plot_path(plot)
+    plot, html = plot_path(plot), html_path(html)
     m = load_or_exit(model, device)
     tuned_lens = None if tuned is None else analysis.TunedLens.load(tuned, m)  # a wrong lens fails before any output
     tokens = prompt_tokens(m, prompt, model)
@@ -111,6 +112,11 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
         console.print(f"wrote {escape(str(plot))}")
     if tuned_lens is not None:
         console.print(lens_comparison(m, tokens, result, tuned_lens))
+    if html:
+        from minineo import views
+
+        views.lens(m, tokens, tuned_lens, name=model, prompt=prompt).save(html)
+        console.print(f"wrote {escape(str(html))}")
 
 
 def _column_chunks(cells: dict[str, list[str]], room: int) -> list[list[str]]:
@@ -168,14 +174,15 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
 @app.command()
 def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's text, e.g. ' Mary'"),
               wrong: Optional[str] = typer.Option(None, help="a wrong answer: attribute the logit difference"),
-              model: str = ModelOption, top: int = 12, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
+              model: str = ModelOption, top: int = 12, plot: Optional[Path] = PlotOption, device: str = DeviceOption,
+              html: Optional[Path] = HtmlOption) -> None:
     """Direct logit attribution of the answer logit (or answer - wrong) to embeddings, heads and MLPs.
 
     Answers of several tokens are compared on their first differing token, after the prompt plus
     the tokens they share (a byte-level model reads ' Mary' and ' John' as ' ' then 'M' or 'J').
     """
     check_options(top=(top, ">= 1"))
-    plot = plot_path(plot)
+    plot, html = plot_path(plot), html_path(html)
     m = load_or_exit(model, device)
     tokens, answer_id, wrong_id = answer_tokens(m, prompt, answer, wrong, model)
     with torch.inference_mode():
@@ -197,6 +204,11 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
                             plot, title=f"{model}: per-head DLA to {plain}", diverging=True,
                             colorbar=f"direct effect on the logit{' difference' if wrong_id is not None else ''} (logits)")
         console.print(f"wrote {escape(str(plot))}")
+    if html:
+        from minineo import views
+
+        views.attributions(m, tokens, answer_id, wrong_id, name=model, prompt=prompt).save(html)
+        console.print(f"wrote {escape(str(html))}")
 
 
 def answer_tokens(m, prompt: str, answer: str, wrong: Optional[str], model: str) -> tuple[torch.Tensor, int, int | None]:

@@ -96,6 +96,10 @@ def sae_eval_command(
     text_field: str = typer.Option("text", help="the text column of a .jsonl/.json/.parquet/saved corpus"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps"),
+    exclude_special_tokens: bool = typer.Option(
+        False, "--exclude-special-tokens/--count-special-tokens",
+        help="SAELens's run_evals convention: BOS/EOS/PAD positions are not spliced and not counted in the "
+             "losses, L0 or explained variance (default: every token counts)"),
 ) -> None:
     """The SAE spliced into the model at its site over CORPUS: loss clean / spliced / zero- and mean-ablated,
     the fraction of loss recovered, L0, explained variance, dead features (minineo.analysis.sae_metrics)."""
@@ -118,8 +122,11 @@ def sae_eval_command(
     if max_tokens < context:
         raise UserError(f"--max-tokens {max_tokens} is less than one row of --context {context}")
     rows = list(itertools.islice(pack_rows(m, read_documents(corpus, text_field), context), max_tokens // context))
-    figures = sae_metrics(m, autoencoder, torch.stack(rows), batch_size=batch_size)
-    table = Table(title=f"{autoencoder} in {model} on {corpus}: {len(rows):,} rows of {context} tokens")
+    figures = sae_metrics(m, autoencoder, torch.stack(rows), batch_size=batch_size,
+                          exclude_special_tokens=exclude_special_tokens)
+    counted = (f", special tokens {list(figures.excluded_token_ids)} not spliced or counted"
+               if figures.excluded_token_ids else "")
+    table = Table(title=f"{autoencoder} in {model} on {corpus}: {len(rows):,} rows of {context} tokens{counted}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for label, value in (("loss, clean (nats per token)", f"{figures.clean_loss:.4f}"),

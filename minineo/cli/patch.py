@@ -11,8 +11,9 @@ import typer
 from minineo import analysis
 from minineo.cli import plots
 from minineo.cli.display import show, show_token, titled_table
-from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, check_options, console,
-                                load_or_exit, normalised_logit_diff, pair_labels, plot_path, prompt_pair, working)
+from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_options,
+                                console, html_path, load_or_exit, normalised_logit_diff, pair_labels, plot_path,
+                                prompt_pair, working)
 from minineo.analysis.patching import check_site
 from minineo.errors import UserError
 
@@ -26,12 +27,12 @@ def patch(clean: str, corrupted: str,
           per: str = typer.Option("pos", help="pos (layer x position), head (layer x head) or head_pos"),
           top: int = 10, model: str = ModelOption,
           plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG heatmap to this path"),
-          device: str = DeviceOption) -> None:
+          device: str = DeviceOption, html: Optional[Path] = HtmlOption) -> None:
     """Activation patching: run CORRUPTED with one site of CLEAN's run patched in, for every layer and
     position (or head), and report the normalised logit difference of ANSWER over WRONG."""
     check_options(top=(top, ">= 1"))
     check_site(site, per)
-    plot = plot_path(plot)  # a path that cannot be written is refused before any work
+    plot, html = plot_path(plot), html_path(html)  # a path that cannot be written is refused before any work
     m = load_or_exit(model, device)
     prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
     clean_tokens, corrupted_tokens = prompt_pair(m, clean, corrupted, prefix)
@@ -64,3 +65,15 @@ def patch(clean: str, corrupted: str,
         plots.patching_heatmap(grid, plot, f"{model}: patching {site} per {per}", columns, METRIC_NAME,
                                {"pos": "position", "head": "head"}.get(per, "position, head"))
         console.print(f"wrote {plot}")
+    if html:
+        from minineo import views
+        from minineo.views.page import token_strings
+
+        words = [c if c == k else f"{c}/{k}" for c, k in zip(token_strings(m, clean_tokens[0]),
+                                                               token_strings(m, corrupted_tokens[0]))]
+        views.patching(values, per, tokens=words, name=model,
+                       prompt=f"clean: {clean}\ncorrupted: {corrupted}",
+                       title=f"Activation patching: {site} per {per}",
+                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of {answer!r} over {wrong!r} when this cell of "
+                              f"the clean run is patched into the corrupted run").save(html)
+        console.print(f"wrote {html}")

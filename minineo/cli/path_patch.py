@@ -11,8 +11,8 @@ import typer
 from minineo import analysis
 from minineo.cli import plots
 from minineo.cli.display import show, show_token, titled_table
-from minineo.cli.shared import (METRIC_NAME, DeviceOption, ModelOption, answer_tokens, app, console, load_or_exit,
-                                normalised_logit_diff, plot_path, prompt_pair)
+from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, console,
+                                html_path, load_or_exit, normalised_logit_diff, plot_path, prompt_pair)
 from minineo.errors import UserError
 
 
@@ -39,11 +39,11 @@ def path_patch(clean: str, corrupted: str,
                                                              "comma-separated, e.g. 1.2:q,1.0:q"),
                top: int = 10, model: str = ModelOption,
                plot: Optional[Path] = typer.Option(None, "--plot", help="write a (layer, head) heatmap to this path"),
-               device: str = DeviceOption) -> None:
+               device: str = DeviceOption, html: Optional[Path] = HtmlOption) -> None:
     """Path patching: in a run on CLEAN, one sender head at a time takes its output from CORRUPTED while every
     other head is frozen at its clean output; the receivers read the result. Reports the normalised logit
     difference of ANSWER over WRONG (1 = the clean run: no effect; 0 = the corrupted run)."""
-    plot = plot_path(plot)  # a path that cannot be written is refused before any work
+    plot, html = plot_path(plot), html_path(html)  # a path that cannot be written is refused before any work
     wanted = parse_receivers(receivers)
     m = load_or_exit(model, device)
     prefix, answer_id, wrong_id = answer_tokens(m, answer, wrong)
@@ -70,3 +70,11 @@ def path_patch(clean: str, corrupted: str,
                                "change in normalised logit difference\n(0 = no effect, -1 = the corrupted run)", "head",
                                anchors=plots.CHANGE)
         console.print(f"wrote {plot}")
+    if html:
+        from minineo import views
+
+        views.patching(grid, "head", name=model, prompt=f"clean: {clean}\ncorrupted: {corrupted}",
+                       title=f"Path patching: every head -> {target}", centre=1.0,
+                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of {answer!r} over {wrong!r} when only this head's "
+                              f"path to {target} carries its corrupted output (1 = no effect)").save(html)
+        console.print(f"wrote {html}")

@@ -1,4 +1,5 @@
-"""The `minineo` app, its shared options and its one error boundary.
+"""The `minineo` app, its shared options and its one error boundary (its core, shared with the `python -m`
+scripts, is minineo.boundary).
 
 Every command registered on `app` runs inside the boundary. A `UserError` (a mistake the user can fix)
 or an OSError (a path that cannot be read or written) prints one `error: ...` paragraph on stderr and
@@ -15,8 +16,8 @@ register with `@app.command()`; the package's `__init__` imports them. This modu
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,29 +29,24 @@ from rich.console import Console
 from rich.text import Text
 
 from minineo import progress
+from minineo.boundary import debugging_by_environment, err_console, print_error, show_warning
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import check_device, load
 from minineo.cli.display import plural, show, show_token
 from minineo.errors import UserError
 
 console = Console()
-err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
 def debugging() -> bool:
     """True under `--debug` or MININEO_DEBUG=1: user errors keep their traceback."""
-    return _state["debug"] or os.environ.get("MININEO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+    return _state["debug"] or debugging_by_environment()
 
 
 def fail(message: str) -> None:
     """Raise the UserError the boundary prints as `error: message`."""
     raise UserError(message)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
-    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
 
 
 def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,15 +60,14 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     def run_command(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
+                warnings.showwarning = show_warning
                 if isinstance(kwargs.get("device"), str):
                     check_device_option(kwargs["device"])
                 return command(*args, **kwargs)
         except (UserError, OSError) as err:
             if debugging():
                 raise
-            text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
-            err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+            print_error(err)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if debugging():
@@ -83,14 +78,20 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
     return run_command
 
 
+def help_paragraphs(doc: str | None) -> str:
+    """A docstring as help text: paragraphs (split at blank lines) each on one line, so that the help
+    wraps at the terminal's width, not where the source line ended ("... every layer and\n position")."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
+
+
 class App(typer.Typer):
     """A Typer app whose every command runs inside the error boundary."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().command(*args, **kwargs)
-
         def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-            register(_boundary(function))
+            help_text = kwargs.get("help") or help_paragraphs(function.__doc__)
+            super(App, self).command(*args, **{**kwargs, "help": help_text})(_boundary(function))
             return function
 
         return decorator
@@ -236,6 +237,15 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
     from minineo.cli.plots import SUFFIXES
 
     return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
+
+
+def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
+    """The checked HTML page to write (.html or .htm; no extension: .html), before any work; None stays None."""
+    return None if path is None else output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
+
+
+HtmlOption = typer.Option(None, "--html", help="also write an interactive HTML page to this path (one self-contained "
+                                               "file, no network)")
 
 
 # ---- answers and prompt pairs: shared by `patch` and `path-patch` -------------------------------------

@@ -7,6 +7,7 @@ prompt plus `max_new_tokens`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,27 +19,53 @@ from minineo.checkpoints.tokens import TokenInput, positions_from_mask
 if TYPE_CHECKING:
     from minineo.forward.model import Model
 
-__all__ = ["KVCache", "generate"]
+__all__ = ["KVCache", "generate", "MODEL_EOS"]
+
+
+class _ModelEos:
+    """The default of `eos_token_id`: the model's own (config.json's), as HF's `generate` takes it from the config."""
+
+    def __repr__(self) -> str:
+        return "MODEL_EOS"
+
+
+MODEL_EOS = _ModelEos()
 
 
 @torch.inference_mode()
 def generate(
     model: Model, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
-    do_sample: bool = False, attention_mask: torch.Tensor | None = None, eos_token_id: int | None = None,
+    do_sample: bool = False, attention_mask: torch.Tensor | None = None,
+    eos_token_id: int | Sequence[int] | torch.Tensor | None | _ModelEos = MODEL_EOS, pad_token_id: int | None = None,
     generator: torch.Generator | None = None, static: bool | None = None,
 ) -> torch.Tensor:
-    """Prompt plus up to `max_new_tokens` tokens: LongTensor (batch, pos + new).
+    """Prompt plus up to `max_new_tokens` tokens: LongTensor (batch, pos + new), as HF's `generate` returns them.
 
     Greedy unless `do_sample`. Left-padded batches need `attention_mask` (text input is padded and
-    masked automatically). Rows that produced `eos_token_id` continue with padding. `static` decodes
-    with the same shapes at every step (the default when the model was compiled; see `KVCache`).
+    masked automatically). `static` decodes with the same shapes at every step (the default when the
+    model was compiled; see `KVCache`).
+
+    Stopping follows HF's `generate` (transformers' `_sample` and `EosTokenCriteria`):
+    - `eos_token_id` defaults to the model's own (every id config.json lists, `model.config.eos_token_ids`); an
+      int or a list/tuple/1-D tensor of ids stops a row at the first of them it produces (the stop token
+      is kept in the output); `None` disables stopping, so exactly `max_new_tokens` tokens come out.
+    - A row that has stopped continues with `pad_token_id` while the others decode; generation ends
+      when every row has stopped or after `max_new_tokens`, so the result is as wide as the longest
+      row needed. `pad_token_id` defaults, as in HF, to config.json's `pad_token_id`, else the first
+      stop id.
+
+    Raises UserError for a negative `max_new_tokens`, a prompt that does not fit n_ctx with the new
+    tokens, a non-positive sampling temperature, a bad `top_k`, or a stop/pad id that is not a token id
+    of the vocabulary (0..d_vocab-1; a bool or float is not an id).
     """
-    if max_new_tokens < 0:
-        raise UserError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise UserError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
     if do_sample and temperature <= 0:
         raise UserError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
+    stop_ids = _stop_ids(model, eos_token_id)
+    pad = _pad_id(model, pad_token_id, stop_ids)
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
     batch, prompt = tokens.shape
     if prompt + max_new_tokens > model.config.n_ctx:
@@ -53,20 +80,63 @@ def generate(
     else:
         position_ids = positions_from_mask(attention_mask)
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
-    pad = model.tokenizer.pad_token_id if model.tokenizer is not None and model.tokenizer.pad_token_id is not None else 0
+    stops = None if stop_ids is None else torch.tensor(stop_ids, dtype=torch.long, device=tokens.device)
     logits = model.decode(tokens, kv, position_ids, attention_mask)  # (batch, d_vocab)
     position_ids = position_ids[:, -1:]  # (batch, 1)
     for step in range(max_new_tokens):
         next_token = _choose(logits.float(), do_sample, temperature, top_k, generator)  # (batch,)
-        if eos_token_id is not None:
+        if stops is not None:  # HF: finished rows get the pad id, then a row finishes on any stop id
             next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
-            finished |= next_token == eos_token_id
+            finished |= torch.isin(next_token, stops)
         out[:, prompt + step] = next_token
-        if step + 1 == max_new_tokens or eos_token_id is not None and bool(finished.all()):
+        if step + 1 == max_new_tokens or stops is not None and bool(finished.all()):
             return out[:, :prompt + step + 1]
         position_ids = position_ids + 1  # every new token is real: the next position of its row
         logits = model.decode(next_token[:, None], kv, position_ids)
     return out
+
+
+def _stop_ids(model: Model, eos_token_id: object) -> list[int] | None:
+    """The stop ids as a list of ints, or None (no stopping); the model's own for MODEL_EOS."""
+    if eos_token_id is MODEL_EOS:
+        config = model.config
+        # every id config.json lists, as HF's generation config takes them (an id outside the vocabulary is
+        # never produced, so it never stops a row: HF behaves the same)
+        own = list(config.eos_token_ids) or ([] if config.eos_token_id is None else [config.eos_token_id])
+        return own or None
+    if eos_token_id is None:
+        return None
+    what = "eos_token_id"
+    if isinstance(eos_token_id, torch.Tensor):
+        if eos_token_id.dim() > 1 or eos_token_id.is_floating_point() or eos_token_id.is_complex() \
+                or eos_token_id.dtype == torch.bool:
+            raise UserError(f"{what} must be an int, a list of ints or a 1-D integer tensor of token ids, got a "
+                            f"{eos_token_id.dtype} tensor of shape {tuple(eos_token_id.shape)}")
+        eos_token_id = eos_token_id.reshape(-1).tolist()
+    ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    if not ids:
+        raise UserError(f"{what}=[] names no stop token; give at least one id, or eos_token_id=None to never stop early")
+    for i in ids:
+        _check_id(model, what, i)
+    return ids
+
+
+def _pad_id(model: Model, pad_token_id: object, stop_ids: list[int] | None) -> int:
+    """HF's rule: the given pad id, else config.json's pad_token_id, else the first stop id (0 when none is needed)."""
+    if pad_token_id is not None:
+        _check_id(model, "pad_token_id", pad_token_id)
+        return int(pad_token_id)
+    if model.config.pad_token_id is not None:
+        return model.config.pad_token_id
+    return stop_ids[0] if stop_ids else 0
+
+
+def _check_id(model: Model, what: str, value: object) -> None:
+    d_vocab = model.config.d_vocab
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < d_vocab:
+        raise UserError(f"{what} {value!r} is not a token id of this model: give a whole number in 0..{d_vocab - 1} "
+                        f"(the vocabulary), e.g. model.to_tokens('<|endoftext|>', prepend_bos=False)[0, 0]"
+                        + (", or eos_token_id=None to never stop early" if what == "eos_token_id" else ""))
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None,

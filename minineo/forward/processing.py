@@ -2,7 +2,7 @@
 
 The definitions are TransformerLens 3.9's (`ProcessWeights.fold_layer_norm`, `center_writing_weights`,
 `center_unembed`, `fold_value_biases`, applied in that order by `HookedTransformer.from_pretrained`'s
-default processing); tests/test_processing.py checks the invariants, and the README says how the
+default processing); tests/test_processing.py checks the invariants, and docs/fidelity.md says how the
 parameters compare with TransformerLens's own. Each step leaves log_softmax(logits) unchanged:
 
 - fold_ln: each LayerNorm's weight and bias move into the weights that read its output (W_Q, W_K, W_V
@@ -115,5 +115,5 @@ def _build(model: Model, config, params: dict[str, torch.Tensor]) -> Model:
         if not ln.weights:  # constant buffers, not in the state dict: made here, not on the meta device
             ln.w = torch.ones(config.d_model, dtype=like.dtype, device=like.device)
             ln.b = torch.zeros(config.d_model, dtype=like.dtype, device=like.device)
-    new.source = getattr(model, "source", None)
+    new.source, new.name = getattr(model, "source", None), getattr(model, "name", None)
     return new.requires_grad_(False).train(model.training)

@@ -25,7 +25,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   name orders ("When Mary and John went to the store, John gave a drink to Mary.", and with "John
   and Mary") with now and then a line of the Zen of Python; 1/4 are random printable bytes in segments
   that each repeat twice; 3/8 are such repeated segments drawn uniformly from the whole vocabulary.
-- **Training** (`python -m minineo.zoo.train_tiny --model {name}`, its defaults): {steps} steps of AdamW
+- **Training** ({command}): {steps} steps of AdamW
   (betas 0.9, 0.98; no weight decay; gradients clipped at norm 1), learning rate {lr:g} after {warmup}
   linear warm-up steps, then constant (so the step-N model does not depend on `--steps`); batches of {batch} rows of {length} tokens;
   seed {seed}, {threads_text}, deterministic algorithms. This run took {seconds:.0f} s of wall
@@ -35,7 +35,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
   all 256 bytes (seed 7), each repeated twice; IOI through `minineo ioi`'s analysis on
   `ioi_dataset(model, 64, seed=5)`, 64 prompts, half ABBA, half BABA; `minineo ioi --n 64` draws seed 0
-  and the README's table its own repeats, so their numbers differ a little):
+  and the zoo page's table (docs/zoo.md) its own repeats, so their numbers differ a little):
 
 | quantity | value |
 | --- | --- |
@@ -54,9 +54,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   **Check** that the shipped files are what the recipe makes (it retrains with the shipped seed in a
   temporary folder and compares the behaviour thresholds, not the bits; about 14 minutes of one CPU
   thread per seed, `--seeds 0 1 2 --jobs 2` for the table below):
-  `python -m minineo.zoo.check_recipe --model {name}`. Round-off differences between machines, CPU
-  kernels and torch versions grow during training, so another machine gets the same behaviour, not
-  the same bits.
+  `python -m minineo.zoo.check_recipe --model {name}`. {reproduces}
 - **Seeds**: the recipe from scratch with three seeds, each measured as above:
 
 {seeds_begin}
@@ -66,6 +64,16 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
 Files: `config.json` (`model_type: {model_type}`), `model.safetensors` (HF {hf_class} keys; HF loads
 it as is), `tokenizer.json` (the `tokenizers` library's byte-level BPE, no merges).
 """
+
+
+# What reproduces (docs/zoo.md says the same): the card quotes it verbatim.
+REPRODUCES = ('**What reproduces**: the behaviour, on any machine; the bits, only on the same kind of CPU.\n'
+              '  Retrained from scratch on another machine, seed 0 of both toys met every threshold again, but the\n'
+              "  weights differed (up to 2.3 in one weight; tiny-gpt2's induction head and name mover moved from L1H0\n"
+              '  to L1H2 and L1H3): CPU kernels differ in their round-off between machines, and 9000 steps amplify it.\n'
+              "  The same bits need the same x86-64 CPU model running torch 2.13.0's AVX-512 kernels\n"
+              '  (`torch.backends.cpu.get_cpu_capability()` = AVX512; MKL, oneDNN 3.12) on one thread, as these files\n'
+              '  were made (a 2-core x86-64 machine); elsewhere expect the thresholds, not the weights.')
 
 
 # What runs outside the seeds table showed (kept in the card when it is rewritten; measured 2026-12-02).
@@ -84,17 +92,37 @@ NOTES = {
 }
 
 
+def training_command(name: str, recipe, seed: int, threads: int) -> str:
+    """The train_tiny command line that makes these weights (the options that change them), for the card:
+    "`python -m minineo.zoo.train_tiny --model tiny-neo`, its defaults" or "`... --steps 10`, defaults otherwise"."""
+    default = type(recipe)()  # train_tiny's Recipe and its defaults (imported there, not here: no circle)
+    options = [f"--model {name}"]
+    options += [f"--seed {seed}"] if seed != 0 else []
+    options += [f"--steps {recipe.steps}"] if recipe.steps != default.steps else []
+    options += [f"--lr {recipe.lr:g}"] if recipe.lr != default.lr else []
+    options += [f"--threads {threads}"] if threads != 1 else []
+    rest = [f"{field}={getattr(recipe, field):g}" for field in ("batch_size", "length", "warmup", "weight_decay",
+                                                                "init_std") if getattr(recipe, field) != getattr(default, field)]
+    command = "`python -m minineo.zoo.train_tiny " + " ".join(options) + "`"
+    if rest:  # a Recipe built in Python: train_tiny has no option for these
+        return command + " with a Recipe that also sets " + ", ".join(rest) + " (no train_tiny option sets these)"
+    return command + (", its defaults" if len(options) == 1 else ", defaults otherwise")
+
+
 def card(name: str, model: Model, recipe, seed: int, final: float, seconds: float, threads: int, behaviour,
          seeds: str, provenance: str | None = None) -> str:
+    """The card's text. `provenance`: a sentence on where these weights come from; None only for the
+    shipped folder's own run (it then says that the shipped weights are what the command wrote)."""
     arch, hf_class, details = ARCHITECTURES[model.config.architecture]
     failures = behaviour.failures()
     threads_text = f"{threads} CPU thread" + ("s" if threads != 1 else "")
     verdict = "These files meet all of them." if not failures else "These files do NOT meet these (condition: measured): " + "; ".join(failures) + "."
     return CARD.format(
-        name=name, arch=arch, hf_class=hf_class, details=details, model_type=model.config.architecture,
+        name=name, arch=arch, hf_class=hf_class, details=details, command=training_command(name, recipe, seed, threads),
+        model_type=model.config.architecture,
         params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
         batch=recipe.batch_size, length=recipe.length, seed=seed,
         threads_text=threads_text, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
         provenance=provenance or f"**The shipped weights are what this command wrote** (seed {seed}).",
-        seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
+        reproduces=REPRODUCES, seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
     )

@@ -13,7 +13,6 @@ Bits are not compared: round-off differs between machines and torch builds and g
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,10 @@ HEADER = ("| seed | any-token repeats, loss 1st -> 2nd half (HF) | induction sco
           "| --- | --- | --- | --- | --- | --- | --- |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    from minineo.boundary import ScriptParser
+
+    parser = ScriptParser("minineo.zoo.check_recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(EMBEDDED), default="tiny-neo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="0 is the shipped seed")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (one CPU thread each)")
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: measure KEEP/seed-N left by an earlier run instead of retraining it")
     parser.add_argument("--card", action="store_true", help="write the seeds table into the shipped card")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1 (got {args.jobs})")
     if any(seed < 0 for seed in args.seeds):
@@ -98,4 +99,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

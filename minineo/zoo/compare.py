@@ -1,14 +1,12 @@
-"""The README's side-by-side table: the seed's GPT-2 vs GPT-Neo comparisons, one column per model.
+"""The zoo page's side-by-side table (docs/zoo.md): the seed's GPT-2 vs GPT-Neo comparisons, one column per model.
 
     python -m minineo.zoo.compare [--models tiny-neo tiny-gpt2 [gpt2 EleutherAI/gpt-neo-125M]]
 
 Each row is what one `minineo` command shows (COMMANDS), computed with the same analysis calls and
-arguments; prints a Markdown table. tests/test_zoo_models.py checks the README quotes it.
+arguments; prints a Markdown table. tests/test_zoo_models.py checks docs/zoo.md quotes it.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 
@@ -61,13 +59,18 @@ def table(models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny-neo", "tiny-gpt2"])
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    from minineo.boundary import ScriptParser
+
+    parser = ScriptParser("minineo.zoo.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-neo", "tiny-gpt2"],
+                        help="zoo names, hub ids or folders (default: tiny-neo tiny-gpt2)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(table(args.models))
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

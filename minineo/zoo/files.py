@@ -20,7 +20,10 @@ EXPORTS = {"gpt_neo": to_hf_gpt_neo, "gpt2": to_hf_gpt2}
 
 def save(model: Model, name: str, out: Path, seed: int, recipe, losses: list[float], seconds: float,
          threads: int, provenance: str | None = None) -> None:
-    """The HF folder, then the card with the behaviour measured on it."""
+    """The HF folder, then the card with the behaviour measured on it.
+
+    Only a run into the shipped folder itself (minineo/zoo/NAME) is called the shipped weights on its card;
+    any other folder's card says that its weights are a scratch run (unless `provenance` says otherwise)."""
     from minineo.zoo.behaviour import measure
 
     write_folder(model, out)
@@ -28,9 +31,17 @@ def save(model: Model, name: str, out: Path, seed: int, recipe, losses: list[flo
     final = sum(losses[-100:]) / len(losses[-100:])
     readme = out / "README.md"
     seeds = seeds_section(readme.read_text()) if readme.is_file() else ""
+    if provenance is None and not is_shipped_folder(name, out):
+        provenance = (f"**These are scratch weights** written to `{out}`, not the shipped {name} "
+                      f"(`minineo.load(\"{name}\")` loads those, from minineo/zoo/{name}).")
     readme.write_text(card(name, model, recipe, seed, final, seconds, threads, behaviour, seeds, provenance))
     print(f"saved {name} (seed {seed}) to {out}: mean training loss over the last 100 steps {final:.4f}; "
           f"thresholds missed: {behaviour.failures() or 'none'}")
+
+
+def is_shipped_folder(name: str, out: Path) -> bool:
+    """Is `out` the shipped model's own folder, minineo/zoo/NAME?"""
+    return Path(out).resolve() == (Path(__file__).resolve().parent / name).resolve()
 
 
 def write_folder(model: Model, out: Path) -> None:

@@ -21,7 +21,6 @@ overwrites a shipped model; --out minineo/zoo/MODEL rewrites it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -122,8 +121,10 @@ def induction_report(model: Model) -> str:
     return " | ".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    from minineo.boundary import ScriptParser
+
+    parser = ScriptParser("minineo.zoo.train_tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), default="tiny-neo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=Recipe.steps)
@@ -133,7 +134,7 @@ def main() -> None:
                         help="default: ./MODEL-seedS (give minineo/zoo/MODEL to replace a shipped model)")
     parser.add_argument("--report", type=int, default=250, help="print progress every this many steps (0: never)")
     parser.add_argument("--checkpoints", type=Path, default=None, help="keep the weights every 250 steps here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name, value in (("--steps", args.steps), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{name} must be at least 1 (got {value})")
@@ -153,4 +154,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

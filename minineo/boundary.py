@@ -1,0 +1,77 @@
+"""The one error boundary's core, shared by the `minineo` app (minineo/cli/shared.py) and the `python -m` scripts.
+
+A user's mistake (UserError, or an OSError: a path that cannot be read or written) is one `error: ...`
+paragraph on stderr and a non-zero exit; any other exception is a bug and keeps its traceback. The app
+wraps every command in it (`minineo.cli.shared`); the scripts (minineo.zoo.compare / train_tiny /
+check_recipe, benchmarks, benchmarks.device) call `run_script(main)` and parse with `ScriptParser`, so a
+malformed option is the same one line, naming the program as it is run (`python -m minineo.zoo.compare`).
+MININEO_DEBUG=1 shows the traceback of user errors too. It sits below the CLI so that the scripts, which
+the CLI may import, never import the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.text import Text
+
+from minineo.errors import UserError
+
+err_console = Console(stderr=True)
+
+
+def debugging_by_environment() -> bool:
+    """MININEO_DEBUG=1 (or true/yes/on): user errors keep their traceback."""
+    return os.environ.get("MININEO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (e.g. skipped documents) as one `warning:` paragraph on stderr, without source lines."""
+    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
+
+
+def print_error(err: BaseException) -> None:
+    """A user's mistake (UserError, or an OSError: a path) as the one `error: ...` paragraph on stderr."""
+    text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
+    err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
+
+
+class ScriptUsageError(UserError):
+    """A malformed command line of a `python -m` script (argparse's error), exit status 2 as argparse's."""
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """argparse for the `python -m` scripts (minineo.zoo.*, benchmarks): the program is named as it is run
+    (`python -m minineo.zoo.compare`), and a malformed option is one `error:` line through `run_script`'s
+    boundary (argparse's usage block and exit status 2 otherwise)."""
+
+    def __init__(self, module: str, **kwargs: Any):
+        super().__init__(prog=f"python -m {module}", **kwargs)
+
+    def error(self, message: str):  # argparse's hook for every command-line mistake
+        raise ScriptUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The CLI's boundary around a `python -m` script's main(): a UserError or OSError is one `error:`
+    paragraph and exit status 1 (2 for a malformed command line); warnings print as `warning:` lines;
+    any other exception is a bug and keeps its traceback. --debug is not an option of the scripts:
+    MININEO_DEBUG=1 shows every traceback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return main(*args, **kwargs)
+    except (UserError, OSError) as err:
+        if debugging_by_environment():
+            raise
+        print_error(err)
+        raise SystemExit(2 if isinstance(err, ScriptUsageError) else 1) from None
+    except KeyboardInterrupt:
+        if debugging_by_environment():
+            raise
+        err_console.print(Text("interrupted", style="bold red"))
+        raise SystemExit(130) from None

@@ -1,0 +1,155 @@
+// minineo circuit view: a layered graph of an EAP-IG file, a slider for the edges kept, click a node for its edges.
+"use strict";
+const L = DATA.n_layers, H = DATA.n_heads, NODES = DATA.nodes;
+const SRC = uint16s(DATA.senders), DST = uint16s(DATA.receivers), PORT = uint16s(DATA.ports);
+const SCORE = floats(DATA.scores);                        // sorted by |score|, largest first
+const E = SCORE.length, MAXABS = Math.max(1e-12, Math.abs(SCORE[0] || 0));
+const COL = Math.max(64, Math.min(110, Math.floor(900 / (H + 1)))), ROW = 92, NW = Math.min(54, COL - 8), NH = 22;
+const W = COL * (H + 1) + 40, HEIGHT = ROW * (L + 1) + 60;
+const svg = document.getElementById("graph");
+svg.setAttribute("width", W); svg.setAttribute("height", HEIGHT); svg.setAttribute("viewBox", `0 0 ${W} ${HEIGHT}`);
+
+const pos = NODES.map(name => {                          // centre of each node
+  if (name === "input") return {x: W / 2, y: 24, w: 120};
+  if (name === "logits") return {x: W / 2, y: HEIGHT - 30, w: 120};
+  let m = /^a(\d+)\.h(\d+)$/.exec(name);
+  if (m) return {x: 20 + COL * (+m[2] + 0.5), y: 24 + ROW * (+m[1] + 1) - 18, w: NW};
+  m = /^m(\d+)$/.exec(name);
+  return {x: 20 + COL * (H + 0.5), y: 24 + ROW * (+m[1] + 1) + 18, w: NW};
+});
+function edgeName(e) {
+  const port = PORT[e] < 3 ? `<${"qkv"[PORT[e]]}>` : "";
+  return `${NODES[SRC[e]]}->${NODES[DST[e]]}${port}`;
+}
+function pathOf(e) {
+  const s = pos[SRC[e]], r = pos[DST[e]];
+  const x1 = s.x, y1 = s.y + NH / 2;
+  const x2 = r.x + (PORT[e] < 3 ? (PORT[e] - 1) * (r.w / 3) : 0), y2 = r.y - NH / 2;
+  const dy = Math.max(20, (y2 - y1) / 2);
+  return `M${x1.toFixed(1)},${y1.toFixed(1)} C${x1.toFixed(1)},${(y1 + dy).toFixed(1)} ${x2.toFixed(1)},${(y2 - dy).toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`;
+}
+
+// static layers: row labels and nodes; edges go in their own group under the nodes
+let html = `<g id="labels">`;
+for (let l = 0; l < L; l++) html += `<text x="2" y="${24 + ROW * (l + 1)}" fill="#888">L${l}</text>`;
+html += `</g><g id="edges"></g><g id="nodes">`;
+NODES.forEach((name, i) => {
+  const p = pos[i], head = name.startsWith("a");
+  const fill = head ? "#eef3fb" : name.startsWith("m") ? "#f4f0fa" : "#f3f3f3";
+  html += `<g class="node" data-node="${name}" data-index="${i}"><rect x="${p.x - p.w / 2}" y="${p.y - NH / 2}" ` +
+    `width="${p.w}" height="${NH}" rx="4" fill="${fill}" stroke="#777"/>` +
+    `<text x="${p.x}" y="${p.y + 4}" text-anchor="middle">${name}</text>`;
+  if (head) for (let k = 0; k < 3; k++)
+    html += `<text x="${p.x + (k - 1) * p.w / 3}" y="${p.y - NH / 2 - 2}" text-anchor="middle" font-size="9" fill="#555">${"qkv"[k]}</text>`;
+  html += `</g>`;
+});
+svg.innerHTML = html + `</g>`;
+const edgeGroup = svg.querySelector("#edges");
+
+const slider = document.getElementById("keep"), number = document.getElementById("keep-number");
+slider.max = E; number.max = E;
+let kept = 0, focus = null;
+const inGraph = new Set(DATA.in_graph);
+
+function width(e) { return (0.6 + 4.4 * Math.abs(SCORE[e]) / MAXABS).toFixed(2); }
+function colour(e) { return SCORE[e] >= 0 ? "#2166ac" : "#b2182b"; }
+
+function drawEdges() {
+  const drawn = Math.min(kept, DATA.max_drawn);
+  let out = "";
+  for (let e = drawn - 1; e >= 0; e--) {                // smallest first, so the largest lie on top
+    const touches = focus === null || SRC[e] === focus || DST[e] === focus;
+    const opacity = focus === null ? 0.35 + 0.6 * Math.abs(SCORE[e]) / MAXABS : (touches ? 0.95 : 0.06);
+    out += `<path class="edge" data-edge="${e}" d="${pathOf(e)}" fill="none" stroke="${colour(e)}" ` +
+           `stroke-width="${width(e)}" stroke-opacity="${opacity.toFixed(2)}"/>`;
+  }
+  edgeGroup.innerHTML = out;
+  svg.dataset.drawn = drawn; svg.dataset.kept = kept;
+  const used = new Set();
+  for (let e = 0; e < kept; e++) { used.add(SRC[e]); used.add(DST[e]); }
+  svg.querySelectorAll(".node").forEach(g => {
+    const i = +g.dataset.index;
+    g.style.opacity = kept === 0 || used.has(i) ? 1 : 0.35;
+    g.querySelector("rect").setAttribute("stroke-width", i === focus ? 3 : 1);
+  });
+  const full = DATA.n_edges_full;
+  let status = `kept ${kept.toLocaleString("en")} of ${E.toLocaleString("en")} edges in the file` +
+    (E !== full ? ` (a full ${L} x ${H} graph has ${full.toLocaleString("en")})` : "") + `; drawn: ${drawn.toLocaleString("en")}`;
+  if (kept > DATA.max_drawn) status += ` — only the ${DATA.max_drawn.toLocaleString("en")} largest |score| are drawn, ` +
+    `the other ${(kept - drawn).toLocaleString("en")} kept edges are listed when you click a node`;
+  if (kept > 0) status += `; smallest kept |score| ${Math.abs(SCORE[kept - 1]).toPrecision(3)}`;
+  document.getElementById("status").textContent = status;
+  document.getElementById("faith").textContent = faithText();
+  drawCurve();
+  if (focus !== null) listEdges(focus);
+}
+function faithText() {
+  const f = DATA.faithfulness;
+  if (!f) return "faithfulness: the file has no curve (optional key \"faithfulness\")";
+  let best = -1;
+  for (let i = 0; i < f.n_edges.length; i++) if (f.n_edges[i] <= kept) best = i;
+  const exact = best >= 0 && f.n_edges[best] === kept;
+  if (best < 0) return `faithfulness: not measured at ${kept} edges or fewer (smallest measured size: ${f.n_edges[0]})`;
+  return `faithfulness ${f.faithfulness[best].toFixed(3)} at ${f.n_edges[best]} edges` +
+    (exact ? "" : ` (the largest measured size up to ${kept})`) + ` (edges ranked by ${f.ranking} score)`;
+}
+function drawCurve() {                            // the file's faithfulness curve, the current size marked
+  const f = DATA.faithfulness, box = document.getElementById("curve");
+  if (!f) { box.hidden = true; return; }
+  const w = 260, h = 90, x0 = 34, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
+  const xmax = Math.max(E, ...f.n_edges), lo = Math.min(0, ...f.faithfulness), hi = Math.max(1, ...f.faithfulness);
+  const X = k => x0 + pw * Math.log10(k + 1) / Math.log10(xmax + 1), Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
+  let out = `<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>` +
+    `<text x="2" y="${Y(hi) + 8}" font-size="9">${hi.toFixed(1)}</text><text x="2" y="${Y(lo)}" font-size="9">${lo.toFixed(1)}</text>` +
+    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges (log scale)</text>` +
+    `<polyline fill="none" stroke="#333" points="${f.n_edges.map((k, i) => `${X(k).toFixed(1)},${Y(f.faithfulness[i]).toFixed(1)}`).join(" ")}"/>` +
+    `<line x1="${X(kept)}" x2="${X(kept)}" y1="${y0}" y2="${y0 + ph}" stroke="#d07000"/>`;
+  let best = -1;
+  for (let i = 0; i < f.n_edges.length; i++) if (f.n_edges[i] <= kept) best = i;
+  if (best >= 0) out += `<circle cx="${X(f.n_edges[best])}" cy="${Y(f.faithfulness[best])}" r="3.5" fill="#d07000"/>`;
+  box.innerHTML = out;
+}
+function listEdges(i) {
+  const rows = [];
+  for (let e = 0; e < kept; e++) if (SRC[e] === i || DST[e] === i) rows.push(e);
+  document.getElementById("list-title").textContent = `${NODES[i]}: ${rows.length} kept edge${rows.length === 1 ? "" : "s"}`;
+  let out = "<table>";
+  for (const e of rows.slice(0, 1000))
+    out += `<tr class="edge-row" data-edge-name="${esc(edgeName(e))}" data-score="${SCORE[e]}"><td>${esc(edgeName(e))}</td>` +
+           `<td style="color:${colour(e)}">${fmt(SCORE[e])}</td></tr>`;
+  if (rows.length > 1000) out += `<tr><td>... and ${rows.length - 1000} more</td></tr>`;
+  document.getElementById("edge-list").innerHTML = out + "</table>";
+}
+function setKept(n) {
+  kept = Math.max(0, Math.min(E, n | 0));
+  slider.value = kept; number.value = kept;
+  drawEdges();
+}
+slider.addEventListener("input", () => setKept(+slider.value));
+number.addEventListener("change", () => setKept(+number.value));
+svg.addEventListener("click", ev => {
+  const g = ev.target.closest(".node");
+  focus = g ? (+g.dataset.index === focus ? null : +g.dataset.index) : null;
+  if (focus === null) { document.getElementById("list-title").textContent = "click a node";
+    document.getElementById("edge-list").innerHTML = ""; }
+  drawEdges();
+});
+svg.addEventListener("mousemove", ev => {
+  const p = ev.target.closest(".edge");
+  if (!p) { hideTip(); return; }
+  const e = +p.dataset.edge;
+  showTip(`${esc(edgeName(e))}: ${fmt(SCORE[e])}`, ev);
+});
+const fileButton = document.getElementById("file-circuit");
+if (inGraph.size > 0) {
+  // the file's own circuit (in_graph) as a top-N when it is one; else say how many edges it has
+  let prefix = true;
+  for (let e = 0; e < inGraph.size; e++) if (!inGraph.has(e)) prefix = false;
+  fileButton.hidden = false;
+  fileButton.textContent = `the file's circuit: ${inGraph.size} edges` + (prefix ? "" : " (not a top-N by |score|; showing the top N of that size)");
+  fileButton.addEventListener("click", () => setKept(inGraph.size));
+}
+document.getElementById("source").textContent = [DATA.source ? `file: ${DATA.source}` : "",
+  DATA.data_note ? `scores computed on: ${DATA.data_note}` : ""].filter(x => x).join("; ");
+setKept(inGraph.size > 0 ? inGraph.size : Math.min(E, 50));
+document.body.dataset.ready = "1";

@@ -1,0 +1,175 @@
+"""The views without a browser: packing round trips, what a page contains (model, prompt, version, no URL), the
+circuit reader's checks of EAP-IG files, and the commands' errors. tests/test_views_browser.py drives the pages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import minineo
+from minineo import views
+from minineo.cli import app
+from minineo.errors import MissingFileError, UserError
+from minineo.views.circuit import edge_count
+from minineo.views.page import pack_float32, pack_quantised
+
+EAP = Path(__file__).parent / "data" / "eap_ig"
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_16_bit_quantisation_is_within_half_a_step():
+    values = torch.rand(1000)
+    packed = pack_quantised(values, 0.0, 1.0)
+    q = np.frombuffer(base64.b64decode(packed["data"]), dtype="<u2")  # what the page's dequantise reads
+    decoded = packed["low"] + q * (packed["high"] - packed["low"]) / 65535
+    assert np.abs(decoded - values.numpy()).max() <= 0.5 / 65535 + 1e-7
+
+
+def test_float32_packing_is_exact():
+    values = torch.randn(3, 5)
+    back = np.frombuffer(base64.b64decode(pack_float32(values)), dtype="<f4").reshape(3, 5)
+    assert np.array_equal(back, values.numpy())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return minineo.load()
+
+
+def test_a_page_names_model_prompt_and_version_and_has_no_url(model):
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    pages = [views.attention(cache, tokens, model, name="tiny-neo", prompt=PROMPT),
+             views.lens(model, PROMPT, name="tiny-neo"),
+             views.attributions(model, PROMPT, "M", "J", name="tiny-neo"),
+             views.patching(torch.zeros(2, tokens.shape[1]), "pos", model=model, tokens=tokens, name="tiny-neo",
+                            prompt=PROMPT),
+             views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json", name="tiny-gpt2")]
+    for view in pages:
+        html = view.html
+        assert f"made by minineo <span id=\"version\">{minineo.__version__}</span>" in html
+        assert "tiny-neo" in html or "tiny-gpt2" in html
+        if view.kind != "circuit":
+            assert PROMPT in html
+        assert "default-src 'none'" in html  # the Content-Security-Policy forbids every request
+        # no URL to fetch: no src/href attribute, no CSS url() or @import, no fetch/XHR/WebSocket in the scripts
+        assert not re.search(r"\b(src|href)\s*=|url\(|@import|fetch\(|XMLHttpRequest|WebSocket|https?://(?!www\.w3\.org/2000/svg)",
+                             html)
+        assert "<iframe srcdoc=" in view._repr_html_()
+
+
+def test_a_prompt_cannot_close_the_data_block(model):
+    text = "</script><script>alert(1)</script>"
+    html = views.lens(model, text).html
+    assert html.count("</script>") == 3  # the data block and the two scripts; the prompt is escaped everywhere
+
+
+def test_attention_refuses_a_cache_without_patterns_and_mismatched_tokens(model):
+    tokens = model.to_tokens(PROMPT)
+    _, partial = model.run_with_cache(tokens, names=["blocks.0.resid_pre"])
+    with pytest.raises(UserError, match="blocks.0.attn.pattern"):
+        views.attention(partial, tokens, model)
+    _, cache = model.run_with_cache(tokens)
+    with pytest.raises(UserError, match="3 tokens were given"):
+        views.attention(cache, ["a", "b", "c"])
+    with pytest.raises(UserError, match="batch=1"):
+        views.attention(cache, tokens, model, batch=1)
+
+
+def test_lens_and_attributions_refuse_bad_arguments(model):
+    with pytest.raises(UserError, match="top_k=0"):
+        views.lens(model, PROMPT, top_k=0)
+    with pytest.raises(UserError, match="is 5 tokens"):
+        views.attributions(model, PROMPT, " Mary")
+    with pytest.raises(UserError, match="answer=999"):
+        views.attributions(model, PROMPT, 999)
+    with pytest.raises(UserError, match="position=100"):
+        views.attributions(model, PROMPT, "M", position=100)
+    with pytest.raises(UserError, match="per='head' needs values of 2"):
+        views.patching(torch.zeros(2, 3, 4), "head")
+
+
+def test_the_edge_count_formula_is_the_shared_readmes():
+    assert edge_count(12, 12) == 32_491 and edge_count(2, 4) == 110
+    assert len(json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())["edges"]) == edge_count(2, 4)
+
+
+def graph_with(edges: dict, **extra) -> dict:
+    return {"cfg": {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 128}, "nodes": {},
+            "edges": {name: {"score": score, "in_graph": False} for name, score in edges.items()}, **extra}
+
+
+@pytest.mark.parametrize("edge, message", [
+    ("a0.h1->a0.h2<q>", "from layer 0 to layer 0"),       # a head never reads its own layer
+    ("m1->m0", "from layer 1 to layer 0"),
+    ("a0.h9->m1", "outside the graph's cfg"),             # 4 heads
+    ("a0.h1->a3.h0<q>", "outside the graph's cfg"),       # 2 layers
+    ("a0.h1->a1.h0<x>", "not an EAP-IG edge name"),
+    ("a0.h1-->m1", "not an EAP-IG edge name"),
+])
+def test_circuit_refuses_edges_eap_ig_does_not_have(edge, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        views.circuit(graph_with({edge: 0.1}))
+
+
+def test_circuit_refuses_bad_files_and_keys(tmp_path):
+    with pytest.raises(MissingFileError):
+        views.circuit(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        views.circuit(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="needs the keys"):
+        views.circuit({"edges": {}})
+    with pytest.raises(UserError, match="score nan"):
+        views.circuit(graph_with({"input->m0": float("nan")}))
+    with pytest.raises(UserError, match="faithfulness"):
+        views.circuit(graph_with({"input->m0": 1.0}, faithfulness={"n_edges": [1, 2], "faithfulness": [0.5]}))
+    page = views.circuit(graph_with({"input->m0": 1.0}, faithfulness={"n_edges": [1], "faithfulness": [0.5]}))
+    assert '"faithfulness":{"n_edges":[1]' in page.html
+
+
+def test_view_save_refuses_a_folder_or_missing_parent(tmp_path):
+    page = views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json")
+    with pytest.raises(UserError, match="is a directory"):
+        page.save(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        page.save(tmp_path / "no" / "c.html")
+    assert page.save(tmp_path / "c.html").read_text(encoding="utf-8") == page.html
+
+
+def test_commands_write_pages_and_refuse_bad_paths(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["view", PROMPT, "--out", str(tmp_path / "attn")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "attn.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    result = runner.invoke(app, ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"), "--out",
+                                 str(tmp_path / "c.html")])
+    assert result.exit_code == 0 and (tmp_path / "c.html").is_file()
+    for args in (["view", PROMPT, "--out", str(tmp_path / "a.png")],
+                 ["lens", PROMPT, "--html", str(tmp_path / "nowhere" / "l.html")],
+                 ["attribute", PROMPT, "--answer", " Mary", "--html", str(tmp_path)],
+                 ["view-circuit", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c.html")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output, args
+
+
+def test_views_refuse_arguments_of_the_wrong_type(model):
+    from minineo.errors import WrongTypeError
+
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    for call in (lambda: views.attention(None, tokens), lambda: views.attention(cache, tokens, model="tiny-neo"),
+                 lambda: views.attention(cache, object()), lambda: views.lens("tiny-neo", tokens),
+                 lambda: views.lens(model, tokens, tuned="my-lens"), lambda: views.attributions(None, tokens, 1),
+                 lambda: views.patching("values"), lambda: views.attention(cache, tokens, model, name=3)):
+        with pytest.raises(WrongTypeError):
+            call()
+    with pytest.raises(UserError, match="centre=nan"):
+        views.patching(torch.zeros(2, 3), centre=float("nan"))
