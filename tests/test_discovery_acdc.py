@@ -41,7 +41,7 @@ def test_patched_runs_cache_gives_evaluate(gpt2):
         assert runs.mean(graph, logit_diff) == pytest.approx(float(evaluate(gpt2, graph, pairs).mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", pytest.param("tiny-neo", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-neo"])
 def test_default_acdc_keeps_a_faithful_smaller_circuit_on_ioi(name):
     model = minineo.load(name)
     pairs = ioi_pairs(model, 4)
