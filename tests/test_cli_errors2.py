@@ -77,7 +77,7 @@ def _required(command: str, corpus: Path, out: Path) -> list[str]:
             "harvest": ["harvest", str(corpus), "--names", "blocks.0.resid_post", "--out", str(out)],
             "tune-lens": ["tune-lens", str(corpus), "--out", str(out)],
             "eval": ["eval", str(corpus)], "sae-eval": ["sae-eval", str(out / "sae"), str(corpus)],
-            "circuits": ["circuits"],
+            "circuits": ["circuits"], "discover": ["discover", "--out", str(out / "circuit.json")],
             "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), *answers],
             "view": ["view", "hi", "--out", str(out.with_suffix(".html"))]}[command]
 

@@ -13,6 +13,7 @@ from minineo.cli import evaluation  # noqa: F401  (eval, sae-eval)
 from minineo.cli import circuits  # noqa: F401  (circuits)
 from minineo.cli import path_patch  # noqa: F401  (path-patch)
 from minineo.cli import views  # noqa: F401  (view, view-circuit)
+from minineo.cli import discover  # noqa: F401  (discover)
 from minineo.cli.shared import app
 
 __all__ = ["app", "main"]

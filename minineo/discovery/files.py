@@ -1,0 +1,228 @@
+"""EAP-IG's graph files, JSON and `.pt`, read and written exactly as EAP-IG does (hannamw/EAP-IG, `Graph.to_json` /
+`from_json` / `to_pt` / `from_pt`), so a circuit found here loads in EAP-IG and the MIB circuit track, and back.
+
+JSON: `{"cfg": {"n_layers", "n_heads", "parallel_attn_mlp", "d_model"}, "nodes": {name: {"in_graph": bool}},
+"edges": {name: {"score": float, "in_graph": bool}}}` in EAP-IG's node and edge order, written with `json.dump`'s
+default separators (`logits` is written, always in the graph, and ignored on reading, as EAP-IG does).
+`.pt`: a `torch.save` dict with `cfg`, `src_nodes`, `dst_nodes`, `edges_scores` (senders, receivers) float32,
+`edges_in_graph` (senders, receivers) bool, `nodes_in_graph` (senders,) bool.
+
+The model's identity (`Graph.model`, e.g. "tiny-gpt2" or a hub id) is written as an extra key `"model"` inside `cfg`
+when known. EAP-IG ignores it: its `from_json` / `from_pt` pass `cfg` to `Graph.from_model`, which copies the dict into
+its GraphConfig and reads only n_layers, n_heads, parallel_attn_mlp and d_model, and its `to_json` / `to_pt` write
+`dict(cfg)` back, so the identity survives a round trip through EAP-IG. A file without it (EAP-IG's own) is
+written back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from minineo.checkpoints.hub import EMBEDDED
+from minineo.discovery.graph import Graph
+from minineo.errors import MissingFileError, UserError
+
+if TYPE_CHECKING:
+    from minineo.forward.model import Model
+
+SUFFIXES = (".json", ".pt")
+
+
+def model_identity(source: str | None) -> str | None:
+    """The model's name in a circuit file, from where `minineo.load` found it: an embedded model's name
+    ("tiny-gpt2"), a hub id ("gpt2", "EleutherAI/gpt-neo-125M") for a hub cache snapshot
+    (`models--org--name/snapshots/...`), else the folder as given. A name (not a path) passes unchanged."""
+    if source is None:
+        return None
+    path = Path(source)
+    for name, folder in EMBEDDED.items():
+        if path == folder:
+            return name
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    return source
+
+
+def _cfg(graph: Graph) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "parallel_attn_mlp": False,
+                           "d_model": graph.d_model}
+    if graph.model is not None:
+        cfg["model"] = model_identity(graph.model)
+    return cfg
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def to_json(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
+    path = Path(path)
+    nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
+    nodes["logits"] = {"in_graph": True}
+    # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
+    edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
+             for name, s, r in graph.edges()}
+    document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+
+    def write(temp: str) -> None:
+        with open(temp, "w") as f:
+            json.dump(document, f)
+
+    _write_atomic(path, write)
+    return path
+
+
+def to_pt(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout)."""
+    path = Path(path)
+    document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
+                "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
+                "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
+    _write_atomic(path, lambda temp: torch.save(document, temp))
+    return path
+
+
+def save_graph(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return to_json(graph, path) if suffix == ".json" else to_pt(graph, path)
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UserError(f"{path}: a circuit file is EAP-IG's .json or .pt, not {suffix or 'a file without extension'!r}; "
+                        "name it circuit.json or circuit.pt")
+    return suffix
+
+
+def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
+    if not isinstance(cfg, dict) or not all(k in cfg for k in ("n_layers", "n_heads", "d_model")):
+        raise UserError(f"{path}: 'cfg' must be a dict with n_layers, n_heads and d_model (EAP-IG's graph config), "
+                        f"got {cfg!r:.80}")
+    if cfg.get("parallel_attn_mlp"):
+        raise UserError(f"{path}: the graph is of a parallel attention/MLP model (parallel_attn_mlp true); GPT-2 and "
+                        "GPT-Neo run attention then MLP, so this circuit is for another architecture")
+    model = cfg.get("model")
+    try:
+        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def _describe(graph: Graph) -> str:
+    name = f"{model_identity(graph.model)!r}, " if graph.model else ""
+    return f"{name}{graph.n_layers} layers x {graph.n_heads} heads, d_model {graph.d_model}"
+
+
+def check_same_model(graph: Graph, expected: Graph, what: str) -> None:
+    """UserError naming both identities unless `graph` (read from `what`) fits `expected`: the shapes always; the
+    names when both are known."""
+    shapes = (graph.n_layers, graph.n_heads, graph.d_model)
+    if shapes != (expected.n_layers, expected.n_heads, expected.d_model) or (
+            graph.model and expected.model and model_identity(graph.model) != model_identity(expected.model)):
+        raise UserError(f"{what} is a circuit for another model ({_describe(graph)}), not for this one "
+                        f"({_describe(expected)}); give a circuit file found on this model, or load the model it names")
+
+
+def _expected(model: Model | Graph | None) -> Graph | None:
+    if model is None or isinstance(model, Graph):
+        return model
+    return Graph.from_model(model)
+
+
+def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
+    """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
+    or a Graph), a file for another model is refused with both identities named (UserError)."""
+    path = _existing(path)
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a JSON file ({err}); give a circuit written by EAP-IG's to_json or minineo") from None
+    if not isinstance(document, dict) or not all(k in document for k in ("cfg", "nodes", "edges")):
+        raise UserError(f"{path}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
+    graph = _graph_from_cfg(document["cfg"], path)
+    _check(graph, model, path)
+    senders = {name: i for i, name in enumerate(graph.sender_names)}
+    for name, info in document["nodes"].items():
+        if name == "logits":
+            continue
+        if name not in senders:
+            raise UserError(f"{path}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
+                            "graph; node names are input, a{L}.h{H}, m{L} and logits")
+        graph.nodes_in_graph[senders[name]] = bool(info["in_graph"] if isinstance(info, dict) else info)
+    index = {name: (s, r) for name, s, r in graph.edges()}  # one lookup table: 32,491 names at GPT-2 small's shape
+    for name, info in document["edges"].items():
+        s, r = index[name] if name in index else graph.edge_index(name)  # edge_index raises, naming the edge
+        score = info.get("score") if isinstance(info, dict) else None
+        graph.scores[s, r] = 0.0 if score is None else float(score)  # EAP-IG's older files write None for no score
+        graph.in_graph[s, r] = bool(info.get("in_graph", False)) if isinstance(info, dict) else False
+    return graph
+
+
+def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
+    """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
+    path = _existing(path)
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a file that is not a torch archive
+        raise UserError(f"{path}: not a torch file EAP-IG wrote ({type(err).__name__}: {str(err)[:120]}); "
+                        "give a circuit written by EAP-IG's to_pt or minineo") from None
+    required = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+    missing = [k for k in required if not isinstance(document, dict) or k not in document]
+    if missing:
+        raise UserError(f"{path}: an EAP-IG .pt graph file needs the keys {', '.join(required)}; missing "
+                        f"{', '.join(missing)}")
+    graph = _graph_from_cfg(document["cfg"], path)
+    _check(graph, model, path)
+    shape = (graph.n_senders, graph.n_receivers)
+    for key in ("edges_scores", "edges_in_graph"):
+        if tuple(document[key].shape) != shape:
+            raise UserError(f"{path}: {key} is {tuple(document[key].shape)}, but a {graph.n_layers}-layer, "
+                            f"{graph.n_heads}-head graph has (senders, receivers) = {shape}")
+    if tuple(document["nodes_in_graph"].shape) != (graph.n_senders,):
+        raise UserError(f"{path}: nodes_in_graph is {tuple(document['nodes_in_graph'].shape)}, expected "
+                        f"({graph.n_senders},)")
+    if list(document["src_nodes"]) != graph.sender_names or list(document["dst_nodes"]) != graph.receiver_names:
+        raise UserError(f"{path}: src_nodes / dst_nodes are not EAP-IG's order for this shape; the matrices cannot be "
+                        "read in its layout")
+    graph.scores = document["edges_scores"].to(torch.float32).clone()
+    graph.in_graph = document["edges_in_graph"].to(torch.bool).clone()
+    graph.nodes_in_graph = document["nodes_in_graph"].to(torch.bool).clone()
+    return graph
+
+
+def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
+    """Read an EAP-IG graph file, JSON or `.pt` by its extension; `model` as in `from_json`."""
+    path = Path(path)
+    return from_json(path, model) if _suffix(path) == ".json" else from_pt(path, model)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such circuit file; give the path of an EAP-IG graph (.json or .pt)")
+    return path
+
+
+def _check(graph: Graph, model: Model | Graph | None, path: Path) -> None:
+    expected = _expected(model)
+    if expected is not None:
+        check_same_model(graph, expected, str(path))

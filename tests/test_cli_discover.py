@@ -1,0 +1,83 @@
+"""`minineo discover`: on EAP-IG's own pairs it writes EAP-IG's own top-20 circuit; its errors are one line each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import minineo
+from minineo.cli import app  # importing the package registers every command
+from minineo.discovery import Graph, files
+
+runner = CliRunner()
+DATA = Path(__file__).parent / "data" / "eap_ig"
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False, terminal_width=200)
+
+
+def test_eap_top_20_on_eap_igs_pairs_writes_eap_igs_circuit_and_plots_it(tmp_path):
+    out, plot = tmp_path / "circuit.json", tmp_path / "circuit.png"
+    result = invoke("discover", "--model", "tiny-gpt2", "--task", str(DATA / "tiny-gpt2-ioi16.jsonl"), "--method",
+                    "eap", "--top", "20", "--out", str(out), "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "16 pairs" in text and "20 edges, 18 after pruning, 7 nodes" in text
+    assert "m(full) +" in text and "m(empty) +" in text and "CPR" in text and "CMD" in text
+    written, expected = json.loads(out.read_text()), json.loads((DATA / "eap-ig-tiny-gpt2-ioi16-eap-top20.json").read_text())
+    assert written["cfg"]["model"] == "tiny-gpt2"
+    assert written["nodes"] == expected["nodes"]
+    assert list(written["edges"]) == list(expected["edges"])  # EAP-IG's names and order
+    for name, edge in expected["edges"].items():
+        assert written["edges"][name]["in_graph"] == edge["in_graph"], name
+        assert written["edges"][name]["score"] == pytest.approx(edge["score"], abs=1e-4, rel=1e-4), name
+    assert plot.stat().st_size > 10_000
+
+
+def test_acdc_on_induction_and_its_file_read_back(tmp_path):
+    out = tmp_path / "c.pt"
+    result = invoke("discover", "--model", "tiny-neo", "--task", "induction", "--method", "acdc", "--n", "4",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "ACDC, threshold 0.01" in text and "after pruning" in text
+    again = invoke("discover", "--model", "tiny-neo", "--task", "induction", "--n", "4", "--from", str(out),
+                   "--out", str(tmp_path / "again.json"))
+    assert again.exit_code == 0, again.output
+    kept = text.split("after pruning")[0].split()[-1]
+    assert f"{kept} after pruning" in " ".join(again.output.split())
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"clean": "ab cd", "corrupted": "ab c", "answer": "x", "wrong": "y"}], "same token length"),
+    ([{"clean": "ab cd", "corrupted": "ab ce", "answer": " Mary", "wrong": "y"}], "single-token answer"),
+])
+def test_bad_pairs_are_one_error_line(tmp_path, rows, message):
+    task = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = runner.invoke(app, ["discover", "--task", task, "--method", "eap", "--out", str(tmp_path / "c.json")],
+                           terminal_width=200)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_method_and_a_circuit_for_another_model_are_one_error_line(tmp_path):
+    result = runner.invoke(app, ["discover", "--method", "eapp", "--out", str(tmp_path / "c.json")], terminal_width=200)
+    assert result.exit_code == 1 and "--method 'eapp' is not a method" in result.output
+    assert "acdc" in result.output and len(result.output.strip().splitlines()) == 1
+    # same shape (2 x 4 x 128), but the file names tiny-gpt2
+    files.save_graph(Graph.from_model(minineo.load("tiny-gpt2")), tmp_path / "g.json")
+    result = runner.invoke(app, ["discover", "--model", "tiny-neo", "--task", "induction", "--n", "2", "--from",
+                                 str(tmp_path / "g.json"), "--out", str(tmp_path / "n.json")], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "another model ('tiny-gpt2'" in result.output and "('tiny-neo'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
