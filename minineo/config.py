@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from minineo import checks
 from minineo.errors import UserError
 
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
@@ -75,6 +76,7 @@ class Config:
         return self.d_model // self.n_heads
 
     @classmethod
+    @checks.typed
     def from_hf(cls, hf: dict[str, Any]) -> Config:
         """Build from a HuggingFace config.json dict (`model_type` "gpt2" or "gpt_neo")."""
         model_type = hf.get("model_type")
@@ -86,6 +88,7 @@ class Config:
             f"unsupported model_type {model_type!r} in config.json: minineo implements 'gpt2' and 'gpt_neo'"
         )
 
+    @checks.typed
     def to_hf(self) -> dict[str, Any]:
         """The config.json dict HF would write for this model (gpt_neo or gpt2), dropout 0 (minineo has none,
         and the zoo models were trained without: GPT-2's HF default of 0.1 would apply in HF's train mode)."""

@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from minineo import checks
 from minineo.errors import MissingFileError, UserError
 
 __all__ = ["SAE", "load"]
@@ -46,6 +47,7 @@ LAYER_NORM_EPS = 1e-5  # SAELens's run_time_activation_ln_in default
 class SAE(nn.Module):
     """One SAE: W_enc (d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in), b_dec (d_in,), threshold (d_sae,) for jumprelu."""
 
+    @checks.typed
     def __init__(self, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor, *,
                  architecture: str = "standard", hook_name: str | None = None, apply_b_dec_to_input: bool = True,
                  normalize_activations: str = "none", k: int | None = None, threshold: torch.Tensor | None = None,
@@ -67,6 +69,7 @@ class SAE(nn.Module):
     def d_sae(self) -> int:
         return self.W_enc.shape[1]
 
+    @checks.typed
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations (..., d_sae) of activations x (..., d_in) (hook_z SAEs: (..., head, d_head))."""
         x = self._flat(x).to(self.W_enc.dtype)
@@ -81,6 +84,7 @@ class SAE(nn.Module):
         values, indices = torch.topk(hidden, k=self.k, dim=-1, sorted=False)
         return torch.zeros_like(hidden).scatter_(-1, indices, values.relu())
 
+    @checks.typed
     def decode(self, features: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
         """The reconstruction (..., d_in) of `features` (..., d_sae).
 
@@ -98,6 +102,7 @@ class SAE(nn.Module):
             out = undo(out)
         return self._unflat(out, like)
 
+    @checks.typed
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """decode(encode(x), like=x), in x's shape and dtype: the function to splice in with `patch=`."""
         return self.decode(self.encode(x), like=x).to(x.dtype).reshape(x.shape)
@@ -132,6 +137,7 @@ class SAE(nn.Module):
         return f"SAE({self.architecture}, {self.hook_name}, d_in={self.d_in}, d_sae={self.d_sae}{extra})"
 
 
+@checks.typed
 def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SAE:
     """The SAE in an SAELens folder (cfg.json + sae_weights.safetensors); see the module docstring.
 

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.analysis.patching import activation_patching
 from minineo.errors import UserError
@@ -85,12 +85,14 @@ def ablation_patch(
     return {f"blocks.{layer}.attn.z": make(layer, hs) for layer, hs in by_layer.items()}
 
 
+@checks.typed
 def ablate_heads(model: Model, tokens: torch.Tensor, heads: Iterable[Head], method: str = "zero", **kwargs) -> torch.Tensor:
     """Logits (batch, pos, d_vocab) with `heads` ablated."""
     mask = kwargs.get("attention_mask")
     return model(tokens, patch=ablation_patch(model, tokens, heads, method, **kwargs), attention_mask=mask)
 
 
+@checks.typed
 def head_ablation_effects(model: Model, tokens: torch.Tensor, metric: Metric, method: str = "zero",
                           **kwargs) -> torch.Tensor:
     """(layer, head): metric(ablated logits) - metric(clean logits), one head at a time.
@@ -119,6 +121,7 @@ class BackupHeads:
     backups: list[tuple[Head, float]]  # other heads whose direct effect grew most, with the growth
 
 
+@checks.typed
 def backup_heads(model: Model, tokens: torch.Tensor, answer, wrong=None, position=-1, top: int = 3,
                  method: str = "mean", attention_mask: torch.Tensor | None = None, n_backups: int = 5) -> BackupHeads:
     """Ablate the `top` heads with the largest direct effect on answer (- wrong); report compensating heads."""

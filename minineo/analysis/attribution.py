@@ -3,11 +3,12 @@ the unembedding direction of an answer (or of answer minus wrong)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.errors import UserError
 from minineo.record.cache import Cache
 from minineo.forward.model import Model
@@ -37,6 +38,7 @@ def unembed_direction(model: Model, answer: torch.Tensor, wrong: torch.Tensor | 
     return direction - model.W_U[:, wrong].T if wrong is not None else direction
 
 
+@checks.typed
 def direct_logit_attribution(
     model: Model, tokens: torch.Tensor, answer: int | torch.Tensor, wrong: int | torch.Tensor | None = None,
     position: int | torch.Tensor = -1, attention_mask: torch.Tensor | None = None,
@@ -99,7 +101,8 @@ def _token_ids(ids, what: str, d_vocab: int, device: torch.device, batch: int) -
     return ids.long().expand(batch)
 
 
-def head_logit_attribution(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:
+@checks.typed
+def head_logit_attribution(model: Model, cache: Cache | Mapping, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:
     """Per-head direct effect (layer, head), averaged over the batch."""
     attribution = attribution_from_cache(model, cache, logits, answer, wrong, position)
     return attribution.per_head(model.config.n_layers, model.config.n_heads).mean(-1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.errors import UserError
 from minineo.forward.model import Model
 
@@ -25,6 +25,7 @@ class EmbeddingGeometry:
     largest_norms: list[tuple[int, float]]  # (index, norm), largest first
 
 
+@checks.typed
 def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 4096,
                        sample: int | None = None, seed: int = 0) -> EmbeddingGeometry:
     """Geometry of the rows of W (n, d).
@@ -111,6 +112,7 @@ class EmbeddingAutoencoding:
     n_tokens: int = 0  # how many tokens were scored (the whole vocabulary unless sampled)
 
 
+@checks.typed
 def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10, sample: int | None = None,
                            seed: int = 0) -> EmbeddingAutoencoding:
     """Three float32 unembeddings of the vocabulary; block 0 runs alone (the forward stops after it).

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.forward.model import Model
 
 
@@ -22,6 +22,7 @@ class HeadScores:
     first_half_loss: float | None = None  # the same on the first (unpredictable) half
 
 
+@checks.typed
 def repeated_tokens(model: Model, seq_len: int = 50, n_seqs: int = 8, seed: int = 0, prepend_bos: bool = True,
                     low: int | None = None, high: int | None = None) -> torch.Tensor:
     """(n_seqs, [BOS] + 2 * seq_len): random token ids in [low, high) (default: the whole vocabulary),
@@ -37,6 +38,7 @@ def repeated_tokens(model: Model, seq_len: int = 50, n_seqs: int = 8, seed: int 
     return tokens.to(model.W_E.device)
 
 
+@checks.typed
 def head_scores(model: Model, tokens: torch.Tensor, repeated_len: int | None = None) -> HeadScores:
     """Scores on any tokens (duplicates are found in the tokens themselves). With `repeated_len`
     (tokens from `repeated_tokens`), also the loss on each half."""

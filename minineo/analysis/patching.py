@@ -38,7 +38,7 @@ from typing import Callable
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.record import lazy_sites
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -206,6 +206,7 @@ def _variants_patch(clean: torch.Tensor, site: str, cells, n_variants: int, star
 
 
 @torch.no_grad()
+@checks.typed
 def activation_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
@@ -275,6 +276,7 @@ def _identity(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+@checks.typed
 def attribution_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None,

@@ -36,6 +36,7 @@ from collections import defaultdict
 
 import torch
 
+from minineo import checks
 from minineo.analysis.patching import Metric, _read_positions, metric_per_variant, prefix_kv
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -110,6 +111,7 @@ def _token_pair(model: Model, clean_tokens, corrupted_tokens, attention_mask):
 
 
 @torch.no_grad()
+@checks.typed
 def path_patching(
     model: Model, clean_tokens, corrupted_tokens, metric: Metric, senders="heads", receivers="logits", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
 from minineo.record import sites
@@ -41,6 +42,7 @@ class SAEMetrics:
         return asdict(self)
 
 
+@checks.typed
 def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8) -> SAEMetrics:
     """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring."""
     if sae.hook_name is None:

@@ -17,6 +17,7 @@ from minineo.checkpoints.tokenizer import Tokenizer
 from minineo.checkpoints.weights import load_params
 
 
+@checks.typed
 def load(
     name_or_path: str | os.PathLike = hub.EMBEDDED_NAME, *, device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,

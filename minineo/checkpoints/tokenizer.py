@@ -8,6 +8,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from minineo import checks
 from minineo.errors import UserError, WrongTypeError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -34,6 +35,7 @@ class Tokenizer:
         self.source: Path | None = None  # the file it was read from, named in errors
 
     @classmethod
+    @checks.typed
     def from_dir(cls, directory: str | Path, bos_token_id: int | None = None) -> Tokenizer | None:
         """The tokenizer files in `directory`, or None when there are none."""
         directory = Path(directory)
@@ -53,6 +55,7 @@ class Tokenizer:
         return None
 
     @classmethod
+    @checks.typed
     def from_vocab(cls, vocab: str | Path, merges: str | Path, bos_token_id: int | None = None) -> Tokenizer:
         """GPT-2's byte-level BPE from its vocab.json (encoder.json) and merges.txt (vocab.bpe)."""
         backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
@@ -62,6 +65,7 @@ class Tokenizer:
         tokenizer.source = Path(vocab)
         return tokenizer
 
+    @checks.typed
     def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
         """Token ids of `text` (BOS first with prepend_bos); a UserError for a tokenizer that cannot encode it."""
         if not isinstance(text, str):
@@ -79,6 +83,7 @@ class Tokenizer:
             ids = [self.bos_token_id] + ids
         return ids
 
+    @checks.typed
     def encode_batch(
         self, texts: str | list[str], prepend_bos: bool = True, padding_side: str = "right"
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,9 +108,11 @@ class Tokenizer:
             mask[i, span] = 1
         return tokens, mask
 
+    @checks.typed
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=False)
 
+    @checks.typed
     def token_bytes(self, token_id: int) -> bytes | None:
         """The raw bytes of one byte-level BPE token (None for a token outside GPT-2's byte alphabet).
 

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError
 from minineo.checkpoints.tokenizer import END_OF_TEXT, Tokenizer
 
@@ -49,6 +50,7 @@ def require_datasets():
 
 # ---- reading ----------------------------------------------------------------------------------------
 
+@checks.typed
 def read_documents(corpus: str | Path, text_field: str = "text") -> Iterator[str]:
     """The corpus's documents, streamed, in order. See the module docstring for the accepted layouts."""
     yield from (doc for batch in _read_batches(corpus, text_field) for doc in batch)
@@ -148,6 +150,7 @@ def _open_saved(path: Path, datasets):
 
 # ---- packing ----------------------------------------------------------------------------------------
 
+@checks.typed
 def special_ids(tokenizer_or_model) -> tuple[Tokenizer, int, int]:
     """(tokenizer, BOS id, end-of-text id) of a minineo Tokenizer or Model."""
     tokenizer = tokenizer_or_model if isinstance(tokenizer_or_model, Tokenizer) else getattr(tokenizer_or_model, "tokenizer", None)
@@ -162,12 +165,14 @@ def special_ids(tokenizer_or_model) -> tuple[Tokenizer, int, int]:
     return tokenizer, bos, eot
 
 
+@checks.typed
 def pack_rows(tokenizer_or_model, documents: Iterable[str], context: int) -> Iterator[torch.Tensor]:
     """Rows of `context` token ids, LongTensor (context,), each beginning with BOS; see the module docstring."""
     for row in _packed(tokenizer_or_model, documents, context):
         yield torch.tensor(row, dtype=torch.long)
 
 
+@checks.typed
 def count_rows(tokenizer_or_model, documents: Iterable[str], context: int) -> int:
     """How many rows `pack_rows` yields for these documents (tokenizes everything, keeps nothing)."""
     return sum(1 for _ in _packed(tokenizer_or_model, documents, context))

@@ -29,6 +29,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
+from minineo import checks
 from minineo.checkpoints.tokenizer import _CHAR_TO_BYTE, END_OF_TEXT, Tokenizer
 from minineo.data.corpus import count_rows, pack_rows, read_documents, special_ids
 from minineo.errors import UserError
@@ -57,6 +58,7 @@ class Evaluation:
         return asdict(self)
 
 
+@checks.typed
 def token_byte_lengths(tokenizer: Tokenizer, d_vocab: int) -> torch.Tensor:
     """(d_vocab,) int64: how many UTF-8 bytes each token id stands for; 0 for special and unused ids.
 
@@ -77,6 +79,7 @@ def token_byte_lengths(tokenizer: Tokenizer, d_vocab: int) -> torch.Tensor:
     return torch.tensor(lengths, dtype=torch.long)
 
 
+@checks.typed
 def evaluate(
     model, corpus: str | Path, *, context: int | None = None, batch_size: int = 8, max_tokens: int | None = None,
     text_field: str = "text", progress: bool | None = None,
@@ -104,6 +107,7 @@ def evaluate(
     return evaluate_rows(model, rows, batch_size=batch_size, total_rows=total, show=total is not None)
 
 
+@checks.typed
 def evaluate_rows(
     model, rows: Iterable[torch.Tensor], *, batch_size: int = 8, total_rows: int | None = None, show: bool = False,
 ) -> Evaluation:

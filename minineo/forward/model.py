@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minineo import checks
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.forward.attention import window_masks
@@ -33,6 +34,7 @@ Names = Union[None, str, Sequence[str], Callable[[str], bool]]
 class Model(nn.Module):
     """A GPT-2 or GPT-Neo. `model(tokens)` gives logits; `run_with_cache` records named activations."""
 
+    @checks.typed
     def __init__(self, config: Config, tokenizer: Tokenizer | None = None):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
@@ -66,6 +68,7 @@ class Model(nn.Module):
         rec = Recorder(patch=self._resolve_patch(patch))
         return self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
 
+    @checks.typed
     def run_with_cache(
         self, tokens: TokenInput, names: Names = None, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -83,6 +86,7 @@ class Model(nn.Module):
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         return logits, self._cache(rec, lazy, helpers)
 
+    @checks.typed
     def loss(
         self, tokens: TokenInput, *, attention_mask: torch.Tensor | None = None,
         patch: dict[str, PatchValue] | None = None, per_token: bool = False,
@@ -151,6 +155,7 @@ class Model(nn.Module):
             )
         return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
 
+    @checks.typed
     def token_batch(
         self, tokens: TokenInput, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -216,6 +221,7 @@ class Model(nn.Module):
             return rec("logits", F.linear(x, self.W_E, self.b_U))
         return rec("logits", x @ self.W_U_untied if self.b_U is None else affine(x, self.W_U_untied, self.b_U))
 
+    @checks.typed
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
         names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
@@ -267,6 +273,7 @@ class Model(nn.Module):
         self._compiled_decode = torch.compile(self._decode_core, mode=mode, dynamic=False)
         return self
 
+    @checks.typed
     def processed(
         self, *, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
         fold_value_biases: bool = True,
@@ -283,6 +290,7 @@ class Model(nn.Module):
 
     # ---- decoding with a key/value cache --------------------------------------------------------------
 
+    @checks.typed
     def kv_cache(self, batch: int, max_len: int, static: bool | None = None) -> KVCache:
         """An empty key/value cache for `decode`; static shapes (CUDA-graph friendly) by default when compiled."""
         static = self._compiled_decode is not None if static is None else static
@@ -367,6 +375,7 @@ class Model(nn.Module):
             )
         return self.tokenizer
 
+    @checks.typed
     def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "left") -> torch.Tensor:
         """LongTensor (batch, pos); a list of texts is left-padded with the pad (or end-of-text) token.
 
@@ -381,6 +390,7 @@ class Model(nn.Module):
             tokens.attention_mask = mask.to(self.W_E.device)
         return tokens
 
+    @checks.typed
     def to_str_tokens(
         self, tokens: str | torch.Tensor | Iterable[int], prepend_bos: bool = True
     ) -> list[str] | list[list[str]]:
@@ -393,6 +403,7 @@ class Model(nn.Module):
             return [[tokenizer.decode([t]) for t in row] for row in ids.tolist()]
         return [tokenizer.decode([t]) for t in ids.flatten().tolist()]
 
+    @checks.typed
     def to_string(self, tokens: torch.Tensor | Iterable[int]) -> str | list[str]:
         """Text of a (pos,) sequence, or a list of texts for a (batch, pos) tensor."""
         tokenizer = self._require_tokenizer()
@@ -401,6 +412,7 @@ class Model(nn.Module):
             return [tokenizer.decode(row.tolist()) for row in tokens]
         return tokenizer.decode(tokens.tolist())
 
+    @checks.typed
     def generate(self, tokens: TokenInput, max_new_tokens: int = 20, **kwargs) -> torch.Tensor:
         """Sample with a key/value cache; see minineo.forward.generate.generate."""
         from minineo.forward.generate import generate

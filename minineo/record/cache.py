@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
+from minineo import checks
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.config import Config
@@ -101,11 +102,13 @@ class Cache(Mapping):
 
     # ---- helpers -------------------------------------------------------------------------------------
 
+    @checks.typed
     def stack(self, site: str) -> torch.Tensor:
         """One site of every layer stacked: cache.stack("attn.pattern") -> (layer, batch, head, q_pos, k_pos)."""
         site = sites.block_site(site)
         return torch.stack([self[f"blocks.{layer}.{site}"] for layer in range(self.config.n_layers)])
 
+    @checks.typed
     def accumulated_resid(self, apply_ln: bool = False) -> tuple[torch.Tensor, list[str]]:
         """The residual stream before each block and after the last: (n_layers + 1, batch, pos, d_model).
 
@@ -119,6 +122,7 @@ class Cache(Mapping):
             resid = torch.nn.functional.layer_norm(resid, resid.shape[-1:], self._ln_w, self._ln_b, self.config.layer_norm_eps)
         return resid, labels
 
+    @checks.typed
     def decompose_resid(self) -> tuple[torch.Tensor, list[str]]:
         """Every write to the residual stream: (component, batch, pos, d_model), summing to the final residual.
 
@@ -130,6 +134,7 @@ class Cache(Mapping):
             labels += [f"{layer}_attn_out", f"{layer}_mlp_out"]
         return torch.stack(parts), labels
 
+    @checks.typed
     def apply_ln_final(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """ln_final applied to x (..., batch, pos, d_model) with the final residual's cached scale.
 
@@ -140,6 +145,7 @@ class Cache(Mapping):
         out = (x - x.mean(-1, keepdim=True)) / scale * self._ln_w
         return out + self._ln_b if bias else out
 
+    @checks.typed
     def save(self, path: str | Path) -> None:
         """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure).
 
@@ -164,6 +170,7 @@ class Cache(Mapping):
                 os.unlink(tmp)
             raise
 
+    @checks.typed
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""
         masks = [None if m is None else m.to(device) for m in self._masks]
