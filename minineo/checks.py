@@ -45,7 +45,7 @@ def describe(value: Any) -> str:
     return f"{text} (a {type(value).__name__})"
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     """An int, numpy integer or 0-d integer tensor; never a bool, a float (even 3.0) or a string."""
     if isinstance(value, bool) or isinstance(value, float):
         return False
@@ -78,7 +78,7 @@ def integer(value: Any, name: str, *, low: int | None = None, high: int | None =
     """
     where = _range_text(low, high)
     hint = f"; {fix}" if fix else ""
-    if not _is_integer(value):
+    if not is_integer(value):
         example = low if low is not None else 0
         raise WrongTypeError(f"{name} must be an integer{' ' + where if where else ''}, got {describe(value)}; give a "
                              f"whole number such as {example}{hint}")
@@ -172,6 +172,14 @@ def one_of(value: Any, name: str, choices: Collection[str], fix: str = "") -> st
     return value
 
 
+def function(value: Any, name: str, takes: str = "") -> Any:
+    """A callable (a metric, a patch function); `takes` says what it is called with, for the message."""
+    if not callable(value):
+        said = f" ({takes})" if takes else ""
+        raise WrongTypeError(f"{name} must be a function{said}, got {describe(value)}")
+    return value
+
+
 def layer(value: Any, n_layers: int, name: str = "layer", *, fix: str = "") -> int:
     """A layer index in 0..n_layers-1 (no negative indexing: -1 is refused, not the last layer)."""
     return integer(value, name, low=0, high=n_layers - 1, fix=fix or f"this model has layers 0..{n_layers - 1}")
@@ -198,7 +206,7 @@ def heads(value: Any, n_layers: int, n_heads: int, name: str = "heads", *, allow
         raise WrongTypeError(f"{name} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]; got "
                              f"{describe(value)}")
     items = list(value)
-    if items and len(items) == 2 and all(_is_integer(x) for x in items):
+    if items and len(items) == 2 and all(is_integer(x) for x in items):
         raise WrongTypeError(f"{name}={describe(value)} is one pair, not a collection of pairs; write [{tuple(items)}]")
     if not items and not allow_empty:
         raise UserError(f"{name} is empty; give at least one (layer, head) pair, e.g. [(0, 1)]")
@@ -375,6 +383,10 @@ _WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "st
           "bytes": "bytes"}
 
 
+# minineo's classes an annotation may name without the module importing them at run time (TYPE_CHECKING)
+MININEO_CLASSES = {"Model", "Cache", "Config", "Tokenizer", "TunedLens", "SAE", "IOIDataset", "FactoredMatrix", "KVCache"}
+
+
 def _split_top(text: str, sep: str = "|") -> list[str]:
     parts, depth, current = [], 0, ""
     for char in text:
@@ -405,9 +417,9 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
     if base == "None":
         return (lambda v: v is None), "None"
     if base == "int":
-        return _is_integer, "an integer"
+        return is_integer, "an integer"
     if base == "float":
-        return (lambda v: not isinstance(v, bool) and (isinstance(v, (int, float)) or _is_integer(v)
+        return (lambda v: not isinstance(v, bool) and (isinstance(v, (int, float)) or is_integer(v)
                                                        or type(v).__name__.startswith("float"))), "a number"
     if base == "bool":
         return (lambda v: isinstance(v, bool) or type(v).__name__ == "bool_"), "True or False"
@@ -426,9 +438,15 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
     if base in _CONTAINERS:
         kinds = _CONTAINERS[base]
         return (lambda v: isinstance(v, kinds) and not isinstance(v, (str, bytes))), f"a {base.lower()}"
-    target = namespace.get(base)
+    target = namespace.get(base.split(".")[0])
+    for part in base.split(".")[1:]:  # a dotted name: minineo.Model
+        target = getattr(target, part, None)
+    base = base.rsplit(".", 1)[-1]
     if isinstance(target, type) and target.__module__.startswith("minineo"):
         return (lambda v: isinstance(v, target)), f"a {base}"
+    if target is None and base in MININEO_CLASSES:  # imported only for type checking: known by its class name
+        return (lambda v: any(k.__name__ == base and k.__module__.startswith("minineo") for k in type(v).__mro__)), \
+            f"a minineo {base}"
     return None  # a type alias (Metric, TokenInput...), a name imported only for type checking, a generic: not checked
 
 
@@ -475,3 +493,18 @@ def typed(function):
         return function(*args, **kwargs)
 
     return checked
+
+
+def fields(instance: Any) -> None:
+    """A dataclass's fields against their annotations (as @typed does for a function's arguments), each named."""
+    import dataclasses
+    import sys
+
+    namespace = vars(sys.modules[type(instance).__module__])
+    for field in dataclasses.fields(instance):
+        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        alternatives = [_test_for(alt, namespace) for alt in _alternatives(annotation)]
+        value = getattr(instance, field.name)
+        if alternatives and all(alt is not None for alt in alternatives) and not any(t(value) for t, _ in alternatives):
+            words = " or ".join(dict.fromkeys(words for _, words in alternatives))
+            raise WrongTypeError(f"{type(instance).__name__}: {field.name} must be {words}, got {describe(value)}")

@@ -57,19 +57,26 @@ class Config:
     eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        checks.fields(self)
+        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "n_ctx", "d_vocab"):
+            checks.count(getattr(self, name), name)
+        checks.number(self.layer_norm_eps, "layer_norm_eps", low=0, low_open=True)
         if self.d_model % self.n_heads:
             raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.act_fn not in ACTIVATIONS:
-            raise UserError(f"activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
+            raise UserError(f"act_fn: activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
         if not self.attn_scales:
             object.__setattr__(self, "attn_scales", (1 / math.sqrt(self.d_head),) * self.n_layers)
         if not self.windows:
             object.__setattr__(self, "windows", (None,) * self.n_layers)
         if len(self.attn_scales) != self.n_layers or len(self.windows) != self.n_layers:
-            raise UserError("attn_scales and windows need one entry per layer")
+            raise UserError(f"attn_scales and windows need one entry per layer (n_layers={self.n_layers}), got "
+                            f"{len(self.attn_scales)} and {len(self.windows)}")
+        for scale in self.attn_scales:
+            checks.number(scale, "attn_scales item", low=0, low_open=True)
         for w in self.windows:
-            if w is not None and w < 1:
-                raise UserError(f"window_size must be >= 1, got {w}")
+            if w is not None:
+                checks.integer(w, "windows item (window_size)", low=1)
 
     @property
     def d_head(self) -> int:

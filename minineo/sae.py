@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from minineo import checks
-from minineo.errors import MissingFileError, UserError
+from minineo.errors import MissingFileError, UserError, WrongTypeError
 
 __all__ = ["SAE", "load"]
 
@@ -91,6 +91,9 @@ class SAE(nn.Module):
         A normalising SAE (layer_norm, constant_norm_rescale) undoes the normalisation of the input it
         encoded: pass that input as `like` (SAELens keeps it in the module between encode and decode).
         """
+        if not features.is_floating_point() or features.ndim < 1 or features.shape[-1] != self.d_sae:
+            raise UserError(f"features must be float feature activations (..., d_sae={self.d_sae}) from sae.encode, "
+                            f"got {checks.describe(features)}")
         if self.rescale_acts_by_decoder_norm:
             features = features * (1 / self.W_dec.norm(dim=-1))
         out = features @ self.W_dec + self.b_dec  # (..., d_in)
@@ -119,11 +122,14 @@ class SAE(nn.Module):
             return x * coeff, lambda out: out / coeff
         return x, lambda out: out
 
-    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+    def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if not x.is_floating_point():
+            raise WrongTypeError(f"{name} must be float activations of the SAE's site {self.hook_name}, got "
+                                 f"{checks.describe(x)}")
         if self.reshape_activations == "hook_z" and x.shape[-1] != self.d_in:
             x = x.flatten(-2)  # (..., head, d_head) -> (..., head * d_head)
         if x.shape[-1] != self.d_in:
-            raise UserError(f"the SAE reads vectors of d_in={self.d_in} (its site: {self.hook_name}), got shape "
+            raise UserError(f"{name}: the SAE reads vectors of d_in={self.d_in} (its site: {self.hook_name}), got shape "
                             f"{tuple(x.shape)}; give activations of its site")
         return x
 
@@ -143,6 +149,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
 
     dtype: default the cfg's (float32 when it names none).
     """
+    device = checks.device(device)
     folder = Path(folder).expanduser()
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise MissingFileError(f"{folder} is not an SAELens SAE folder: it needs {CONFIG} and {WEIGHTS} (what "

@@ -43,6 +43,10 @@ class FactoredMatrix:
 
     @checks.typed
     def __init__(self, A: torch.Tensor, B: torch.Tensor):
+        for name, factor in (("A", A), ("B", B)):
+            if factor.ndim < 2:
+                raise UserError(f"FactoredMatrix: {name} must have at least 2 dimensions (..., rows, columns), got "
+                                f"{checks.describe(factor)}")
         if A.shape[-1] != B.shape[-2]:
             raise UserError(f"FactoredMatrix: A {tuple(A.shape)} and B {tuple(B.shape)} do not chain "
                             f"(A's last dimension must equal B's second to last)")

@@ -48,6 +48,13 @@ class IOIDataset:
 def ioi_dataset(model: Model, n: int = 32, seed: int = 0, templates: list[str] = TEMPLATES,
                 names: list[str] = NAMES, abba_only: bool = False) -> IOIDataset:
     """`n` prompts; half ABBA (IO named first), half BABA (S named first) unless `abba_only`."""
+    n = checks.count(n, "n")
+    if not templates or not all(isinstance(t, str) for t in templates):
+        raise UserError(f"templates must be a non-empty list of prompt templates such as {TEMPLATES[0]!r}, got "
+                        f"{checks.describe(templates)}")
+    if len(names) < 3 or not all(isinstance(name, str) and name for name in names):
+        raise UserError(f"names must be a list of at least 3 names (IOI needs an IO, a subject and a third name), got "
+                        f"{checks.describe(names)}")
     rng = random.Random(seed)
     tokenizer = model._require_tokenizer()
     # Byte-level vocabularies split " Mary" into " " + "M": then the space belongs in the prompt.

@@ -81,7 +81,7 @@ def _scalar(value, what: str) -> torch.Tensor:
 
 def _inputs(model: Model, corrupted_tokens, clean_cache: Mapping, site: str, attention_mask):
     """Validated tokens (batch, pos), mask or None, and the clean site value of every layer."""
-    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None)
+    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None, "corrupted_tokens")
     names = [f"blocks.{layer}.{site}" for layer in range(model.config.n_layers)]
     missing = [name for name in names if name not in clean_cache]
     if missing:
@@ -213,6 +213,7 @@ def activation_patching(
 ) -> torch.Tensor:
     """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float64, CPU)."""
     site = check_site(site, per)
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg, (batch, n_pos) = model.config, tokens.shape
     names = {f"blocks.{layer}.{s}" for layer in range(cfg.n_layers) for s in ("resid_pre", "attn.k", "attn.v", site)}
@@ -287,6 +288,7 @@ def attribution_patching(
     recorded sites); same shapes as `activation_patching`. Exact where the metric is linear in the site.
     """
     site = check_site(site, per)
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg = model.config
     names = [f"blocks.{layer}.{site}" for layer in range(cfg.n_layers)]

@@ -15,6 +15,7 @@ Every loss is `Model.loss`'s (nats per predicted real token) over all the rows; 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,10 @@ from minineo import checks
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
 from minineo.record import sites
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
+    from minineo.sae import SAE
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class SAEMetrics:
 
 
 @checks.typed
-def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8) -> SAEMetrics:
+def sae_metrics(model: Model, sae: SAE, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8) -> SAEMetrics:
     """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring."""
     if sae.hook_name is None:
         raise UserError("the SAE does not name its site (hook_name in cfg.json); set sae.hook_name, "
@@ -53,8 +58,7 @@ def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = Non
     except KeyError as err:
         raise UserError(f"the SAE's site {sae.hook_name!r} is not a site of this model: {err.args[0]}") from None
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
-    if batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be at least 1")
+    batch_size = checks.count(batch_size, "batch_size")
     chunks = [(tokens[i:i + batch_size], None if attention_mask is None else attention_mask[i:i + batch_size])
               for i in range(0, tokens.shape[0], batch_size)]
     nats = dict.fromkeys(("clean", "spliced", "zero", "mean"), 0.0)

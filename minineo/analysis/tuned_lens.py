@@ -83,7 +83,15 @@ class TunedLens(nn.Module):
     @checks.typed
     def translate(self, resid: torch.Tensor, layer: int | slice = slice(None)) -> torch.Tensor:
         """h + A h + b for the residuals `resid` (layer, ..., d_model) of `layer` (an index or a slice)."""
+        n_layers, d_model = self.weight.shape[0], self.weight.shape[-1]
+        if not isinstance(layer, slice):
+            layer = checks.layer(layer, n_layers, "layer", fix=f"the lens has layers 0..{n_layers - 1}")
         W = self.weight[layer]
+        want = (*([W.shape[0]] if W.ndim == 3 else []), "...", d_model)
+        if not isinstance(resid, torch.Tensor) or not resid.is_floating_point() or resid.ndim < len(want) - 1 or \
+                resid.shape[-1] != d_model or (W.ndim == 3 and resid.shape[0] != W.shape[0]):
+            raise UserError(f"resid must be float residuals of shape {tuple(want)} (one per lens layer), got "
+                            f"{checks.describe(resid)}".replace("'...'", "..."))
         h = resid.float()
         if W.ndim == 2:  # one layer
             out = h + h @ W.T
@@ -98,6 +106,9 @@ class TunedLens(nn.Module):
         """ln_final (each residual with its own scale) then W_U, in float32: (..., d_model) -> (..., d_vocab).
 
         `model` defaults to the lens's own; its weights are detached, so training the lens never touches it."""
+        if not resid.is_floating_point() or resid.ndim < 1 or resid.shape[-1] != self.weight.shape[-1]:
+            raise UserError(f"resid must be float residuals (..., d_model={self.weight.shape[-1]}), got "
+                            f"{checks.describe(resid)}")
         model = model if model is not None else self.model
         ln = model.ln_final
         h = F.layer_norm(resid.float(), resid.shape[-1:], ln.w.detach().float(), ln.b.detach().float(), ln.eps)
@@ -190,8 +201,9 @@ def kl_to_final(logits: torch.Tensor) -> torch.Tensor:
 def lens_kl(model: Model, tokens: torch.Tensor, lens: TunedLens | None = None, batch_size: int = 8) -> torch.Tensor:
     """Mean KL to the final distribution per layer (layer + 1,) over every position of `tokens` (batch, pos):
     the tuned lens's, or the logit lens's when `lens` is None (a tuned lens at the identity)."""
+    batch_size = checks.count(batch_size, "batch_size")
     lens = lens if lens is not None else TunedLens(model)
-    tokens = torch.as_tensor(tokens, device=model.W_E.device)
+    tokens, _ = model.token_batch(tokens)  # (batch, pos)
     total = torch.zeros(model.config.n_layers + 1, device=tokens.device)
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch_size):

@@ -58,7 +58,13 @@ class Tokenizer:
     @checks.typed
     def from_vocab(cls, vocab: str | Path, merges: str | Path, bos_token_id: int | None = None) -> Tokenizer:
         """GPT-2's byte-level BPE from its vocab.json (encoder.json) and merges.txt (vocab.bpe)."""
-        backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        vocab = checks.existing_path(vocab, "vocab", kind="file", fix="give GPT-2's vocab.json (encoder.json)")
+        merges = checks.existing_path(merges, "merges", kind="file", fix="give GPT-2's merges.txt (vocab.bpe)")
+        try:
+            backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        except Exception as err:  # the tokenizers library raises a bare Exception for an unreadable file
+            raise UserError(f"vocab {vocab} and merges {merges} are not a readable BPE vocabulary ({err}); give "
+                            "GPT-2's vocab.json and merges.txt") from None
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         tokenizer = cls(backend, bos_token_id)
@@ -98,7 +104,7 @@ class Tokenizer:
                                  "token ids go to the model directly as a LongTensor (batch, pos)")
         rows = [self.encode(t, prepend_bos) for t in texts]
         if not rows or max(map(len, rows)) == 0:
-            raise UserError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")
+            raise UserError("texts: the text encodes to no tokens; give a non-empty text or prepend_bos=True")
         width = max(map(len, rows))
         tokens = torch.full((len(rows), width), self.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -118,7 +124,7 @@ class Tokenizer:
 
         `decode` turns bytes that are not valid UTF-8 on their own into '�'; these are the bytes themselves.
         """
-        piece = self.backend.id_to_token(int(token_id))
+        piece = self.backend.id_to_token(checks.token_id(token_id, self.vocab_size, "token_id"))
         if piece is None or not all(char in _CHAR_TO_BYTE for char in piece):
             return None
         return bytes(_CHAR_TO_BYTE[char] for char in piece)

@@ -192,7 +192,8 @@ def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
     """
     a, w = m.tokenizer.encode(answer), m.tokenizer.encode(wrong)
     if not a or not w:
-        raise UserError(f"{answer if not a else wrong!r} encodes to no token; give a non-empty answer")
+        option, text = ("--answer", answer) if not a else ("--wrong", wrong)
+        raise UserError(f"{option} {text!r} encodes to no token; give a non-empty answer")
     i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
     if i is None:
         raise UserError(f"--answer {answer!r} and --wrong {wrong!r} have no differing token (one is a prefix of the "

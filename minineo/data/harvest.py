@@ -28,7 +28,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from minineo.record import sites
 from minineo.data.corpus import count_rows, pack_rows, read_documents, require_datasets
 from minineo.errors import UserError
 from minineo.data.shards import ShardFolder, features, load
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
 
 __all__ = ["harvest", "load", "init_distributed", "column_name"]
 
@@ -79,7 +82,7 @@ def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
 
 @checks.typed
 def harvest(
-    model, corpus: str | Path, names: str | Sequence[str], out_dir: str | Path, *, context: int = 128,
+    model: Model, corpus: str | Path, names: str | Sequence[str], out_dir: str | Path, *, context: int = 128,
     batch_size: int = 32, max_tokens: int | None = None, dtype: torch.dtype | None = None,
     text_field: str = "text", shard_rows: int | None = None, progress: bool | None = None,
 ) -> Path:

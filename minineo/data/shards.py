@@ -82,7 +82,7 @@ class ShardFolder:
         manifest = self.manifest()
         if manifest is None:
             if self.path.is_dir() and any(self.path.iterdir()):
-                raise UserError(f"the output folder {self.path} holds files that are not a minineo harvest; "
+                raise UserError(f"the output folder (out_dir) {self.path} holds files that are not a minineo harvest; "
                                 f"give a new or empty folder with --out")
             return False
         if manifest.get("format") != FORMAT:
@@ -199,7 +199,7 @@ def load(out_dir: str | Path):
     folder = ShardFolder(out_dir, {})
     manifest = folder.manifest()
     if manifest is None:
-        raise UserError(f"{folder.path} holds no minineo harvest (no {MANIFEST}); give the --out folder of a harvest")
+        raise UserError(f"out_dir {folder.path} holds no minineo harvest (no {MANIFEST}); give the --out folder of a harvest")
     if not manifest.get("complete"):
         raise UserError(f"the harvest in {folder.path} is not complete ({len(folder.completed())} shards so far); "
                         f"re-run the same `minineo harvest` command to finish it")

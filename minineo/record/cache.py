@@ -142,6 +142,10 @@ class Cache(Mapping):
         components of `decompose_resid` (bias=False) and adding the bias once gives ln_final's output.
         """
         scale = self["ln_final.scale"]  # (batch, pos, 1)
+        want = (*scale.shape[:2], self.config.d_model)
+        if tuple(x.shape[-3:]) != want or not x.is_floating_point():
+            raise UserError(f"x must be a float tensor of shape (..., batch, pos, d_model) = (..., {want[0]}, {want[1]}, "
+                            f"{want[2]}) (this cache's tokens), got {checks.describe(x)}")
         out = (x - x.mean(-1, keepdim=True)) / scale * self._ln_w
         return out + self._ln_b if bias else out
 
@@ -154,10 +158,10 @@ class Cache(Mapping):
         """
         path = Path(path).expanduser()
         if path.is_dir():
-            raise UserError(f"cannot save the cache to {path}: it is a folder; give a file name such as "
+            raise UserError(f"cannot save the cache to path {path}: it is a folder; give a file name such as "
                             f"{path / 'cache.safetensors'}")
         if not path.parent.is_dir():
-            raise MissingFileError(f"cannot save the cache to {path}: the folder {path.parent} does not exist; "
+            raise MissingFileError(f"cannot save the cache to path {path}: the folder {path.parent} does not exist; "
                                    "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
         tensors = {name: self[name].detach().cpu().contiguous().clone() for name in self}
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -173,6 +177,7 @@ class Cache(Mapping):
     @checks.typed
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""
+        device = checks.device(device)
         masks = [None if m is None else m.to(device) for m in self._masks]
         return Cache({k: v.to(device) for k, v in self._store.items()}, self.config, [w.to(device) for w in self._W_O],
                      self._ln_w.to(device), self._ln_b.to(device), self._lazy, masks, self._unlisted)
