@@ -234,13 +234,3 @@ def test_typed_reads_the_annotations():
             f(minineo.load(), **bad)
     with pytest.raises(WrongTypeError, match="model must be a Model"):
         f(object())
-
-
-def test_the_validator_imports_nothing_above_it():
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse(Path(checks.__file__).read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | \
-        {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert {m for m in imported if m.startswith("minineo")} == {"minineo.errors"}, imported

@@ -18,11 +18,13 @@ import typer
 from typer.testing import CliRunner
 
 import fuzz_walk
+from minineo.checkpoints.hub import EMBEDDED, EMBEDDED_NAME
 from minineo.cli import app
 
 runner = CliRunner()
 COMMANDS = typer.main.get_command(app).commands
-PROMPT = "When Mary and John went to the store, John gave a drink to"
+PROMPT = "When Mary and John went, John gave it to"
+CORRUPTED = "When Mary and John went, Mary gave it to"
 
 # Commands left out, each with why.
 CLI_OPT_OUT = {
@@ -45,19 +47,16 @@ def base_invocation(command: str, folder: Path) -> list[str]:
         "lens": ["lens", PROMPT],
         "heads": ["heads", "--seq-len", "8", "--n-seqs", "2"],
         "attribute": ["attribute", PROMPT, "--answer", " Mary"],
-        "ablate": ["ablate", PROMPT, "--answer", " Mary"],
+        "ablate": ["ablate", PROMPT, "--answer", " Mary", "--heads", "1.0"],
         "ioi": ["ioi", "--n", "2", "--no-paths", "--no-ablation"],
         "harvest": ["harvest", corpus, "--names", "blocks.0.resid_post", "--out", out, "--context", "16",
                     "--max-tokens", "32"],
         "tune-lens": ["tune-lens", corpus, "--out", out, "--steps", "1", "--batch-size", "2", "--context", "16"],
-        "patch": ["patch", "When Mary and John went to the store, John gave a drink to",
-                  "When Mary and John went to the store, Mary gave a drink to", "--answer", " Mary", "--wrong", " John"],
+        "patch": ["patch", PROMPT, CORRUPTED, "--answer", " Mary", "--wrong", " John"],
         "eval": ["eval", corpus, "--context", "16", "--max-tokens", "64"],
         "sae-eval": ["sae-eval", str(fuzz_walk.SAE_FOLDER), corpus, "--context", "16", "--max-tokens", "64"],
         "circuits": ["circuits", "--top", "3"],
-        "path-patch": ["path-patch", "When Mary and John went to the store, John gave a drink to",
-                       "When Mary and John went to the store, Mary gave a drink to", "--answer", " Mary", "--wrong",
-                       " John"],
+        "path-patch": ["path-patch", PROMPT, CORRUPTED, "--answer", " Mary", "--wrong", " John"],
     }.get(command)
 
 
@@ -128,6 +127,28 @@ def judge(args: list[str], param, must_refuse: bool, label: str) -> str | None:
             return f"{shown}: the error does not name {sorted(said(param))}: {text[:300]}"
         return None
     return f"{shown}: exit code {result.exit_code}: {text[:300]}"
+
+
+@pytest.fixture(autouse=True)
+def shared_embedded_model(monkeypatch):
+    """The embedded model is loaded once for every invocation (the commands never change a loaded model); any other
+    --model value goes through minineo.load itself, so loading is fuzzed too."""
+    from minineo.checkpoints import loading
+    from minineo.cli import shared
+
+    real = loading.load
+    loaded = {}
+
+    def load(name=EMBEDDED_NAME, **kwargs):
+        key = (str(name), repr(sorted(kwargs.items())))
+        if name not in EMBEDDED:
+            return real(name, **kwargs)
+        if key not in loaded:
+            loaded[key] = real(name, **kwargs)
+        return loaded[key]
+
+    monkeypatch.setattr(loading, "load", load)
+    monkeypatch.setattr(shared, "load", load)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
