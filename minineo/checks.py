@@ -195,8 +195,8 @@ def layer_head(pair: Any, n_layers: int, n_heads: int, name: str = "head") -> tu
     shape = f"a (layer, head) pair with layer in 0..{n_layers - 1} and head in 0..{n_heads - 1}"
     if isinstance(pair, (str, bytes, torch.Tensor)) or not isinstance(pair, Sequence) or len(pair) != 2:
         raise WrongTypeError(f"{name} must be {shape}, e.g. (0, 1); got {describe(pair)}")
-    layer(pair[0], n_layers, f"{name} {describe(tuple(pair))}: the layer")
-    head(pair[1], n_heads, f"{name} {describe(tuple(pair))}: the head")
+    layer(pair[0], n_layers, f"{name} {tuple(pair)!r}: the layer")
+    head(pair[1], n_heads, f"{name} {tuple(pair)!r}: the head")
     return int(pair[0]), int(pair[1])
 
 

@@ -180,3 +180,37 @@ def test_the_walk_finds_the_public_api():
     for expected in ("minineo.load", "minineo.Model.run_with_cache", "minineo.analysis.path_patching",
                      "minineo.sae.load", "minineo.data.evaluation.evaluate", "minineo.Cache.stack"):
         assert expected in found, expected
+
+
+def _integer_arguments() -> list[tuple[str, str]]:
+    """(entry point, argument) for every integer-annotated argument that has a valid call to vary."""
+    found = []
+    for qualified, target in ENTRY_POINTS:
+        kwargs, names, problem = call_arguments(qualified, target)
+        if problem:
+            continue
+        params = signature_of(target).parameters
+        for name in names:
+            kinds = alternatives(annotation_of(params[name]))
+            if "int" in kinds and "float" not in kinds:
+                found.append((qualified, name))
+    return found
+
+
+INTEGER_ARGUMENTS = _integer_arguments()
+TARGETS = dict(ENTRY_POINTS)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_integer_arguments_with_drawn_values(data):
+    """Hypothesis draws an integer argument and a value: indices anywhere in +-10**12, sizes and counts in -5..40
+    (a large count is valid work, only slow); floats with an integral value (3.0) are never integers."""
+    qualified, name = data.draw(st.sampled_from(INTEGER_ARGUMENTS), label="argument")
+    big = name in INDEX_NAMES
+    value = data.draw(st.one_of(st.integers(-10**12, 10**12) if big else st.integers(-5, 40),
+                                st.integers(-5, 40).map(float)), label="value")
+    kwargs, _, _ = call_arguments(qualified, TARGETS[qualified])
+    problem = judge(bound_target(qualified, TARGETS[qualified]), kwargs, name, value, isinstance(value, float),
+                    repr(value))
+    assert problem is None, f"{qualified}: {problem}"

@@ -88,7 +88,7 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
 
 
 def _pairs(heads, what: str) -> list[Head]:
-    """(layer, head) pairs of ints: a float or bool inside a pair is refused (checks.layer_head), not truncated."""
+    """(layer, head) pairs of ints (checks.is_integer: a float or bool inside a pair is refused, not truncated)."""
     if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
         raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]")
     items = list(heads)
