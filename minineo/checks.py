@@ -450,14 +450,18 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
     return None  # a type alias (Metric, TokenInput...), a name imported only for type checking, a generic: not checked
 
 
-def typed(function):
+def typed(function=None, *, own: tuple[str, ...] = ()):
     """Check a public function's arguments against its annotations before it runs (a WrongTypeError naming the argument
     otherwise): `int` takes no bool and no float, `float` takes ints but no bool, `bool` takes only True / False,
     `str`, `torch.Tensor`, paths, containers and minineo's own classes are checked by type; aliases (Metric,
     TokenInput) and names imported only for type checking are left to the function. Ranges are the function's job
-    (checks.layer, checks.count, ...)."""
+    (checks.layer, checks.count, ...). `@checks.typed(own=("stop_at_layer",))` leaves those arguments wholly to
+    the function (its own message states the range for a wrong type too)."""
     import functools
     import inspect
+
+    if function is None:
+        return lambda wrapped: typed(wrapped, own=own)
 
     signature = inspect.signature(function)
     tests: dict[str, list] | None = None
@@ -466,7 +470,7 @@ def typed(function):
         found = {}
         namespace = getattr(function, "__globals__", {})
         for name, param in signature.parameters.items():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in ("self", "cls"):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in ("self", "cls") or name in own:
                 continue
             if param.annotation is inspect.Parameter.empty:
                 continue

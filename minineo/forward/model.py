@@ -55,7 +55,7 @@ class Model(nn.Module):
 
     # ---- the forward pass -------------------------------------------------------------------------
 
-    @checks.typed
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def forward(
         self, tokens: TokenInput, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -69,7 +69,7 @@ class Model(nn.Module):
         rec = Recorder(patch=self._resolve_patch(patch))
         return self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
 
-    @checks.typed
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def run_with_cache(
         self, tokens: TokenInput, names: Names = None, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -223,7 +223,7 @@ class Model(nn.Module):
             return rec("logits", F.linear(x, self.W_E, self.b_U))
         return rec("logits", x @ self.W_U_untied if self.b_U is None else affine(x, self.W_U_untied, self.b_U))
 
-    @checks.typed
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
         names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
