@@ -7,6 +7,10 @@ The package's rooms: `forward/` (the model), `record/` (site names, the recorder
 
 import importlib
 
+from minineo import moved
+
+moved.install()  # old import paths (minineo.harvest, minineo.model, ...) stay aliases of the moved modules
+
 from minineo.checkpoints.loading import load
 from minineo.checkpoints.tokenizer import Tokenizer
 from minineo.config import Config

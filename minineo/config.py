@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from minineo import checks
 from minineo.errors import UserError
 
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
@@ -58,25 +59,33 @@ class Config:
     pad_token_id: int | None = None  # generate's filler for finished rows (None: the eos id, as in HF)
 
     def __post_init__(self) -> None:
+        checks.fields(self)
+        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "n_ctx", "d_vocab"):
+            checks.count(getattr(self, name), name)
+        checks.number(self.layer_norm_eps, "layer_norm_eps", low=0, low_open=True)
         if self.d_model % self.n_heads:
             raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.act_fn not in ACTIVATIONS:
-            raise UserError(f"activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
+            raise UserError(f"act_fn: activation_function {self.act_fn!r} is not supported; use one of {ACTIVATIONS}")
         if not self.attn_scales:
             object.__setattr__(self, "attn_scales", (1 / math.sqrt(self.d_head),) * self.n_layers)
         if not self.windows:
             object.__setattr__(self, "windows", (None,) * self.n_layers)
         if len(self.attn_scales) != self.n_layers or len(self.windows) != self.n_layers:
-            raise UserError("attn_scales and windows need one entry per layer")
+            raise UserError(f"attn_scales and windows need one entry per layer (n_layers={self.n_layers}), got "
+                            f"{len(self.attn_scales)} and {len(self.windows)}")
+        for scale in self.attn_scales:
+            checks.number(scale, "attn_scales item", low=0, low_open=True)
         for w in self.windows:
-            if w is not None and w < 1:
-                raise UserError(f"window_size must be >= 1, got {w}")
+            if w is not None:
+                checks.integer(w, "windows item (window_size)", low=1)
 
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
 
     @classmethod
+    @checks.typed
     def from_hf(cls, hf: dict[str, Any]) -> Config:
         """Build from a HuggingFace config.json dict (`model_type` "gpt2" or "gpt_neo")."""
         model_type = hf.get("model_type")
@@ -88,6 +97,7 @@ class Config:
             f"unsupported model_type {model_type!r} in config.json: minineo implements 'gpt2' and 'gpt_neo'"
         )
 
+    @checks.typed
     def to_hf(self) -> dict[str, Any]:
         """The config.json dict HF would write for this model (gpt_neo or gpt2), dropout 0 (minineo has none,
         and the zoo models were trained without: GPT-2's HF default of 0.1 would apply in HF's train mode)."""

@@ -33,7 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from minineo.errors import MissingFileError, UserError
+from minineo import checks
+from minineo.errors import MissingFileError, UserError, WrongTypeError
 
 __all__ = ["SAE", "load"]
 
@@ -46,6 +47,7 @@ LAYER_NORM_EPS = 1e-5  # SAELens's run_time_activation_ln_in default
 class SAE(nn.Module):
     """One SAE: W_enc (d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in), b_dec (d_in,), threshold (d_sae,) for jumprelu."""
 
+    @checks.typed
     def __init__(self, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor, *,
                  architecture: str = "standard", hook_name: str | None = None, apply_b_dec_to_input: bool = True,
                  normalize_activations: str = "none", k: int | None = None, threshold: torch.Tensor | None = None,
@@ -67,6 +69,7 @@ class SAE(nn.Module):
     def d_sae(self) -> int:
         return self.W_enc.shape[1]
 
+    @checks.typed
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations (..., d_sae) of activations x (..., d_in) (hook_z SAEs: (..., head, d_head))."""
         x = self._flat(x).to(self.W_enc.dtype)
@@ -81,12 +84,16 @@ class SAE(nn.Module):
         values, indices = torch.topk(hidden, k=self.k, dim=-1, sorted=False)
         return torch.zeros_like(hidden).scatter_(-1, indices, values.relu())
 
+    @checks.typed
     def decode(self, features: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
         """The reconstruction (..., d_in) of `features` (..., d_sae).
 
         A normalising SAE (layer_norm, constant_norm_rescale) undoes the normalisation of the input it
         encoded: pass that input as `like` (SAELens keeps it in the module between encode and decode).
         """
+        if not features.is_floating_point() or features.ndim < 1 or features.shape[-1] != self.d_sae:
+            raise UserError(f"features must be float feature activations (..., d_sae={self.d_sae}) from sae.encode, "
+                            f"got {checks.describe(features)}")
         if self.rescale_acts_by_decoder_norm:
             features = features * (1 / self.W_dec.norm(dim=-1))
         out = features @ self.W_dec + self.b_dec  # (..., d_in)
@@ -98,6 +105,7 @@ class SAE(nn.Module):
             out = undo(out)
         return self._unflat(out, like)
 
+    @checks.typed
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """decode(encode(x), like=x), in x's shape and dtype: the function to splice in with `patch=`."""
         return self.decode(self.encode(x), like=x).to(x.dtype).reshape(x.shape)
@@ -114,11 +122,14 @@ class SAE(nn.Module):
             return x * coeff, lambda out: out / coeff
         return x, lambda out: out
 
-    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+    def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if not x.is_floating_point():
+            raise WrongTypeError(f"{name} must be float activations of the SAE's site {self.hook_name}, got "
+                                 f"{checks.describe(x)}")
         if self.reshape_activations == "hook_z" and x.shape[-1] != self.d_in:
             x = x.flatten(-2)  # (..., head, d_head) -> (..., head * d_head)
         if x.shape[-1] != self.d_in:
-            raise UserError(f"the SAE reads vectors of d_in={self.d_in} (its site: {self.hook_name}), got shape "
+            raise UserError(f"{name}: the SAE reads vectors of d_in={self.d_in} (its site: {self.hook_name}), got shape "
                             f"{tuple(x.shape)}; give activations of its site")
         return x
 
@@ -182,11 +193,13 @@ def model_names(model) -> list[str]:
     return [Path(source).name]
 
 
+@checks.typed
 def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SAE:
     """The SAE in an SAELens folder (cfg.json + sae_weights.safetensors); see the module docstring.
 
     dtype: default the cfg's (float32 when it names none).
     """
+    device = checks.device(device)
     folder = Path(folder).expanduser()
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise MissingFileError(f"{folder} is not an SAELens SAE folder: it needs {CONFIG} and {WEIGHTS} (what "

@@ -161,7 +161,7 @@ def test_unknown_names_and_wrong_types_are_user_errors_and_still_key_and_type_er
     with pytest.raises(UnknownNameError) as caught:
         tiny.run_with_cache(tiny.to_tokens("Hi"), names=["blocks.0.attn.patern"])
     assert isinstance(caught.value, KeyError) and isinstance(caught.value, UserError)
-    assert str(caught.value).startswith("unknown activation name 'blocks.0.attn.patern'")  # not KeyError's quoting
+    assert str(caught.value).startswith("names: unknown activation name 'blocks.0.attn.patern'")  # not KeyError's quoting
     _, cache = tiny.run_with_cache(tiny.to_tokens("Hi"), names=["embed"])
     assert cache.get("blocks.0.resid_pre") is None and "blocks.0.resid_pre" not in cache
     with pytest.raises(WrongTypeError) as caught:

@@ -111,7 +111,7 @@ def test_prompt_longer_than_the_context(command):
     (["heads", "--n-seqs", "0"], ["--n-seqs must be at least 1"]),
     (["ioi", "--n", "0"], ["--n must be at least 1"]),
     (["run", "hi", "--top-k", "-5"], ["--top-k must be at least 1"]),
-    (["run", "hi", "--device", "banana"], ["'banana' is not a device"]),
+    (["run", "hi", "--device", "banana"], ["--device banana is not a device"]),
     (["ablate", "hi", "--answer", " Mary", "--heads", "abc"], ["'abc' is not LAYER.HEAD"]),
     (["ablate", "hi", "--answer", " Mary", "--heads", "1"], ["'1' is not LAYER.HEAD"]),
     (["ablate", "hi", "--answer", " Mary", "--heads", "9.9"], ["head 9.9 does not exist", "layers 0..1"]),
@@ -125,7 +125,7 @@ def test_bad_options(args, fragments):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA: --device cuda is valid here")
 def test_cuda_on_a_cpu_only_torch():
-    error_text(invoke("run", "hi", "--device", "cuda"), "'cuda' is not available", "--device cpu")
+    error_text(invoke("run", "hi", "--device", "cuda"), "--device cuda is not available", "--device cpu")
 
 
 # ---- files to write ---------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_a_weight_of_integer_dtype_is_named_at_load(tmp_path):
 
 
 @pytest.mark.parametrize("dtype, message", [(torch.int8, "cannot hold a model's weights"), ("float17", "not one of"),
-                                            (torch.bool, "cannot hold"), (3, "cannot hold")])
+                                            (torch.bool, "cannot hold"), (3, "dtype must be a torch.dtype or a string, got 3")])
 def test_load_refuses_a_dtype_that_is_not_floating_point(dtype, message):
     with pytest.raises(UserError, match=message):
         minineo.load(dtype=dtype)
@@ -161,7 +161,7 @@ def test_to_tokens_refuses_what_is_not_text(tiny, text):
 @pytest.mark.parametrize("kwargs, message", [(dict(answer=10**6), "answer token id 1000000 is outside the vocabulary"),
                                              (dict(answer=-1), "outside the vocabulary"),
                                              (dict(answer=5, wrong=257), "wrong token id 257"),
-                                             (dict(answer=1.5), "integer token ids")])
+                                             (dict(answer=1.5), "answer must be an integer or a tensor, got 1.5")])
 def test_attribution_refuses_answer_ids_outside_the_vocabulary(tiny, kwargs, message):
     tokens = tiny.to_tokens(PROMPT)
     with pytest.raises(UserError, match=message):

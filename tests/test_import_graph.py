@@ -107,3 +107,12 @@ def test_nothing_imports_the_command_line():
     for name, deps in graph.items():
         if not name.startswith("minineo.cli") and name != "minineo.__main__":
             assert not any(d.startswith("minineo.cli") for d in deps), (name, deps)
+
+
+def test_the_validator_and_the_old_paths_sit_at_the_bottom():
+    """minineo.checks (every entry point calls it) imports only minineo.errors; minineo.moved imports no minineo
+    module (its table names the moved modules as strings, imported only when an old path is used)."""
+    graph = import_graph()
+    assert graph["minineo.checks"] <= {"minineo.errors"}, graph["minineo.checks"]
+    assert graph["minineo.moved"] == set(), graph["minineo.moved"]
+    assert "minineo.checks" in graph["minineo.forward.model"] and "minineo.checks" in graph["minineo.cli.shared"]

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.analysis.patching import activation_patching
 from minineo.errors import UserError
@@ -33,8 +33,7 @@ def ablation_values(
     same position. `reference_mask` is the reference's attention mask (default: `attention_mask`).
     `cache`: a run of `tokens` holding attn.z, reused for the mean over `tokens` instead of a new run.
     """
-    if method not in ("zero", "mean", "resample"):
-        raise UserError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
+    checks.one_of(method, "method", METHODS, "zero, mean or resample ablation")
     layers = sorted(set(layers))
     if method == "zero":
         return {layer: torch.zeros((), dtype=model.W_E.dtype, device=model.W_E.device) for layer in layers}
@@ -65,12 +64,9 @@ def ablation_patch(
     reference_mask: torch.Tensor | None = None, seed: int = 0, cache: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The `patch=` dict that ablates `heads` (see `ablation_values` for the methods)."""
-    if method not in ("zero", "mean", "resample"):
-        raise UserError(f"ablation method {method!r} is unknown; use 'zero', 'mean' or 'resample'")
+    checks.one_of(method, "method", METHODS, "zero, mean or resample ablation")
     by_layer: dict[int, list[int]] = defaultdict(list)
-    for layer, head in heads:
-        if not (0 <= layer < model.config.n_layers and 0 <= head < model.config.n_heads):
-            raise UserError(f"head ({layer}, {head}) does not exist in a {model.config.n_layers}x{model.config.n_heads} model")
+    for layer, head in checks.heads(heads, model.config.n_layers, model.config.n_heads, "heads"):
         by_layer[layer].append(head)
     replacement = ablation_values(model, tokens, by_layer, method, reference_tokens, attention_mask,
                                   reference_mask, seed, cache)
@@ -85,12 +81,17 @@ def ablation_patch(
     return {f"blocks.{layer}.attn.z": make(layer, hs) for layer, hs in by_layer.items()}
 
 
+METHODS = ("zero", "mean", "resample")
+
+
+@checks.typed
 def ablate_heads(model: Model, tokens: torch.Tensor, heads: Iterable[Head], method: str = "zero", **kwargs) -> torch.Tensor:
     """Logits (batch, pos, d_vocab) with `heads` ablated."""
     mask = kwargs.get("attention_mask")
     return model(tokens, patch=ablation_patch(model, tokens, heads, method, **kwargs), attention_mask=mask)
 
 
+@checks.typed
 def head_ablation_effects(model: Model, tokens: torch.Tensor, metric: Metric, method: str = "zero",
                           **kwargs) -> torch.Tensor:
     """(layer, head): metric(ablated logits) - metric(clean logits), one head at a time.
@@ -101,6 +102,8 @@ def head_ablation_effects(model: Model, tokens: torch.Tensor, metric: Metric, me
     """
     mask = kwargs.get("attention_mask")
     cfg = model.config
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
+    checks.one_of(method, "method", METHODS, "zero, mean or resample ablation")
     tokens = as_token_batch(tokens, cfg.d_vocab, model.W_E.device)  # (batch, pos)
     with progress.task(f"ablating each of {cfg.n_layers * cfg.n_heads} heads ({method})"):
         values = ablation_values(model, tokens, range(cfg.n_layers), method, **kwargs)
@@ -119,9 +122,13 @@ class BackupHeads:
     backups: list[tuple[Head, float]]  # other heads whose direct effect grew most, with the growth
 
 
+@checks.typed
 def backup_heads(model: Model, tokens: torch.Tensor, answer, wrong=None, position=-1, top: int = 3,
                  method: str = "mean", attention_mask: torch.Tensor | None = None, n_backups: int = 5) -> BackupHeads:
     """Ablate the `top` heads with the largest direct effect on answer (- wrong); report compensating heads."""
+    top = checks.count(top, "top", maximum=model.config.n_layers * model.config.n_heads,
+                       fix=f"the model has {model.config.n_layers * model.config.n_heads} heads")
+    n_backups = checks.count(n_backups, "n_backups", minimum=0)
     tokens = as_token_batch(tokens, model.config.d_vocab, model.W_E.device)  # (batch, pos)
     names = lambda n: dla_sites(n) or n.endswith("resid_pre")  # noqa: E731
     with progress.task(f"backup heads: ablating the top {top} direct heads ({method})"):

@@ -3,11 +3,12 @@ the unembedding direction of an answer (or of answer minus wrong)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.errors import UserError
 from minineo.record.cache import Cache
 from minineo.forward.model import Model
@@ -37,6 +38,7 @@ def unembed_direction(model: Model, answer: torch.Tensor, wrong: torch.Tensor | 
     return direction - model.W_U[:, wrong].T if wrong is not None else direction
 
 
+@checks.typed
 def direct_logit_attribution(
     model: Model, tokens: torch.Tensor, answer: int | torch.Tensor, wrong: int | torch.Tensor | None = None,
     position: int | torch.Tensor = -1, attention_mask: torch.Tensor | None = None,
@@ -45,8 +47,7 @@ def direct_logit_attribution(
 
     They sum, with `ln_bias_term`, to the true logit (difference) at that position.
     """
-    tokens = torch.as_tensor(tokens, device=model.W_E.device)
-    tokens = tokens[None] if tokens.ndim == 1 else tokens
+    tokens, attention_mask = model.token_batch(tokens, attention_mask)  # (batch, pos)
     with progress.task(f"direct logit attribution on {tuple(tokens.shape)} tokens"):
         logits, cache = model.run_with_cache(tokens, names=dla_sites, attention_mask=attention_mask)
         return attribution_from_cache(model, cache, logits, answer, wrong, position)
@@ -55,7 +56,7 @@ def direct_logit_attribution(
 def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong, position) -> Attribution:
     batch = logits.shape[0]
     rows = torch.arange(batch, device=logits.device)
-    pos = torch.as_tensor(position, device=logits.device).expand(batch) % logits.shape[1]
+    pos = _positions(position, batch, logits.shape[1], logits.device)
     answer = _token_ids(answer, "answer", model.config.d_vocab, logits.device, batch)
     wrong = None if wrong is None else _token_ids(wrong, "wrong", model.config.d_vocab, logits.device, batch)
     direction = unembed_direction(model, answer, wrong)  # (batch, d_model)
@@ -81,6 +82,22 @@ def attribution_from_cache(model: Model, cache: Cache, logits: torch.Tensor, ans
     return Attribution(labels, torch.stack(parts), bias_term, true_logit)
 
 
+def _positions(position, batch: int, n_pos: int, device: torch.device) -> torch.Tensor:
+    """`position` (an int, or one per row; negative counts from the end) as a LongTensor (batch,) in 0..n_pos-1."""
+    if isinstance(position, torch.Tensor) and position.ndim > 0:
+        if position.dtype.is_floating_point or position.dtype == torch.bool or position.ndim != 1 \
+                or position.numel() not in (1, batch):
+            raise UserError(f"position must be an int or an integer tensor of one position per row ({batch}), got "
+                            f"{checks.describe(position)}")
+        if position.numel() and (int(position.min()) < -n_pos or int(position.max()) >= n_pos):
+            raise UserError(f"position holds {int(position.max())}, outside -{n_pos}..{n_pos - 1} (the tokens have "
+                            f"{n_pos} positions)")
+        return position.to(device).long().expand(batch) % n_pos
+    position = checks.integer(position, "position", low=-n_pos, high=n_pos - 1,
+                              fix=f"the tokens have {n_pos} positions; -1 is the last")
+    return torch.full((batch,), position % n_pos, device=device, dtype=torch.long)
+
+
 def _token_ids(ids, what: str, d_vocab: int, device: torch.device, batch: int) -> torch.Tensor:
     """`ids` (an int, or one per row) as a LongTensor (batch,), each checked against the vocabulary."""
     try:
@@ -99,7 +116,11 @@ def _token_ids(ids, what: str, d_vocab: int, device: torch.device, batch: int) -
     return ids.long().expand(batch)
 
 
-def head_logit_attribution(model: Model, cache: Cache, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:
+@checks.typed
+def head_logit_attribution(model: Model, cache: Cache | Mapping, logits: torch.Tensor, answer, wrong=None, position=-1) -> torch.Tensor:
     """Per-head direct effect (layer, head), averaged over the batch."""
+    batch, n_pos = cache["ln_final.scale"].shape[:2]
+    checks.tensor(logits, "logits (the logits of the cache's run)", (batch, n_pos, model.config.d_vocab),
+                  dims="(batch, pos, d_vocab)")
     attribution = attribution_from_cache(model, cache, logits, answer, wrong, position)
     return attribution.per_head(model.config.n_layers, model.config.n_heads).mean(-1)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -40,7 +41,12 @@ class FactoredMatrix:
     is cast to the factors' dtype: the circuits below are float64).
     """
 
+    @checks.typed
     def __init__(self, A: torch.Tensor, B: torch.Tensor):
+        for name, factor in (("A", A), ("B", B)):
+            if factor.ndim < 2:
+                raise UserError(f"FactoredMatrix: {name} must have at least 2 dimensions (..., rows, columns), got "
+                                f"{checks.describe(factor)}")
         if A.shape[-1] != B.shape[-2]:
             raise UserError(f"FactoredMatrix: A {tuple(A.shape)} and B {tuple(B.shape)} do not chain "
                             f"(A's last dimension must equal B's second to last)")
@@ -123,10 +129,12 @@ class FactoredMatrix:
         Q_B, R_B = torch.linalg.qr(self.B.transpose(-2, -1))
         return Q_A, R_A, Q_B, R_B
 
+    @checks.typed
     def norm(self) -> torch.Tensor:
         """Frobenius norm of the product (...,): ||AB||_F^2 = tr(A^T A B B^T), from two (r x r) Gram matrices."""
         return _gram_trace(gram(self.A), gram(self.B.transpose(-2, -1))).sqrt()
 
+    @checks.typed
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(U (..., m, k), S (..., k), V (..., n, k)), k = min(m, n, r), with U diag(S) V^T == AB
         (V, not V^T, as in TransformerLens's FactoredMatrix.svd); S descending."""
@@ -134,6 +142,7 @@ class FactoredMatrix:
         U, S, Vh = torch.linalg.svd(R_A @ R_B.transpose(-2, -1), full_matrices=False)
         return Q_A @ U, S, Q_B @ Vh.transpose(-2, -1)
 
+    @checks.typed
     def eigenvalues(self) -> torch.Tensor:
         """(..., r) complex: the eigenvalues of BA, which are AB's nonzero eigenvalues (AB's others are 0)."""
         return torch.linalg.eigvals(self.BA)
@@ -163,11 +172,13 @@ def _stack(model: Model, name: str) -> torch.Tensor:
     return torch.stack([getattr(block.attn, name).detach() for block in model.blocks]).double()
 
 
+@checks.typed
 def qk_circuit(model: Model) -> FactoredMatrix:
     """Each head's QK circuit W_Q W_K^T: (layer, head, d_model, d_model), factors (d_model, d_head) x (d_head, d_model)."""
     return FactoredMatrix(_stack(model, "W_Q"), _stack(model, "W_K").transpose(-2, -1))
 
 
+@checks.typed
 def ov_circuit(model: Model) -> FactoredMatrix:
     """Each head's OV circuit W_V W_O: (layer, head, d_model, d_model), factors (d_model, d_head) x (d_head, d_model)."""
     return FactoredMatrix(_stack(model, "W_V"), _stack(model, "W_O"))
@@ -183,6 +194,7 @@ def _gram_trace(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return (left * right).sum((-2, -1)).clamp_min(0)
 
 
+@checks.typed
 def composition_scores(model: Model, kind: str, fill: float = 0.0) -> torch.Tensor:
     """(layer, head, layer, head): [l1, h1, l2, h2] is how much head (l2, h2) composes with head (l1, h1)'s output.
 
@@ -218,6 +230,7 @@ def composition_scores(model: Model, kind: str, fill: float = 0.0) -> torch.Tens
     return scores.float()
 
 
+@checks.typed
 def copying_scores(model: Model) -> torch.Tensor:
     """(layer, head): sum(λ) / sum(|λ|) over the eigenvalues λ of the full OV circuit W_E W_V W_O W_U, in [-1, 1].
 

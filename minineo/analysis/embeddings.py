@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.errors import UserError
 from minineo.forward.model import Model
 
@@ -25,6 +25,7 @@ class EmbeddingGeometry:
     largest_norms: list[tuple[int, float]]  # (index, norm), largest first
 
 
+@checks.typed
 def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk: int = 4096,
                        sample: int | None = None, seed: int = 0) -> EmbeddingGeometry:
     """Geometry of the rows of W (n, d).
@@ -35,10 +36,12 @@ def embedding_geometry(W: torch.Tensor, name: str = "W_E", top: int = 10, chunk:
     (n, n) matrix is never held. It costs O(n^2 d) (GPT-2's W_E: ~2 TFLOP); `sample` computes it over
     the pairs of a seeded random sample of that many rows instead (an estimate; everything else stays exact).
     """
-    W = W.detach()
+    W = checks.tensor(W, f"W ({name})", (None, None), dims="(n, d)").detach()
     n, d = W.shape
-    if n < 2:
-        raise ValueError(f"{name} has {n} row(s); pairwise cosines need at least 2")
+    if n < 2 or d < 1 or not W.is_floating_point():
+        raise UserError(f"W ({name}) must be a float matrix of at least 2 rows (pairwise cosines), got "
+                        f"{checks.describe(W)}")
+    top, chunk = checks.count(top, "top"), checks.count(chunk, "chunk")
     norms = torch.cat([W[s:s + chunk].double().norm(dim=-1) for s in range(0, n, chunk)])  # (n,)
     mean = sum(W[s:s + chunk].double().sum(0) for s in range(0, n, chunk)) / n  # (d,)
     mean_cosine, _ = _closed_form_cosine(W, None, chunk, keep=False)
@@ -111,6 +114,7 @@ class EmbeddingAutoencoding:
     n_tokens: int = 0  # how many tokens were scored (the whole vocabulary unless sampled)
 
 
+@checks.typed
 def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10, sample: int | None = None,
                            seed: int = 0) -> EmbeddingAutoencoding:
     """Three float32 unembeddings of the vocabulary; block 0 runs alone (the forward stops after it).
@@ -119,6 +123,7 @@ def embedding_autoencoding(model: Model, chunk: int = 1024, top: int = 10, sampl
     scored exactly; the rates are then estimates, to about 1/sqrt(sample)). GPT-2's 50257 tokens cost
     three (50257 x 768) @ (768 x 50257) products, about a minute of CPU; 4096 tokens a few seconds.
     """
+    top, chunk = checks.count(top, "top"), checks.count(chunk, "chunk")
     vocab = model.config.d_vocab
     ids_all = torch.arange(vocab, device=model.W_E.device)
     if sample is not None and sample < vocab:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.forward.model import Model
 
 
@@ -22,13 +22,17 @@ class HeadScores:
     first_half_loss: float | None = None  # the same on the first (unpredictable) half
 
 
+@checks.typed
 def repeated_tokens(model: Model, seq_len: int = 50, n_seqs: int = 8, seed: int = 0, prepend_bos: bool = True,
                     low: int | None = None, high: int | None = None) -> torch.Tensor:
     """(n_seqs, [BOS] + 2 * seq_len): random token ids in [low, high) (default: the whole vocabulary),
     each sequence repeated twice."""
+    vocab = model.config.d_vocab
+    seq_len, n_seqs = checks.count(seq_len, "seq_len"), checks.count(n_seqs, "n_seqs")
+    low = 0 if low is None else checks.integer(low, "low", low=0, high=vocab - 1, fix="a token id")
+    high = vocab if high is None else checks.integer(high, "high", low=low + 1, high=vocab,
+                                                     fix="token ids are drawn from low..high-1")
     g = torch.Generator().manual_seed(seed)
-    low = 0 if low is None else low
-    high = model.config.d_vocab if high is None else high
     half = torch.randint(low, high, (n_seqs, seq_len), generator=g)
     tokens = torch.cat([half, half], dim=1)
     if prepend_bos:
@@ -37,11 +41,14 @@ def repeated_tokens(model: Model, seq_len: int = 50, n_seqs: int = 8, seed: int 
     return tokens.to(model.W_E.device)
 
 
+@checks.typed
 def head_scores(model: Model, tokens: torch.Tensor, repeated_len: int | None = None) -> HeadScores:
     """Scores on any tokens (duplicates are found in the tokens themselves). With `repeated_len`
     (tokens from `repeated_tokens`), also the loss on each half."""
-    tokens = torch.as_tensor(tokens, device=model.W_E.device)
-    tokens = tokens[None] if tokens.ndim == 1 else tokens
+    tokens, _ = model.token_batch(tokens)  # (batch, pos)
+    if repeated_len is not None:
+        checks.integer(repeated_len, "repeated_len", low=1, high=tokens.shape[1] // 2,
+                       fix="the length of one half of repeated_tokens' sequences (its seq_len)")
     with progress.task(f"head scores: attention patterns of {tuple(tokens.shape)} tokens"):
         logits, cache = model.run_with_cache(tokens, names=lambda n: n.endswith("attn.pattern"))
     patterns = cache.stack("pattern")  # (layer, batch, head, q_pos, k_pos)

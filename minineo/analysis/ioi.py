@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minineo import checks
 from minineo.analysis.ablation import head_ablation_effects
 from minineo.analysis.attribution import dla_sites, head_logit_attribution
 from minineo.analysis.circuits import copying_scores
@@ -43,9 +44,17 @@ class IOIDataset:
     s_tokens: torch.Tensor  # (batch,): the same for the subject
 
 
+@checks.typed
 def ioi_dataset(model: Model, n: int = 32, seed: int = 0, templates: list[str] = TEMPLATES,
                 names: list[str] = NAMES, abba_only: bool = False) -> IOIDataset:
     """`n` prompts; half ABBA (IO named first), half BABA (S named first) unless `abba_only`."""
+    n = checks.count(n, "n")
+    if not templates or not all(isinstance(t, str) for t in templates):
+        raise UserError(f"templates must be a non-empty list of prompt templates such as {TEMPLATES[0]!r}, got "
+                        f"{checks.describe(templates)}")
+    if len(names) < 3 or not all(isinstance(name, str) and name for name in names):
+        raise UserError(f"names must be a list of at least 3 names (IOI needs an IO, a subject and a third name), got "
+                        f"{checks.describe(names)}")
     rng = random.Random(seed)
     tokenizer = model._require_tokenizer()
     # Byte-level vocabularies split " Mary" into " " + "M": then the space belongs in the prompt.
@@ -113,6 +122,7 @@ class IOIResult:
         return {title: value for title, value in columns.items() if value is not None}
 
 
+@checks.typed
 def ioi_analysis(model: Model, data: IOIDataset, ablation: bool = True, paths: bool = True,
                  n_name_movers: int = 3) -> IOIResult:
     """Logit difference, per-head DLA, and optionally mean-ablation effects (`ablation`) and path-patching

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.forward.model import Model
 
 
@@ -21,6 +21,7 @@ class LogitLens:
     kl_to_final: torch.Tensor  # (layer + 1, pos): KL(final distribution || this layer's)
 
 
+@checks.typed
 def logit_lens(model: Model, tokens: torch.Tensor) -> LogitLens:
     """Lens over the first row of `tokens` (batch, pos)."""
     tokens = torch.as_tensor(tokens, device=model.W_E.device)

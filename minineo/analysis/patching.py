@@ -38,7 +38,7 @@ from typing import Callable
 
 import torch
 
-from minineo import progress
+from minineo import checks, progress
 from minineo.record import lazy_sites
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -81,7 +81,7 @@ def _scalar(value, what: str) -> torch.Tensor:
 
 def _inputs(model: Model, corrupted_tokens, clean_cache: Mapping, site: str, attention_mask):
     """Validated tokens (batch, pos), mask or None, and the clean site value of every layer."""
-    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None)
+    tokens, attention_mask, _ = model._prepare(corrupted_tokens, attention_mask, None, "corrupted_tokens")
     names = [f"blocks.{layer}.{site}" for layer in range(model.config.n_layers)]
     missing = [name for name in names if name not in clean_cache]
     if missing:
@@ -206,12 +206,14 @@ def _variants_patch(clean: torch.Tensor, site: str, cells, n_variants: int, star
 
 
 @torch.no_grad()
+@checks.typed
 def activation_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
     """Exact activation patching: (layer, pos), (layer, head) or (layer, pos, head) metric values (float64, CPU)."""
     site = check_site(site, per)
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg, (batch, n_pos) = model.config, tokens.shape
     names = {f"blocks.{layer}.{s}" for layer in range(cfg.n_layers) for s in ("resid_pre", "attn.k", "attn.v", site)}
@@ -275,6 +277,7 @@ def _identity(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+@checks.typed
 def attribution_patching(
     model: Model, corrupted_tokens, clean_cache: Mapping, metric: Metric, site: str, per: str = "pos", *,
     attention_mask: torch.Tensor | None = None,
@@ -285,6 +288,7 @@ def attribution_patching(
     recorded sites); same shapes as `activation_patching`. Exact where the metric is linear in the site.
     """
     site = check_site(site, per)
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     tokens, mask, clean = _inputs(model, corrupted_tokens, clean_cache, site, attention_mask)
     cfg = model.config
     names = [f"blocks.{layer}.{site}" for layer in range(cfg.n_layers)]

@@ -33,9 +33,11 @@ The tests compare it with a brute-force loop built only from `model(tokens, patc
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import torch
 
+from minineo import checks
 from minineo.analysis.patching import Metric, _read_positions, metric_per_variant, prefix_kv
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -67,11 +69,15 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
         if receivers != "logits":
             raise UserError(f"receivers={receivers!r} is unknown; give 'logits' or a list of (layer, head, 'q'|'k'|'v')")
         return receivers
-    try:
-        out = [(int(layer), int(head), str(kind)) for layer, head, kind in receivers]
-    except (TypeError, ValueError):
-        raise UserError(f"receivers={receivers!r} must be 'logits' or a list of (layer, head, 'q'|'k'|'v') "
-                        "triples, e.g. [(9, 9, 'q'), (9, 6, 'q')]") from None
+    shape = "'logits' or a list of (layer, head, 'q'|'k'|'v') triples, e.g. [(9, 9, 'q'), (9, 6, 'q')]"
+    if isinstance(receivers, bytes) or not isinstance(receivers, Iterable):
+        raise UserError(f"receivers={checks.describe(receivers)} must be {shape}")
+    out = []
+    for item in receivers:
+        if isinstance(item, (str, bytes, torch.Tensor)) or not isinstance(item, Sequence) or len(item) != 3 \
+                or not all(checks.is_integer(x) for x in item[:2]) or not isinstance(item[2], str):
+            raise UserError(f"receivers={checks.describe(receivers)} must be {shape}; {checks.describe(item)} is not one")
+        out.append((int(item[0]), int(item[1]), item[2]))
     if not out:
         raise UserError("receivers is empty; give 'logits' or at least one (layer, head, 'q'|'k'|'v')")
     for layer, head, kind in out:
@@ -102,10 +108,16 @@ def check_reach(model: Model, variants: list[tuple[Head, ...]], receivers: str |
 
 
 def _pairs(heads, what: str) -> list[Head]:
-    try:
-        return [(int(layer), int(head)) for layer, head in heads]
-    except (TypeError, ValueError):
-        raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]") from None
+    """(layer, head) pairs of ints (checks.is_integer: a float or bool inside a pair is refused, not truncated)."""
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
+        raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]")
+    items = list(heads)
+    for item in items:
+        if isinstance(item, (str, bytes, torch.Tensor)) or not isinstance(item, Sequence) or len(item) != 2 \
+                or not all(checks.is_integer(x) for x in item):
+            raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs of integers, e.g. "
+                            f"[(0, 1), (1, 3)]; {checks.describe(item)} is not one")
+    return [(int(layer), int(head)) for layer, head in items]
 
 
 def _check_head(model: Model, layer: int, head: int, what: str) -> None:
@@ -117,8 +129,8 @@ def _check_head(model: Model, layer: int, head: int, what: str) -> None:
 
 def _token_pair(model: Model, clean_tokens, corrupted_tokens, attention_mask):
     """(clean, corrupted) tokens (batch, pos) and the mask they share (or None)."""
-    clean, clean_mask = model.token_batch(clean_tokens, attention_mask)
-    corrupted, corrupted_mask = model.token_batch(corrupted_tokens, attention_mask)
+    clean, clean_mask = model.token_batch(clean_tokens, attention_mask, "clean_tokens")
+    corrupted, corrupted_mask = model.token_batch(corrupted_tokens, attention_mask, "corrupted_tokens")
     if clean.shape != corrupted.shape:
         raise UserError(f"clean tokens {tuple(clean.shape)} and corrupted tokens {tuple(corrupted.shape)} differ in "
                         "shape; path patching aligns them position by position: give equal (batch, pos)")
@@ -130,11 +142,13 @@ def _token_pair(model: Model, clean_tokens, corrupted_tokens, attention_mask):
 
 
 @torch.no_grad()
+@checks.typed
 def path_patching(
     model: Model, clean_tokens, corrupted_tokens, metric: Metric, senders="heads", receivers="logits", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
     """Path patching's metric: (layer, head) for senders="heads", a 0-d tensor for an explicit sender set."""
+    checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     variants = check_senders(model, senders)
     receivers = check_receivers(model, receivers)
     clean, corrupted, mask = _token_pair(model, clean_tokens, corrupted_tokens, attention_mask)

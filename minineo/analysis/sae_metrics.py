@@ -34,11 +34,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
+    from minineo.sae import SAE
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ class SAEMetrics:
         return {**asdict(self), "excluded_token_ids": list(self.excluded_token_ids)}
 
 
-def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = None, batch_size: int = 8,
-                exclude_special_tokens: bool | Sequence[int] = False) -> SAEMetrics:
+@checks.typed
+def sae_metrics(model: Model, sae: SAE, tokens, *, attention_mask: torch.Tensor | None = None,
+                batch_size: int = 8, exclude_special_tokens: bool | Sequence[int] = False) -> SAEMetrics:
     """The figures of `sae` spliced into `model` on `tokens` (batch, pos); see the module docstring.
 
     `exclude_special_tokens`: False (default: every real token counts), True (SAELens's run_evals default:
@@ -72,8 +79,7 @@ def sae_metrics(model, sae, tokens, *, attention_mask: torch.Tensor | None = Non
     """
     site = sae.check_model(model)  # the SAE's site in this model; refuses an SAE made for another model
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size={batch_size!r} must be a whole number >= 1 (rows per forward pass)")
+    batch_size = checks.count(batch_size, "batch_size")
     excluded = _excluded_ids(model, exclude_special_tokens)
     chunks = [(tokens[i:i + batch_size], None if attention_mask is None else attention_mask[i:i + batch_size])
               for i in range(0, tokens.shape[0], batch_size)]

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from minineo import report
+from minineo import checks, report
 from minineo.analysis.lens import LogitLens, summarise_lens
 from minineo.analysis.tuned_lens_files import read_lens, write_lens, write_package_lens
 from minineo.record.cache import Cache
@@ -87,6 +87,7 @@ class TunedLens(nn.Module):
     The translators are float32 whatever the model's dtype; the lens lives on the model's device.
     """
 
+    @checks.typed
     def __init__(self, model: Model, bias: bool = True):
         super().__init__()
         c = model.config
@@ -100,9 +101,18 @@ class TunedLens(nn.Module):
     def model(self) -> Model:
         return self._model
 
+    @checks.typed
     def translate(self, resid: torch.Tensor, layer: int | slice = slice(None)) -> torch.Tensor:
         """h + A h + b for the residuals `resid` (layer, ..., d_model) of `layer` (an index or a slice)."""
+        n_layers, d_model = self.weight.shape[0], self.weight.shape[-1]
+        if not isinstance(layer, slice):
+            layer = checks.layer(layer, n_layers, "layer", fix=f"the lens has layers 0..{n_layers - 1}")
         W = self.weight[layer]
+        want = (*([W.shape[0]] if W.ndim == 3 else []), "...", d_model)
+        if not isinstance(resid, torch.Tensor) or not resid.is_floating_point() or resid.ndim < len(want) - 1 or \
+                resid.shape[-1] != d_model or (W.ndim == 3 and resid.shape[0] != W.shape[0]):
+            raise UserError(f"resid must be float residuals of shape {tuple(want)} (one per lens layer), got "
+                            f"{checks.describe(resid)}".replace("'...'", "..."))
         h = resid.float()
         if W.ndim == 2:  # one layer
             out = h + h @ W.T
@@ -112,16 +122,21 @@ class TunedLens(nn.Module):
             out = out + self.bias[layer].view(W.shape[0], *[1] * (h.ndim - 2), -1)
         return out
 
+    @checks.typed
     def unembed(self, resid: torch.Tensor, model: Model | None = None) -> torch.Tensor:
         """ln_final (each residual with its own scale) then W_U, in float32: (..., d_model) -> (..., d_vocab).
 
         `model` defaults to the lens's own; its weights are detached, so training the lens never touches it."""
+        if not resid.is_floating_point() or resid.ndim < 1 or resid.shape[-1] != self.weight.shape[-1]:
+            raise UserError(f"resid must be float residuals (..., d_model={self.weight.shape[-1]}), got "
+                            f"{checks.describe(resid)}")
         model = model if model is not None else self.model
         ln = model.ln_final
         h = F.layer_norm(resid.float(), resid.shape[-1:], ln.w.detach().float(), ln.b.detach().float(), ln.eps)
         logits = h @ model.W_U.detach().float()
         return logits if model.b_U is None else logits + model.b_U.detach().float()  # b_U: processed weights only
 
+    @checks.typed
     def forward(self, cache: Cache, model: Model | None = None) -> torch.Tensor:
         """Lens logits (layer + 1, batch, pos, d_vocab) from a cache holding every resid_pre and the last
         resid_post, unembedded by `model` (default: the lens's own)."""
@@ -130,12 +145,14 @@ class TunedLens(nn.Module):
         translated = torch.cat([self.translate(resid[:-1]), resid[-1:].float()])
         return self.unembed(translated, model)
 
+    @checks.typed
     def logits(self, model: Model, tokens: torch.Tensor) -> torch.Tensor:
         """Run `model` on tokens (batch, pos) and return the lens logits (layer + 1, batch, pos, d_vocab)."""
         self._check(model.config)
         _, cache = model.run_with_cache(tokens, names=_resid_names)
         return self(cache, model)
 
+    @checks.typed
     def labels(self) -> list[str]:
         n = self.identity["n_layers"]
         return [f"{layer}_pre" for layer in range(n)] + ["final_post"]
@@ -150,6 +167,7 @@ class TunedLens(nn.Module):
 
     # ---- files (minineo.analysis.tuned_lens_files) ---------------------------------------------------
 
+    @checks.typed
     def save(self, path: str | Path, format: str = "minineo") -> None:
         """Write the folder `path`, all or nothing, replacing an older lens there.
 
@@ -168,6 +186,7 @@ class TunedLens(nn.Module):
             raise UserError(f"format={format!r} is not a lens format; give 'minineo' or 'tuned-lens'")
 
     @classmethod
+    @checks.typed
     def load(cls, path: str | Path, model: Model) -> TunedLens:
         """Read a lens folder for `model`: minineo's (lens.json + lens.safetensors) or the tuned-lens package's
         (config.json + params.pt). A lens for another model shape, or a damaged file, is a UserError."""
@@ -182,6 +201,7 @@ class TunedLens(nn.Module):
         return lens
 
 
+@checks.typed
 def apply_tuned_lens(lens: TunedLens, tokens: torch.Tensor | str) -> LogitLens:
     """The tuned lens over the first row of `tokens` (batch, pos) or a prompt, summarised like `logit_lens`."""
     model = lens.model
@@ -199,11 +219,13 @@ def kl_to_final(logits: torch.Tensor) -> torch.Tensor:
     return (final.exp() * (final - log_probs)).sum(-1).flatten(1).mean(1)
 
 
+@checks.typed
 def lens_kl(model: Model, tokens: torch.Tensor, lens: TunedLens | None = None, batch_size: int = 8) -> torch.Tensor:
     """Mean KL to the final distribution per layer (layer + 1,) over every position of `tokens` (batch, pos):
     the tuned lens's, or the logit lens's when `lens` is None (a tuned lens at the identity)."""
+    batch_size = checks.count(batch_size, "batch_size")
     lens = lens if lens is not None else TunedLens(model)
-    tokens = torch.as_tensor(tokens, device=model.W_E.device)
+    tokens, _ = model.token_batch(tokens)  # (batch, pos)
     total = torch.zeros(model.config.n_layers + 1, device=tokens.device)
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch_size):
@@ -217,6 +239,7 @@ def lens_kl(model: Model, tokens: torch.Tensor, lens: TunedLens | None = None, b
 Corpus = Union[str, os.PathLike, Iterable[torch.Tensor]]
 
 
+@checks.typed
 def train_tuned_lens(
     model: Model, corpus: Corpus, *, steps: int = 250, batch_size: int = 8, context: int | None = None,
     optimizer: str = "sgd", lr: float | None = None, momentum: float = 0.9, weight_decay: float = 1e-3,

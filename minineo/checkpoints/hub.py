@@ -49,7 +49,7 @@ def resolve(
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         what = "is a file, not a directory" if path.exists() else f"is not a directory (no such folder: {path.resolve()})"
         raise MissingFileError(
-            f"{name!r} {what}; give a folder with config.json and *.safetensors, a hub id like 'gpt2', "
+            f"model {name!r} {what}; give a folder with config.json and *.safetensors, a hub id like 'gpt2', "
             f"or one of the embedded models {' / '.join(EMBEDDED)}"
         )
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -90,12 +90,12 @@ def _snapshot(name: str, revision: str | None, cache: Path, no_folder: str) -> P
     except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingFileError(
-            f"{name!r} (revision {revision or 'main'}) is not a model on the hub ({first_line}) and {no_folder}"
+            f"model {name!r} (revision {revision or 'main'}) is not a model on the hub ({first_line}) and {no_folder}"
             f"give a folder with config.json and *.safetensors, a hub id like 'gpt2', or an embedded model ({' / '.join(EMBEDDED)})"
         ) from err
     except LocalEntryNotFoundError as err:
         raise MissingFileError(
-            f"{name!r} is not in the hub cache {cache} and the hub could not be reached "
+            f"model {name!r} is not in the hub cache {cache} and the hub could not be reached "
             f"({'HF_HUB_OFFLINE is set' if offline() else 'no network'}); {no_folder}if it is a hub id, "
             f"on a machine with network run "
             f"`minineo download {name}` (or copy its models--{name.replace('/', '--')} folder into {cache}), "

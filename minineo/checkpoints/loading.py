@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from minineo import checks
 from minineo.checkpoints import hub
 from minineo.config import Config
 from minineo.errors import MissingFileError, UserError
@@ -16,6 +17,7 @@ from minineo.checkpoints.tokenizer import Tokenizer
 from minineo.checkpoints.weights import load_params
 
 
+@checks.typed
 def load(
     name_or_path: str | os.PathLike = hub.EMBEDDED_NAME, *, device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
@@ -67,15 +69,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def check_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """A floating-point torch dtype (a torch.dtype or its name, e.g. "bfloat16"), or a UserError naming the choices."""
-    if isinstance(dtype, str):
-        named = DTYPES.get(dtype.removeprefix("torch."))
-        if named is None:
-            raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; e.g. dtype=torch.bfloat16 or 'bfloat16'")
-        return named
-    if not isinstance(dtype, torch.dtype) or dtype not in DTYPES.values():
-        raise UserError(f"dtype {dtype!r} cannot hold a model's weights; use one of "
-                        f"{', '.join('torch.' + name for name in DTYPES)} (or its name as a string)")
-    return dtype
+    return checks.dtype(dtype, "dtype", DTYPES)
 
 
 def _check_bos(tokenizer: Tokenizer | None, config: Config, directory: Path) -> None:
@@ -106,21 +100,8 @@ def _check_vocabulary(tokenizer: Tokenizer | None, config: Config, directory: Pa
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """The device, or a UserError when it is not a device name or this torch cannot use it."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise UserError(f"{str(device)!r} is not a device ({err}); use 'cpu', 'cuda', 'cuda:1' or 'mps'") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise UserError(f"device {str(device)!r} is not available ({why}); use --device cpu (device='cpu')")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} "
-                            f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device 'mps' is not available on this machine; use 'cpu'")
-    return device
+    """The device, or a UserError when it is not a device name or this torch cannot use it (minineo.checks.device)."""
+    return checks.device(device, "device")
 
 
 def _column_major_matmul_weights(model: Model) -> None:

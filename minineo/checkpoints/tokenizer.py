@@ -8,6 +8,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from minineo import checks
 from minineo.errors import UserError, WrongTypeError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -34,6 +35,7 @@ class Tokenizer:
         self.source: Path | None = None  # the file it was read from, named in errors
 
     @classmethod
+    @checks.typed
     def from_dir(cls, directory: str | Path, bos_token_id: int | None = None) -> Tokenizer | None:
         """The tokenizer files in `directory`, or None when there are none."""
         directory = Path(directory)
@@ -53,15 +55,23 @@ class Tokenizer:
         return None
 
     @classmethod
+    @checks.typed
     def from_vocab(cls, vocab: str | Path, merges: str | Path, bos_token_id: int | None = None) -> Tokenizer:
         """GPT-2's byte-level BPE from its vocab.json (encoder.json) and merges.txt (vocab.bpe)."""
-        backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        vocab = checks.existing_path(vocab, "vocab", kind="file", fix="give GPT-2's vocab.json (encoder.json)")
+        merges = checks.existing_path(merges, "merges", kind="file", fix="give GPT-2's merges.txt (vocab.bpe)")
+        try:
+            backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        except Exception as err:  # the tokenizers library raises a bare Exception for an unreadable file
+            raise UserError(f"vocab {vocab} and merges {merges} are not a readable BPE vocabulary ({err}); give "
+                            "GPT-2's vocab.json and merges.txt") from None
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         tokenizer = cls(backend, bos_token_id)
         tokenizer.source = Path(vocab)
         return tokenizer
 
+    @checks.typed
     def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
         """Token ids of `text` (BOS first with prepend_bos); a UserError for a tokenizer that cannot encode it."""
         if not isinstance(text, str):
@@ -79,6 +89,7 @@ class Tokenizer:
             ids = [self.bos_token_id] + ids
         return ids
 
+    @checks.typed
     def encode_batch(
         self, texts: str | list[str], prepend_bos: bool = True, padding_side: str = "right"
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +104,7 @@ class Tokenizer:
                                  "token ids go to the model directly as a LongTensor (batch, pos)")
         rows = [self.encode(t, prepend_bos) for t in texts]
         if not rows or max(map(len, rows)) == 0:
-            raise UserError("the text encodes to no tokens; give a non-empty text or prepend_bos=True")
+            raise UserError("texts: the text encodes to no tokens; give a non-empty text or prepend_bos=True")
         width = max(map(len, rows))
         tokens = torch.full((len(rows), width), self.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -103,15 +114,17 @@ class Tokenizer:
             mask[i, span] = 1
         return tokens, mask
 
+    @checks.typed
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=False)
 
+    @checks.typed
     def token_bytes(self, token_id: int) -> bytes | None:
         """The raw bytes of one byte-level BPE token (None for a token outside GPT-2's byte alphabet).
 
         `decode` turns bytes that are not valid UTF-8 on their own into '�'; these are the bytes themselves.
         """
-        piece = self.backend.id_to_token(int(token_id))
+        piece = self.backend.id_to_token(checks.token_id(token_id, self.vocab_size, "token_id"))
         if piece is None or not all(char in _CHAR_TO_BYTE for char in piece):
             return None
         return bytes(_CHAR_TO_BYTE[char] for char in piece)

@@ -6,37 +6,41 @@ from typing import Sequence, Union
 
 import torch
 
-from minineo.errors import UserError
+from minineo.checks import describe
+from minineo.errors import UserError, WrongTypeError
 
 TokenInput = Union[torch.Tensor, Sequence[int], Sequence[Sequence[int]], str, Sequence[str]]
 
 
-def as_token_batch(tokens: TokenInput, d_vocab: int, device: torch.device) -> torch.Tensor:
-    """A validated LongTensor (batch, pos) on `device`."""
+def as_token_batch(tokens: TokenInput, d_vocab: int, device: torch.device, name: str = "tokens") -> torch.Tensor:
+    """A validated LongTensor (batch, pos) on `device`; `name` is the argument as the caller's user wrote it."""
     if not isinstance(tokens, torch.Tensor):
         if isinstance(tokens, (list, tuple)) and (not tokens or all(isinstance(r, (list, tuple)) and not r for r in tokens)):
-            raise UserError(f"tokens are empty ({tokens!r}); give at least one token id or a non-empty text")
+            raise UserError(f"{name} are empty ({tokens!r}); give at least one token id or a non-empty text")
+        if isinstance(tokens, bool) or not isinstance(tokens, (list, tuple, int)) and type(tokens).__module__ != "numpy":
+            raise WrongTypeError(f"{name} must be token ids (a LongTensor of shape (batch, pos) or (pos,), a list of "
+                                 f"ids) or a text, got {describe(tokens)}")
         try:
             tokens = torch.as_tensor(tokens)
-        except (TypeError, ValueError) as err:
-            raise UserError(f"tokens must be integer ids (a LongTensor of shape (batch, pos) or (pos,)): {err}") from err
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise UserError(f"{name} must be integer ids (a LongTensor of shape (batch, pos) or (pos,)): {err}") from err
     if tokens.numel() == 0:
-        raise UserError(f"tokens are empty (shape {tuple(tokens.shape)}); give at least one token")
+        raise UserError(f"{name} are empty (shape {tuple(tokens.shape)}); give at least one token")
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise UserError(
-            f"tokens must be integer ids, got a {tokens.dtype} tensor; convert with tokens.long() "
+            f"{name} must be integer ids, got a {tokens.dtype} tensor; convert with {name}.long() "
             "(to feed embeddings instead, patch the 'embed' site)"
         )
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.ndim != 2:
-        raise UserError(f"tokens must have shape (batch, pos) or (pos,), got {tuple(tokens.shape)}")
+        raise UserError(f"{name} must have shape (batch, pos) or (pos,), got {tuple(tokens.shape)}")
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= d_vocab:
         bad = low if low < 0 else high
         batch, pos = (tokens == bad).nonzero()[0].tolist()
         raise UserError(
-            f"token id {bad} at batch {batch}, position {pos} is outside the vocabulary (0..{d_vocab - 1})"
+            f"{name}: token id {bad} at batch {batch}, position {pos} is outside the vocabulary (0..{d_vocab - 1})"
         )
     return tokens.to(device=device, dtype=torch.long)
 

@@ -12,7 +12,7 @@ import torch
 import typer
 from rich.table import Table
 
-from minineo import outputs
+from minineo import checks, outputs
 from minineo.cli.shared import ModelOption, app, check_positive, console, output_path
 from minineo.errors import UserError
 
@@ -39,9 +39,7 @@ def eval_command(
     Run on many processes with `torchrun --nproc_per_node N -m minineo eval ...`: the rows are split
     between the ranks and the sums reduced (the figures equal a 1-process run's).
     """
-    check_positive(batch_size=batch_size)
-    if context is not None:
-        check_positive(context=context)
+    check_positive(batch_size=batch_size, max_tokens=max_tokens)
     json_file = output_path(json_path, "--json file") if json_path is not None else None
     try:
         from minineo.checkpoints.loading import load
@@ -52,6 +50,8 @@ def eval_command(
         require_datasets()
         rank, world, chosen = init_distributed(device)
         m = load(model, device=chosen)
+        if context is not None:
+            checks.context_length(context, m.config.n_ctx, "--context")
         result = evaluation.evaluate(m, corpus, context=context, batch_size=batch_size, max_tokens=max_tokens,
                                      text_field=text_field)
     except UserError as err:
@@ -120,8 +120,7 @@ def sae_eval_command(
     autoencoder.check_model(m)  # an SAE made for another model or site width: refused before any work
     if context is None:
         context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
-    if not 2 <= context <= m.config.n_ctx:
-        raise UserError(f"--context {context} must be between 2 and the model's n_ctx={m.config.n_ctx}")
+    checks.context_length(context, m.config.n_ctx, "--context")
     if max_tokens < context:
         raise UserError(f"--max-tokens {max_tokens} is less than one row of --context {context}")
     rows = list(itertools.islice(pack_rows(m, read_documents(corpus, text_field), context), max_tokens // context))

@@ -11,8 +11,9 @@ import typer
 from minineo import analysis
 from minineo.cli import plots
 from minineo.cli.display import clip, show, show_token, titled_table
-from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, console,
-                                html_path, list_items, load_or_exit, normalised_logit_diff, plot_path, prompt_pair)
+from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_positive,
+                                console, html_path, list_items, load_or_exit, normalised_logit_diff, plot_path,
+                                prompt_pair)
 from minineo.analysis.path_patching import check_reach, check_receivers, check_senders, reach_layer
 from minineo.errors import UserError
 
@@ -46,6 +47,7 @@ def path_patch(clean: str, corrupted: str,
     """Path patching: in a run on CLEAN, one sender head at a time takes its output from CORRUPTED while every
     other head is frozen at its clean output; the receivers read the result. Reports the normalised logit
     difference of ANSWER over WRONG (1 = the clean run: no effect; 0 = the corrupted run)."""
+    check_positive(top=top)
     plot, html = plot_path(plot), html_path(html)  # a path that cannot be written is refused before any work
     wanted = parse_receivers(receivers)
     m = load_or_exit(model, device)

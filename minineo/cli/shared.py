@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,10 +28,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from minineo import outputs, progress, report
+from minineo import checks, outputs, progress, report
 from minineo.boundary import debugging_by_environment, err_console, print_error
 from minineo.checkpoints import hub
-from minineo.checkpoints.loading import check_device, load
+from minineo.checkpoints.loading import load
 from minineo.cli.display import clip, plural, show, show_token
 from minineo.errors import UserError
 
@@ -133,13 +131,9 @@ DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps")
 
 def check_device_option(device: str) -> None:
     """The one device check of every command (the boundary runs it on any `device` option): 'auto', or a device
-    this torch can use (minineo.checkpoints.loading.check_device), as `--device` in the message."""
-    if device == "auto":
-        return
-    try:
-        check_device(device)
-    except UserError as err:
-        raise UserError(f"--device {device}: {err}") from None
+    this torch can use (minineo.checks.device), as `--device` in the message."""
+    if device != "auto":
+        checks.device(device, "--device")
 
 
 def working(description: str):
@@ -153,54 +147,19 @@ def load_or_exit(name: str, device: str = "cpu", **kwargs: Any):
         return load(name, device=device, **kwargs)
 
 
-def _rule_text(rule: str) -> str:
-    """'>= 2' -> 'at least 2', '0..1' -> 'between 0 and 1', '0 or >= 2' -> '0 or at least 2'."""
-    if " or " in rule:
-        return " or ".join(_rule_text(part) for part in rule.split(" or "))
-    rule = rule.strip()
-    if ".." in rule:
-        return "between {} and {}".format(*rule.split(".."))
-    for op, words in ((">=", "at least"), ("<=", "at most"), (">", "greater than"), ("<", "less than")):
-        if rule.startswith(op):
-            return f"{words} {rule[len(op):].strip()}"
-    return rule
-
-
-def _allowed(value: float, rule: str) -> bool:
-    """`rule`: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), or alternatives joined by ' or ' ('0 or >= 2')."""
-    if " or " in rule:
-        return any(_allowed(value, part) for part in rule.split(" or "))
-    rule = rule.strip()
-    if ".." in rule:
-        low, high = (float(x) for x in rule.split(".."))
-        return low <= value <= high
-    for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b),
-                     ("<", lambda a, b: a < b)):
-        if rule.startswith(op):
-            return test(value, float(rule[len(op):]))
-    return value == float(rule)
-
-
-def check_options(**checks: tuple) -> None:
+def check_options(**options: tuple) -> None:
     """Every numeric option of every command is checked here, before any work, with its allowed range in the message.
 
         check_options(top=(top, ">= 1"), lr=(lr, "> 0"), sample=(sample, "0 or >= 2"), frac=(frac, "0..1"))
 
     Each keyword is the option's name (`top_k` is shown as --top-k), each value (the option's value, its rule)
     or (value, rule, why), the why said in parentheses: `sample=(sample, "0 or >= 2", "0: every row")`.
-    Rules: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), alternatives joined by ' or '. A value of None
-    (an option not given) passes; NaN and inf never do. A failure is a UserError: `error: --lr must be a
-    finite number greater than 0, got nan`.
+    Rules: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), alternatives joined by ' or ' (minineo.checks.allowed).
+    A value of None (an option not given) passes; NaN and inf never do. A failure is a UserError:
+    `error: --lr must be a finite number greater than 0, got nan`.
     """
-    for name, (value, rule, *why) in checks.items():
-        if value is None:
-            continue
-        option = f"--{name.replace('_', '-')}"
-        because = f" ({why[0]})" if why else ""
-        if isinstance(value, float) and not math.isfinite(value):
-            fail(f"{option} must be a finite number {_rule_text(rule)}{because}, got {value}")
-        if not _allowed(value, rule):
-            fail(f"{option} must be {_rule_text(rule)}{because}, got {value}")
+    for name, (value, rule, *why) in options.items():
+        checks.in_rule(value, f"--{name.replace('_', '-')}", rule, why[0] if why else "")
 
 
 def list_items(option: str, text: str) -> list[str]:
@@ -257,25 +216,7 @@ def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_s
     With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. The path is
     claimed for the rest of the command (`claim_output`): a second command writing it meanwhile fails at once.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        fail(f"{what} {path} is a directory; give a file name, e.g. {path / ('out' + (default_suffix or ''))}")
-    if suffixes:
-        if not path.suffix and default_suffix:
-            path = path.with_name(path.name + default_suffix)
-        if path.suffix.lower() not in suffixes:
-            fail(f"{what} {path} has the extension {path.suffix!r}, which cannot be written; use one of "
-                 f"{', '.join(suffixes)}")
-    folder = path.parent
-    if not folder.is_dir():
-        what_it_is = "is a file" if folder.exists() else "does not exist"
-        fail(f"cannot write {what} {path}: the folder {folder} {what_it_is}; create the folder first or give another path")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        fail(f"cannot write {what} {path}: the folder {folder} is not writable ({err.strerror or err}); "
-             "give a path in a folder you can write to")
+    path = checks.writable_file(path, what, suffixes, default_suffix)
     claim_output(path, what)
     return path
 
@@ -309,8 +250,8 @@ def answer_tokens(m, answer: str, wrong: str) -> tuple[list[int], int, int]:
     """
     a, w = m.tokenizer.encode(answer), m.tokenizer.encode(wrong)
     if not a or not w:
-        raise UserError(f"{'--answer ' + clip(answer) if not a else '--wrong ' + clip(wrong)} encodes to no token; "
-                        "give a non-empty answer")
+        option, text = ("--answer", answer) if not a else ("--wrong", wrong)
+        raise UserError(f"{option} {clip(text)} encodes to no token; give a non-empty answer")
     i = next((i for i, (x, y) in enumerate(zip(a, w)) if x != y), None)
     if i is None:
         raise UserError(f"--answer {clip(answer)} and --wrong {clip(wrong)} have no differing token (one is a prefix of the "

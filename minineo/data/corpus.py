@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import glob as globlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
-from minineo import report
+from minineo import checks, report
 from minineo.errors import UserError
 from minineo.checkpoints.tokenizer import END_OF_TEXT, Tokenizer
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
 
 INSTALL_HINT = "pip install 'minineo[harvest]'"
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -50,6 +53,7 @@ def require_datasets():
 
 # ---- reading ----------------------------------------------------------------------------------------
 
+@checks.typed
 def read_documents(corpus: str | Path, text_field: str = "text") -> Iterator[str]:
     """The corpus's documents, streamed, in order. See the module docstring for the accepted layouts."""
     yield from (doc for batch in _read_batches(corpus, text_field) for doc in batch)
@@ -149,7 +153,8 @@ def _open_saved(path: Path, datasets):
 
 # ---- packing ----------------------------------------------------------------------------------------
 
-def special_ids(tokenizer_or_model) -> tuple[Tokenizer, int, int]:
+@checks.typed
+def special_ids(tokenizer_or_model: Tokenizer | Model) -> tuple[Tokenizer, int, int]:
     """(tokenizer, BOS id, end-of-text id) of a minineo Tokenizer or Model."""
     tokenizer = tokenizer_or_model if isinstance(tokenizer_or_model, Tokenizer) else getattr(tokenizer_or_model, "tokenizer", None)
     if tokenizer is None:
@@ -163,20 +168,21 @@ def special_ids(tokenizer_or_model) -> tuple[Tokenizer, int, int]:
     return tokenizer, bos, eot
 
 
-def pack_rows(tokenizer_or_model, documents: Iterable[str], context: int) -> Iterator[torch.Tensor]:
+@checks.typed
+def pack_rows(tokenizer_or_model: Tokenizer | Model, documents: Iterable[str], context: int) -> Iterator[torch.Tensor]:
     """Rows of `context` token ids, LongTensor (context,), each beginning with BOS; see the module docstring."""
     for row in _packed(tokenizer_or_model, documents, context):
         yield torch.tensor(row, dtype=torch.long)
 
 
-def count_rows(tokenizer_or_model, documents: Iterable[str], context: int) -> int:
+@checks.typed
+def count_rows(tokenizer_or_model: Tokenizer | Model, documents: Iterable[str], context: int) -> int:
     """How many rows `pack_rows` yields for these documents (tokenizes everything, keeps nothing)."""
     return sum(1 for _ in _packed(tokenizer_or_model, documents, context))
 
 
 def _packed(tokenizer_or_model, documents: Iterable[str], context: int) -> Iterator[list[int]]:
-    if context < 2:
-        raise UserError(f"context={context} leaves no room for a token after BOS; give context >= 2")
+    checks.integer(context, "context", low=2, fix="a row is BOS and at least one token after it")
     tokenizer, bos, eot = special_ids(tokenizer_or_model)
     row: list[int] | None = None  # the row being filled
     tokens_seen, rows = 0, 0
@@ -196,7 +202,7 @@ def _packed(tokenizer_or_model, documents: Iterable[str], context: int) -> Itera
                 rows += 1
                 row = None
     if rows == 0:
-        raise UserError(f"the corpus holds {tokens_seen} token{'' if tokens_seen == 1 else 's'}, not enough for one row of context={context}; "
+        raise UserError(f"the corpus (documents) holds {tokens_seen} token{'' if tokens_seen == 1 else 's'}, not enough for one row of context={context}; "
                         f"give a larger corpus or a smaller context")
 
 

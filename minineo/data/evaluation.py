@@ -24,14 +24,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.distributed as dist
 
+from minineo import checks
 from minineo.checkpoints.tokenizer import _CHAR_TO_BYTE, END_OF_TEXT, Tokenizer
 from minineo.data.corpus import count_rows, pack_rows, read_documents, special_ids
 from minineo.errors import UserError
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
 
 __all__ = ["Evaluation", "evaluate", "evaluate_rows", "token_byte_lengths"]
 
@@ -57,12 +61,14 @@ class Evaluation:
         return asdict(self)
 
 
+@checks.typed
 def token_byte_lengths(tokenizer: Tokenizer, d_vocab: int) -> torch.Tensor:
     """(d_vocab,) int64: how many UTF-8 bytes each token id stands for; 0 for special and unused ids.
 
     A byte-level BPE token is spelled with one stand-in character per byte (Tokenizer.token_bytes), so its
     length in bytes is its length in characters; another token counts the bytes of its decoded text.
     """
+    d_vocab = checks.count(d_vocab, "d_vocab")
     special = {i for i, token in tokenizer.backend.get_added_tokens_decoder().items() if token.special}
     special |= {tokenizer.bos_token_id, tokenizer.backend.token_to_id(END_OF_TEXT)}  # plain vocab entries in vocab.json
     alphabet = BYTE_ALPHABET
@@ -77,8 +83,9 @@ def token_byte_lengths(tokenizer: Tokenizer, d_vocab: int) -> torch.Tensor:
     return torch.tensor(lengths, dtype=torch.long)
 
 
+@checks.typed
 def evaluate(
-    model, corpus: str | Path, *, context: int | None = None, batch_size: int = 8, max_tokens: int | None = None,
+    model: Model, corpus: str | Path, *, context: int | None = None, batch_size: int = 8, max_tokens: int | None = None,
     text_field: str = "text", progress: bool | None = None,
 ) -> Evaluation:
     """The model's loss over `corpus` (see the module docstring). context: default min(1024, n_ctx).
@@ -86,11 +93,11 @@ def evaluate(
     max_tokens: stop after max_tokens // context whole rows. progress: a bar on stderr (default: when it is a terminal).
     """
     context = min(1024, model.config.n_ctx) if context is None else context
-    if not 2 <= context <= model.config.n_ctx:
-        raise UserError(f"context={context} must be between 2 and the model's n_ctx={model.config.n_ctx}; "
-                        f"give a smaller --context")
+    checks.context_length(context, model.config.n_ctx, "context")
+    batch_size = checks.count(batch_size, "batch_size")
     max_rows = None
     if max_tokens is not None:
+        checks.count(max_tokens, "max_tokens")
         max_rows = max_tokens // context
         if max_rows < 1:
             raise UserError(f"max_tokens={max_tokens} is less than one row of context={context}; "
@@ -104,13 +111,13 @@ def evaluate(
     return evaluate_rows(model, rows, batch_size=batch_size, total_rows=total, show=total is not None)
 
 
+@checks.typed
 def evaluate_rows(
-    model, rows: Iterable[torch.Tensor], *, batch_size: int = 8, total_rows: int | None = None, show: bool = False,
+    model: Model, rows: Iterable[torch.Tensor], *, batch_size: int = 8, total_rows: int | None = None, show: bool = False,
 ) -> Evaluation:
     """The figures over `rows`, LongTensors (context,) all of one length; under torch.distributed rank r takes
     rows r, r + world, ... (every rank must be given the same rows)."""
-    if batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be at least 1")
+    batch_size = checks.count(batch_size, "batch_size")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     tokenizer, _, _ = special_ids(model)
     device = model.W_E.device

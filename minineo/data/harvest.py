@@ -28,17 +28,20 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from minineo import outputs
+from minineo import checks, outputs
 from minineo.record import sites
 from minineo.data.corpus import count_rows, pack_rows, read_documents, require_datasets
 from minineo.errors import UserError
 from minineo.data.shards import ShardFolder, features, load
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
 
 __all__ = ["harvest", "load", "init_distributed", "column_name"]
 
@@ -46,6 +49,7 @@ SHARD_BYTES = 256 * 2**20  # a shard's activations; SAELens keeps its shards und
 _STORED = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "float32", torch.float64: "float64"}
 
 
+@checks.typed
 def column_name(name: str) -> str:
     """TransformerLens's hook name for a minineo site: 'blocks.1.resid_post' -> 'blocks.1.hook_resid_post'."""
     if name == "logits":
@@ -76,8 +80,9 @@ def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     return 0, 1, chosen
 
 
+@checks.typed
 def harvest(
-    model, corpus: str | Path, names: str | Sequence[str], out_dir: str | Path, *, context: int = 128,
+    model: Model, corpus: str | Path, names: str | Sequence[str], out_dir: str | Path, *, context: int = 128,
     batch_size: int = 32, max_tokens: int | None = None, dtype: torch.dtype | None = None,
     text_field: str = "text", shard_rows: int | None = None, progress: bool | None = None,
 ) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minineo import checks
 from minineo.errors import UserError
 
 FORMAT = "minineo-harvest/1"
@@ -31,10 +32,12 @@ _SHARD = re.compile(r"^data-(\d{5,})\.arrow$")
 _INDEX_FILES = ("dataset_info.json", "state.json")
 
 
+@checks.typed
 def shard_name(index: int) -> str:
     return f"data-{index:05d}.arrow"
 
 
+@checks.typed
 def features(columns: dict[str, tuple[int, int]], context: int, dtype: str):
     """SAELens's columns: one Array2D((context, d)) per name, then token_ids int32 (context,)."""
     from datasets import Array2D, Features, Sequence, Value
@@ -52,6 +55,7 @@ class ShardFolder:
     and go unreported; alone, they are reported with the note.
     """
 
+    @checks.typed
     def __init__(self, path: str | Path, arguments: dict, derived: dict[str, str] | None = None):
         self.path = Path(path).expanduser()
         self.arguments = json.loads(json.dumps(arguments))  # as it reads back from the manifest
@@ -59,6 +63,7 @@ class ShardFolder:
 
     # ---- checks and start (check on every rank, start on rank 0) ------------------------------------
 
+    @checks.typed
     def manifest(self) -> dict | None:
         file = self.path / MANIFEST
         if not file.is_file():
@@ -69,6 +74,7 @@ class ShardFolder:
             raise UserError(f"{file} is not valid JSON ({err}); it is not a harvest this version can continue, "
                             f"give another --out") from None
 
+    @checks.typed
     def check(self) -> bool:
         """True when this folder already holds the complete harvest; raises if it holds anything else."""
         if self.path.exists() and not self.path.is_dir():
@@ -76,7 +82,7 @@ class ShardFolder:
         manifest = self.manifest()
         if manifest is None:
             if self.path.is_dir() and any(self.path.iterdir()):
-                raise UserError(f"the output folder {self.path} holds files that are not a minineo harvest; "
+                raise UserError(f"the output folder (out_dir) {self.path} holds files that are not a minineo harvest; "
                                 f"give a new or empty folder with --out")
             return False
         if manifest.get("format") != FORMAT:
@@ -87,6 +93,7 @@ class ShardFolder:
                             f"re-run with the same arguments to continue it, or give another --out")
         return bool(manifest.get("complete"))
 
+    @checks.typed
     def start(self) -> None:
         """Write the manifest of a new harvest and remove temporary files a killed run left behind."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -97,10 +104,12 @@ class ShardFolder:
 
     # ---- shards -------------------------------------------------------------------------------------
 
+    @checks.typed
     def completed(self) -> set[int]:
         """Indices of the shards committed so far (by any process)."""
         return {int(m.group(1)) for f in os.listdir(self.path) if (m := _SHARD.match(f))}
 
+    @checks.typed
     def write_shard(self, index: int, columns: dict[str, np.ndarray], features) -> None:
         """Write one shard under a temporary name, flush it to disk, then rename it: all rows or none."""
         from datasets.arrow_writer import ArrowWriter
@@ -122,6 +131,7 @@ class ShardFolder:
 
     # ---- the end (rank 0) ---------------------------------------------------------------------------
 
+    @checks.typed
     def finish(self, rows: int, shard_rows: int, features) -> None:
         """Check that every shard is there with its rows, then write the index files and mark the manifest complete."""
         from datasets import Dataset, DatasetInfo
@@ -175,6 +185,7 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+@checks.typed
 def load(out_dir: str | Path):
     """The complete harvest in `out_dir` as one `datasets.Dataset` (memory-mapped; corpus order), formatted for torch.
 
@@ -188,7 +199,7 @@ def load(out_dir: str | Path):
     folder = ShardFolder(out_dir, {})
     manifest = folder.manifest()
     if manifest is None:
-        raise UserError(f"{folder.path} holds no minineo harvest (no {MANIFEST}); give the --out folder of a harvest")
+        raise UserError(f"out_dir {folder.path} holds no minineo harvest (no {MANIFEST}); give the --out folder of a harvest")
     if not manifest.get("complete"):
         raise UserError(f"the harvest in {folder.path} is not complete ({len(folder.completed())} shards so far); "
                         f"re-run the same `minineo harvest` command to finish it")

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minineo import report
+from minineo import checks, report
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.forward.attention import window_masks
 from minineo.forward.blocks import Block, LayerNorm, affine
 from minineo.record.cache import Cache
 from minineo.config import Config
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 from minineo.forward.kv_cache import KVCache
 from minineo.forward.loss import next_token_loss
 from minineo.record.recording import PatchValue, Recorder
@@ -33,6 +33,7 @@ Names = Union[None, str, Sequence[str], Callable[[str], bool]]
 class Model(nn.Module):
     """A GPT-2 or GPT-Neo. `model(tokens)` gives logits; `run_with_cache` records named activations."""
 
+    @checks.typed
     def __init__(self, config: Config, tokenizer: Tokenizer | None = None):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
@@ -53,6 +54,7 @@ class Model(nn.Module):
 
     # ---- the forward pass -------------------------------------------------------------------------
 
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def forward(
         self, tokens: TokenInput, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -66,6 +68,7 @@ class Model(nn.Module):
         rec = Recorder(patch=self._resolve_patch(patch))
         return self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
 
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def run_with_cache(
         self, tokens: TokenInput, names: Names = None, *, patch: dict[str, PatchValue] | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -83,6 +86,7 @@ class Model(nn.Module):
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         return logits, self._cache(rec, lazy, helpers)
 
+    @checks.typed
     def loss(
         self, tokens: TokenInput, *, attention_mask: torch.Tensor | None = None,
         patch: dict[str, PatchValue] | None = None, per_token: bool = False,
@@ -151,12 +155,13 @@ class Model(nn.Module):
             )
         return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
 
+    @checks.typed
     def token_batch(
-        self, tokens: TokenInput, attention_mask: torch.Tensor | None = None
+        self, tokens: TokenInput, attention_mask: torch.Tensor | None = None, name: str = "tokens",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Validated (tokens (batch, pos), attention_mask (batch, pos) or None) on the model's device.
 
-        Text is tokenized and left-padded with its mask; a padded `to_tokens` batch brings its own mask.
+        `name` is the argument's name in messages (e.g. "clean_tokens"). Text is tokenized and left-padded with its mask; a padded `to_tokens` batch brings its own mask.
         """
         if isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str)):
             tokens, text_mask = self._require_tokenizer().encode_batch(tokens, padding_side="left")
@@ -164,23 +169,24 @@ class Model(nn.Module):
         if attention_mask is None and isinstance(tokens, torch.Tensor):
             attention_mask = getattr(tokens, "attention_mask", None)  # set by to_tokens on a padded batch
         device = self.W_E.device
-        tokens = as_token_batch(tokens, self.config.d_vocab, device)  # (batch, pos)
+        tokens = as_token_batch(tokens, self.config.d_vocab, device, name)  # (batch, pos)
         if attention_mask is not None:
             attention_mask = validate_mask(attention_mask, tokens.shape, device)
         return tokens, attention_mask
 
     def _prepare(
         self, tokens: TokenInput, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+        name: str = "tokens",
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Validated (tokens, attention_mask, position_ids) on the model's device; text goes through the tokenizer."""
-        tokens, attention_mask = self.token_batch(tokens, attention_mask)
+        tokens, attention_mask = self.token_batch(tokens, attention_mask, name)
         device = self.W_E.device
         if position_ids is None:
             position_ids = (positions_from_mask(attention_mask) if attention_mask is not None
                             else torch.arange(tokens.shape[1], device=device)[None])
         if tokens.shape[1] > self.config.n_ctx:
             raise UserError(
-                f"sequence of {tokens.shape[1]} positions is longer than the model's context "
+                f"{name}: a sequence of {tokens.shape[1]} positions is longer than the model's context "
                 f"n_ctx={self.config.n_ctx}; truncate the input (e.g. tokens[:, -{self.config.n_ctx}:])"
             )
         position_ids = validate_positions(position_ids, tokens.shape, self.config.n_ctx, device)
@@ -216,6 +222,7 @@ class Model(nn.Module):
             return rec("logits", F.linear(x, self.W_E, self.b_U))
         return rec("logits", x @ self.W_U_untied if self.b_U is None else affine(x, self.W_U_untied, self.b_U))
 
+    @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
     def run_from(
         self, layer: int, resid_pre: torch.Tensor, *, patch: dict[str, PatchValue] | None = None,
         names: Names | bool = False, attention_mask: torch.Tensor | None = None, explicit: bool = False,
@@ -231,11 +238,10 @@ class Model(nn.Module):
         only those positions: logits (selected, d_vocab) in row-major order. `stop_at_layer` (as for `forward`,
         after `layer`) runs blocks layer..stop_at_layer-1 and returns that residual instead of logits.
         """
-        if not isinstance(layer, int) or not 0 <= layer < self.config.n_layers:
-            raise UserError(f"run_from: layer {layer!r} does not exist; give 0..{self.config.n_layers - 1}")
-        if resid_pre.ndim != 3 or resid_pre.shape[-1] != self.config.d_model:
-            raise UserError(f"run_from: resid_pre must have shape (batch, pos, {self.config.d_model}), "
-                            f"got {tuple(resid_pre.shape)}; pass a cached blocks.{layer}.resid_pre")
+        layer = checks.layer(layer, self.config.n_layers, "run_from: layer")
+        resid_pre = checks.tensor(resid_pre, f"run_from: resid_pre (pass a cached blocks.{layer}.resid_pre)",
+                                  (None, None, self.config.d_model), dtype=self.W_E.dtype, cast=True,
+                                  dims="(batch, pos, d_model)")
         stop = self._stop_layer(stop_at_layer)
         if stop is not None and stop <= layer:
             raise UserError(f"run_from: stop_at_layer={stop_at_layer} is not after the start layer {layer}")
@@ -267,6 +273,7 @@ class Model(nn.Module):
         self._compiled_decode = torch.compile(self._decode_core, mode=mode, dynamic=False)
         return self
 
+    @checks.typed
     def processed(
         self, *, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
         fold_value_biases: bool = True,
@@ -283,8 +290,10 @@ class Model(nn.Module):
 
     # ---- decoding with a key/value cache --------------------------------------------------------------
 
+    @checks.typed
     def kv_cache(self, batch: int, max_len: int, static: bool | None = None) -> KVCache:
         """An empty key/value cache for `decode`; static shapes (CUDA-graph friendly) by default when compiled."""
+        batch, max_len = checks.count(batch, "batch"), checks.count(max_len, "max_len")
         static = self._compiled_decode is not None if static is None else static
         return KVCache(self.config, batch, max_len, device=self.W_E.device, dtype=self.W_E.dtype, static=static)
 
@@ -340,7 +349,13 @@ class Model(nn.Module):
             return {n for n in sites.all_names(self.config, include_on_request=True) if names(n)}
         if isinstance(names, str):
             names = [names]
-        return {sites.resolve(n, self.config) for n in names}
+        if not isinstance(names, Iterable):
+            raise WrongTypeError(f"names must be an activation name, a list of them or a function name -> bool, got "
+                                 f"{checks.describe(names)}")
+        try:
+            return {sites.resolve(n, self.config) for n in names}
+        except UserError as err:
+            raise type(err)(f"names: {err}") from None
 
     def _resolve_patch(self, patch: dict[str, PatchValue] | None) -> dict[str, PatchValue]:
         if not patch:
@@ -367,6 +382,7 @@ class Model(nn.Module):
             )
         return self.tokenizer
 
+    @checks.typed
     def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "left") -> torch.Tensor:
         """LongTensor (batch, pos); a list of texts is left-padded with the pad (or end-of-text) token.
 
@@ -381,6 +397,7 @@ class Model(nn.Module):
             tokens.attention_mask = mask.to(self.W_E.device)
         return tokens
 
+    @checks.typed
     def to_str_tokens(
         self, tokens: str | torch.Tensor | Iterable[int], prepend_bos: bool = True
     ) -> list[str] | list[list[str]]:
@@ -388,19 +405,30 @@ class Model(nn.Module):
         tokenizer = self._require_tokenizer()
         if isinstance(tokens, str):
             tokens = tokenizer.encode_batch(tokens, prepend_bos=prepend_bos)[0][0]
-        ids = torch.as_tensor(tokens)
+        ids = self._ids(tokens)
         if ids.ndim == 2:
             return [[tokenizer.decode([t]) for t in row] for row in ids.tolist()]
         return [tokenizer.decode([t]) for t in ids.flatten().tolist()]
 
+    @checks.typed
     def to_string(self, tokens: torch.Tensor | Iterable[int]) -> str | list[str]:
         """Text of a (pos,) sequence, or a list of texts for a (batch, pos) tensor."""
         tokenizer = self._require_tokenizer()
-        tokens = torch.as_tensor(tokens)
+        tokens = self._ids(tokens)
         if tokens.ndim == 2:
             return [tokenizer.decode(row.tolist()) for row in tokens]
         return tokenizer.decode(tokens.tolist())
 
+    def _ids(self, tokens) -> torch.Tensor:
+        """Token ids to decode, checked (as_token_batch), with their own shape: (pos,) or (batch, pos)."""
+        one_row = not isinstance(tokens, torch.Tensor) or tokens.ndim == 1
+        if isinstance(tokens, Iterable) and not isinstance(tokens, (torch.Tensor, list, tuple, str)):
+            tokens = list(tokens)
+        ids = as_token_batch(tokens, self.config.d_vocab, torch.device("cpu"))
+        return ids[0] if one_row and ids.shape[0] == 1 and not (isinstance(tokens, list) and tokens
+                                                                and isinstance(tokens[0], (list, tuple))) else ids
+
+    @checks.typed
     def generate(self, tokens: TokenInput, max_new_tokens: int = 20, **kwargs) -> torch.Tensor:
         """Sample with a key/value cache; see minineo.forward.generate.generate."""
         from minineo.forward.generate import generate

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
-from minineo import outputs
+from minineo import checks, outputs
 from minineo.record import lazy_sites
 from minineo.record import sites
 from minineo.config import Config
@@ -99,11 +99,13 @@ class Cache(Mapping):
 
     # ---- helpers -------------------------------------------------------------------------------------
 
+    @checks.typed
     def stack(self, site: str) -> torch.Tensor:
         """One site of every layer stacked: cache.stack("attn.pattern") -> (layer, batch, head, q_pos, k_pos)."""
         site = sites.block_site(site)
         return torch.stack([self[f"blocks.{layer}.{site}"] for layer in range(self.config.n_layers)])
 
+    @checks.typed
     def accumulated_resid(self, apply_ln: bool = False) -> tuple[torch.Tensor, list[str]]:
         """The residual stream before each block and after the last: (n_layers + 1, batch, pos, d_model).
 
@@ -117,6 +119,7 @@ class Cache(Mapping):
             resid = torch.nn.functional.layer_norm(resid, resid.shape[-1:], self._ln_w, self._ln_b, self.config.layer_norm_eps)
         return resid, labels
 
+    @checks.typed
     def decompose_resid(self) -> tuple[torch.Tensor, list[str]]:
         """Every write to the residual stream: (component, batch, pos, d_model), summing to the final residual.
 
@@ -128,6 +131,7 @@ class Cache(Mapping):
             labels += [f"{layer}_attn_out", f"{layer}_mlp_out"]
         return torch.stack(parts), labels
 
+    @checks.typed
     def apply_ln_final(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """ln_final applied to x (..., batch, pos, d_model) with the final residual's cached scale.
 
@@ -135,9 +139,14 @@ class Cache(Mapping):
         components of `decompose_resid` (bias=False) and adding the bias once gives ln_final's output.
         """
         scale = self["ln_final.scale"]  # (batch, pos, 1)
+        want = (*scale.shape[:2], self.config.d_model)
+        if tuple(x.shape[-3:]) != want or not x.is_floating_point():
+            raise UserError(f"x must be a float tensor of shape (..., batch, pos, d_model) = (..., {want[0]}, {want[1]}, "
+                            f"{want[2]}) (this cache's tokens), got {checks.describe(x)}")
         out = (x - x.mean(-1, keepdim=True)) / scale * self._ln_w
         return out + self._ln_b if bias else out
 
+    @checks.typed
     def save(self, path: str | Path) -> None:
         """Write every recorded tensor to a .safetensors file (atomically: no half-written file on failure).
 
@@ -146,17 +155,19 @@ class Cache(Mapping):
         """
         path = Path(path).expanduser()
         if path.is_dir():
-            raise UserError(f"cannot save the cache to {path}: it is a folder; give a file name such as "
+            raise UserError(f"cannot save the cache to path {path}: it is a folder; give a file name such as "
                             f"{path / 'cache.safetensors'}")
         if not path.parent.is_dir():
-            raise MissingFileError(f"cannot save the cache to {path}: the folder {path.parent} does not exist; "
+            raise MissingFileError(f"cannot save the cache to path {path}: the folder {path.parent} does not exist; "
                                    "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
         tensors = {name: self[name].detach().cpu().contiguous().clone() for name in self}
         with outputs.replacing(path, "the cache file") as tmp:
             save_file(tensors, str(tmp))
 
+    @checks.typed
     def to(self, device: str | torch.device) -> Cache:
         """A copy of this cache with every tensor on `device`."""
+        device = checks.device(device)
         masks = [None if m is None else m.to(device) for m in self._masks]
         return Cache({k: v.to(device) for k, v in self._store.items()}, self.config, [w.to(device) for w in self._W_O],
                      self._ln_w.to(device), self._ln_b.to(device), self._lazy, masks, self._unlisted)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from minineo import checks
 from minineo.config import Config
 from minineo.errors import UnknownNameError, WrongTypeError
 
@@ -56,6 +57,7 @@ _GLOBAL_ALIASES = {"unembed.out": "logits"}  # TransformerLens's unembed.hook_ou
 _BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+@checks.typed
 def all_names(config: Config, include_on_request: bool = False) -> list[str]:
     """Every site name of this model, in forward order."""
     names = ["embed", "pos_embed"]

@@ -1,0 +1,514 @@
+"""The one place argument checks live: every public entry point and CLI command checks its arguments here.
+
+Each check takes the value and the argument's name *as the user wrote it* (`layer`, `senders`, `--top`), returns the
+value in its canonical form (an int, a torch.dtype, a device, a Path...) and raises minineo's UserError family with a
+message that names the argument, the value, the allowed range and the fix:
+
+    checks.layer(0.7, n_layers=2, name="sender layer")
+    UserError: sender layer must be an integer in 0..1, got 0.7 (a float); give a whole number such as 0
+
+Rules shared by every check: a bool or a float is never taken as an integer (True is not layer 1, 0.7 is not layer
+0); NaN and inf are never numbers in range; a bound said in a message is the bound the check applies. This module
+imports only torch and minineo.errors (tests/test_import_graph.py keeps it at the bottom of the layering).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from minineo.errors import MissingFileError, UnknownNameError, UserError, WrongTypeError
+
+HEAD_INPUTS = ("q", "k", "v")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def describe(value: Any) -> str:
+    """A short, safe rendering of a bad value for a message (long values are cut, types said for odd ones)."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    if isinstance(value, bool):
+        return f"{text} (a bool)"
+    if isinstance(value, float):
+        return f"{text} (a float)"
+    if isinstance(value, (int, str, type(None))):
+        return text
+    return f"{text} (a {type(value).__name__})"
+
+
+def is_integer(value: Any) -> bool:
+    """An int, numpy integer or 0-d integer tensor; never a bool, a float (even 3.0) or a string."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.dtype.is_floating_point and not value.dtype.is_complex \
+            and value.dtype != torch.bool
+    if type(value).__name__ in ("bool_", "bool"):  # numpy.bool_
+        return False
+    try:
+        value.__index__()
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+def _range_text(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"in {low}..{high}" if high >= low else f"in {low}..{high} (an empty range)"
+    if low is not None:
+        return f"at least {low}"
+    if high is not None:
+        return f"at most {high}"
+    return ""
+
+
+def integer(value: Any, name: str, *, low: int | None = None, high: int | None = None, fix: str = "") -> int:
+    """`value` as an int in low..high (both inclusive, None: unbounded), or a UserError naming `name`.
+
+    Refuses bools, floats (3.0 included: a float index is usually a computed value gone wrong), strings and None.
+    """
+    where = _range_text(low, high)
+    hint = f"; {fix}" if fix else ""
+    if not is_integer(value):
+        example = low if low is not None else 0
+        raise WrongTypeError(f"{name} must be an integer{' ' + where if where else ''}, got {describe(value)}; give a "
+                             f"whole number such as {example}{hint}")
+    number = int(value.__index__() if not isinstance(value, torch.Tensor) else value.item())
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise UserError(f"{name} must be {where}, got {number}{hint}")
+    return number
+
+
+def count(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None, fix: str = "") -> int:
+    """A positive count (a number of tokens, rows, steps, `--top`): an int >= minimum (default 1), never a slice."""
+    return integer(value, name, low=minimum, high=maximum, fix=fix)
+
+
+def number(value: Any, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, fix: str = "") -> float:
+    """A finite real number in [low, high] (open ends with low_open / high_open); ints are fine, bools, NaN, inf not."""
+    ops = []
+    if low is not None:
+        ops.append(f"greater than {low}" if low_open else f"at least {low}")
+    if high is not None:
+        ops.append(f"less than {high}" if high_open else f"at most {high}")
+    where = " and ".join(ops)
+    spaced = " " + where if where else ""
+    hint = f"; {fix}" if fix else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+            isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype.is_floating_point):
+        raise WrongTypeError(f"{name} must be a number{spaced}, got {describe(value)}{hint}")
+    real = float(value)
+    if not math.isfinite(real):
+        raise UserError(f"{name} must be a finite number{spaced}, got {real}{hint}")
+    if low is not None and (real <= low if low_open else real < low) or \
+            high is not None and (real >= high if high_open else real > high):
+        raise UserError(f"{name} must be {where}, got {value}{hint}")
+    return real
+
+
+def rule_text(rule: str) -> str:
+    """'>= 2' -> 'at least 2', '0..1' -> 'between 0 and 1', '0 or >= 2' -> '0 or at least 2'."""
+    if " or " in rule:
+        return " or ".join(rule_text(part) for part in rule.split(" or "))
+    rule = rule.strip()
+    if ".." in rule:
+        return "between {} and {}".format(*rule.split(".."))
+    for op, words in ((">=", "at least"), ("<=", "at most"), (">", "greater than"), ("<", "less than")):
+        if rule.startswith(op):
+            return f"{words} {rule[len(op):].strip()}"
+    return rule
+
+
+def allowed(value: float, rule: str) -> bool:
+    """`rule`: '>= N', '> N', '<= N', '< N', 'A..B' (inclusive), or alternatives joined by ' or ' ('0 or >= 2')."""
+    if " or " in rule:
+        return any(allowed(value, part) for part in rule.split(" or "))
+    rule = rule.strip()
+    if ".." in rule:
+        low, high = (float(x) for x in rule.split(".."))
+        return low <= value <= high
+    for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b),
+                     ("<", lambda a, b: a < b)):
+        if rule.startswith(op):
+            return test(value, float(rule[len(op):]))
+    return value == float(rule)
+
+
+def in_rule(value: Any, name: str, rule: str, why: str = "") -> Any:
+    """A number that satisfies `rule` (see `allowed`), e.g. in_rule(lr, "--lr", "> 0"); None passes (not given).
+
+    A bool is refused; NaN and inf never pass. The message says the rule in words, with `why` in parentheses.
+    """
+    if value is None:
+        return None
+    because = f" ({why})" if why else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WrongTypeError(f"{name} must be a number {rule_text(rule)}{because}, got {describe(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number {rule_text(rule)}{because}, got {value}")
+    if not allowed(value, rule):
+        raise UserError(f"{name} must be {rule_text(rule)}{because}, got {value}")
+    return value
+
+
+def one_of(value: Any, name: str, choices: Collection[str], fix: str = "") -> str:
+    """A string among `choices` (an UnknownNameError listing them otherwise; a WrongTypeError for a non-string)."""
+    listed = ", ".join(repr(c) for c in choices)
+    hint = f"; {fix}" if fix else ""
+    if not isinstance(value, str):
+        raise WrongTypeError(f"{name} must be one of {listed}, got {describe(value)}{hint}")
+    if value not in choices:
+        raise UnknownNameError(f"{name}={value!r} is not one of {listed}{hint}")
+    return value
+
+
+def function(value: Any, name: str, takes: str = "") -> Any:
+    """A callable (a metric, a patch function); `takes` says what it is called with, for the message."""
+    if not callable(value):
+        said = f" ({takes})" if takes else ""
+        raise WrongTypeError(f"{name} must be a function{said}, got {describe(value)}")
+    return value
+
+
+def layer(value: Any, n_layers: int, name: str = "layer", *, fix: str = "") -> int:
+    """A layer index in 0..n_layers-1 (no negative indexing: -1 is refused, not the last layer)."""
+    return integer(value, name, low=0, high=n_layers - 1, fix=fix or f"this model has layers 0..{n_layers - 1}")
+
+
+def head(value: Any, n_heads: int, name: str = "head", *, fix: str = "") -> int:
+    """A head index in 0..n_heads-1."""
+    return integer(value, name, low=0, high=n_heads - 1, fix=fix or f"this model has heads 0..{n_heads - 1}")
+
+
+def layer_head(pair: Any, n_layers: int, n_heads: int, name: str = "head") -> tuple[int, int]:
+    """A (layer, head) pair of ints, each in range: `(0.7, 3)` is refused, not truncated to (0, 3)."""
+    shape = f"a (layer, head) pair with layer in 0..{n_layers - 1} and head in 0..{n_heads - 1}"
+    if isinstance(pair, (str, bytes, torch.Tensor)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        raise WrongTypeError(f"{name} must be {shape}, e.g. (0, 1); got {describe(pair)}")
+    layer(pair[0], n_layers, f"{name} {tuple(pair)!r}: the layer")
+    head(pair[1], n_heads, f"{name} {tuple(pair)!r}: the head")
+    return int(pair[0]), int(pair[1])
+
+
+def heads(value: Any, n_layers: int, n_heads: int, name: str = "heads", *, allow_empty: bool = False) -> list[tuple[int, int]]:
+    """A collection of (layer, head) pairs, each checked by layer_head; a single pair is not a collection."""
+    if isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Iterable):
+        raise WrongTypeError(f"{name} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]; got "
+                             f"{describe(value)}")
+    items = list(value)
+    if items and len(items) == 2 and all(is_integer(x) for x in items):
+        raise WrongTypeError(f"{name}={describe(value)} is one pair, not a collection of pairs; write [{tuple(items)}]")
+    if not items and not allow_empty:
+        raise UserError(f"{name} is empty; give at least one (layer, head) pair, e.g. [(0, 1)]")
+    return [layer_head(item, n_layers, n_heads, f"{name} item") for item in items]
+
+
+def head_input(value: Any, name: str = "input") -> str:
+    """A per-head input letter: 'q', 'k' or 'v'."""
+    return one_of(value, name, HEAD_INPUTS, "q (queries), k (keys) or v (values)")
+
+
+def site(value: Any, known: Collection[str], name: str = "site") -> str:
+    """An activation name among `known` (e.g. minineo.all_names(config)); the close matches are said."""
+    if not isinstance(value, str):
+        raise WrongTypeError(f"{name} must be an activation name (a string such as 'blocks.0.attn.pattern'), got "
+                             f"{describe(value)}")
+    if value not in known:
+        import difflib
+
+        close = difflib.get_close_matches(value, list(known), n=5, cutoff=0.6)
+        hint = f"; did you mean one of {close}?" if close else "; see minineo.record.sites for the table"
+        raise UnknownNameError(f"{name}={value!r} is not an activation name of this model{hint}")
+    return value
+
+
+def token_ids(tokens: torch.Tensor, d_vocab: int, name: str = "tokens") -> torch.Tensor:
+    """An integer id tensor, non-empty, every id in 0..d_vocab-1 (the tensor itself is returned)."""
+    if not isinstance(tokens, torch.Tensor):
+        raise WrongTypeError(f"{name} must be a tensor of token ids, got {describe(tokens)}")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise WrongTypeError(f"{name} must be integer ids, got a {tokens.dtype} tensor; convert with .long()")
+    if tokens.numel() == 0:
+        raise UserError(f"{name} is empty (shape {tuple(tokens.shape)}); give at least one token")
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= d_vocab:
+        bad = low if low < 0 else high
+        where = ", ".join(str(i) for i in (tokens == bad).nonzero()[0].tolist())
+        raise UserError(f"{name}: token id {bad} at index ({where}) is outside the vocabulary (0..{d_vocab - 1})")
+    return tokens
+
+
+def token_id(value: Any, d_vocab: int, name: str = "token") -> int:
+    """One token id in 0..d_vocab-1."""
+    return integer(value, name, low=0, high=d_vocab - 1, fix="a token id of this model's vocabulary")
+
+
+def context_length(value: Any, n_ctx: int, name: str = "context", *, minimum: int = 2) -> int:
+    """A number of positions per row in minimum..n_ctx (a loss needs 2: a token and the next one)."""
+    return integer(value, name, low=minimum, high=n_ctx,
+                   fix=f"the model reads at most n_ctx={n_ctx} positions" + (
+                       f" and a row needs {minimum} (a token and the next one to predict)" if minimum == 2 else ""))
+
+
+def dtype(value: Any, name: str = "dtype", choices: dict[str, torch.dtype] = DTYPES) -> torch.dtype:
+    """A torch dtype among `choices` (default: the floating types a model's weights can have), or its name."""
+    names = ", ".join(choices)
+    if isinstance(value, str):
+        named = choices.get(value.removeprefix("torch."))
+        if named is None:
+            raise UnknownNameError(f"{name} {value!r} is not one of {names}; e.g. {name}=torch.bfloat16 or 'bfloat16'")
+        return named
+    if not isinstance(value, torch.dtype) or value not in choices.values():
+        raise WrongTypeError(f"{name} {describe(value)} cannot hold a model's weights; use one of {names} "
+                             "(a torch.dtype or its name)")
+    return value
+
+
+def device(value: Any, name: str = "device") -> torch.device:
+    """A device this torch can use ('cpu', 'cuda', 'cuda:1', 'mps' or a torch.device)."""
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device, int)):
+        raise WrongTypeError(f"{name} must be a device name such as 'cpu' or 'cuda:0', got {describe(value)}")
+    try:
+        result = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{name} {value} is not a device; use 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+    if result.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"{name} {value} is not available ({why}); use --device cpu (device='cpu')")
+        if result.index is not None and result.index >= torch.cuda.device_count():
+            raise UserError(f"{name} {value} does not exist: this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif result.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{name} 'mps' is not available on this machine; use 'cpu'")
+    elif result.type not in ("cpu", "meta"):
+        raise UserError(f"{name} {value} is not supported; use 'cpu', 'cuda', 'cuda:1' or 'mps'")
+    return result
+
+
+def tensor(value: Any, name: str, shape: Sequence[int | None], *, dtype: torch.dtype | None = None,
+           cast: bool = False, finite: bool = False, dims: str = "") -> torch.Tensor:
+    """A tensor of `shape` (None: any size on that axis); with `dtype`, cast to it when `cast` (what `patch=` does:
+    a float16 patch into a float32 site), else a dtype of another kind is refused. `finite`: NaN / inf refused.
+    `dims` names the axes in the message, e.g. '(batch, pos, d_model)'."""
+    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+    said = f"{dims} = {want}" if dims else want
+    if not isinstance(value, torch.Tensor):
+        raise WrongTypeError(f"{name} must be a tensor of shape {said}, got {describe(value)}")
+    if value.ndim != len(shape) or any(s is not None and s != got for s, got in zip(shape, value.shape)):
+        raise UserError(f"{name} has shape {tuple(value.shape)} but must have shape {said}")
+    if dtype is not None and value.dtype != dtype:
+        same_kind = value.dtype.is_floating_point == dtype.is_floating_point and value.dtype != torch.bool
+        if not (cast and same_kind):
+            raise WrongTypeError(f"{name} is a {value.dtype} tensor but must be {dtype}; convert it with .to({dtype})")
+        value = value.to(dtype)
+    if finite and value.is_floating_point() and not bool(value.isfinite().all()):
+        raise UserError(f"{name} holds NaN or inf values; give finite numbers")
+    return value
+
+
+def existing_path(value: Any, name: str, *, kind: str = "any", fix: str = "") -> Path:
+    """A path that exists: kind 'file', 'folder' or 'any'; a MissingFileError naming the argument otherwise."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise WrongTypeError(f"{name} must be a path (a str or pathlib.Path), got {describe(value)}")
+    path = Path(value).expanduser()
+    hint = f"; {fix}" if fix else ""
+    if not path.exists():
+        raise MissingFileError(f"{name} {path} does not exist{hint}")
+    if kind == "file" and not path.is_file():
+        raise UserError(f"{name} {path} is a folder, not a file{hint}")
+    if kind == "folder" and not path.is_dir():
+        raise UserError(f"{name} {path} is a file, not a folder{hint}")
+    return path
+
+
+def writable_file(value: Any, name: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
+    """A file to write: not a folder, in a folder that exists and is writable; with `suffixes` its extension must be
+    one of them (a name without one gets `default_suffix`)."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise WrongTypeError(f"{name} must be a path (a str or pathlib.Path), got {describe(value)}")
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise UserError(f"{name} {path} is a directory; give a file name, e.g. {path / ('out' + (default_suffix or ''))}")
+    if suffixes:
+        if not path.suffix and default_suffix:
+            path = path.with_name(path.name + default_suffix)
+        if path.suffix.lower() not in suffixes:
+            raise UserError(f"{name} {path} has the extension {path.suffix!r}, which cannot be written; use one of "
+                            f"{', '.join(suffixes)}")
+    folder = path.parent
+    if not folder.is_dir():
+        what_it_is = "is a file" if folder.exists() else "does not exist"
+        raise UserError(f"cannot write {name} {path}: the folder {folder} {what_it_is}; create the folder first or "
+                        "give another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write {name} {path}: the folder {folder} is not writable ({err.strerror or err}); "
+                        "give a path in a folder you can write to") from None
+    return path
+
+
+def not_overwriting(path: Path, name: str, is_ours: bool, what: str = "this model's") -> Path:
+    """A path that either does not exist or holds `what` artefact (`is_ours`, decided by the caller from the file's
+    recorded identity): another artefact is never overwritten silently."""
+    if path.exists() and not is_ours:
+        raise UserError(f"{name} {path} already holds something that is not {what} output; give a new path or "
+                        "remove it first")
+    return path
+
+
+# ---- argument types from the annotations: @checks.typed ------------------------------------------------------------
+
+_CONTAINERS = {
+    "list": (list, tuple), "tuple": (list, tuple), "Sequence": (list, tuple, range), "set": (set, frozenset, list, tuple),
+    "frozenset": (set, frozenset, list, tuple), "dict": (dict,), "Mapping": (Mapping,), "Iterable": (Iterable,),
+    "Iterator": (Iterable,), "Collection": (Collection,),
+}
+_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string", "None": "None",
+          "torch.Tensor": "a tensor", "Tensor": "a tensor", "Path": "a path", "os.PathLike": "a path",
+          "PathLike": "a path", "Callable": "a function", "torch.dtype": "a torch.dtype", "torch.device": "a device",
+          "bytes": "bytes"}
+
+
+# minineo's classes an annotation may name without the module importing them at run time (TYPE_CHECKING)
+MININEO_CLASSES = {"Model", "Cache", "Config", "Tokenizer", "TunedLens", "SAE", "IOIDataset", "FactoredMatrix", "KVCache"}
+
+
+def _split_top(text: str, sep: str = "|") -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[(" and 1 or char in "])" and -1 or 0
+        if char == sep and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return parts + [current.strip()]
+
+
+def _alternatives(annotation: str) -> list[str]:
+    annotation = annotation.strip().strip("'\"")
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        return _alternatives(annotation[len("Optional["):-1]) + ["None"]
+    if annotation.startswith("Union[") and annotation.endswith("]"):
+        return [alt for part in _split_top(annotation[len("Union["):-1], ",") for alt in _alternatives(part)]
+    parts = _split_top(annotation)
+    return parts if len(parts) == 1 else [alt for part in parts for alt in _alternatives(part)]
+
+
+def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
+    """(predicate, words) for one alternative of an annotation, or None when it is not understood (not checked)."""
+    base = alternative.split("[", 1)[0].strip()
+    if base in ("Any", "object", ""):
+        return None
+    if base == "None":
+        return (lambda v: v is None), "None"
+    if base == "int":
+        return is_integer, "an integer"
+    if base == "float":
+        return (lambda v: not isinstance(v, bool) and (isinstance(v, (int, float)) or is_integer(v)
+                                                       or type(v).__name__.startswith("float"))), "a number"
+    if base == "bool":
+        return (lambda v: isinstance(v, bool) or type(v).__name__ == "bool_"), "True or False"
+    if base == "str":
+        return (lambda v: isinstance(v, str)), "a string"
+    if base in ("torch.Tensor", "Tensor"):
+        return (lambda v: isinstance(v, torch.Tensor)), "a tensor"
+    if base in ("Path", "os.PathLike", "PathLike"):
+        return (lambda v: isinstance(v, (str, os.PathLike))), "a path"
+    if base in ("Callable", "collections.abc.Callable", "typing.Callable"):
+        return callable, "a function"
+    if base == "torch.dtype":
+        return (lambda v: isinstance(v, torch.dtype)), "a torch.dtype"
+    if base == "torch.device":
+        return (lambda v: isinstance(v, torch.device)), "a torch.device"
+    if base in _CONTAINERS:
+        kinds = _CONTAINERS[base]
+        return (lambda v: isinstance(v, kinds) and not isinstance(v, (str, bytes))), f"a {base.lower()}"
+    target = namespace.get(base.split(".")[0])
+    for part in base.split(".")[1:]:  # a dotted name: minineo.Model
+        target = getattr(target, part, None)
+    base = base.rsplit(".", 1)[-1]
+    if isinstance(target, type) and target.__module__.startswith("minineo"):
+        return (lambda v: isinstance(v, target)), f"a {base}"
+    if target is None and base in MININEO_CLASSES:  # imported only for type checking: known by its class name
+        return (lambda v: any(k.__name__ == base and k.__module__.startswith("minineo") for k in type(v).__mro__)), \
+            f"a minineo {base}"
+    return None  # a type alias (Metric, TokenInput...), a name imported only for type checking, a generic: not checked
+
+
+def typed(function=None, *, own: tuple[str, ...] = ()):
+    """Check a public function's arguments against its annotations before it runs (a WrongTypeError naming the argument
+    otherwise): `int` takes no bool and no float, `float` takes ints but no bool, `bool` takes only True / False,
+    `str`, `torch.Tensor`, paths, containers and minineo's own classes are checked by type; aliases (Metric,
+    TokenInput) and names imported only for type checking are left to the function. Ranges are the function's job
+    (checks.layer, checks.count, ...). `@checks.typed(own=("stop_at_layer",))` leaves those arguments wholly to
+    the function (its own message states the range for a wrong type too)."""
+    import functools
+    import inspect
+
+    if function is None:
+        return lambda wrapped: typed(wrapped, own=own)
+
+    signature = inspect.signature(function)
+    tests: dict[str, list] | None = None
+
+    def build() -> dict[str, list]:
+        found = {}
+        namespace = getattr(function, "__globals__", {})
+        for name, param in signature.parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in ("self", "cls") or name in own:
+                continue
+            if param.annotation is inspect.Parameter.empty:
+                continue
+            annotation = param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
+            alternatives = [_test_for(alt, namespace) for alt in _alternatives(annotation)]
+            if alternatives and all(alt is not None for alt in alternatives):
+                found[name] = alternatives
+        return found
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        nonlocal tests
+        if tests is None:
+            tests = build()
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise WrongTypeError(f"{function.__qualname__}: {err}") from None
+        for name, value in bound.arguments.items():
+            alternatives = tests.get(name)
+            if alternatives and not any(test(value) for test, _ in alternatives):
+                words = " or ".join(dict.fromkeys(words for _, words in alternatives))
+                raise WrongTypeError(f"{function.__qualname__}: {name} must be {words}, got {describe(value)}")
+        return function(*args, **kwargs)
+
+    return checked
+
+
+def fields(instance: Any) -> None:
+    """A dataclass's fields against their annotations (as @typed does for a function's arguments), each named."""
+    import dataclasses
+    import sys
+
+    namespace = vars(sys.modules[type(instance).__module__])
+    for field in dataclasses.fields(instance):
+        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        alternatives = [_test_for(alt, namespace) for alt in _alternatives(annotation)]
+        value = getattr(instance, field.name)
+        if alternatives and all(alt is not None for alt in alternatives) and not any(t(value) for t, _ in alternatives):
+            words = " or ".join(dict.fromkeys(words for _, words in alternatives))
+            raise WrongTypeError(f"{type(instance).__name__}: {field.name} must be {words}, got {describe(value)}")

@@ -1,0 +1,236 @@
+"""minineo/checks.py, the one validation layer (issue 29 part 1): its rules, and the named cases of the issue.
+
+The oracle for every range check is the rule itself: a value is accepted exactly when it lies in the bound the
+message states (hypothesis draws bounds and values), so a message can never point the wrong way.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import minineo
+from minineo import checks
+from minineo.analysis import TunedLens, path_patching
+from minineo.cli import app
+from minineo.errors import MissingFileError, UnknownNameError, UserError, WrongTypeError
+
+runner = CliRunner()
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return minineo.load()
+
+
+# ---- integers: bools and floats are not integers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, False, 0.7, 3.0, float("nan"), "3", None, [1], torch.tensor(1.0),
+                                   np.float64(2.0), np.bool_(True), torch.tensor([1, 2])])
+def test_an_integer_is_never_a_bool_a_float_or_a_string(value):
+    with pytest.raises(WrongTypeError, match=r"^layer must be an integer"):
+        checks.integer(value, "layer", low=0, high=3)
+
+
+@pytest.mark.parametrize("value", [2, np.int64(2), torch.tensor(2), torch.tensor(2, dtype=torch.int32)])
+def test_integer_kinds_that_are_integers(value):
+    assert checks.integer(value, "layer", low=0, high=3) == 2 and type(checks.integer(value, "layer")) is int
+
+
+@given(low=st.integers(-50, 50), width=st.integers(0, 50), value=st.integers(-200, 200))
+def test_the_bound_in_the_message_is_the_bound_applied(low, width, value):
+    high = low + width
+    try:
+        assert checks.integer(value, "--context", low=low, high=high) == value
+        accepted = True
+    except UserError as err:
+        accepted = False
+        found = re.search(r"in (-?\d+)\.\.(-?\d+), got (-?\d+)", str(err))
+        assert found and (int(found[1]), int(found[2]), int(found[3])) == (low, high, value), str(err)
+        assert str(err).startswith("--context ")
+    assert accepted == (low <= value <= high)
+
+
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10)))
+def test_a_number_in_an_open_range(value):
+    try:
+        checks.number(value, "lr", low=0, low_open=True)
+        assert value > 0 and value == value and value != float("inf")
+    except UserError as err:
+        assert not (0 < value < float("inf")), value
+        assert str(err).startswith("lr must be") and "greater than 0" in str(err)
+
+
+def test_a_count_is_positive_and_negative_top_is_not_a_slice():
+    assert checks.count(3, "--top") == 3
+    for bad in (0, -1, -5):
+        with pytest.raises(UserError, match=r"--top must be at least 1, got -?\d"):
+            checks.count(bad, "--top")
+
+
+@pytest.mark.parametrize("command", ["embeddings", "heads", "attribute", "ablate", "ioi", "patch", "circuits",
+                                     "path-patch"])
+def test_negative_top_is_refused_by_every_command(command):
+    args = {"attribute": ["attribute", PROMPT, "--answer", " Mary"], "ablate": ["ablate", PROMPT, "--answer", " Mary"],
+            "patch": ["patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), "--answer", " Mary", "--wrong", " John"],
+            "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), "--answer", " Mary",
+                           "--wrong", " John"]}.get(command, [command])
+    result = runner.invoke(app, args + ["--top", "-1"], terminal_width=200)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert " ".join(result.stderr.split()).startswith("error: --top must be at least 1, got -1"), result.stderr
+
+
+# ---- layers, heads, pairs, inputs ---------------------------------------------------------------------------
+
+
+def test_a_path_patching_sender_with_a_float_layer_is_refused_not_truncated(model):
+    clean, corrupted = model.to_tokens("When Mary and John"), model.to_tokens("When Lucy and John")
+
+    def metric(logits):
+        return logits[0, -1, 5]
+
+    for senders in ([(0.7, 3)], [(True, 0)], [(0, 1.0)], [("0", 1)]):
+        with pytest.raises(UserError, match=r"senders=.*\(layer, head\) pairs of integers") as err:
+            path_patching(model, clean, corrupted, metric, senders=senders)
+        assert repr(senders[0][0]) in str(err.value) or str(senders[0][0]) in str(err.value)
+    with pytest.raises(UserError, match=r"receivers=.* is not one"):
+        path_patching(model, clean, corrupted, metric, receivers=[(0.5, 0, "q")])
+    assert torch.isfinite(path_patching(model, clean, corrupted, metric, senders=[(0, 3)])).all()  # a valid pair works
+
+
+def test_a_bool_is_not_a_layer(model):
+    _, cache = model.run_with_cache(model.to_tokens("When Mary"))
+    with pytest.raises(WrongTypeError, match=r"layer must be an integer.*True \(a bool\)"):
+        model.run_from(True, cache["blocks.1.resid_pre"])
+    with pytest.raises(WrongTypeError, match=r"layer must be an integer"):
+        model.run_from(1.0, cache["blocks.1.resid_pre"])
+    with pytest.raises(UserError, match=r"layer must be in 0\.\.1, got 2"):
+        model.run_from(2, cache["blocks.1.resid_pre"])
+    lens = TunedLens(model)
+    with pytest.raises(WrongTypeError, match=r"layer must be an integer"):
+        lens.translate(cache["blocks.0.resid_pre"], True)
+
+
+def test_layer_head_pairs_and_head_inputs():
+    assert checks.layer_head((1, 3), 2, 4) == (1, 3)
+    for bad, why in (((0.7, 3), "the layer must be an integer"), ((0, True), "the head must be an integer"),
+                     ((2, 0), r"the layer must be in 0\.\.1"), ((0, 4), r"the head must be in 0\.\.3"),
+                     ((0,), "a \\(layer, head\\) pair"), ("01", "a \\(layer, head\\) pair")):
+        with pytest.raises(UserError, match=why):
+            checks.layer_head(bad, 2, 4, "sender")
+    with pytest.raises(WrongTypeError, match="one pair, not a collection"):
+        checks.heads((0, 1), 2, 4)
+    assert checks.head_input("k") == "k"
+    with pytest.raises(UnknownNameError, match="input='x' is not one of 'q', 'k', 'v'"):
+        checks.head_input("x")
+
+
+def test_a_site_name_lists_close_matches(model):
+    names = minineo.all_names(model.config)
+    assert checks.site("blocks.0.attn.pattern", names) == "blocks.0.attn.pattern"
+    with pytest.raises(UnknownNameError, match=r"site='blocks.0.attn.patern'.*did you mean.*blocks.0.attn.pattern"):
+        checks.site("blocks.0.attn.patern", names)
+
+
+def test_token_ids(model):
+    ids = torch.tensor([[1, 2, 300]])
+    with pytest.raises(UserError, match=r"tokens: token id 300 at index \(0, 2\) is outside the vocabulary \(0\.\.256\)"):
+        checks.token_ids(ids, 257)
+    with pytest.raises(WrongTypeError, match="integer ids"):
+        checks.token_ids(ids.float(), 257)
+    with pytest.raises(UserError, match="clean_tokens: token id -1"):
+        model.token_batch(torch.tensor([0, -1]), name="clean_tokens")
+
+
+# ---- eval --context: the bound points the right way ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", ["0", "1", "129", "100000"])
+def test_eval_context_says_the_real_bound(context, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("When Mary and John went to the store.\n" * 4)
+    result = runner.invoke(app, ["eval", str(corpus), "--context", context], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert text.startswith(f"error: --context must be in 2..128, got {context}"), text
+    assert "smaller" not in text  # context=1 needs a larger value: no message may say "smaller"
+
+
+def test_sae_eval_context_says_the_real_bound(tmp_path):
+    from fuzz_walk import SAE_FOLDER
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("When Mary and John went to the store.\n" * 4)
+    result = runner.invoke(app, ["sae-eval", str(SAE_FOLDER), str(corpus), "--context", "1"], terminal_width=200)
+    assert result.exit_code == 1 and "--context must be in 2..128, got 1" in " ".join(result.stderr.split())
+
+
+# ---- dtype, device, tensors, paths ------------------------------------------------------------------------------
+
+
+def test_dtype_and_device():
+    assert checks.dtype("bfloat16") is torch.bfloat16 and checks.dtype(torch.float64) is torch.float64
+    with pytest.raises(UnknownNameError, match="dtype 'int8' is not one of float32, float16, bfloat16, float64"):
+        checks.dtype("int8")
+    with pytest.raises(WrongTypeError, match="dtype torch.int64"):
+        checks.dtype(torch.int64)
+    assert checks.device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device banana is not a device"):
+        checks.device("banana", "--device")
+    with pytest.raises(WrongTypeError, match="device must be a device name"):
+        checks.device(True)
+
+
+def test_tensor_shape_dtype_and_casting():
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    assert checks.tensor(x, "patch", (2, None), dtype=torch.float32, cast=True).dtype == torch.float32
+    with pytest.raises(WrongTypeError, match="patch is a torch.float64 tensor but must be torch.float32"):
+        checks.tensor(x, "patch", (2, 3), dtype=torch.float32)
+    with pytest.raises(WrongTypeError, match="must be torch.float32"):  # an integer tensor is never cast to float
+        checks.tensor(x.long(), "patch", (2, 3), dtype=torch.float32, cast=True)
+    with pytest.raises(UserError, match=r"resid has shape \(2, 3\) but must have shape \(batch, pos, d_model\) = "
+                                        r"\(any, any, 64\)"):
+        checks.tensor(x, "resid", (None, None, 64), dims="(batch, pos, d_model)")
+    with pytest.raises(UserError, match="NaN or inf"):
+        checks.tensor(torch.full((2,), float("nan")), "x", (2,), finite=True)
+
+
+def test_paths_to_read_and_to_write(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    assert checks.existing_path(tmp_path / "f.txt", "corpus", kind="file") == tmp_path / "f.txt"
+    with pytest.raises(MissingFileError, match="corpus .*nope does not exist"):
+        checks.existing_path(tmp_path / "nope", "corpus")
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        checks.existing_path(tmp_path, "corpus", kind="file")
+    assert checks.writable_file(tmp_path / "plot", "--plot", (".png",), ".png") == tmp_path / "plot.png"
+    with pytest.raises(UserError, match="the folder .* does not exist"):
+        checks.writable_file(tmp_path / "no" / "x.png", "--plot")
+    with pytest.raises(UserError, match="already holds something that is not"):
+        checks.not_overwriting(tmp_path / "f.txt", "--out", is_ours=False)
+
+
+# ---- @checks.typed ------------------------------------------------------------------------------------------------
+
+
+def test_typed_reads_the_annotations():
+    @checks.typed
+    def f(model: "minineo.Model", n: int = 3, lr: "float | None" = None, x: "torch.Tensor | str" = "a",
+          flag: bool = True, names: "list[str] | None" = None):
+        return n
+
+    assert f(minineo.load(), 2, lr=1) == 2
+    for bad, said in ((dict(n=True), "n must be an integer, got True (a bool)"), (dict(n=0.7), "n must be an integer"),
+                      (dict(lr="a"), "lr must be a number or None"), (dict(x=3), "x must be a tensor or a string"),
+                      (dict(flag=1), "flag must be True or False"), (dict(names="abc"), "names must be a list or None")):
+        with pytest.raises(WrongTypeError, match=re.escape(f"f: {said}")):
+            f(minineo.load(), **bad)
+    with pytest.raises(WrongTypeError, match="model must be a Model"):
+        f(object())
