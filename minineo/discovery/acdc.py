@@ -97,8 +97,8 @@ class _PatchedRuns:
         """The metric's mean over pairs through `circuit` (what evaluate(...).mean() gives)."""
         edges = (circuit.in_graph & circuit.real_edges).to(device=self.model.W_E.device, dtype=self.model.W_E.dtype)
         total, n = 0.0, 0
-        for batch, (corrupted_out, corrupted_in, _) in self.batches:
-            difference = torch.zeros_like(corrupted_out)  # (batch, pos, n_senders, d_model)
+        for batch, (corrupted_out, corrupted_in) in self.batches:
+            difference = torch.empty_like(corrupted_out)  # (n_senders, batch, pos, d_model): every sender is written
             patch = SenderTaps(self.model, circuit, difference, base=corrupted_out).patches()
             patch.update(receiver_patches(circuit, edges, difference, corrupted_in))
             logits = self.model(batch.clean, attention_mask=batch.attention_mask, patch=patch)
