@@ -14,6 +14,8 @@ imports only torch and minineo.errors (tests/test_import_graph.py keeps it at th
 
 from __future__ import annotations
 
+import collections.abc
+
 import math
 import os
 import tempfile
@@ -384,7 +386,8 @@ _WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "st
 
 
 # minineo's classes an annotation may name without the module importing them at run time (TYPE_CHECKING)
-MININEO_CLASSES = {"Model", "Cache", "Config", "Tokenizer", "TunedLens", "SAE", "IOIDataset", "FactoredMatrix", "KVCache"}
+MININEO_CLASSES = {"Model", "Cache", "Config", "Tokenizer", "TunedLens", "SAE", "IOIDataset", "FactoredMatrix", "KVCache",
+                   "Graph", "Pairs", "View"}
 
 
 def _split_top(text: str, sep: str = "|") -> list[str]:
@@ -442,6 +445,8 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
     for part in base.split(".")[1:]:  # a dotted name: minineo.Model
         target = getattr(target, part, None)
     base = base.rsplit(".", 1)[-1]
+    if getattr(target, "__origin__", None) is collections.abc.Callable:  # an alias of Callable[...] (Metric)
+        return callable, "a function"
     if isinstance(target, type) and target.__module__.startswith("minineo"):
         return (lambda v: isinstance(v, target)), f"a {base}"
     if target is None and base in MININEO_CLASSES:  # imported only for type checking: known by its class name

@@ -39,6 +39,11 @@ PACKAGES_NOT_FUZZED = {
     "minineo.checks": "the validator itself: tested directly with its named cases (tests/test_checks.py)",
     "minineo.config": "minineo.Config is re-exported at the top and fuzzed there",
     "minineo.__main__": "runs the command line when imported (python -m minineo)",
+    "minineo.boundary": "the error boundary itself (print_error, run_script, ScriptParser): tested through the scripts "
+                        "it wraps (tests/test_scripts_boundary.py) and the CLI (tests/test_fuzz_cli.py)",
+    "minineo.outputs": "the one-writer-per-path claim every writer goes through: tested with real concurrent writers "
+                       "of every command (tests/test_outputs.py)",
+    "minineo.report": "minineo's own warning line on stderr: its argument is minineo's message, never a user's",
 }
 
 # Entry points left out, each with its reason.
@@ -166,6 +171,40 @@ def metric(logits: torch.Tensor) -> torch.Tensor:
     return logits[0, -1, 5] - logits[0, -1, 6]
 
 
+@lru_cache(maxsize=None)
+def discovery_pairs():
+    from minineo.discovery import ioi_pairs
+
+    return ioi_pairs(model(), 2)
+
+
+@lru_cache(maxsize=None)
+def scored_graph():
+    """The embedded model's graph with EAP scores on two IOI pairs (a copy per call: selections change it)."""
+    from minineo.discovery import Graph, attribute
+
+    return attribute(model(), Graph.from_model(model()), discovery_pairs())
+
+
+def graph_copy():
+    return scored_graph().copy()
+
+
+def circuit():
+    from minineo.discovery import apply_topn
+
+    return apply_topn(graph_copy(), 10)
+
+
+@lru_cache(maxsize=None)
+def graph_file() -> Path:
+    from minineo.discovery import to_json
+
+    out = fresh_folder().with_suffix(".json")
+    to_json(circuit(), out)
+    return out
+
+
 def fresh_folder() -> Path:
     import tempfile
 
@@ -194,6 +233,10 @@ VALID: dict[str, Callable[[], Any]] = {
     "features": lambda: sae().encode(cache()["blocks.1.resid_post"]), "A": lambda: torch.randn(4, 3),
     "B": lambda: torch.randn(3, 5), "columns": lambda: {"blocks.0.resid_post": (8, 64)}, "dtype": lambda: torch.float32,
     "resid": lambda: cache().stack("resid_pre"),
+    # minineo.discovery and minineo.views
+    "graph": graph_copy, "circuit": circuit, "pairs": discovery_pairs, "n_layers": lambda: 2, "n_heads": lambda: 4,
+    "n": lambda: 10, "threshold": lambda: 0.01, "nodes": lambda: ["input", "a0.h1", "m0", "logits"],
+    "task": lambda: "ioi", "values": lambda: torch.randn(2, 6),
 }
 
 DEFAULT = object()  # in VALID_FOR: this argument's default is its valid value (the name means something else there)
@@ -228,14 +271,46 @@ VALID_FOR: dict[str, dict[str, Callable[[], Any]]] = {
     "minineo.sae.SAE.decode": {"like": lambda: None},
     "minineo.sae.load": {"folder": lambda: SAE_FOLDER},
     "minineo.analysis.ioi_dataset": {"names": DEFAULT},
+    **{f"minineo.discovery.{name}": {"metric": lambda: __import__("minineo.discovery", fromlist=["x"]).logit_diff}
+       for name in ("attribute", "evaluate", "faithfulness", "faithfulness_curve", "mib_scores")},
+    "minineo.discovery.acdc": {"pairs": lambda: discovery_pairs()[:1],
+                               "metric": lambda: __import__("minineo.discovery", fromlist=["x"]).logit_diff},
+    "minineo.views.attention": {"tokens": tokens, "batch": DEFAULT},
+    "minineo.views.patching": {"metric": DEFAULT, "values": lambda: torch.randn(2, tokens().shape[1])},
+    "minineo.discovery.logit_diff": {"logits": lambda: model()(discovery_pairs().clean,
+                                                               attention_mask=discovery_pairs().attention_mask)},
+    "minineo.discovery.from_json": {"path": graph_file},
+    "minineo.discovery.load_graph": {"path": graph_file},
+    "minineo.discovery.from_pt": {"path": lambda: pt_file()},
+    "minineo.discovery.to_json": {"path": lambda: fresh_folder().with_suffix(".json")},
+    "minineo.discovery.to_pt": {"path": lambda: fresh_folder().with_suffix(".pt")},
+    "minineo.discovery.save_graph": {"path": lambda: fresh_folder().with_suffix(".json")},
+    "minineo.discovery.Pairs": {"clean": lambda: discovery_pairs().clean, "corrupted": lambda: discovery_pairs().corrupted,
+                                "attention_mask": lambda: discovery_pairs().attention_mask,
+                                "answer": lambda: discovery_pairs().answer, "wrong": lambda: discovery_pairs().wrong},
+    "minineo.discovery.Graph": {"d_model": lambda: 64},
+    "minineo.views.circuit": {"graph": graph_file},
+    "minineo.views.View": {"html_text": lambda: "<!doctype html><html><body>hi</body></html>", "kind": lambda: "test"},
+    "minineo.views.View.save": {"path": lambda: fresh_folder().with_suffix(".html")},
 }
 
 # an instance to call each class's methods on
 INSTANCES: dict[str, Callable[[], Any]] = {
     "minineo.Model": model, "minineo.Cache": cache, "minineo.Tokenizer": lambda: model().tokenizer,
     "minineo.Config": lambda: model().config, "minineo.analysis.TunedLens": tuned_lens, "minineo.sae.SAE": sae,
+    "minineo.discovery.Graph": graph_copy, "minineo.discovery.Pairs": discovery_pairs,
+    "minineo.views.View": lambda: __import__("minineo.views", fromlist=["circuit"]).circuit(graph_file()),
     "minineo.analysis.FactoredMatrix": lambda: __import__("minineo.analysis", fromlist=["ov_circuit"]).ov_circuit(model()),
 }
+
+
+@lru_cache(maxsize=None)
+def pt_file() -> Path:
+    from minineo.discovery import to_pt
+
+    out = fresh_folder().with_suffix(".pt")
+    to_pt(circuit(), out)
+    return out
 
 
 @lru_cache(maxsize=None)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from minineo import checks
 from minineo import progress
 from minineo.discovery import circuits
 from minineo.discovery.faithfulness import full_metric
@@ -46,6 +47,7 @@ DEFAULT_THRESHOLD = 0.01  # normalised metric units; keeps a faithful circuit on
 DEFAULT_KL_THRESHOLD = 0.01  # nats
 
 
+@checks.typed
 def kl_metric(model: Model) -> Metric:
     """A Metric giving KL(clean run || this run) of the next-token distribution at the last position, per pair (nats).
 
@@ -145,6 +147,7 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+@checks.typed
 def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: float | None = None,
          kl: bool = False, absolute: bool = True, state: str | Path | None = None,
          batch_size: int | None = None, graph: Graph | None = None) -> Graph:
@@ -178,7 +181,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
 
     order = acdc_order(circuit)
     settings = _settings(graph, threshold, kl, absolute, len(pairs))
-    path = None if state is None else Path(state)
+    path = None if state is None else checks.writable_file(state, "state")
     saved = None if path is None else _read_state(path, settings)
     done = 0
     current: float | None = None

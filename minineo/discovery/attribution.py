@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.distributed as dist
 
+from minineo import checks
 from minineo import progress
 from minineo.discovery.exact import exact_groups, exact_method, reads_last_position
 from minineo.discovery.graph import Graph
@@ -277,6 +278,7 @@ def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> 
     return float(per_batch * batches), "forward and backward passes"
 
 
+@checks.typed
 def attribute(
     model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, method: str = "eap", *,
     ig_steps: int = 5, per_position: bool = False, batch_size: int | None = None,

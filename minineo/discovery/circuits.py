@@ -14,6 +14,7 @@ from typing import Iterable
 
 import torch
 
+from minineo import checks
 from minineo.discovery.graph import Graph
 from minineo.errors import UnknownNameError, UserError
 
@@ -41,6 +42,7 @@ def _nodes_with_edges_in_and_out(graph: Graph, owner: torch.Tensor) -> torch.Ten
     return outgoing & incoming
 
 
+@checks.typed
 def prune(graph: Graph) -> tuple[int, int]:
     """Remove, until nothing changes, nodes without an in-circuit edge in (but `input`) or out, and the edges of
     removed nodes, so every edge left lies on a path from `input` to `logits`. Sets `nodes_in_graph` from the edges.
@@ -84,6 +86,7 @@ def _finish(graph: Graph, do_prune: bool) -> Graph:
     return graph
 
 
+@checks.typed
 def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of the `n` highest-scoring edges (by |score| when `absolute`, else by signed score), then pruned
     (EAP-IG's `apply_topn(n, absolute, level='edge', reset=True, prune)`). In place; returns `graph`."""
@@ -94,6 +97,7 @@ def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) 
     return _finish(graph, prune)
 
 
+@checks.typed
 def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of every edge whose score (|score| when `absolute`) is >= `threshold`, then pruned (EAP-IG's
     `apply_threshold`). In place; returns `graph`."""
@@ -103,6 +107,7 @@ def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune
     return _finish(graph, prune)
 
 
+@checks.typed
 def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """EAP-IG's greedy circuit: grown from `logits` upwards, each step adds the best-scoring edge into a node already
     in the circuit (first only edges into `logits`); a sender joining the circuit makes its own incoming edges
@@ -148,6 +153,7 @@ def node_index(graph: Graph, name: str) -> int:
                                f"m{graph.n_layers - 1} (logits is always in)") from None
 
 
+@checks.typed
 def apply_nodes(graph: Graph, nodes: Iterable[str], prune: bool = True) -> Graph:
     """The node circuit of `nodes` (names; `logits` is always in): every edge between two of them is in, every
     edge of a node left out is out (a node out = all its edges out). Then pruned. In place; returns `graph`."""
@@ -165,11 +171,13 @@ def apply_nodes(graph: Graph, nodes: Iterable[str], prune: bool = True) -> Graph
     return graph
 
 
+@checks.typed
 def circuit_nodes(graph: Graph) -> list[str]:
     """Names of the circuit's nodes (EAP-IG's order; `logits` not listed)."""
     return [name for name, keep in zip(graph.sender_names, graph.nodes_in_graph.tolist()) if keep]
 
 
+@checks.typed
 def circuit_edges(graph: Graph) -> list[str]:
     """Names of the circuit's edges, in EAP-IG's order."""
     return [name for name, s, r in graph.edges() if graph.in_graph[s, r]]

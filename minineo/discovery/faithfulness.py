@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from minineo import checks
 from minineo import progress
 from minineo.discovery import circuits
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
-from minineo.discovery.patched import evaluate, run_metric
+from minineo.discovery.patched import check_pairs, evaluate, run_metric
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -80,6 +81,13 @@ class FaithfulnessCurve:
 
 
 @torch.no_grad()
+def _check_inputs(pairs: Pairs, metric: Metric, batch_size: int | None, full: float | None, empty: float | None) -> None:
+    check_pairs(pairs, metric, batch_size)
+    for name, value in (("full", full), ("empty", empty)):
+        if value is not None:
+            checks.number(value, name, fix="give the metric's mean over pairs, or None to measure it")
+
+
 def full_metric(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, batch_size: int | None = None) -> float:
     """m(full): the metric's mean over pairs on the clean prompts, no patching (MIB's `evaluate_baseline`)."""
     device = model.W_E.device
@@ -106,16 +114,19 @@ def normalised(value: float, full: float, empty: float) -> float:
     return (value - empty) / (full - empty)
 
 
+@checks.typed
 def faithfulness(model: Model, circuit: Graph, pairs: Pairs, metric: Metric = logit_diff, *,
                  full: float | None = None, empty: float | None = None, batch_size: int | None = None) -> float:
     """f(C) of `circuit` as it is (its `in_graph` edges; prune it first to match MIB). `full` / `empty` may be given
     to save their forwards."""
+    _check_inputs(pairs, metric, batch_size, full, empty)
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, circuit, pairs, metric, batch_size=batch_size) if empty is None else empty
     value = float(evaluate(model, circuit, pairs, metric, batch_size=batch_size).mean())
     return normalised(value, full, empty)
 
 
+@checks.typed
 def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, *, absolute: bool = True,
                        fractions: Sequence[float] = MIB_FRACTIONS, full: float | None = None,
                        empty: float | None = None, batch_size: int | None = None) -> FaithfulnessCurve:
@@ -124,6 +135,7 @@ def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric 
     is not changed. One patched forward per fraction and batch, one corrupted forward per batch for all of them."""
     if not fractions or any(not 0 <= p <= 1 for p in fractions):
         raise UserError(f"fractions must be edge fractions between 0 and 1, got {list(fractions)}")
+    _check_inputs(pairs, metric, batch_size, full, empty)
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size) if empty is None else empty
     circuit = graph.copy()
@@ -154,9 +166,11 @@ class MIBScores:
     absolute: FaithfulnessCurve
 
 
+@checks.typed
 def mib_scores(model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, *,
                batch_size: int | None = None) -> MIBScores:
     """CPR and CMD of `graph`'s scores, computed as MIB computes them (see the module docstring)."""
+    _check_inputs(pairs, metric, batch_size, None, None)
     full = full_metric(model, pairs, metric, batch_size=batch_size)
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size)
     signed = faithfulness_curve(model, graph, pairs, metric, absolute=False, full=full, empty=empty,

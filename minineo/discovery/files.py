@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from minineo import checks
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
@@ -70,9 +71,10 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
+@checks.typed
 def to_json(graph: Graph, path: str | Path) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
-    path = Path(path)
+    path = checks.writable_file(path, "path")
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
@@ -88,9 +90,10 @@ def to_json(graph: Graph, path: str | Path) -> Path:
     return path
 
 
+@checks.typed
 def to_pt(graph: Graph, path: str | Path) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout)."""
-    path = Path(path)
+    path = checks.writable_file(path, "path")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
@@ -98,6 +101,7 @@ def to_pt(graph: Graph, path: str | Path) -> Path:
     return path
 
 
+@checks.typed
 def save_graph(graph: Graph, path: str | Path) -> Path:
     """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other)."""
     path = Path(path)
@@ -108,8 +112,8 @@ def save_graph(graph: Graph, path: str | Path) -> Path:
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise UserError(f"{path}: a circuit file is EAP-IG's .json or .pt, not {suffix or 'a file without extension'!r}; "
-                        "name it circuit.json or circuit.pt")
+        raise UserError(f"path {path}: a circuit file is EAP-IG's .json or .pt, not "
+                        f"{suffix or 'a file without extension'!r}; name it circuit.json or circuit.pt")
     return suffix
 
 
@@ -148,6 +152,7 @@ def _expected(model: Model | Graph | None) -> Graph | None:
     return Graph.from_model(model)
 
 
+@checks.typed
 def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
     or a Graph), a file for another model is refused with both identities named (UserError)."""
@@ -177,6 +182,7 @@ def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     return graph
 
 
+@checks.typed
 def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
     path = _existing(path)
@@ -209,6 +215,7 @@ def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
     return graph
 
 
+@checks.typed
 def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read an EAP-IG graph file, JSON or `.pt` by its extension; `model` as in `from_json`."""
     path = Path(path)

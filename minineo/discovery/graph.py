@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
+from minineo import checks
 from minineo.errors import UnknownNameError, UserError
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 QKV = "qkv"
 
 
+@checks.typed
 def edge_count(n_layers: int, n_heads: int) -> int:
     """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula."""
     L, H = n_layers, n_heads

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
+from minineo import checks
 from minineo.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
@@ -116,10 +117,18 @@ class Pairs:
         return cls.from_text(model, *([row[k] for row in rows] for k in ("clean", "corrupted", "answer", "wrong")))
 
 
+@checks.typed
 def logit_diff(logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:
     """EAP-IG's metric per pair: logit[answer] - logit[wrong] at the last position (left-padded: the last real one).
 
     logits (n, pos, d_vocab) -> (n,)."""
+    if logits.ndim != 3 or logits.shape[0] != len(pairs) or logits.shape[1] == 0:
+        raise UserError(f"logits must be (n, pos, d_vocab) with n = {len(pairs)} pairs, got {tuple(logits.shape)}; "
+                        "give the model's logits on the pairs' prompts")
+    vocab = logits.shape[-1]
+    if int(max(pairs.answer.max(), pairs.wrong.max())) >= vocab:
+        raise UserError(f"logits has {vocab} vocabulary entries but the pairs' answer / wrong ids reach "
+                        f"{int(max(pairs.answer.max(), pairs.wrong.max()))}; give logits of the model the pairs were made for")
     last = logits[:, -1]  # (n, d_vocab)
     index = torch.arange(last.shape[0], device=last.device)
     return last[index, pairs.answer.to(last.device)] - last[index, pairs.wrong.to(last.device)]

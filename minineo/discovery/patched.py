@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
+from minineo import checks
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.errors import UserError, WrongTypeError
@@ -192,6 +193,7 @@ def receiver_patches(
 
 
 @torch.no_grad()
+@checks.typed
 def evaluate(
     model: Model, circuit: Graph | Sequence[Graph], pairs: Pairs, metric: Metric = logit_diff, *,
     batch_size: int | None = None,

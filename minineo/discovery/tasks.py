@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from minineo import checks
 from minineo.discovery.pairs import Pairs
 from minineo.errors import UserError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 TASKS = ("ioi", "induction")
 
 
+@checks.typed
 def ioi_pairs(model: Model, n: int = 32, seed: int = 0) -> Pairs:
     """`n` IOI pairs (half ABBA, half BABA): clean prompt vs its ABC prompt, answer IO vs wrong S (first tokens)."""
     from minineo.analysis.ioi import ioi_dataset
@@ -36,6 +38,7 @@ def ioi_pairs(model: Model, n: int = 32, seed: int = 0) -> Pairs:
     return Pairs(data.tokens.cpu(), data.abc_tokens.cpu(), mask, data.io_tokens.cpu(), data.s_tokens.cpu())
 
 
+@checks.typed
 def induction_pairs(model: Model, n: int = 32, seq_len: int = 12, seed: int = 0) -> Pairs:
     """`n` induction pairs of 1 + 2 * seq_len - 1 tokens (see the module docstring)."""
     _check_n(n)
@@ -57,6 +60,7 @@ def induction_pairs(model: Model, n: int = 32, seq_len: int = 12, seed: int = 0)
     return Pairs(clean, corrupted, None, first[:, -1].clone(), second[:, -1].clone())
 
 
+@checks.typed
 def task_pairs(model: Model, task: str, n: int = 32, seed: int = 0) -> Pairs:
     """'ioi', 'induction', or the path of a JSONL of {clean, corrupted, answer, wrong} rows."""
     if task == "ioi":

@@ -12,12 +12,14 @@ from typing import Sequence
 
 import torch
 
+from minineo import checks
 from minineo.errors import UnknownNameError, UserError, WrongTypeError
 from minineo.record.cache import Cache
 from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_quantised,
                                  render, token_strings)
 
 
+@checks.typed
 def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *, name: str | None = None,
               prompt: str | None = None, batch: int = 0) -> View:
     """The attention page of one prompt: `cache` from `model.run_with_cache(tokens)` (it needs every layer's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from minineo import checks
 from minineo.analysis.attribution import direct_logit_attribution
 from minineo.errors import UserError
 from minineo.forward.model import Model
@@ -31,6 +32,7 @@ def _answer_id(model: Model, answer: int | str, what: str) -> int:
     return answer
 
 
+@checks.typed
 def attributions(model: Model, tokens: torch.Tensor | str, answer: int | str, wrong: int | str | None = None, *,
                  position: int = -1, name: str | None = None, prompt: str | None = None) -> View:
     """The DLA bar chart for the first row of `tokens` ((batch, pos), (pos,) or a prompt) at `position`.

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from minineo import checks
 from minineo.errors import MissingFileError, UserError
 from minineo.views.page import View, asset, pack_float32, pack_uint16, render
 
@@ -115,6 +116,7 @@ def _faithfulness(raw: Any, source: str) -> dict | None:
             "ranking": str(raw.get("ranking", "absolute"))}
 
 
+@checks.typed
 def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int = MAX_DRAWN) -> View:
     """The circuit page of an EAP-IG graph: a path to its JSON (`Graph.to_json`) or the parsed dict.
 

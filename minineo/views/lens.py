@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from minineo import checks
 from minineo.analysis.lens import LogitLens, logit_lens, summarise_lens
 from minineo.analysis.tuned_lens import TunedLens
 from minineo.errors import UserError, WrongTypeError
@@ -26,6 +27,7 @@ def _summary(result: LogitLens, top_k: int) -> tuple[dict, set[int]]:
     return packed, set(ids)
 
 
+@checks.typed
 def lens(model: Model, tokens: torch.Tensor | str, tuned: TunedLens | None = None, *, top_k: int = 5,
          name: str | None = None, prompt: str | None = None) -> View:
     """The lens page of the first row of `tokens` ((batch, pos), (pos,) or a prompt string).

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from minineo import outputs
+from minineo import checks, outputs
 from minineo.errors import UserError, WrongTypeError
 
 ASSETS = resources.files("minineo.views") / "assets"
@@ -60,8 +60,20 @@ def pack_quantised(values: torch.Tensor, low: float = 0.0, high: float = 1.0) ->
 
 
 def token_strings(model, tokens: torch.Tensor) -> list[str]:
-    """Each token of a (pos,) sequence as its text (or `#id` for a model without a tokenizer)."""
-    ids = torch.as_tensor(tokens).flatten().tolist()
+    """Each token of a (pos,) sequence as its text (or `#id` for a model without a tokenizer).
+
+    Raises UserError for ids that are not whole numbers in 0..d_vocab-1 (d_vocab of `model` when given)."""
+    ids_tensor = torch.as_tensor(tokens)
+    if ids_tensor.is_floating_point() or ids_tensor.dtype == torch.bool:
+        raise UserError(f"tokens must be integer token ids, got a {str(ids_tensor.dtype).removeprefix('torch.')} "
+                        "tensor; pass model.to_tokens(prompt)")
+    ids = ids_tensor.flatten().tolist()
+    vocab = getattr(getattr(model, "config", None), "d_vocab", None)
+    bad = [i for i in ids if i < 0 or (vocab is not None and i >= vocab)]
+    if bad:
+        limit = f"0..{vocab - 1}" if vocab is not None else "0 or more"
+        raise UserError(f"tokens holds id {bad[0]}, outside the model's vocabulary ({limit}); pass the ids the cache "
+                        "was recorded on (model.to_tokens(prompt))")
     if getattr(model, "tokenizer", None) is None:
         return [f"#{i}" for i in ids]
     out = []
@@ -167,9 +179,11 @@ class View:
     the notebook's (CircuitsVis's convention of a self-contained output cell).
     """
 
+    @checks.typed
     def __init__(self, html_text: str, kind: str, height: int = 600):
-        self.html, self.kind, self.height = html_text, kind, height
+        self.html, self.kind, self.height = html_text, kind, checks.count(height, "height", fix="the frame's pixels")
 
+    @checks.typed
     def save(self, path: str | Path) -> Path:
         """Write the page to `path` (UTF-8); returns the path. A folder or a missing parent is a UserError."""
         path = Path(path).expanduser()

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError, WrongTypeError
 from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_float32,
                                  render, token_strings, visible)
@@ -19,6 +20,7 @@ from minineo.views.page import (View, asset, check_model, check_texts, first_row
 PER = ("pos", "head", "head_pos")
 
 
+@checks.typed
 def patching(values: torch.Tensor, per: str = "pos", *, model=None, tokens: torch.Tensor | Sequence[str] | None = None,
              title: str = "Activation patching", metric: str = "the metric", name: str | None = None,
              prompt: str | None = None, centre: float = 0.0) -> View:
@@ -53,7 +55,7 @@ def patching(values: torch.Tensor, per: str = "pos", *, model=None, tokens: torc
         else:
             words = token_strings(model, first_row(tokens))
         if per != "head" and len(words) != values.shape[1]:
-            raise UserError(f"{len(words)} tokens label {values.shape[1]} positions; pass the patched prompt's tokens")
+            raise UserError(f"tokens: {len(words)} tokens label {values.shape[1]} positions; pass the patched prompt's tokens")
     n_layers = values.shape[0]
     shown = [visible(w) for w in words] if words else None
     if per == "pos":
