@@ -29,6 +29,9 @@ CORRUPTED = "When Mary and John went, Mary gave it to"
 # Commands left out, each with why.
 CLI_OPT_OUT = {
     "download": "needs the network (tests run with HF_HUB_OFFLINE=1); its offline errors are tested in test_hub.py",
+    "discover-compare": "each accepted call runs ACDC, EAP and EAP-IG on two tasks of every model (tens of seconds); "
+                        "its one option is the shared --model, fuzzed on every other command; its table is checked "
+                        "in tests/test_discovery_docs.py",
 }
 
 # Options that count something: a negative value must be refused, never read as a slice or "from the end".
@@ -57,6 +60,10 @@ def base_invocation(command: str, folder: Path) -> list[str]:
         "sae-eval": ["sae-eval", str(fuzz_walk.SAE_FOLDER), corpus, "--context", "16", "--max-tokens", "64"],
         "circuits": ["circuits", "--top", "3"],
         "path-patch": ["path-patch", PROMPT, CORRUPTED, "--answer", " Mary", "--wrong", " John"],
+        "discover": ["discover", "--task", "ioi", "--n", "2", "--method", "eap", "--top", "5", "--out", out + ".json"],
+        "view": ["view", PROMPT, "--out", out + ".html"],
+        "view-circuit": ["view-circuit", str(fuzz_walk.DATA / "eap_ig" / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"),
+                         "--out", out + ".html"],
     }.get(command)
 
 

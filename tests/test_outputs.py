@@ -182,6 +182,11 @@ def _html(path: Path) -> None:
     assert text.lstrip().lower().startswith("<!doctype html") and text.rstrip().endswith("</html>")
 
 
+def _graph_json(path: Path) -> None:
+    document = json.loads(path.read_text())
+    assert document["edges"] and document["cfg"]["n_layers"] == 2
+
+
 def _safetensors(path: Path) -> None:
     assert "blocks.0.resid_post" in load_file(str(path))
 
@@ -214,6 +219,8 @@ WRITERS = [
     ("harvest", ["harvest", "{corpus}", "--names", "blocks.0.resid_post", "--out", "{out}", "--context", "16",
                  "--max-tokens", "64"], "h", _harvest),
     ("view", ["view", "hi", "--out", "{out}"], "v.html", _html),
+    ("discover", ["discover", "--task", "ioi", "--n", "2", "--method", "eap", "--top", "5", "--out", "{out}"], "c.json",
+     _graph_json),
     ("view-circuit", ["view-circuit", str(EAP_IG_JSON), "--out", "{out}"], "c.html", _html),
     ("tune-lens", ["tune-lens", "{corpus}", "--out", "{out}", "--steps", "2", "--context", "16", "--batch-size", "2"],
      "lens", _lens),
