@@ -21,7 +21,7 @@ edge order (all on the zoo) and extrapolated per edge. The scores of both are co
 
 from __future__ import annotations
 
-import argparse
+
 import json
 import os
 import platform
@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 
 import minineo
+from benchmarks import description
+from minineo.boundary import ScriptParser, run_script
 from benchmarks.discovery_report import compare, print_report
 from minineo.discovery import Graph
 
@@ -172,7 +174,7 @@ def combine(paths: list[Path], model_dir: Path | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser("benchmarks.discovery", description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-gpt2, 8 IOI pairs, 3 circuits")
     parser.add_argument("--models", default=None, help="comma-separated: gpt2-small, gpt-neo-125M, tiny-gpt2, tiny-neo")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -231,4 +233,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,7 +12,7 @@ with the method; the first call's peak extra memory is the process RSS sampled e
 
 from __future__ import annotations
 
-import argparse
+
 import json
 import statistics
 import time
@@ -23,6 +23,8 @@ from typing import Iterator
 import torch
 
 import minineo
+from benchmarks import description
+from minineo.boundary import ScriptParser, run_script
 from benchmarks.memory import PeakMemory
 from minineo.discovery import Graph, Pairs
 
@@ -70,7 +72,7 @@ def sampled_receivers(graph: Graph, n: int) -> Iterator[dict]:
 
 def measure(argv: list[str] | None = None) -> dict:
     """Parse the worker's arguments, time the method, save its scores (--out) and return the result line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser("benchmarks.discovery_worker", description=description(__doc__))
     parser.add_argument("folder")
     parser.add_argument("pairs")
     parser.add_argument("--method", required=True, choices=[*METHODS, "evaluate"])
@@ -157,4 +159,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

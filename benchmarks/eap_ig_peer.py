@@ -101,7 +101,7 @@ def load_model(folder: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the whole first paragraph
     parser.add_argument("folder")
     parser.add_argument("pairs")
     parser.add_argument("--method", required=True, choices=[*METHODS, "evaluate"])

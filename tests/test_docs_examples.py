@@ -37,6 +37,7 @@ def run_command(example: Example) -> str:
 def test_every_example_of_the_page_runs_in_order(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write acts/, my-lens/, cache.safetensors ... beside the corpus
     write_corpus(tmp_path)
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # pages name the repository's fixtures by their path from its root
     torch.manual_seed(0)
     namespace: dict = {"__name__": "docs"}
     for example in examples(page):
