@@ -81,6 +81,12 @@ class FaithfulnessCurve:
 
 
 @torch.no_grad()
+def _check_scored(graph: Graph) -> None:
+    if not bool(graph.scores[graph.real_edges].ne(0).any()):
+        raise UserError("graph has no edge scores (all 0), so the curve would rank edges arbitrarily; score it first "
+                        "with minineo.discovery.attribute(model, graph, pairs, method=...)")
+
+
 def _check_inputs(pairs: Pairs, metric: Metric, batch_size: int | None, full: float | None, empty: float | None) -> None:
     check_pairs(pairs, metric, batch_size)
     for name, value in (("full", full), ("empty", empty)):
@@ -136,6 +142,7 @@ def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric 
     if not fractions or any(not 0 <= p <= 1 for p in fractions):
         raise UserError(f"fractions must be edge fractions between 0 and 1, got {list(fractions)}")
     _check_inputs(pairs, metric, batch_size, full, empty)
+    _check_scored(graph)
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size) if empty is None else empty
     circuit = graph.copy()
@@ -171,6 +178,7 @@ def mib_scores(model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_
                batch_size: int | None = None) -> MIBScores:
     """CPR and CMD of `graph`'s scores, computed as MIB computes them (see the module docstring)."""
     _check_inputs(pairs, metric, batch_size, None, None)
+    _check_scored(graph)
     full = full_metric(model, pairs, metric, batch_size=batch_size)
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size)
     signed = faithfulness_curve(model, graph, pairs, metric, absolute=False, full=full, empty=empty,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from minineo import checks
+from minineo.discovery.files import check_same_model
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.errors import UserError, WrongTypeError
@@ -48,6 +49,7 @@ def check_graph(model: Model, graph: Graph, what: str = "circuit") -> None:
     if (graph.n_layers, graph.n_heads) != (cfg.n_layers, cfg.n_heads):
         raise UserError(f"{what} is a graph of a {graph.n_layers}-layer, {graph.n_heads}-head model but the model has "
                         f"{cfg.n_layers} layers and {cfg.n_heads} heads; build it with Graph.from_model(model)")
+    check_same_model(graph, Graph.from_model(model), what)  # one shape, but made for another model: refused
 
 
 def check_pairs(pairs: Pairs, metric: Callable, batch_size: int | None) -> None:

@@ -7,6 +7,8 @@ prompt plus `max_new_tokens`.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -60,8 +62,10 @@ def generate(
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise UserError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-    if do_sample and temperature <= 0:
-        raise UserError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
+    if do_sample and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+                          and math.isfinite(temperature) and temperature > 0):
+        raise UserError(f"temperature must be a finite number > 0 when sampling, got {temperature!r}; use "
+                        "do_sample=False for greedy decoding")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
     stop_ids = _stop_ids(model, eos_token_id)

@@ -155,7 +155,8 @@ def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int
     order = torch.argsort(score_t.abs(), descending=True, stable=True)  # the slider's top N is a prefix
     total = edge_count(n_layers, n_heads)
     faith = _faithfulness(data.get("faithfulness"), source)
-    model = name or data.get("model") or f"{n_layers}-layer x {n_heads}-head model"
+    cfg_model = data.get("cfg", {}).get("model") if isinstance(data.get("cfg"), dict) else None  # minineo's files
+    model = name or data.get("model") or cfg_model or f"{n_layers}-layer x {n_heads}-head model"
     payload = {
         "n_layers": n_layers, "n_heads": n_heads, "nodes": names, "n_edges_full": total,
         "senders": pack_uint16(torch.tensor(senders)[order]), "receivers": pack_uint16(torch.tensor(receivers)[order]),
