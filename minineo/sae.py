@@ -36,6 +36,11 @@ from torch import nn
 from minineo import checks
 from minineo.errors import MissingFileError, UserError, WrongTypeError
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
+    from minineo.forward.model import Model
+
 __all__ = ["SAE", "load"]
 
 CONFIG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
@@ -138,7 +143,8 @@ class SAE(nn.Module):
             return out.unflatten(-1, like.shape[-2:])
         return out
 
-    def check_model(self, model) -> str:
+    @checks.typed
+    def check_model(self, model: Model) -> str:
         """The canonical name of this SAE's site in `model`, or a UserError naming both sides when the SAE was
         made for another model: a site the model lacks, a site width other than d_in, or another model named
         in its metadata (SAELens's `model_name`, compared with the model's hub id or folder name)."""

@@ -235,7 +235,7 @@ VALID: dict[str, Callable[[], Any]] = {
     "resid": lambda: cache().stack("resid_pre"),
     # minineo.discovery and minineo.views
     "graph": graph_copy, "circuit": circuit, "pairs": discovery_pairs, "n_layers": lambda: 2, "n_heads": lambda: 4,
-    "n": lambda: 10, "threshold": lambda: 0.01, "nodes": lambda: ["input", "a0.h1", "m0", "logits"],
+    "n": lambda: 10, "nodes": lambda: ["input", "a0.h1", "m0", "logits"],
     "task": lambda: "ioi", "values": lambda: torch.randn(2, 6),
 }
 
@@ -276,6 +276,7 @@ VALID_FOR: dict[str, dict[str, Callable[[], Any]]] = {
     "minineo.discovery.acdc": {"pairs": lambda: discovery_pairs()[:1],
                                "metric": lambda: __import__("minineo.discovery", fromlist=["x"]).logit_diff},
     "minineo.views.attention": {"tokens": tokens, "batch": DEFAULT},
+    "minineo.discovery.apply_threshold": {"threshold": lambda: 0.01},
     "minineo.views.patching": {"metric": DEFAULT, "values": lambda: torch.randn(2, tokens().shape[1])},
     "minineo.discovery.logit_diff": {"logits": lambda: model()(discovery_pairs().clean,
                                                                attention_mask=discovery_pairs().attention_mask)},

@@ -31,13 +31,6 @@ def test_an_unscored_graph_has_no_curve(gpt2_circuit):
         discovery.mib_scores(model, discovery.Graph.from_model(model), pairs)
 
 
-def test_a_negative_threshold_on_absolute_scores_is_refused(gpt2_circuit):
-    _, _, circuit = gpt2_circuit
-    with pytest.raises(UserError, match="below 0"):
-        discovery.apply_threshold(circuit.copy(), -1.0)
-    assert discovery.apply_threshold(circuit.copy(), -1.0, absolute=False, prune=False).n_edges_in_graph > 0
-
-
 def test_a_nan_sampling_temperature_is_refused():
     model = minineo.load()
     with pytest.raises(UserError, match="temperature"):

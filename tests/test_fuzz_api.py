@@ -52,7 +52,7 @@ def bad_values(param: inspect.Parameter, valid: Any) -> list[tuple[Any, bool, st
     floatlike = "float" in kinds or (not kinds - {"None"} and type(valid) is float)
     out = [(Unrelated(), not ({"Any", "object"} & kinds), "an unrelated object")]
     if intlike:
-        out += [(True, True, "a bool for an int"), (0.7, True, "a float for an int"), (float("nan"), True, "NaN"),
+        out += [(True, "bool" not in kinds, "a bool for an int"), (0.7, True, "a float for an int"), (float("nan"), True, "NaN"),
                 (-1, False, "-1"), (0, False, "0")]
         if param.name in INDEX_NAMES:  # an index, not a size: a huge one is out of range, never work to do
             out += [(10**9, True, "10**9")]

@@ -103,9 +103,6 @@ def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune
     `apply_threshold`). In place; returns `graph`."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
         raise UserError(f"threshold must be a number, got {threshold!r}")
-    if absolute and threshold < 0:
-        raise UserError(f"threshold={threshold} is below 0, so every |score| passes it; give a threshold >= 0 on "
-                        "|score| (or absolute=False to threshold the signed score)")
     graph.in_graph = _ranking_scores(graph, absolute) >= float(threshold)
     return _finish(graph, prune)
 

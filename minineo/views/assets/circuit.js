@@ -52,7 +52,8 @@ let kept = 0, focus = null;
 const inGraph = new Set(DATA.in_graph);
 
 function width(e) { return (0.6 + 4.4 * Math.abs(SCORE[e]) / MAXABS).toFixed(2); }
-function colour(e) { return SCORE[e] >= 0 ? "#2166ac" : "#b2182b"; }
+// blue: removing the edge lowers the metric (score < 0 in the noising form), as `minineo discover --plot` draws it
+function colour(e) { return SCORE[e] < 0 ? "#2166ac" : "#b2182b"; }
 
 function drawEdges() {
   const drawn = Math.min(kept, DATA.max_drawn);
