@@ -183,6 +183,6 @@ BODY = """
   <div class="edge-list"><h2 id="list-title">click a node</h2><div id="edge-list"></div></div>
 </div>
 <p class="note">Rows are layers (input at the top, logits at the bottom). Edge width follows |score|, colour its sign
-(blue positive, red negative). An edge into a head ends on the head's q, k or v port. Scores are EAP-IG's noising
+(blue negative: removing the edge lowers the metric; red positive). An edge into a head ends on the head's q, k or v port. Scores are EAP-IG's noising
 form: the change in the metric when that edge alone is corrupted (estimated).</p>
 """
