@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,6 @@ from torch import nn
 
 from minineo import checks
 from minineo.errors import MissingFileError, UserError, WrongTypeError
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
     from minineo.forward.model import Model
