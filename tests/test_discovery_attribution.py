@@ -170,6 +170,9 @@ def test_torchrun_two_processes_give_the_one_process_scores(tmp_path):
         "out = {m: attribute(model, Graph.from_model(model), pairs, method=m, batch_size=2).scores\n"
         "       for m in ('eap', 'exact')}\n"
         "torch.save(out, sys.argv[1] + f'.{rank}')\n"
+        "if torch.distributed.is_initialized():  # leave the group before exit (gloo aborts a process that does not)\n"
+        "    torch.distributed.barrier()\n"
+        "    torch.distributed.destroy_process_group()\n"
     )
     env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, capture_output=True,
