@@ -14,8 +14,6 @@ from __future__ import annotations
 
 
 import json
-import statistics
-import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +24,7 @@ import minineo
 from benchmarks import description
 from minineo.boundary import ScriptParser, run_script
 from benchmarks.memory import PeakMemory
+from benchmarks.rounds import interleaved_rounds
 from minineo.discovery import Graph, Pairs
 
 METHODS = ("eap", "eap-ig-inputs", "clean-corrupted", "exact")
@@ -120,27 +119,8 @@ def measure(argv: list[str] | None = None) -> dict:
         with torch.inference_mode():
             model(pairs.clean, attention_mask=pairs.attention_mask)
 
-    forward()  # warm-up
-    # wall and this thread's CPU seconds (with 1 torch thread the forward and backward run on it; the memory
-    # sampler's thread is not counted): on a shared machine the CPU time measures the work, the wall time the load
-    times, forward_times, cpu, forward_cpu = [], [], [], []
-    for round_ in range(args.rounds):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        forward()
-        forward_times.append(time.perf_counter() - start)
-        forward_cpu.append(time.thread_time() - start_cpu)
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        if round_ == 0:
-            box = []
-            result["peak_extra_mb"] = PeakMemory("cpu").measure(lambda: box.append(call()))
-            value = box[0]
-        else:
-            value = call()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
-    result["wall_seconds"], result["forward_wall_seconds"] = statistics.median(times), statistics.median(forward_times)
-    result["seconds"], result["forward_seconds"] = statistics.median(cpu), statistics.median(forward_cpu)
-    result["wall_seconds_per_round"], result["forward_wall_seconds_per_round"] = times, forward_times
+    value, figures = interleaved_rounds(call, forward, args.rounds, PeakMemory("cpu").measure)
+    result.update(figures)
     with torch.inference_mode():
         from minineo.discovery import logit_diff
 

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import PeakMemory  # noqa: E402
+from rounds import interleaved_rounds  # noqa: E402
 
 METHODS = {"eap": "EAP", "eap-ig-inputs": "EAP-IG-inputs", "clean-corrupted": "clean-corrupted", "exact": "exact"}
 
@@ -170,27 +169,8 @@ def main() -> None:
         with torch.inference_mode():
             model(clean.tokens, attention_mask=clean.mask)
 
-    forward()  # warm-up
-    # wall and this thread's CPU seconds (with 1 torch thread the forward and backward run on it; the memory
-    # sampler's thread is not counted): on a shared machine the CPU time measures the work, the wall time the load
-    times, forward_times, cpu, forward_cpu = [], [], [], []
-    for round_ in range(args.rounds):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        forward()
-        forward_times.append(time.perf_counter() - start)
-        forward_cpu.append(time.thread_time() - start_cpu)
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        if round_ == 0:
-            box = []
-            result["peak_extra_mb"] = PeakMemory("cpu").measure(lambda: box.append(call()))
-            value = box[0]
-        else:
-            value = call()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
-    result["wall_seconds"], result["forward_wall_seconds"] = statistics.median(times), statistics.median(forward_times)
-    result["seconds"], result["forward_seconds"] = statistics.median(cpu), statistics.median(forward_cpu)
-    result["wall_seconds_per_round"], result["forward_wall_seconds_per_round"] = times, forward_times
+    value, figures = interleaved_rounds(call, forward, args.rounds, PeakMemory("cpu").measure)
+    result.update(figures)
     with torch.inference_mode():
         clean_logits = model(clean.tokens, attention_mask=clean.mask)
         corrupted_logits = model(corrupted.tokens, attention_mask=corrupted.mask)
