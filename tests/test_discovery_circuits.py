@@ -44,20 +44,19 @@ def on_paths_brute_force(graph: Graph, edges: set[tuple[int, int]]) -> set[tuple
         return name.split("<")[0]
 
     named = {(graph.sender_names[s], node_of(r), (s, r)) for s, r in edges}
-    forward, changed = {"input"}, True
-    while changed:
-        changed = False
-        for a, b, _ in named:
-            if a in forward and b not in forward:
-                forward.add(b)
-                changed = True
-    backward, changed = {"logits"}, True
-    while changed:
-        changed = False
-        for a, b, _ in named:
-            if b in backward and a not in backward:
-                backward.add(a)
-                changed = True
+
+    def reached(start: str, links: set[tuple[str, str]]) -> set[str]:
+        found, changed = {start}, True
+        while changed:
+            changed = False
+            for a, b in links:
+                if a in found and b not in found:
+                    found.add(b)
+                    changed = True
+        return found
+
+    forward = reached("input", {(a, b) for a, b, _ in named})
+    backward = reached("logits", {(b, a) for a, b, _ in named})
     return {index for a, b, index in named if a in forward and b in backward}
 
 
