@@ -66,9 +66,9 @@ class Graph:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"Graph: {name} must be a positive int, got {value!r}")
         shape = (self.n_senders, self.n_receivers)
-        self.real_edges = torch.zeros(shape, dtype=torch.bool)
-        for _, s, r in self._enumerate():
-            self.real_edges[s, r] = True
+        # receiver r reads exactly the first senders_before(r) senders (the prefix _enumerate walks)
+        reach = torch.tensor([self.senders_before(r) for r in range(self.n_receivers)])  # (n_receivers,)
+        self.real_edges = torch.arange(self.n_senders)[:, None] < reach[None, :]  # (n_senders, n_receivers)
         self.scores = torch.zeros(shape, dtype=torch.float32)
         self.in_graph = torch.zeros(shape, dtype=torch.bool)
         self.nodes_in_graph = torch.zeros(self.n_senders, dtype=torch.bool)
