@@ -225,3 +225,37 @@ def _all(token_id: Any) -> tuple[int, ...]:
     if token_id is None:
         return ()
     return tuple(token_id) if isinstance(token_id, list) else (token_id,)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """`generate`'s default stop and pad ids, as HF's GenerationConfig holds them: from the folder's
+    generation_config.json when it has one (HF then reads nothing of config.json's), else from config.json.
+    Build with `GenerationConfig.from_hf(generation_config_json_dict)` or `GenerationConfig.from_config(config)`."""
+
+    eos_token_ids: tuple[int, ...] = ()  # a row stops at the first of them it produces; () = never stops early
+    pad_token_id: int | None = None  # the filler of finished rows (None: the first stop id, as in HF)
+    source: str = "config.json"  # the file they come from, for messages and docs
+
+    @classmethod
+    def from_config(cls, config: Config) -> GenerationConfig:
+        """What HF builds from config.json when a folder has no generation_config.json."""
+        return cls(config.eos_token_ids, config.pad_token_id, "config.json")
+
+    @classmethod
+    @checks.typed
+    def from_hf(cls, hf: dict[str, Any]) -> GenerationConfig:
+        """From a generation_config.json dict: its `eos_token_id` (an id, a list of ids, or null/absent: no stopping)
+        and `pad_token_id`. Sampling settings (do_sample, temperature, ...) are not taken: minineo's `generate` is
+        greedy unless told otherwise. Raises UserError for an id that is not a whole number >= 0 (a bool, a float,
+        a string) or an empty list."""
+        eos = hf.get("eos_token_id")
+        ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+        if isinstance(eos, list) and not eos:
+            raise UserError("generation_config.json: eos_token_id is an empty list; give an id, a list of ids, or "
+                            "null (never stop early)")
+        for token_id in [*ids, hf.get("pad_token_id")]:
+            if token_id is not None and (isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0):
+                raise UserError(f"generation_config.json: token id {token_id!r} (eos_token_id {eos!r}, pad_token_id "
+                                f"{hf.get('pad_token_id')!r}) is not a whole number >= 0; fix the file")
+        return cls(tuple(ids), hf.get("pad_token_id"), "generation_config.json")

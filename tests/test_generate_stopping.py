@@ -20,6 +20,7 @@ from minineo.errors import UserError
 NEW = 16
 PROMPTS = ["When Mary and John", "The cat sat on the", "ab"]  # greedy: " went to the sta", ... (left-padded)
 SPACE, LETTER_E, LETTER_T = 32, 101, 116
+LETTER_O, LETTER_R = 111, 114  # " went to" / " better" / " office": stops at different steps
 
 
 def _pair(tmp_path, name: str, **config_changes):
@@ -127,3 +128,93 @@ def test_a_bad_pad_id_is_a_user_error_naming_it(bad):
     model = minineo.load()
     with pytest.raises(UserError, match=r"pad_token_id .*0\.\.256"):
         model.generate(torch.tensor([[1, 2]]), 3, eos_token_id=5, pad_token_id=bad)
+
+
+# ---- generation_config.json: HF's generate reads the model's GenerationConfig, not config.json -----------------------
+
+def _saved_by_hf(tmp_path, name: str, generation: dict | None, **config_changes):
+    """(HF model, minineo model) of a folder HF's save_pretrained wrote for the zoo model `name` (config.json with
+    `config_changes`), whose generation_config.json is then replaced by `generation` (None: the file removed)."""
+    folder = tmp_path / f"{name}-saved"
+    AutoModelForCausalLM.from_pretrained(EMBEDDED[name]).save_pretrained(folder, safe_serialization=True)
+    shutil.copy(EMBEDDED[name] / "tokenizer.json", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    assert (folder / "generation_config.json").is_file()  # HF writes one from the config
+    if generation is None:
+        (folder / "generation_config.json").unlink()
+    else:
+        (folder / "generation_config.json").write_text(json.dumps(generation))
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    return hf, minineo.load(folder)
+
+
+def _stop_steps(out: torch.Tensor, prompt: int, stops: list[int]) -> list[int | None]:
+    """Per row, the step of its first stop id (None: it never stopped)."""
+    return [next((i for i, t in enumerate(row) if t in stops), None) for row in out[:, prompt:].tolist()]
+
+
+@pytest.mark.parametrize("name", sorted(EMBEDDED))
+def test_generation_config_json_stop_ids_win_over_config_json_as_in_hf(tmp_path, name):
+    stops = [LETTER_O, LETTER_R]
+    hf, model = _saved_by_hf(tmp_path, name, {"bos_token_id": 256, "eos_token_id": stops},
+                             eos_token_id=SPACE, pad_token_id=33)
+    assert model.generation_config.eos_token_ids == tuple(stops)
+    assert model.generation_config.pad_token_id is None  # not config.json's 33: HF pads with the first stop id
+    tokens = model.to_tokens(PROMPTS)
+    expected = _hf_generate(hf, tokens)
+    assert torch.equal(model.generate(tokens, NEW), expected)
+    assert torch.equal(model.generate(tokens, NEW, static=True), expected)
+    steps = _stop_steps(expected, tokens.shape[1], stops)
+    assert len({s for s in steps if s is not None}) >= 2, steps  # rows stop at different steps
+    assert _stopped_rows(expected, tokens.shape[1], stops, LETTER_O) >= 2
+    by_config_json = model.generate(tokens, NEW, eos_token_id=SPACE, pad_token_id=33)
+    assert not torch.equal(by_config_json, expected)  # the test tells the two files apart
+
+
+@pytest.mark.parametrize("name", sorted(EMBEDDED))
+def test_generation_config_json_with_one_id_and_its_pad_id_as_in_hf(tmp_path, name):
+    hf, model = _saved_by_hf(tmp_path, name, {"eos_token_id": LETTER_T, "pad_token_id": 0}, eos_token_id=SPACE)
+    tokens = model.to_tokens(PROMPTS)
+    expected = _hf_generate(hf, tokens)
+    assert torch.equal(model.generate(tokens, NEW), expected)
+    assert _stopped_rows(expected, tokens.shape[1], [LETTER_T], 0) >= 1
+    given = _hf_generate(hf, tokens, eos_token_id=LETTER_E)  # a stop id given: the file's pad id still pads
+    assert torch.equal(model.generate(tokens, NEW, eos_token_id=LETTER_E), given)
+    assert _stopped_rows(given, tokens.shape[1], [LETTER_E], 0) >= 1
+
+
+@pytest.mark.parametrize("eos", ["null", "absent"])
+def test_generation_config_json_without_eos_never_stops_as_in_hf(tmp_path, eos):
+    generation = {"bos_token_id": 256} | ({"eos_token_id": None} if eos == "null" else {})
+    hf, model = _saved_by_hf(tmp_path, "tiny-neo", generation, eos_token_id=SPACE)
+    tokens = model.to_tokens(PROMPTS)
+    expected = _hf_generate(hf, tokens, pad_token_id=0)
+    assert expected.shape[1] == tokens.shape[1] + NEW and (expected[:, tokens.shape[1]:] == SPACE).any()
+    assert torch.equal(model.generate(tokens, NEW), expected)
+
+
+def test_without_generation_config_json_config_json_gives_the_ids_as_in_hf(tmp_path):
+    hf, model = _saved_by_hf(tmp_path, "tiny-gpt2", None, eos_token_id=[LETTER_E, LETTER_T], pad_token_id=33)
+    assert model.generation_config.eos_token_ids == (LETTER_E, LETTER_T) and model.generation_config.pad_token_id == 33
+    tokens = model.to_tokens(PROMPTS)
+    assert torch.equal(model.generate(tokens, NEW), _hf_generate(hf, tokens))
+
+
+def test_processed_weights_keep_the_generation_config(tmp_path):
+    _, model = _saved_by_hf(tmp_path, "tiny-gpt2", {"eos_token_id": [LETTER_E]})
+    assert model.processed(fold_ln=True).generation_config == model.generation_config
+
+
+@pytest.mark.parametrize("text, complaint", [("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object"),
+                                             ('{"eos_token_id": []}', "empty list"),
+                                             ('{"eos_token_id": [1, 2.5]}', "whole number"),
+                                             ('{"eos_token_id": 3, "pad_token_id": true}', "whole number"),
+                                             ('{"eos_token_id": -1}', "whole number")])
+def test_a_malformed_generation_config_json_is_a_user_error_naming_the_file(tmp_path, text, complaint):
+    folder = tmp_path / "model"
+    shutil.copytree(EMBEDDED["tiny-neo"], folder)
+    (folder / "generation_config.json").write_text(text)
+    with pytest.raises(UserError, match=complaint) as caught:
+        minineo.load(folder)
+    assert "generation_config.json" in str(caught.value)

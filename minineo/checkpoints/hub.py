@@ -12,8 +12,8 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, R
 from minineo.errors import MissingFileError, UserError
 
 # Only what minineo reads: never pytorch_model.bin or other frameworks' weights.
-ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
-                  "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]
+ALLOW_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                  "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # minineo/
 PROJECT_ROOT = PACKAGE_DIR.parent
 EMBEDDED_NAME = "tiny-neo"  # the default model

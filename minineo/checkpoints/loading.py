@@ -10,7 +10,7 @@ import torch
 
 from minineo import checks
 from minineo.checkpoints import hub
-from minineo.config import Config
+from minineo.config import Config, GenerationConfig
 from minineo.errors import MissingFileError, UserError
 from minineo.forward.model import Model
 from minineo.checkpoints.tokenizer import Tokenizer
@@ -55,6 +55,7 @@ def load(
     if model.W_E.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         _column_major_matmul_weights(model)
     model.tokenizer = Tokenizer.from_dir(directory, config.bos_token_id)
+    model.generation_config = read_generation_config(directory, config)
     _check_bos(model.tokenizer, config, directory)
     _check_vocabulary(model.tokenizer, config, directory)
     model.source = str(directory)  # where the files are (this machine's path)
@@ -133,5 +134,26 @@ def read_config(directory: Path) -> Config:
                         "download it again or fix the file")
     try:
         return Config.from_hf(hf)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err
+
+
+def read_generation_config(directory: Path, config: Config) -> GenerationConfig:
+    """generate's defaults as HF's `from_pretrained` sets `model.generation_config`: the folder's
+    generation_config.json when it has one, else config.json's ids. Raises UserError for a file that is not a
+    JSON object or holds ids that are not whole numbers."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return GenerationConfig.from_config(config)
+    try:
+        hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); download it again, fix it, or delete it (generate then "
+                        "takes its stop ids from config.json)") from err
+    if not isinstance(hf, dict):
+        raise UserError(f"{path} holds a {type(hf).__name__}, not a JSON object of generation settings; fix or "
+                        "delete it")
+    try:
+        return GenerationConfig.from_hf(hf)
     except UserError as err:
         raise UserError(f"{path}: {err}") from err

@@ -25,7 +25,8 @@ __all__ = ["KVCache", "generate", "MODEL_EOS"]
 
 
 class _ModelEos:
-    """The default of `eos_token_id`: the model's own (config.json's), as HF's `generate` takes it from the config."""
+    """The default of `eos_token_id`: the model's own (`model.generation_config`: generation_config.json's, else
+    config.json's), as HF's `generate` takes it from the model's GenerationConfig."""
 
     def __repr__(self) -> str:
         return "MODEL_EOS"
@@ -48,13 +49,15 @@ def generate(
     model was compiled; see `KVCache`).
 
     Stopping follows HF's `generate` (transformers' `_sample` and `EosTokenCriteria`):
-    - `eos_token_id` defaults to the model's own (every id config.json lists, `model.config.eos_token_ids`); an
-      int or a list/tuple/1-D tensor of ids stops a row at the first of them it produces (the stop token
-      is kept in the output); `None` disables stopping, so exactly `max_new_tokens` tokens come out.
+    - `eos_token_id` defaults to the model's own, `model.generation_config.eos_token_ids`: every id the folder's
+      generation_config.json lists when it has one (HF's `from_pretrained` then ignores config.json's ids, and a
+      null or absent eos_token_id there means no stopping), else every id config.json lists. An int or a
+      list/tuple/1-D tensor of ids stops a row at the first of them it produces (the stop token is kept in the
+      output); `None` disables stopping, so exactly `max_new_tokens` tokens come out.
     - A row that has stopped continues with `pad_token_id` while the others decode; generation ends
       when every row has stopped or after `max_new_tokens`, so the result is as wide as the longest
-      row needed. `pad_token_id` defaults, as in HF, to config.json's `pad_token_id`, else the first
-      stop id.
+      row needed. `pad_token_id` defaults, as in HF, to the model's (`model.generation_config.pad_token_id`,
+      from the same file as its stop ids), else the first stop id.
 
     Raises UserError for a negative `max_new_tokens`, a prompt that does not fit n_ctx with the new
     tokens, a non-positive sampling temperature, a bad `top_k`, or a stop/pad id that is not a token id
@@ -103,11 +106,9 @@ def generate(
 def _stop_ids(model: Model, eos_token_id: object) -> list[int] | None:
     """The stop ids as a list of ints, or None (no stopping); the model's own for MODEL_EOS."""
     if eos_token_id is MODEL_EOS:
-        config = model.config
-        # every id config.json lists, as HF's generation config takes them (an id outside the vocabulary is
-        # never produced, so it never stops a row: HF behaves the same)
-        own = list(config.eos_token_ids) or ([] if config.eos_token_id is None else [config.eos_token_id])
-        return own or None
+        # every id the model's generation config lists (an id outside the vocabulary is never produced, so it
+        # never stops a row: HF behaves the same)
+        return list(model.generation_config.eos_token_ids) or None
     if eos_token_id is None:
         return None
     what = "eos_token_id"
@@ -126,12 +127,12 @@ def _stop_ids(model: Model, eos_token_id: object) -> list[int] | None:
 
 
 def _pad_id(model: Model, pad_token_id: object, stop_ids: list[int] | None) -> int:
-    """HF's rule: the given pad id, else config.json's pad_token_id, else the first stop id (0 when none is needed)."""
+    """HF's rule: the given pad id, else the generation config's, else the first stop id (0 when none is needed)."""
     if pad_token_id is not None:
         _check_id(model, "pad_token_id", pad_token_id)
         return int(pad_token_id)
-    if model.config.pad_token_id is not None:
-        return model.config.pad_token_id
+    if model.generation_config.pad_token_id is not None:
+        return model.generation_config.pad_token_id
     return stop_ids[0] if stop_ids else 0
 
 

@@ -17,7 +17,7 @@ from minineo.record import sites
 from minineo.forward.attention import window_masks
 from minineo.forward.blocks import Block, LayerNorm, affine
 from minineo.record.cache import Cache
-from minineo.config import Config
+from minineo.config import Config, GenerationConfig
 from minineo.errors import UserError, WrongTypeError
 from minineo.forward.kv_cache import KVCache
 from minineo.forward.loss import next_token_loss
@@ -37,6 +37,7 @@ class Model(nn.Module):
     def __init__(self, config: Config, tokenizer: Tokenizer | None = None):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
+        self.generation_config = GenerationConfig.from_config(config)  # generate's defaults; load reads the folder's
         self.W_E = nn.Parameter(torch.zeros(config.d_vocab, config.d_model))
         self.W_pos = nn.Parameter(torch.zeros(config.n_ctx, config.d_model))
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))

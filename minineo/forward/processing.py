@@ -116,4 +116,5 @@ def _build(model: Model, config, params: dict[str, torch.Tensor]) -> Model:
             ln.w = torch.ones(config.d_model, dtype=like.dtype, device=like.device)
             ln.b = torch.zeros(config.d_model, dtype=like.dtype, device=like.device)
     new.source, new.name = getattr(model, "source", None), getattr(model, "name", None)
+    new.generation_config = model.generation_config
     return new.requires_grad_(False).train(model.training)
