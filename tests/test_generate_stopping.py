@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 import minineo
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.errors import UserError
+from hf_oracle import build_hf, hf_config, save_hf
 
 NEW = 16
 PROMPTS = ["When Mary and John", "The cat sat on the", "ab"]  # greedy: " went to the sta", ... (left-padded)
@@ -199,6 +200,36 @@ def test_without_generation_config_json_config_json_gives_the_ids_as_in_hf(tmp_p
     assert model.generation_config.eos_token_ids == (LETTER_E, LETTER_T) and model.generation_config.pad_token_id == 33
     tokens = model.to_tokens(PROMPTS)
     assert torch.equal(model.generate(tokens, NEW), _hf_generate(hf, tokens))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_a_random_models_generation_config_json_list_as_in_hf(tmp_path, arch):
+    """A random model (tests/hf_oracle.py) saved by HF, its generation_config.json given a list of stop ids chosen
+    from its own free run (so rows stop at different steps), config.json another id; explicit left padding."""
+    hf = build_hf(hf_config(arch, vocab=97, n_ctx=64, bos_token_id=0, eos_token_id=1), weight_scale=3.0)  # varied text
+    torch.manual_seed(1)
+    tokens = torch.randint(2, 97, (3, 6))
+    mask = torch.ones_like(tokens)
+    mask[1, :2] = mask[2, :4] = 0
+    tokens[mask == 0] = 0
+    free = _hf_generate(hf, _masked(tokens, mask), eos_token_id=None, pad_token_id=0)[:, 6:]
+    varied = max(sorted(set(free.flatten().tolist())), key=lambda t: len(set(_stop_steps(free, 0, [t]))))
+    stops = [varied, 96 if varied != 96 else 95]  # the one whose rows stop at the most different steps, and one more
+    save_hf(hf, tmp_path / "random")
+    (tmp_path / "random" / "generation_config.json").write_text(json.dumps({"eos_token_id": stops}))
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "random", attn_implementation="eager").eval()
+    model = minineo.load(tmp_path / "random")
+    expected = _hf_generate(hf, _masked(tokens, mask))
+    assert len(set(_stop_steps(expected, 6, stops))) >= 2  # rows stop at different steps (or one never does)
+    assert torch.equal(model.generate(tokens, NEW, attention_mask=mask), expected)
+    assert _stopped_rows(expected, 6, stops, stops[0]) >= 1
+
+
+def _masked(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`tokens` carrying `mask` as its attention_mask (as to_tokens attaches one), for _hf_generate."""
+    tokens = tokens.clone()
+    tokens.attention_mask = mask
+    return tokens
 
 
 def test_processed_weights_keep_the_generation_config(tmp_path):
