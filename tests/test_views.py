@@ -173,3 +173,70 @@ def test_views_refuse_arguments_of_the_wrong_type(model):
             call()
     with pytest.raises(UserError, match="centre=nan"):
         views.patching(torch.zeros(2, 3), centre=float("nan"))
+
+
+# ---- a view's file is the format its name says: an HTML page, or a refusal that names the fix -------------------------
+
+def every_view(model) -> list:
+    """One page of each of the five views."""
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    return [views.attention(cache, tokens, model, name="tiny-neo", prompt=PROMPT), views.lens(model, PROMPT),
+            views.attributions(model, PROMPT, "M", "J"),
+            views.patching(torch.zeros(2, tokens.shape[1]), "pos", model=model, tokens=tokens),
+            views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json")]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".PNG", ".svg", ".pdf", ".jpg", ".json", ".txt"])
+def test_every_view_refuses_to_save_a_page_under_another_formats_name(model, tmp_path, suffix):
+    for page in every_view(model):
+        target = tmp_path / f"x{suffix}"
+        with pytest.raises(UserError) as caught:
+            page.save(target)
+        message = str(caught.value)
+        assert repr(suffix) in message and "x.html" in message, message  # the suffix, and the name to use
+        if suffix.lower() in (".png", ".svg", ".pdf", ".jpg"):  # an image: the command drawing one, if any
+            assert ("--plot x" in message) == (page.kind != "attention"), message
+            assert page.kind != "attention" or "no static plot" in message, message
+        assert not target.exists()
+
+
+@pytest.mark.parametrize("name, written", [("x.html", "x.html"), ("x.HTM", "x.HTM"), ("x", "x.html")])
+def test_every_view_saves_html_under_an_html_name(model, tmp_path, name, written):
+    for page in every_view(model):
+        path = page.save(tmp_path / name)
+        assert path == tmp_path / written and path.read_text(encoding="utf-8") == page.html
+
+
+def test_the_circuit_views_static_plot_command_draws_the_file(tmp_path):
+    """The command a refused circuit.png names (`minineo discover --from ... --plot`) does draw the circuit."""
+    with pytest.raises(UserError) as caught:
+        views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json").save(tmp_path / "circuit.png")
+    assert "minineo discover --from GRAPH.json --task TASK --out COPY.json --plot circuit.png" in str(caught.value)
+    result = CliRunner().invoke(app, ["discover", "--model", "tiny-gpt2", "--from",
+                                      str(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"), "--task",
+                                      str(EAP / "tiny-gpt2-ioi16.jsonl"), "--out", str(tmp_path / "copy.json"),
+                                      "--plot", str(tmp_path / "circuit.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "circuit.png").read_bytes().startswith(b"\x89PNG")
+
+
+COMMANDS_WRITING_A_VIEW = {
+    "view": ["view", PROMPT, "--out"], "view-circuit": ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json"),
+                                                        "--out"],
+    "lens": ["lens", PROMPT, "--html"], "attribute": ["attribute", PROMPT, "--answer", " Mary", "--html"],
+    "patch": ["patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), "--answer", " Mary", "--wrong", " John",
+              "--html"],
+    "path-patch": ["path-patch", PROMPT, PROMPT.replace("John gave", "Mary gave"), "--answer", " Mary", "--wrong",
+                   " John", "--html"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS_WRITING_A_VIEW))
+def test_every_command_writing_a_view_refuses_a_png_name_and_writes_nothing(tmp_path, command):
+    target = tmp_path / "page.png"
+    result = CliRunner().invoke(app, [*COMMANDS_WRITING_A_VIEW[command], str(target)])
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.output and "'.png'" in result.output and ".html" in result.output, result.output
+    assert "Traceback" not in result.output and not target.exists()
+    assert list(tmp_path.iterdir()) == []

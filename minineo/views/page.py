@@ -172,6 +172,34 @@ def render(kind: str, title: str, model: str, prompt: str | None, data: dict[str
 """
 
 
+PAGE_SUFFIXES = (".html", ".htm")
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what the commands' --plot writes (matplotlib)
+# Per view, the command that draws the same result as a static image (the attention view has none).
+STATIC_PLOTS = {
+    "lens": "minineo lens PROMPT --plot {name}",
+    "attributions": "minineo attribute PROMPT --answer A --wrong B --plot {name}",
+    "patching": "minineo patch CLEAN CORRUPTED --answer A --wrong B --plot {name} (or path-patch ... --plot {name})",
+    "circuit": "minineo discover --from GRAPH.json --task TASK --out COPY.json --plot {name}",
+}
+
+
+def html_file(path: Path, kind: str) -> Path:
+    """`path` as the HTML page of a `kind` view: .html or .htm as given, no extension -> .html. Raises UserError
+    for any other extension, naming it, the .html name to use instead and, for an image, the command that draws
+    the view's static plot."""
+    if not path.suffix:
+        return path.with_name(path.name + ".html")
+    if path.suffix.lower() in PAGE_SUFFIXES:
+        return path
+    fix = f"save it as {path.with_suffix('.html').name}"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        plot = STATIC_PLOTS.get(kind)
+        fix += (f"; for a static {path.suffix[1:].upper()} image run `{plot.format(name=path.name)}`" if plot else
+                f"; the {kind} view has no static plot (take a screenshot of the page in a browser)")
+    raise UserError(f"cannot save the {kind} view as {path}: a view is an interactive HTML page, not a "
+                    f"{path.suffix!r} file; {fix}")
+
+
 class View:
     """A rendered view: `.html` (the whole page), `.save(path)`, and `_repr_html_` for Jupyter.
 
@@ -185,10 +213,13 @@ class View:
 
     @checks.typed
     def save(self, path: str | Path) -> Path:
-        """Write the page to `path` (UTF-8); returns the path. A folder or a missing parent is a UserError."""
+        """Write the page to `path` (UTF-8), an .html or .htm file (a name without an extension gets .html); returns
+        the path written. A folder, a missing parent, or another extension (.png: a page is not an image) is a
+        UserError naming the fix."""
         path = Path(path).expanduser()
         if path.is_dir():
             raise UserError(f"path {path} is a directory; give a file name such as {path / (self.kind + '.html')}")
+        path = html_file(path, self.kind)
         if not path.parent.is_dir():
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
         outputs.write_text(path, self.html, "the HTML page")  # whole or not at all, one writer at a time
