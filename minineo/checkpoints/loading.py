@@ -155,5 +155,5 @@ def read_generation_config(directory: Path, config: Config) -> GenerationConfig:
                         "delete it")
     try:
         return GenerationConfig.from_hf(hf)
-    except UserError as err:
-        raise UserError(f"{path}: {err}") from err
+    except UserError as err:  # the path in place of the bare file name the message starts with
+        raise UserError(f"{path}: {str(err).removeprefix('generation_config.json: ')}") from err
