@@ -28,9 +28,10 @@ What was measured (CPU AVX-512, torch 2.13, transformers 5.24, 4 x 128-token bat
   math backend on those layers alone brings the RMS to within 0.02% of eager's, on the windowed layers
   alone it does not. Removing it costs HF eager's (batch, head, pos, pos) score tensors and time on the
   fast path (one 12 x 1024 x 64 causal layer: 164 ms and a 48 MiB score tensor with eager's operations,
-  48 ms with the fused kernel; SDPA's math backend 356 ms; a loaded 2-core machine). So two float32 orderings of the same sums 0.3% apart
-  cannot be ordered by a fixed sample: the GPT-Neo RMS bound is an expected failure (xfail, not strict),
-  not a widened tolerance; its max bound and every GPT-2 bound are asserted.
+  48 ms with the fused kernel; SDPA's math backend 356 ms; a loaded 2-core machine). So two float32
+  orderings of the same sums 0.3% apart cannot be ordered by a fixed sample: the GPT-Neo RMS bound is an
+  expected failure (xfail, not strict), not a widened tolerance; its max bound and every GPT-2 bound are
+  asserted.
 
 The explicit path runs HF eager's own float32 operations, so its error is HF's, exactly.
 """
