@@ -63,7 +63,8 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
     ones; "clean-corrupted" a gradient run on each; "eap-ig-inputs" m gradient runs, the first on the corrupted prompts
     (k = 0: the corrupted embedding with the rest of the clean prompt is the corrupted run), and one forward on the
     clean ones; "eap-ig-activations" one forward on each and (1 + 2 n_layers) m gradient runs."""
-    last = reads_last_position(metric, batch, model.config.d_vocab)
+    # logit_diff reads logits[:, -1] by definition; another metric is probed (51 MB of random logits at GPT-2's vocab)
+    last = metric is logit_diff or reads_last_position(metric, batch, model.config.d_vocab)
     mask = batch.attention_mask
 
     def run(tokens: torch.Tensor, patch: dict | None = None, nodes: NodeTaps | None = None) -> RunGrads:
