@@ -1,6 +1,7 @@
 """The gradient engine's closed forms against torch.autograd (float64, random inputs): the per-head q/k/v-input gradients
 of minineo.discovery.gradients (ln1's backward in closed form, batched over heads) = autograd through F.layer_norm on one
-copy of resid_pre per head, the way TransformerLens's split-input hooks build the graph."""
+copy of resid_pre per head, the way TransformerLens's split-input hooks build the graph. And EAP under a metric that
+reads every position (so every position is unembedded, not only the last) = a float64 central finite difference."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minineo.discovery import Graph, attribute
 from minineo.discovery.gradients import RunGrads, head_input_grads, layer_norm_parts
 from test_discovery_attribution import random_model
+from test_discovery_patched import caches, random_pairs, receiver_site, sender_output
 
 
 def autograd_head_input_grads(model, layer: int, resid_pre: torch.Tensor, dq, dk, dv) -> torch.Tensor:
@@ -56,3 +59,35 @@ def test_layer_norm_parts_give_what_F_layer_norm_normalises_by():
     normalized, inv_sigma = layer_norm_parts(x, 1e-5)
     assert torch.allclose(normalized, F.layer_norm(x, (16,), eps=1e-5).reshape(-1, 16), rtol=1e-12, atol=1e-12)
     assert torch.allclose(1 / inv_sigma, (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt().reshape(-1, 1))
+
+
+def every_position_logit_diff(logits: torch.Tensor, pairs) -> torch.Tensor:
+    """The sum over positions of logit[answer] - logit[wrong]: (n,), reading every position."""
+    rows = torch.arange(len(pairs))
+    return (logits[rows, :, pairs.answer] - logits[rows, :, pairs.wrong]).sum(-1)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_eap_under_a_metric_of_every_position_is_a_finite_difference(arch):
+    model = random_model(arch, seed=11, dtype=torch.float64, layers=2, heads=2, d_head=8, window=3)
+    pairs = random_pairs(5, 3, 7, padded=True)
+    graph = attribute(model, Graph.from_model(model), pairs, every_position_logit_diff, method="eap")
+    clean, corrupted = caches(model, pairs)
+    eps, scale = 1e-5, float(graph.scores.abs().max())
+    for name, s, r in graph.edges()[::7]:
+        delta = sender_output(corrupted, graph, model, s) - sender_output(clean, graph, model, s)
+        site, head = receiver_site(graph, r)
+
+        def moved(step: float) -> float:
+            def patch(x):
+                x = x.clone()
+                if head is None:
+                    return x + step * delta
+                x[:, :, head] += step * delta
+                return x
+            with torch.no_grad():
+                logits = model(pairs.clean, attention_mask=pairs.attention_mask, patch={site: patch})
+            return float(every_position_logit_diff(logits, pairs).mean())
+
+        derivative = (moved(eps) - moved(-eps)) / (2 * eps)
+        assert abs(float(graph.scores[s, r]) - derivative) <= 1e-6 * scale, name
