@@ -234,3 +234,28 @@ def test_typed_reads_the_annotations():
             f(minineo.load(), **bad)
     with pytest.raises(WrongTypeError, match="model must be a Model"):
         f(object())
+
+
+def test_the_token_mask_and_position_checks_live_in_the_one_layer():
+    """The forward pass's token, attention-mask and position-id checks are minineo.checks functions (the old names in
+    minineo.checkpoints.tokens delegate to them), with their messages naming the argument."""
+    import torch
+
+    from minineo import checks
+    from minineo.errors import UserError, WrongTypeError
+
+    assert checks.token_batch([1, 2], 10).shape == (1, 2)
+    with pytest.raises(UserError, match="ids: token id 10 at batch 0, position 1 is outside the vocabulary"):
+        checks.token_batch([[1, 10]], 10, "ids")
+    with pytest.raises(UserError, match=r"mask has shape \(1, 3\) but the tokens need \(1, 2\)"):
+        checks.attention_mask([1, 1, 1], (1, 2), name="mask")
+    with pytest.raises(UserError, match="attention_mask row 1 \\(of 2\\) has no 1"):
+        checks.attention_mask([[1, 1], [0, 0]], (2, 2))
+    with pytest.raises(WrongTypeError, match="attention_mask must be a tensor of 0"):
+        checks.attention_mask(object(), (1, 2))
+    assert checks.attention_mask(torch.tensor([[1.0, 0.0]]), (1, 2)).dtype == torch.long
+    with pytest.raises(UserError, match=r"position id 8 is outside the model's positions 0\.\.7"):
+        checks.position_ids([0, 8], (1, 2), n_ctx=8)
+    with pytest.raises(UserError, match="negative|token id -1"):
+        checks.token_ids(torch.tensor([0, -1]), None, "clean")
+    assert checks.token_ids(torch.tensor([0, 10**6]), None, "clean") is not None  # no vocabulary known: no upper bound

@@ -41,3 +41,56 @@ def test_the_circuit_page_names_the_model_minineo_wrote(gpt2_circuit, tmp_path):
     _, _, circuit = gpt2_circuit
     path = discovery.to_json(circuit, tmp_path / "c.json")
     assert "tiny-gpt2" in views.circuit(path).html
+
+
+def test_pairs_ids_beyond_the_vocabulary_are_refused_where_they_meet_the_model(gpt2_circuit):
+    """A Pairs knows no model, so it refuses only negative ids; attribute and evaluate refuse ids past d_vocab."""
+    model, pairs, circuit = gpt2_circuit
+    graph = discovery.Graph.from_model(model)
+    far = discovery.Pairs(pairs.clean + 10**6, pairs.corrupted, pairs.attention_mask, pairs.answer, pairs.wrong)
+    with pytest.raises(UserError, match="outside the vocabulary"):
+        discovery.attribute(model, graph, far)
+    with pytest.raises(UserError, match="outside the vocabulary"):
+        discovery.evaluate(model, circuit, far)
+    wrong = discovery.Pairs(pairs.clean, pairs.corrupted, pairs.attention_mask, pairs.answer, pairs.wrong + 10**6)
+    with pytest.raises(UserError, match="answer / wrong ids"):
+        discovery.attribute(model, graph, wrong)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: discovery.Pairs(p.clean[:0], p.corrupted[:0], None, p.answer[:0], p.wrong[:0]), "clean is empty"),
+    (lambda p: discovery.Pairs(p.clean - 10**6, p.corrupted, None, p.answer, p.wrong), "clean: token id -"),
+    (lambda p: discovery.Pairs(p.clean.float(), p.corrupted, None, p.answer, p.wrong), "clean must be integer ids"),
+    (lambda p: discovery.Pairs(p.clean, p.corrupted, p.clean * 0, p.answer, p.wrong), "attention_mask row"),
+    (lambda p: discovery.Pairs(p.clean, p.corrupted, [[1]], p.answer, p.wrong), "attention_mask must be None or"),
+    (lambda p: p[5], r"pair index must be in -2\.\.1, got 5"),
+    (lambda p: list(p.batches(0)), "size must be at least 1"),
+    (lambda p: p.batches(0.5), "size must be an integer"),
+    (lambda p: p.to("gpu"), "device gpu is not a device"),
+])
+def test_pairs_mistakes_name_the_field(gpt2_circuit, make, message):
+    _, pairs, _ = gpt2_circuit
+    with pytest.raises(UserError, match=message):
+        make(pairs)
+
+
+def test_one_pair_by_its_index_is_a_batch_of_one(gpt2_circuit):
+    _, pairs, _ = gpt2_circuit
+    assert len(pairs[0]) == len(pairs[-1]) == 1 and bool((pairs[-1].clean == pairs.clean[-1:]).all())
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g: g.sender_index(2), r"layer must be an integer in 0\.\.1|layer must be in 0\.\.1, got 2"),
+    (lambda g: g.sender_index(0.7), "layer must be an integer in 0..1, got 0.7"),
+    (lambda g: g.sender_index(0, True), "head must be an integer"),
+    (lambda g: g.receiver_index(0, 1), "input must be one of|qkv must be one of"),
+    (lambda g: g.receiver_index(0, None, "q"), "no head is given"),
+    (lambda g: g.senders_before(10**6), "receiver must be in 0.."),
+    (lambda g: g.edge_index(3), "edge name must be a string"),
+    (lambda g: g.edge_index("a0.h9->m0"), "edge name 'a0.h9->m0' is not an edge"),
+    (lambda g: discovery.Graph(2, 4, 128, model=minineo.load("tiny-gpt2")), r"use Graph\.from_model\(model\)"),
+])
+def test_graph_index_mistakes_are_user_errors(gpt2_circuit, call, message):
+    _, _, circuit = gpt2_circuit
+    with pytest.raises(UserError, match=message):
+        call(circuit.copy())
