@@ -118,3 +118,22 @@ def test_out_and_from_mistakes_are_one_error_line_before_any_work(tmp_path, args
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "eap", "--top", "0"], "--top must be at least 1, got 0"),  # an empty circuit: faithfulness 0 always
+    (["--method", "eap", "--top", "-2"], "--top must be at least 1, got -2"),
+    (["--method", "eap", "--top", "100000"], "--top must be between 1 and the model's"),
+    (["--method", "eap", "--threshold", "1e9"], "--threshold 1e+09 keeps no edge: the largest |score| is"),
+    (["--method", "eap", "--threshold", "nan"], "--threshold must be a finite number"),
+    (["--method", "eap-ig-inputs", "--ig-steps", "0"], "--ig-steps must be at least 1, got 0"),
+    (["--method", "exact", "--state", "s.pt"], "--state is ACDC's, but --method is exact"),
+    (["--method", "eap", "--kl"], "--kl is ACDC's, but --method is eap"),
+])
+def test_discover_option_mistakes_are_one_error_line(tmp_path, args, message):
+    result = runner.invoke(app, ["discover", "--task", "induction", "--n", "2", "--out", str(tmp_path / "c.json"),
+                                 *args], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()

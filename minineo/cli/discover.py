@@ -46,6 +46,23 @@ def check_reuse(circuit: Optional[Path], out: Optional[Path], **method_options) 
                         "drop --from to run the method")
 
 
+def check_acdc_options(method: str, **acdc_options) -> None:
+    """--kl and --state belong to ACDC; with a scoring method they would be ignored, so they are refused (UserError)."""
+    given = [f"--{name}" for name, value in acdc_options.items() if value not in (None, False)]
+    if given and method != "acdc":
+        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ACDC's, but --method is {method}; "
+                        f"drop {'it' if len(given) == 1 else 'them'}, or give --method acdc")
+
+
+def check_not_empty(graph: Graph, threshold: float) -> None:
+    """A --threshold that keeps no edge leaves a circuit whose faithfulness is 0 by construction: a UserError saying
+    the largest |score| instead of a meaningless table."""
+    if graph.n_edges_in_graph == 0:
+        largest = float((graph.scores.abs() * graph.real_edges).max())
+        raise UserError(f"--threshold {threshold:g} keeps no edge: the largest |score| is {largest:.4g}; give a "
+                        "smaller --threshold, or --top N")
+
+
 def curve_table(signed, absolute, title: str):
     """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
     table = titled_table(title)
@@ -64,7 +81,8 @@ def curve_table(signed, absolute, title: str):
 def discover(model: str = ModelOption,
              task: str = typer.Option("ioi", help="ioi, induction, or a JSONL of {clean, corrupted, answer, wrong} rows"),
              method: str = typer.Option("eap-ig-inputs", help=f"{', '.join(METHODS)}"),
-             top: int = typer.Option(20, help="edges in the circuit, by |score| (before pruning); not for acdc"),
+             top: int = typer.Option(20, help="edges in the circuit (at least 1), by |score| (before pruning); not "
+                                     "for acdc"),
              out: Optional[Path] = typer.Option(None, "--out", help="write EAP-IG's graph file here (.json or .pt): "
                                                 "every edge's score, the circuit as in_graph; needed when a method "
                                                 "runs, optional with --from"),
@@ -92,15 +110,16 @@ def discover(model: str = ModelOption,
     from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
 
     check_method(method)
-    check_options(top=(top, ">= 0"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
+    check_options(top=(top, ">= 1"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
                   seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
     check_reuse(circuit, out, threshold=threshold, kl=kl, state=state)
+    check_acdc_options(method, kl=kl, state=state)
     out = None if out is None else output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)
     if top > graph.n_edges:
-        raise UserError(f"--top must be between 0 and the model's {graph.n_edges} edges, got {top}")
+        raise UserError(f"--top must be between 1 and the model's {graph.n_edges} edges, got {top}")
     with working(f"tokenizing the {task} pairs"):
         pairs = tasks.task_pairs(m, task, n, seed)
     with working("m(full) and m(empty)"):
@@ -122,6 +141,7 @@ def discover(model: str = ModelOption,
             attribute(m, graph, pairs, method=method, ig_steps=ig_steps, batch_size=batch_size)
         if threshold is not None:
             circuits.apply_threshold(graph, threshold, absolute=True, prune=False)
+            check_not_empty(graph, threshold)
             how = f"{method}, |score| >= {threshold:g}"
         else:
             circuits.apply_topn(graph, top, absolute=True, prune=False)
