@@ -215,6 +215,30 @@ def heads(value: Any, n_layers: int, n_heads: int, name: str = "heads", *, allow
     return [layer_head(item, n_layers, n_heads, f"{name} item") for item in items]
 
 
+def integer_pairs(value: Any, name: str) -> list[tuple[int, int]]:
+    """A collection of (layer, head) pairs of integers, unchecked against a model (see existing_head): a float or bool
+    inside a pair is refused, not truncated; `name` is the argument ('senders')."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise WrongTypeError(f"{name}={value!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]")
+    items = list(value)
+    for item in items:
+        if isinstance(item, (str, bytes, torch.Tensor)) or not isinstance(item, Sequence) or len(item) != 2 \
+                or not all(is_integer(x) for x in item):
+            raise WrongTypeError(f"{name}={value!r} must be a collection of (layer, head) pairs of integers, e.g. "
+                                 f"[(0, 1), (1, 3)]; {describe(item)} is not one")
+    return [(int(layer), int(head)) for layer, head in items]
+
+
+def existing_head(layer: int, head: int, n_layers: int, n_heads: int, what: str = "") -> tuple[int, int]:
+    """(layer, head), integers already, that exist in a model of n_layers x n_heads; `what` says whose head it is
+    ('sender', 'receiver') in the message."""
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        whose = f"{what} " if what else ""
+        raise UserError(f"{whose}head ({layer}, {head}) does not exist in this {n_layers}-layer, {n_heads}-head model; "
+                        f"give layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
+    return layer, head
+
+
 def head_input(value: Any, name: str = "input") -> str:
     """A per-head input letter: 'q', 'k' or 'v'."""
     return one_of(value, name, HEAD_INPUTS, "q (queries), k (keys) or v (values)")
