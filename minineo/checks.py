@@ -118,6 +118,32 @@ def number(value: Any, name: str, *, low: float | None = None, high: float | Non
     return real
 
 
+_MISSING = object()
+
+
+def json_integer(document: Mapping[str, Any], key: str, where: str, *, low: int | None = None,
+                 default: Any = _MISSING) -> int:
+    """A file's integer field (config.json's n_layer...): present unless `default` is given, an integer (not a bool,
+    not 12.0) and at least `low`; the message names the file and the field."""
+    if key not in document and default is not _MISSING:
+        return default
+    value = document.get(key)
+    if not is_integer(value):
+        raise UserError(f"{where} field {key!r} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise UserError(f"{where} field {key!r} must be at least {low}, got {value}")
+    return int(value)
+
+
+def json_number(document: Mapping[str, Any], key: str, where: str, *, low: float | None = None, low_open: bool = False,
+                default: Any = _MISSING) -> float:
+    """A file's real-number field (config.json's layer_norm_epsilon): finite, a number (not a bool or a string),
+    above `low` (or at least it, without low_open); the message names the file and the field."""
+    if key not in document and default is not _MISSING:
+        return default
+    return number(document.get(key), f"{where} field {key!r}", low=low, low_open=low_open)
+
+
 def rule_text(rule: str) -> str:
     """'>= 2' -> 'at least 2', '0..1' -> 'between 0 and 1', '0 or >= 2' -> '0 or at least 2'."""
     if " or " in rule:

@@ -259,3 +259,21 @@ def test_the_token_mask_and_position_checks_live_in_the_one_layer():
     with pytest.raises(UserError, match="negative|token id -1"):
         checks.token_ids(torch.tensor([0, -1]), None, "clean")
     assert checks.token_ids(torch.tensor([0, 10**6]), None, "clean") is not None  # no vocabulary known: no upper bound
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("num_layers", True, "config.json field 'num_layers' must be an integer, got True"),  # a bool was 1 layer
+    ("num_layers", 2.0, "config.json field 'num_layers' must be an integer, got 2.0"),
+    ("num_heads", 0, "config.json field 'num_heads' must be at least 1, got 0"),
+    ("layer_norm_epsilon", "1e-5", "config.json field 'layer_norm_epsilon' must be a number greater than 0"),
+    ("layer_norm_epsilon", float("nan"), "must be a finite number greater than 0, got nan"),
+])
+def test_config_from_hf_checks_its_fields_through_the_one_layer(field, value, said):
+    import minineo
+    from minineo.errors import UserError
+
+    hf = minineo.load().config.to_hf()
+    assert minineo.Config.from_hf(hf) == minineo.load().config
+    with pytest.raises(UserError) as err:
+        minineo.Config.from_hf({**hf, field: value})
+    assert said in str(err.value)
