@@ -15,7 +15,7 @@ imports only torch and minineo.errors (tests/test_import_graph.py keeps it at th
 from __future__ import annotations
 
 import collections.abc
-
+import json
 import math
 import os
 import tempfile
@@ -471,6 +471,29 @@ def existing_path(value: Any, name: str, *, kind: str = "any", fix: str = "") ->
     if kind == "folder" and not path.is_dir():
         raise UserError(f"{name} {path} is a file, not a folder{hint}")
     return path
+
+
+def json_object(path: Path, what: str = "", fix: str = "download it again or fix the file") -> dict:
+    """The JSON object (a dict) a file holds: MissingFileError when it is not there, UserError when it is not JSON
+    or holds something else (a list, a number); `what` says what the object is ('model settings'), `fix` the cure."""
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist; {fix}")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(document, dict):
+        raise UserError(f"{path} holds a {type(document).__name__}, not a JSON object{' of ' + what if what else ''}; "
+                        f"{fix}")
+    return document
+
+
+def floating_tensors(tensors: Mapping[str, torch.Tensor], where: Any, fix: str) -> None:
+    """A file's weights (an SAE's, a tuned lens's) are floating-point tensors: integer-typed ones are refused, not
+    cast (a cast would hide the damage); the message names the file (`where`) and each bad tensor's dtype."""
+    integer = [f"{name} is {t.dtype}" for name, t in tensors.items() if not t.is_floating_point()]
+    if integer:
+        raise UserError(f"{where}: {', '.join(integer)}, not a floating-point tensor; {fix}")
 
 
 def writable_file(value: Any, name: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:

@@ -277,3 +277,36 @@ def test_config_from_hf_checks_its_fields_through_the_one_layer(field, value, sa
     with pytest.raises(UserError) as err:
         minineo.Config.from_hf({**hf, field: value})
     assert said in str(err.value)
+
+
+def test_the_file_loaders_read_json_and_weights_through_the_one_layer(tmp_path):
+    """config.json, an SAE's cfg.json (its d_in / d_sae too: a bool or a string was int()-ed) and a lens's or SAE's
+    weights go through checks.json_object / json_integer / floating_tensors."""
+    import json
+    import shutil
+
+    import torch
+
+    import minineo.sae
+    from minineo import checks
+    from minineo.errors import MissingFileError, UserError
+    from fuzz_walk import SAE_FOLDER
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(MissingFileError, match="nowhere.json does not exist; fix it"):
+        checks.json_object(tmp_path / "nowhere.json", fix="fix it")
+    with pytest.raises(UserError, match="bad.json is not valid JSON"):
+        checks.json_object(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="list.json holds a list, not a JSON object of model settings"):
+        checks.json_object(tmp_path / "list.json", "model settings")
+    with pytest.raises(UserError, match="w.safetensors: W is torch.int32, not a floating-point tensor; save it"):
+        checks.floating_tensors({"W": torch.zeros(2, dtype=torch.int32)}, "w.safetensors", "save it")
+    for value, said in ((True, "must be an integer, got True"), ("64", "must be an integer, got '64'"),
+                        (0, "must be at least 1, got 0")):
+        folder = tmp_path / f"sae-{value!r}"
+        shutil.copytree(SAE_FOLDER, folder)
+        cfg = json.loads((folder / "cfg.json").read_text())
+        (folder / "cfg.json").write_text(json.dumps({**cfg, "d_in": value}))
+        with pytest.raises(UserError, match=f"cfg.json field 'd_in' {said}"):
+            minineo.sae.load(folder)
