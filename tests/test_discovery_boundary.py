@@ -94,3 +94,12 @@ def test_graph_index_mistakes_are_user_errors(gpt2_circuit, call, message):
     _, _, circuit = gpt2_circuit
     with pytest.raises(UserError, match=message):
         call(circuit.copy())
+
+
+def test_the_circuit_page_takes_the_graph_discovery_returned(gpt2_circuit, tmp_path):
+    """views.circuit(graph) with the Graph in hand, as a newcomer writes it (it once asked for a file or a dict);
+    the page is the one its JSON file gives."""
+    _, _, circuit = gpt2_circuit
+    discovery.to_json(circuit, tmp_path / "c.json")
+    from_file = views.circuit(tmp_path / "c.json").html
+    assert views.circuit(circuit).html == from_file.replace('"source":"c.json"', '"source":null')  # nothing else differs

@@ -71,16 +71,21 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-@checks.typed
-def to_json(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
-    path = checks.writable_file(path, "path")
+def to_document(graph: Graph) -> dict[str, Any]:
+    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
     edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
              for name, s, r in graph.edges()}
-    document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    return {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+
+
+@checks.typed
+def to_json(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
+    path = checks.writable_file(path, "path")
+    document = to_document(graph)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
