@@ -137,3 +137,11 @@ def test_discover_option_mistakes_are_one_error_line(tmp_path, args, message):
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("command", [["discover-compare"], ["discover", "--task", "induction", "--out", "c.json"]])
+def test_an_empty_model_name_is_one_error_line_not_the_current_folder(command):
+    """`--model ''` was Path('') = the current folder ("no config.json in ."); it is an empty name."""
+    result = runner.invoke(app, [*command, "--model", ""], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: model '' is empty") and len(result.output.strip().splitlines()) == 1
