@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import minineo
@@ -103,3 +105,42 @@ def test_the_circuit_page_takes_the_graph_discovery_returned(gpt2_circuit, tmp_p
     discovery.to_json(circuit, tmp_path / "c.json")
     from_file = views.circuit(tmp_path / "c.json").html
     assert views.circuit(circuit).html == from_file.replace('"source":"c.json"', '"source":null')  # nothing else differs
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d, e, n: d["edges"][e].__setitem__("score", "abc"), "has the score 'abc'; every score is a finite number"),
+    (lambda d, e, n: d["edges"][e].__setitem__("score", float("nan")), "has the score nan"),
+    (lambda d, e, n: d["edges"][e].__setitem__("in_graph", "no"), "has in_graph 'no'; it must be true or false"),
+    (lambda d, e, n: d["nodes"].__setitem__(n, {}), "has in_graph None"),
+    (lambda d, e, n: d.__setitem__("edges", []), "'edges' must be a JSON object"),
+    (lambda d, e, n: d["edges"].__setitem__("zz->yy", {"score": 1.0, "in_graph": True}), "c.json: edge name 'zz->yy'"),
+])
+def test_a_damaged_circuit_json_is_refused_naming_the_file_and_the_entry(gpt2_circuit, tmp_path, damage, message):
+    """Each was a raw ValueError / KeyError / AttributeError, or a NaN score or a truthy "no" read silently."""
+    import json
+
+    model, _, circuit = gpt2_circuit
+    document = discovery.files.to_document(circuit)
+    damage(document, next(iter(document["edges"])), next(iter(document["nodes"])))
+    (tmp_path / "c.json").write_text(json.dumps(document))
+    with pytest.raises(UserError, match=re.escape(message)):
+        discovery.from_json(tmp_path / "c.json", model)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("edges_scores", [1.0], "edges_scores must be a tensor"),
+    ("edges_scores", "nan", "holding NaN or inf"),
+    ("edges_scores", "long", "got a torch.int64 tensor"),
+])
+def test_a_damaged_circuit_pt_is_refused(gpt2_circuit, tmp_path, key, value, message):
+    import torch
+
+    model, _, circuit = gpt2_circuit
+    discovery.to_pt(circuit, tmp_path / "c.pt")
+    document = torch.load(tmp_path / "c.pt", weights_only=True)
+    scores = document[key]
+    document[key] = {"nan": scores.clone().fill_(float("nan")), "long": scores.long()}.get(value, value) \
+        if isinstance(value, str) else value
+    torch.save(document, tmp_path / "c.pt")
+    with pytest.raises(UserError, match=message):
+        discovery.from_pt(tmp_path / "c.pt", model)
