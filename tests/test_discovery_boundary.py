@@ -144,3 +144,21 @@ def test_a_damaged_circuit_pt_is_refused(gpt2_circuit, tmp_path, key, value, mes
     torch.save(document, tmp_path / "c.pt")
     with pytest.raises(UserError, match=message):
         discovery.from_pt(tmp_path / "c.pt", model)
+
+
+def test_the_same_answer_and_wrong_token_is_refused(gpt2_circuit):
+    """logit(answer) - logit(wrong) of one token twice is 0 in every run: refused, not averaged in."""
+    model, _, _ = gpt2_circuit
+    tokens = model.to_tokens("When Mary and John went")
+    with pytest.raises(UserError, match="are the same token"):
+        views.attributions(model, tokens, 5, 5)
+    with pytest.raises(UserError, match="pair 1: the answer and the wrong answer are the same token"):
+        discovery.Pairs.from_text(model, ["When Mary went", "When John went"], ["When Lucy went", "When Paul went"],
+                                  ["a", "b"], ["c", "b"])
+
+
+def test_an_empty_patching_result_is_refused():
+    import torch
+
+    with pytest.raises(UserError, match=r"values is empty \(shape \(0, 5\)\)"):
+        views.patching(torch.randn(0, 5))

@@ -106,10 +106,15 @@ class Pairs:
                     raise UserError(f"pair {i}: the {what} {text!r:.40} is {len(encoded)} tokens for this tokenizer; "
                                     "the metric compares one token, so give a single-token answer")
                 ids.append(encoded[0])
+        n = len(clean)
+        same = [i for i in range(n) if ids[i] == ids[n + i]]
+        if same:
+            raise UserError(f"pair {same[0]}: the answer and the wrong answer are the same token "
+                            f"({answer[same[0]]!r:.40}), so its logit difference is 0 in every run; give two different "
+                            "tokens")
         tokens, mask = tokenizer.encode_batch(list(clean), padding_side="left")
         corrupted_tokens, _ = tokenizer.encode_batch(list(corrupted), padding_side="left")
         mask = None if bool(mask.all()) else mask
-        n = len(clean)
         return cls(tokens, corrupted_tokens, mask, torch.tensor(ids[:n]), torch.tensor(ids[n:]))
 
     @classmethod
