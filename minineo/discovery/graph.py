@@ -62,9 +62,7 @@ class Graph:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"Graph: {name} must be a positive int, got {value!r}")
+            checks.count(getattr(self, name), f"Graph: {name}")
         if self.model is not None and not isinstance(self.model, str):
             raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
                             f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")

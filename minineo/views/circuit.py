@@ -141,8 +141,7 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
     if cfg.get("parallel_attn_mlp"):
         raise UserError(f"{source}: parallel_attn_mlp graphs (GPT-J style) are not drawn; GPT-2 and GPT-Neo have "
                         "sequential attention and MLP")
-    if isinstance(max_drawn, bool) or not isinstance(max_drawn, int) or max_drawn < 1:
-        raise UserError(f"max_drawn={max_drawn!r} must be an int >= 1 (default {MAX_DRAWN})")
+    checks.count(max_drawn, "max_drawn", fix=f"default {MAX_DRAWN}")
     names = node_names(n_layers, n_heads)
     index = {n: i for i, n in enumerate(names)}
     senders, receivers, ports, scores, in_graph, edge_names = [], [], [], [], [], []
