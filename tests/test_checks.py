@@ -310,3 +310,19 @@ def test_the_file_loaders_read_json_and_weights_through_the_one_layer(tmp_path):
         (folder / "cfg.json").write_text(json.dumps({**cfg, "d_in": value}))
         with pytest.raises(UserError, match=f"cfg.json field 'd_in' {said}"):
             minineo.sae.load(folder)
+
+
+@pytest.mark.parametrize("value", [True, "2", None])
+def test_a_lens_json_without_integer_sizes_is_refused_naming_the_field(tmp_path, value):
+    import json
+
+    import minineo
+    from minineo.analysis import TunedLens
+    from minineo.errors import UserError
+
+    model = minineo.load()
+    TunedLens(model).save(tmp_path / "lens")
+    meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
+    (tmp_path / "lens" / "lens.json").write_text(json.dumps({**meta, "n_layers": value}))
+    with pytest.raises(UserError, match=f"lens.json field 'n_layers' must be an integer, got {value!r}"):
+        TunedLens.load(tmp_path / "lens", model)

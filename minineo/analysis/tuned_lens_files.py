@@ -138,8 +138,8 @@ def _read_minineo(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads((path / META).read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{META} does not describe a {FORMAT}")
-        if not (isinstance(meta.get("n_layers"), int) and isinstance(meta.get("d_model"), int)):
-            raise ValueError(f"{META} lacks n_layers / d_model")
+        for key in ("n_layers", "d_model"):  # a UserError is a ValueError: said as "incomplete or corrupt (...)"
+            checks.json_integer(meta, key, META, low=1)
         tensors = load_file(str(path / WEIGHTS))
     except (OSError, ValueError, SafetensorError) as err:  # JSONDecodeError is a ValueError
         raise UserError(f"the tuned lens in {path} is incomplete or corrupt ({err}); train or download it "
