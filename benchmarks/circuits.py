@@ -12,10 +12,8 @@ processing), minineo `minineo.load(<the folder>).processed()`; both score proces
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,6 +24,7 @@ import minineo
 from benchmarks.models import save_random_model
 from benchmarks.timing import matmul_peak_gflops, time_calls
 from minineo import analysis
+from minineo.boundary import ScriptParser, run_script
 
 
 def transformer_lens(folder: Path):
@@ -48,7 +47,7 @@ def tl_copying(tl) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ScriptParser("benchmarks.circuits")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -89,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from minineo.boundary import ScriptParser, run_script
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 
@@ -61,7 +63,7 @@ def build_model(directory: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser("benchmarks.commands", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/gpt2-small-random"))
     parser.add_argument("--only", nargs="*", help="run only these commands")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS)")
@@ -83,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

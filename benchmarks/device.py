@@ -155,7 +155,7 @@ def profile_part(folder: Path, device: str, dtype: torch.dtype, shape: tuple[int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from minineo.boundary import ScriptParser
+    from minineo.boundary import ScriptFailure, ScriptParser
     from minineo.cli.shared import check_device_option
 
     parser = ScriptParser("benchmarks.device", description=description(__doc__))
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_report(report, args.out / "device_run.md")
     print(f"wrote {args.out / 'device_run.json'} and {args.out / 'device_run.md'}", flush=True)
     if report["errors"]:
-        raise SystemExit(f"{len(report['errors'])} part(s) failed: see errors in {args.out / 'device_run.json'}")
+        raise ScriptFailure(f"{len(report['errors'])} part(s) failed: see errors in {args.out / 'device_run.json'}")
     return report
 
 

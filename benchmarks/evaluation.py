@@ -11,7 +11,6 @@ equal (1e-5) before timing. tokens/s = rows * context / seconds.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import minineo
 from benchmarks import description
 from benchmarks.harvest import build
 from benchmarks.timing import time_calls
+from minineo.boundary import ScriptParser, run_script
 from minineo.data.corpus import pack_rows, read_documents
 from minineo.data.evaluation import evaluate
 
@@ -40,7 +40,7 @@ def hf_loop(hf, tokenizer_model, corpus: Path, *, context: int, rows: int, batch
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = ScriptParser("benchmarks.evaluation", description=description(__doc__))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--context", type=int, default=256)
@@ -78,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -32,6 +32,7 @@ import minineo
 from benchmarks import description
 from benchmarks.models import hf_configs, save_random_model
 from benchmarks.timing import synchronize
+from minineo.boundary import ScriptParser, run_script
 from minineo.data.corpus import pack_rows, read_documents
 from minineo.data.harvest import column_name, harvest, load
 from minineo.data.shards import ShardFolder, features
@@ -108,7 +109,7 @@ def worker(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = ScriptParser("benchmarks.harvest", description=description(__doc__))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--rows", type=int, default=64, help="rows of --context tokens per run")
@@ -200,4 +201,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -7,7 +7,6 @@ interleaved in one process; the flex output is checked against the explicit path
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -17,6 +16,7 @@ import torch
 
 from benchmarks import description
 from benchmarks.timing import synchronize, time_calls
+from minineo.boundary import ScriptParser, run_script
 from minineo.forward.attention import allowed_keys, attend_explicit, attend_fused
 from minineo.forward.flex import attend_block_sparse
 from minineo.record.recording import Recorder
@@ -56,7 +56,7 @@ def bench_local_attention(shape: tuple[int, int, int, int], window: int, device:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = ScriptParser("benchmarks.local_attention", description=description(__doc__))
     parser.add_argument("--shape", default="1x12x2048x64", help="batch x head x pos x d_head")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--device", default="cpu")
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,7 +14,6 @@ the whole grid; its values are checked against both on the sampled cells).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,6 +24,7 @@ import torch
 
 import minineo
 from minineo.analysis import activation_patching, attribution_patching
+from minineo.boundary import ScriptParser, run_script
 from benchmarks import description
 
 CASES = [("resid_pre", "pos"), ("attn.z", "head")]
@@ -131,7 +131,7 @@ def attribution_correlations() -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = ScriptParser("benchmarks.patching", description=description(__doc__))
     parser.add_argument("--sample", type=int, default=0, help="cells timed for brute force and TL (0: all)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
@@ -189,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,7 +13,6 @@ whole sweep, and its values are checked against the brute force on the sampled h
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,6 +25,7 @@ import minineo
 from benchmarks import description
 from benchmarks.patching import gpt2_small, prompts
 from minineo.analysis import path_patching
+from minineo.boundary import ScriptParser, run_script
 
 RECEIVERS = {"logits": "logits", "name-mover queries": [(9, 9, "q"), (9, 6, "q"), (10, 0, "q")]}
 
@@ -70,7 +70,7 @@ def timed(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = ScriptParser("benchmarks.path_patching", description=description(__doc__))
     parser.add_argument("--sample", type=int, default=24, help="sender heads timed for brute force (0: all 144)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

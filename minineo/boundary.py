@@ -35,8 +35,9 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def print_error(err: BaseException) -> None:
-    """A user's mistake (UserError, or an OSError: a path) as the one `error: ...` paragraph on stderr."""
-    text = str(err) if isinstance(err, UserError) else f"{err}. Check the path and its permissions."
+    """A user's mistake (UserError, or an OSError: a path) or a script's reported failure (ScriptFailure) as the
+    one `error: ...` paragraph on stderr."""
+    text = str(err) if isinstance(err, (UserError, ScriptFailure)) else f"{err}. Check the path and its permissions."
     err_console.print(Text("error: ", style="bold red") + Text(text), soft_wrap=True)
 
 
@@ -56,11 +57,17 @@ class ScriptParser(argparse.ArgumentParser):
         raise ScriptUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+class ScriptFailure(Exception):
+    """A script ran and its result is a failure the user is told of (a training run that failed, thresholds missed):
+    one `error:` line and exit status 1 through `run_script`, not a bug's traceback and not a user's mistake."""
+
+
 def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """The CLI's boundary around a `python -m` script's main(): a UserError or OSError is one `error:`
-    paragraph and exit status 1 (2 for a malformed command line); warnings print as `warning:` lines;
-    any other exception is a bug and keeps its traceback. --debug is not an option of the scripts:
-    MININEO_DEBUG=1 shows every traceback."""
+    paragraph and exit status 1 (2 for a malformed command line); a ScriptFailure, or a `SystemExit("message")`
+    (Python would print the bare message), is one `error:` line and exit status 1 too; warnings print as
+    `warning:` lines; any other exception is a bug and keeps its traceback. --debug is not an option of the
+    scripts: MININEO_DEBUG=1 shows every traceback."""
     from minineo import report
 
     try:
@@ -68,6 +75,16 @@ def run_script(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             warnings.showwarning = show_warning
             report.quiet_third_parties()  # other libraries' progress bars and log lines stay out of the output
             return main(*args, **kwargs)
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            raise
+        print_error(ScriptFailure(str(exit_.code)))
+        raise SystemExit(1) from None
+    except ScriptFailure as err:
+        if debugging_by_environment():
+            raise
+        print_error(err)
+        raise SystemExit(1) from None
     except (UserError, OSError) as err:
         if debugging_by_environment():
             raise

@@ -15,7 +15,7 @@ imports only torch and minineo.errors (tests/test_import_graph.py keeps it at th
 from __future__ import annotations
 
 import collections.abc
-
+import json
 import math
 import os
 import tempfile
@@ -118,6 +118,32 @@ def number(value: Any, name: str, *, low: float | None = None, high: float | Non
     return real
 
 
+_MISSING = object()
+
+
+def json_integer(document: Mapping[str, Any], key: str, where: str, *, low: int | None = None,
+                 default: Any = _MISSING) -> int:
+    """A file's integer field (config.json's n_layer...): present unless `default` is given, an integer (not a bool,
+    not 12.0) and at least `low`; the message names the file and the field."""
+    if key not in document and default is not _MISSING:
+        return default
+    value = document.get(key)
+    if not is_integer(value):
+        raise UserError(f"{where} field {key!r} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise UserError(f"{where} field {key!r} must be at least {low}, got {value}")
+    return int(value)
+
+
+def json_number(document: Mapping[str, Any], key: str, where: str, *, low: float | None = None, low_open: bool = False,
+                default: Any = _MISSING) -> float:
+    """A file's real-number field (config.json's layer_norm_epsilon): finite, a number (not a bool or a string),
+    above `low` (or at least it, without low_open); the message names the file and the field."""
+    if key not in document and default is not _MISSING:
+        return default
+    return number(document.get(key), f"{where} field {key!r}", low=low, low_open=low_open)
+
+
 def rule_text(rule: str) -> str:
     """'>= 2' -> 'at least 2', '0..1' -> 'between 0 and 1', '0 or >= 2' -> '0 or at least 2'."""
     if " or " in rule:
@@ -215,6 +241,30 @@ def heads(value: Any, n_layers: int, n_heads: int, name: str = "heads", *, allow
     return [layer_head(item, n_layers, n_heads, f"{name} item") for item in items]
 
 
+def integer_pairs(value: Any, name: str) -> list[tuple[int, int]]:
+    """A collection of (layer, head) pairs of integers, unchecked against a model (see existing_head): a float or bool
+    inside a pair is refused, not truncated; `name` is the argument ('senders')."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise WrongTypeError(f"{name}={value!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]")
+    items = list(value)
+    for item in items:
+        if isinstance(item, (str, bytes, torch.Tensor)) or not isinstance(item, Sequence) or len(item) != 2 \
+                or not all(is_integer(x) for x in item):
+            raise WrongTypeError(f"{name}={value!r} must be a collection of (layer, head) pairs of integers, e.g. "
+                                 f"[(0, 1), (1, 3)]; {describe(item)} is not one")
+    return [(int(layer), int(head)) for layer, head in items]
+
+
+def existing_head(layer: int, head: int, n_layers: int, n_heads: int, what: str = "") -> tuple[int, int]:
+    """(layer, head), integers already, that exist in a model of n_layers x n_heads; `what` says whose head it is
+    ('sender', 'receiver') in the message."""
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        whose = f"{what} " if what else ""
+        raise UserError(f"{whose}head ({layer}, {head}) does not exist in this {n_layers}-layer, {n_heads}-head model; "
+                        f"give layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
+    return layer, head
+
+
 def head_input(value: Any, name: str = "input") -> str:
     """A per-head input letter: 'q', 'k' or 'v'."""
     return one_of(value, name, HEAD_INPUTS, "q (queries), k (keys) or v (values)")
@@ -234,8 +284,10 @@ def site(value: Any, known: Collection[str], name: str = "site") -> str:
     return value
 
 
-def token_ids(tokens: torch.Tensor, d_vocab: int, name: str = "tokens") -> torch.Tensor:
-    """An integer id tensor, non-empty, every id in 0..d_vocab-1 (the tensor itself is returned)."""
+def token_ids(tokens: torch.Tensor, d_vocab: int | None, name: str = "tokens") -> torch.Tensor:
+    """An integer id tensor, non-empty, every id in 0..d_vocab-1 (the tensor itself is returned). With d_vocab None
+    (a container of ids that knows no model, such as discovery's Pairs) only negative ids are refused; the upper
+    bound is checked where the ids meet a model."""
     if not isinstance(tokens, torch.Tensor):
         raise WrongTypeError(f"{name} must be a tensor of token ids, got {describe(tokens)}")
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
@@ -243,11 +295,97 @@ def token_ids(tokens: torch.Tensor, d_vocab: int, name: str = "tokens") -> torch
     if tokens.numel() == 0:
         raise UserError(f"{name} is empty (shape {tuple(tokens.shape)}); give at least one token")
     low, high = int(tokens.min()), int(tokens.max())
-    if low < 0 or high >= d_vocab:
+    if low < 0 or d_vocab is not None and high >= d_vocab:
         bad = low if low < 0 else high
         where = ", ".join(str(i) for i in (tokens == bad).nonzero()[0].tolist())
-        raise UserError(f"{name}: token id {bad} at index ({where}) is outside the vocabulary (0..{d_vocab - 1})")
+        vocabulary = f"the vocabulary (0..{d_vocab - 1})" if d_vocab is not None else "the ids (0 and above)"
+        raise UserError(f"{name}: token id {bad} at index ({where}) is outside {vocabulary}")
     return tokens
+
+
+def token_batch(tokens: Any, d_vocab: int, name: str = "tokens") -> torch.Tensor:
+    """Token ids as a LongTensor (batch, pos): a tensor of shape (batch, pos) or (pos,), or a (nested) list of ids;
+    every id in 0..d_vocab-1. `name` is the argument as the caller's user wrote it."""
+    if not isinstance(tokens, torch.Tensor):
+        if isinstance(tokens, (list, tuple)) and (not tokens or all(isinstance(r, (list, tuple)) and not r for r in tokens)):
+            raise UserError(f"{name} are empty ({tokens!r}); give at least one token id or a non-empty text")
+        if isinstance(tokens, bool) or not isinstance(tokens, (list, tuple, int)) and type(tokens).__module__ != "numpy":
+            raise WrongTypeError(f"{name} must be token ids (a LongTensor of shape (batch, pos) or (pos,), a list of "
+                                 f"ids) or a text, got {describe(tokens)}")
+        try:
+            tokens = torch.as_tensor(tokens)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise UserError(f"{name} must be integer ids (a LongTensor of shape (batch, pos) or (pos,)): {err}") from err
+    if tokens.numel() == 0:
+        raise UserError(f"{name} are empty (shape {tuple(tokens.shape)}); give at least one token")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise UserError(
+            f"{name} must be integer ids, got a {tokens.dtype} tensor; convert with {name}.long() "
+            "(to feed embeddings instead, patch the 'embed' site)"
+        )
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.ndim != 2:
+        raise UserError(f"{name} must have shape (batch, pos) or (pos,), got {tuple(tokens.shape)}")
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= d_vocab:
+        bad = low if low < 0 else high
+        batch, pos = (tokens == bad).nonzero()[0].tolist()
+        raise UserError(
+            f"{name}: token id {bad} at batch {batch}, position {pos} is outside the vocabulary (0..{d_vocab - 1})"
+        )
+    return tokens.long()
+
+
+def attention_mask(mask: Any, token_shape: Sequence[int], device: torch.device | str | None = None, past: int = 0,
+                   name: str = "attention_mask") -> torch.Tensor:
+    """The attention mask as a 0/1 LongTensor (batch, past + pos) for tokens of `token_shape` (batch, pos).
+
+    A row with no 1 (no real token) is refused: nothing in it can be attended to, so its outputs would be an
+    average over padding (HF returns such numbers silently), not a model's prediction for anything.
+    """
+    try:
+        mask = torch.as_tensor(mask, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise WrongTypeError(f"{name} must be a tensor of 0 (padding) and 1 (real token), got {describe(mask)}: "
+                             f"{err}") from None
+    expected = (token_shape[0], past + token_shape[1])
+    if mask.ndim == 1 and token_shape[0] == 1:
+        mask = mask[None]
+    if tuple(mask.shape) != expected:
+        raise UserError(f"{name} has shape {tuple(mask.shape)} but the tokens need {expected}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise UserError(f"{name} must hold only 0 (padding) and 1 (real token)")
+    empty = (mask.sum(-1) == 0).nonzero().flatten().tolist() if mask.numel() else []
+    if empty and mask.shape[-1]:
+        rows = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
+        raise UserError(f"{name} row{'s' if len(empty) > 1 else ''} {rows} (of {mask.shape[0]}) "
+                        f"{'have' if len(empty) > 1 else 'has'} no 1: no real token to attend to, so its outputs "
+                        "would mean nothing; drop the row, or mark its real tokens with 1")
+    return mask.long()
+
+
+def position_ids(value: Any, token_shape: Sequence[int], n_ctx: int, device: torch.device | str | None = None,
+                 name: str = "position_ids") -> torch.Tensor:
+    """Position ids as a LongTensor (batch or 1, pos) for tokens of `token_shape`, each in 0..n_ctx-1."""
+    try:
+        positions = torch.as_tensor(value, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{name} must be integers of shape (batch, pos) or (pos,): {err}") from err
+    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
+        raise UserError(f"{name} must be integer positions, got a {positions.dtype} tensor; convert with .long()")
+    if positions.ndim == 1:
+        positions = positions[None]
+    batch, pos = token_shape
+    if positions.ndim != 2 or positions.shape[1] != pos or positions.shape[0] not in (1, batch):
+        raise UserError(
+            f"{name} has shape {tuple(positions.shape)} but the tokens have shape {tuple(token_shape)}; "
+            f"give ({batch}, {pos}), (1, {pos}) or ({pos},)"
+        )
+    if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= n_ctx):
+        bad = int(positions.min()) if int(positions.min()) < 0 else int(positions.max())
+        raise UserError(f"position id {bad} is outside the model's positions 0..{n_ctx - 1} (n_ctx={n_ctx})")
+    return positions.long()
 
 
 def token_id(value: Any, d_vocab: int, name: str = "token") -> int:
@@ -333,6 +471,29 @@ def existing_path(value: Any, name: str, *, kind: str = "any", fix: str = "") ->
     if kind == "folder" and not path.is_dir():
         raise UserError(f"{name} {path} is a file, not a folder{hint}")
     return path
+
+
+def json_object(path: Path, what: str = "", fix: str = "download it again or fix the file") -> dict:
+    """The JSON object (a dict) a file holds: MissingFileError when it is not there, UserError when it is not JSON
+    or holds something else (a list, a number); `what` says what the object is ('model settings'), `fix` the cure."""
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist; {fix}")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(document, dict):
+        raise UserError(f"{path} holds a {type(document).__name__}, not a JSON object{' of ' + what if what else ''}; "
+                        f"{fix}")
+    return document
+
+
+def floating_tensors(tensors: Mapping[str, torch.Tensor], where: Any, fix: str) -> None:
+    """A file's weights (an SAE's, a tuned lens's) are floating-point tensors: integer-typed ones are refused, not
+    cast (a cast would hide the damage); the message names the file (`where`) and each bad tensor's dtype."""
+    integer = [f"{name} is {t.dtype}" for name, t in tensors.items() if not t.is_floating_point()]
+    if integer:
+        raise UserError(f"{where}: {', '.join(integer)}, not a floating-point tensor; {fix}")
 
 
 def writable_file(value: Any, name: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:

@@ -131,9 +131,12 @@ def _check_known(hf: dict[str, Any], known: set[str]) -> None:
 
 
 def _int(hf: dict[str, Any], key: str) -> int:
-    if key not in hf or not isinstance(hf[key], int):
-        raise UserError(f"config.json field {key!r} must be an integer, got {hf.get(key)!r}")
-    return hf[key]
+    """A size field of config.json: a whole number >= 1 (a bool or 12.0 is refused, naming the field)."""
+    return checks.json_integer(hf, key, "config.json", low=1)
+
+
+def _eps(hf: dict[str, Any]) -> float:
+    return checks.json_number(hf, "layer_norm_epsilon", "config.json", low=0, low_open=True, default=1e-5)
 
 
 def _activation(hf: dict[str, Any]) -> str:
@@ -158,7 +161,7 @@ def _from_gpt2(hf: dict[str, Any]) -> Config:
     return Config(
         architecture="gpt2", d_model=d_model, n_layers=n_layers, n_heads=n_heads,
         d_mlp=hf.get("n_inner") or 4 * d_model, n_ctx=_int(hf, "n_positions"), d_vocab=_int(hf, "vocab_size"),
-        act_fn=_activation(hf), layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        act_fn=_activation(hf), layer_norm_eps=_eps(hf),
         attn_scales=scales, qkv_bias=True, upcast_attn=bool(hf.get("reorder_and_upcast_attn", False)),
         tie_unembed=bool(hf.get("tie_word_embeddings", True)),
         bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
@@ -177,7 +180,7 @@ def _from_gpt_neo(hf: dict[str, Any]) -> Config:
         architecture="gpt_neo", d_model=_int(hf, "hidden_size"), n_layers=n_layers, n_heads=_int(hf, "num_heads"),
         d_mlp=hf.get("intermediate_size") or 4 * _int(hf, "hidden_size"),
         n_ctx=_int(hf, "max_position_embeddings"), d_vocab=_int(hf, "vocab_size"), act_fn=_activation(hf),
-        layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        layer_norm_eps=_eps(hf),
         attn_scales=(1.0,) * n_layers,  # GPT-Neo does not scale q.k by 1/sqrt(d_head)
         windows=tuple(window if kind == "local" else None for kind in kinds),
         qkv_bias=False, upcast_attn=True, tie_unembed=bool(hf.get("tie_word_embeddings", True)),

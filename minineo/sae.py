@@ -23,7 +23,6 @@ and other architectures are refused. An SAE of `attn.z` (reshape_activations "ho
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,13 +208,11 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise MissingFileError(f"{folder} is not an SAELens SAE folder: it needs {CONFIG} and {WEIGHTS} (what "
                                "SAELens's save_model writes); check the path")
+    cfg = checks.json_object(folder / CONFIG, "SAE settings", "save or download the SAE again")
     try:
-        cfg = json.loads((folder / CONFIG).read_text())
         tensors = load_file(str(folder / WEIGHTS))
     except (OSError, ValueError, SafetensorError) as err:
         raise UserError(f"the SAE in {folder} is incomplete or corrupt ({err}); save or download it again") from err
-    if not isinstance(cfg, dict):
-        raise UserError(f"{folder / CONFIG} does not hold a JSON object; save the SAE again")
     options = _options(cfg, folder)
     if "log_threshold" in tensors:  # older JumpReLU checkpoints, converted as SAELens does
         tensors["threshold"] = tensors.pop("log_threshold").exp()
@@ -225,7 +222,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
         raise UserError(f"{folder / WEIGHTS} holds {sorted(tensors)}, but a {options['architecture']} SAE has exactly "
                         f"{sorted(wanted)} (missing {sorted(missing)}, unexpected {sorted(extra)}); this SAE's "
                         "architecture is not supported, or the file is damaged")
-    d_in, d_sae = int(cfg.get("d_in", -1)), int(cfg.get("d_sae", -1))
+    d_in, d_sae = (checks.json_integer(cfg, key, str(folder / CONFIG), low=1) for key in ("d_in", "d_sae"))
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,), "threshold": (d_sae,)}
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != shapes[name]:
@@ -248,10 +245,8 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
 def _check_values(tensors: dict[str, torch.Tensor], folder: Path) -> None:
     """Integer-typed or non-finite weights are refused, as a model's are (minineo.load): every feature would be
     truncated or NaN."""
-    integer = [name for name, t in tensors.items() if not t.is_floating_point()]
-    if integer:
-        raise UserError(f"{folder / WEIGHTS}: {', '.join(f'{n} is {tensors[n].dtype}' for n in integer)}, not a "
-                        "floating-point tensor; an SAE's weights are float32 / float16 / bfloat16: save it again")
+    checks.floating_tensors(tensors, folder / WEIGHTS, "an SAE's weights are float32 / float16 / bfloat16: save it "
+                            "again")
     bad = [name for name, t in tensors.items() if not bool(t.isfinite().all())]
     if bad:
         raise UserError(f"{folder / WEIGHTS}: {', '.join(bad)} hold NaN or inf values, so every feature and "

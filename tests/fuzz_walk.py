@@ -68,8 +68,15 @@ INHERITED = "defined on a non-minineo base class"
 
 
 def is_result_class(obj: Any) -> bool:
-    """A dataclass an analysis returns (Attribution, HeadScores...): a record of numbers, not an input boundary."""
-    return inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__name__ != "Config"
+    """A dataclass an analysis returns (Attribution, HeadScores...): a record of numbers, not an input boundary.
+
+    A dataclass users build is walked: one that checks its own fields (a __post_init__) or has a classmethod
+    constructor (Config, Graph.from_model, Pairs.from_text); without this rule discovery's Graph and Pairs were left
+    out although the harness had their valid values."""
+    if not (inspect.isclass(obj) and dataclasses.is_dataclass(obj)):
+        return False
+    built_by_users = "__post_init__" in vars(obj) or any(isinstance(v, classmethod) for v in vars(obj).values())
+    return not built_by_users and obj.__name__ != "Config"
 
 
 def public_modules() -> list[types.ModuleType]:
@@ -289,7 +296,16 @@ VALID_FOR: dict[str, dict[str, Callable[[], Any]]] = {
     "minineo.discovery.Pairs": {"clean": lambda: discovery_pairs().clean, "corrupted": lambda: discovery_pairs().corrupted,
                                 "attention_mask": lambda: discovery_pairs().attention_mask,
                                 "answer": lambda: discovery_pairs().answer, "wrong": lambda: discovery_pairs().wrong},
-    "minineo.discovery.Graph": {"d_model": lambda: 64},
+    "minineo.discovery.Graph": {"d_model": lambda: 64, "model": lambda: "tiny-neo"},
+    "minineo.discovery.Graph.senders_before": {"receiver": lambda: 0},
+    "minineo.discovery.Graph.edge_index": {"name": lambda: "input->a0.h1<q>"},
+    "minineo.discovery.Graph.score": {"name": lambda: "a0.h1->m0"},
+    "minineo.discovery.Graph.receiver_index": {"head": lambda: 1, "qkv": lambda: "k"},
+    "minineo.discovery.Pairs.batches": {"size": lambda: 1},
+    "minineo.discovery.Pairs.from_text": {"clean": lambda: ["When Mary and John went"],
+                                          "corrupted": lambda: ["When Lucy and John went"],
+                                          "answer": lambda: [" to"], "wrong": lambda: [" and"]},
+    "minineo.discovery.Pairs.from_jsonl": {"path": lambda: pairs_file()},
     "minineo.views.circuit": {"graph": graph_file},
     "minineo.views.View": {"html_text": lambda: "<!doctype html><html><body>hi</body></html>", "kind": lambda: "test"},
     "minineo.views.View.save": {"path": lambda: fresh_folder().with_suffix(".html")},
@@ -303,6 +319,16 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "minineo.views.View": lambda: __import__("minineo.views", fromlist=["circuit"]).circuit(graph_file()),
     "minineo.analysis.FactoredMatrix": lambda: __import__("minineo.analysis", fromlist=["ov_circuit"]).ov_circuit(model()),
 }
+
+
+@lru_cache(maxsize=None)
+def pairs_file() -> Path:
+    import json
+
+    out = fresh_folder().with_suffix(".jsonl")
+    out.write_text(json.dumps({"clean": "When Mary and John went", "corrupted": "When Lucy and John went",
+                               "answer": " to", "wrong": " and"}) + "\n")
+    return out
 
 
 @lru_cache(maxsize=None)

@@ -234,3 +234,95 @@ def test_typed_reads_the_annotations():
             f(minineo.load(), **bad)
     with pytest.raises(WrongTypeError, match="model must be a Model"):
         f(object())
+
+
+def test_the_token_mask_and_position_checks_live_in_the_one_layer():
+    """The forward pass's token, attention-mask and position-id checks are minineo.checks functions (the old names in
+    minineo.checkpoints.tokens delegate to them), with their messages naming the argument."""
+    import torch
+
+    from minineo import checks
+    from minineo.errors import UserError, WrongTypeError
+
+    assert checks.token_batch([1, 2], 10).shape == (1, 2)
+    with pytest.raises(UserError, match="ids: token id 10 at batch 0, position 1 is outside the vocabulary"):
+        checks.token_batch([[1, 10]], 10, "ids")
+    with pytest.raises(UserError, match=r"mask has shape \(1, 3\) but the tokens need \(1, 2\)"):
+        checks.attention_mask([1, 1, 1], (1, 2), name="mask")
+    with pytest.raises(UserError, match="attention_mask row 1 \\(of 2\\) has no 1"):
+        checks.attention_mask([[1, 1], [0, 0]], (2, 2))
+    with pytest.raises(WrongTypeError, match="attention_mask must be a tensor of 0"):
+        checks.attention_mask(object(), (1, 2))
+    assert checks.attention_mask(torch.tensor([[1.0, 0.0]]), (1, 2)).dtype == torch.long
+    with pytest.raises(UserError, match=r"position id 8 is outside the model's positions 0\.\.7"):
+        checks.position_ids([0, 8], (1, 2), n_ctx=8)
+    with pytest.raises(UserError, match="negative|token id -1"):
+        checks.token_ids(torch.tensor([0, -1]), None, "clean")
+    assert checks.token_ids(torch.tensor([0, 10**6]), None, "clean") is not None  # no vocabulary known: no upper bound
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("num_layers", True, "config.json field 'num_layers' must be an integer, got True"),  # a bool was 1 layer
+    ("num_layers", 2.0, "config.json field 'num_layers' must be an integer, got 2.0"),
+    ("num_heads", 0, "config.json field 'num_heads' must be at least 1, got 0"),
+    ("layer_norm_epsilon", "1e-5", "config.json field 'layer_norm_epsilon' must be a number greater than 0"),
+    ("layer_norm_epsilon", float("nan"), "must be a finite number greater than 0, got nan"),
+])
+def test_config_from_hf_checks_its_fields_through_the_one_layer(field, value, said):
+    import minineo
+    from minineo.errors import UserError
+
+    hf = minineo.load().config.to_hf()
+    assert minineo.Config.from_hf(hf) == minineo.load().config
+    with pytest.raises(UserError) as err:
+        minineo.Config.from_hf({**hf, field: value})
+    assert said in str(err.value)
+
+
+def test_the_file_loaders_read_json_and_weights_through_the_one_layer(tmp_path):
+    """config.json, an SAE's cfg.json (its d_in / d_sae too: a bool or a string was int()-ed) and a lens's or SAE's
+    weights go through checks.json_object / json_integer / floating_tensors."""
+    import json
+    import shutil
+
+    import torch
+
+    import minineo.sae
+    from minineo import checks
+    from minineo.errors import MissingFileError, UserError
+    from fuzz_walk import SAE_FOLDER
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(MissingFileError, match="nowhere.json does not exist; fix it"):
+        checks.json_object(tmp_path / "nowhere.json", fix="fix it")
+    with pytest.raises(UserError, match="bad.json is not valid JSON"):
+        checks.json_object(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="list.json holds a list, not a JSON object of model settings"):
+        checks.json_object(tmp_path / "list.json", "model settings")
+    with pytest.raises(UserError, match="w.safetensors: W is torch.int32, not a floating-point tensor; save it"):
+        checks.floating_tensors({"W": torch.zeros(2, dtype=torch.int32)}, "w.safetensors", "save it")
+    for value, said in ((True, "must be an integer, got True"), ("64", "must be an integer, got '64'"),
+                        (0, "must be at least 1, got 0")):
+        folder = tmp_path / f"sae-{value!r}"
+        shutil.copytree(SAE_FOLDER, folder)
+        cfg = json.loads((folder / "cfg.json").read_text())
+        (folder / "cfg.json").write_text(json.dumps({**cfg, "d_in": value}))
+        with pytest.raises(UserError, match=f"cfg.json field 'd_in' {said}"):
+            minineo.sae.load(folder)
+
+
+@pytest.mark.parametrize("value", [True, "2", None])
+def test_a_lens_json_without_integer_sizes_is_refused_naming_the_field(tmp_path, value):
+    import json
+
+    import minineo
+    from minineo.analysis import TunedLens
+    from minineo.errors import UserError
+
+    model = minineo.load()
+    TunedLens(model).save(tmp_path / "lens")
+    meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
+    (tmp_path / "lens" / "lens.json").write_text(json.dumps({**meta, "n_layers": value}))
+    with pytest.raises(UserError, match=f"lens.json field 'n_layers' must be an integer, got {value!r}"):
+        TunedLens.load(tmp_path / "lens", model)

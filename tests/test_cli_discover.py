@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import minineo
@@ -81,3 +82,66 @@ def test_unknown_method_and_a_circuit_for_another_model_are_one_error_line(tmp_p
     assert result.exit_code == 1, result.output
     assert "another model ('tiny-gpt2'" in result.output and "('tiny-neo'" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_from_a_saved_circuit_needs_no_out_and_writes_nothing(tmp_path):
+    """Re-using a circuit file: the faithfulness table (and --plot) without --out; nothing else is written."""
+    from minineo.discovery import circuits
+
+    saved = tmp_path / "c.json"
+    graph = Graph.from_model(minineo.load("tiny-neo"))
+    graph.scores = torch.randn(graph.scores.shape, generator=torch.Generator().manual_seed(0)) * graph.real_edges
+    circuits.apply_topn(graph, 10, absolute=True, prune=False)
+    files.save_graph(graph, saved)
+    before = saved.read_bytes()
+    plot = tmp_path / "again.png"
+    result = invoke("discover", "--model", "tiny-neo", "--task", "induction", "--n", "2", "--from", str(saved),
+                    "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "read from" in text and "faithfulness curve" in text and f"wrote {plot}" in text
+    assert "wrote " + str(saved) not in text and saved.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.png", "c.json"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--out is missing"),  # a method runs: its scores need a file
+    (["--from", "nowhere.json"], "--from nowhere.json does not exist"),
+    (["--from", "{saved}", "--threshold", "0.1"], "--threshold is for running a method"),
+    (["--from", "{saved}", "--kl", "--state", "s.pt"], "--kl, --state are for running a method"),
+])
+def test_out_and_from_mistakes_are_one_error_line_before_any_work(tmp_path, args, message):
+    saved = tmp_path / "c.json"
+    files.save_graph(Graph.from_model(minineo.load("tiny-neo")), saved)
+    args = [a.replace("{saved}", str(saved)) for a in args]
+    result = runner.invoke(app, ["discover", "--task", "induction", "--n", "2", *args], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "eap", "--top", "0"], "--top must be at least 1, got 0"),  # an empty circuit: faithfulness 0 always
+    (["--method", "eap", "--top", "-2"], "--top must be at least 1, got -2"),
+    (["--method", "eap", "--top", "100000"], "--top must be between 1 and the model's"),
+    (["--method", "eap", "--threshold", "1e9"], "--threshold 1e+09 keeps no edge: the largest |score| is"),
+    (["--method", "eap", "--threshold", "nan"], "--threshold must be a finite number"),
+    (["--method", "eap-ig-inputs", "--ig-steps", "0"], "--ig-steps must be at least 1, got 0"),
+    (["--method", "exact", "--state", "s.pt"], "--state is ACDC's, but --method is exact"),
+    (["--method", "eap", "--kl"], "--kl is ACDC's, but --method is eap"),
+])
+def test_discover_option_mistakes_are_one_error_line(tmp_path, args, message):
+    result = runner.invoke(app, ["discover", "--task", "induction", "--n", "2", "--out", str(tmp_path / "c.json"),
+                                 *args], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("command", [["discover-compare"], ["discover", "--task", "induction", "--out", "c.json"]])
+def test_an_empty_model_name_is_one_error_line_not_the_current_folder(command):
+    """`--model ''` was Path('') = the current folder ("no config.json in ."); it is an empty name."""
+    result = runner.invoke(app, [*command, "--model", ""], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: model '' is empty") and len(result.output.strip().splitlines()) == 1

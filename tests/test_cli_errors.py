@@ -204,3 +204,17 @@ def test_config_json_path_named_in_a_config_error(tmp_path):
     config["num_layers"] = "two"
     (folder / "config.json").write_text(json.dumps(config))
     error_text(invoke("run", "hi", "--model", str(folder)), str(folder / "config.json"), "'num_layers' must be an integer")
+
+
+@pytest.mark.parametrize("index, said", [
+    ({"weight_map": ["model.safetensors"]}, "its weight_map is ['model.safetensors'] (a list)"),
+    ({"weight_map": {"wte.weight": 3}}, "its weight_map is"),
+    ({"weight_map": {"wte.weight": "../elsewhere/model.safetensors"}}, "'../elsewhere/model.safetensors' is not a file name beside it"),
+])
+def test_a_shard_index_naming_no_shard_file_beside_it_is_named(tmp_path, index, said):
+    import json
+
+    folder = model_folder(tmp_path)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    error_text(invoke("run", "hi", "--model", str(folder)), "model.safetensors.index.json", "not a valid shard index",
+               said)

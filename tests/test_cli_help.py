@@ -162,3 +162,16 @@ def test_no_benchmark_cuts_its_docstring_for_argparse():
         source = path.read_text()
         assert "description=__doc__.splitlines()[0]" not in source and 'description=__doc__.split("\\n\\n")[0]' \
             not in source, path.name
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_flag_reads_as_a_flag_without_a_value_placeholder(command, width):
+    """`--debug`, `--kl`, `--help` take no value, so the help shows no `<bool>` beside them (typer 0.29 did)."""
+    output = render_help(app, [command] if command else [], width)
+    assert "<bool>" not in output, f"minineo {command or ''} --help at {width} columns:\n{output}"
+    flags = [param.opts[0] for param in (typer.main.get_command(app).commands[command] if command else
+                                         typer.main.get_command(app)).params if getattr(param, "is_flag", False)]
+    for flag in flags:  # the flag's row: its name, then (after any --no- twin) straight to its help
+        for row in (line for line in output.splitlines() if flag in line):  # a long name may fold at 80 columns
+            assert not re.search(rf"{re.escape(flag)}\s+(--no-\S+\s+)?<", row), row

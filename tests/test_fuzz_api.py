@@ -45,7 +45,7 @@ def alternatives(annotation: str) -> set[str]:
     return {part.strip().split("[")[0] for part in re.split(r"[|,\[\]]", annotation.replace("Optional[", "None|")) if part.strip()}
 
 
-def bad_values(param: inspect.Parameter, valid: Any) -> list[tuple[Any, bool, str]]:
+def bad_values(param: inspect.Parameter, valid: Any, qualified: str = "") -> list[tuple[Any, bool, str]]:
     """(value, must it be refused, label) for one argument."""
     kinds = alternatives(annotation_of(param))
     intlike = ("int" in kinds and "float" not in kinds) or (not kinds - {"None"} and type(valid) is int)
@@ -68,8 +68,12 @@ def bad_values(param: inspect.Parameter, valid: Any) -> list[tuple[Any, bool, st
         if valid.is_floating_point():
             out += [(torch.full_like(valid, float("nan")), False, "a NaN tensor"),
                     (valid.to(torch.int64), False, "an integer tensor")]
+        elif param.name == "attention_mask":  # 0/1, HF's float masks included; a row needs a real token
+            out += [(valid.float(), False, "a float 0/1 mask"), (valid + 2, True, "values other than 0 and 1"),
+                    (torch.zeros_like(valid), True, "rows with no real token")]
         else:
-            out += [(valid.float(), True, "a float tensor of ids"), (valid + 10**6, True, "ids out of range"),
+            out += [(valid.float(), True, "a float tensor of ids"),
+                    (valid + 10**6, param.name not in IDS_WITHOUT_A_MODEL.get(qualified, ()), "ids out of range"),
                     (valid - 10**6, True, "negative ids")]
     if isinstance(valid, (list, tuple)) and valid:
         out += [(type(valid)(), False, "an empty collection")]
@@ -86,6 +90,13 @@ INDEX_NAMES = {"layer", "head", "position", "answer", "wrong", "token_id", "stop
 # an argument for which NaN is a meaningful value (say why)
 NAN_IS_A_VALUE = {"fill": "composition_scores(fill=nan) marks unscored pairs as NaN, as a user may want"}
 
+
+# ids held by an object that knows no model (so no vocabulary bound): refused where they meet one, each with where
+IDS_WITHOUT_A_MODEL = {
+    "minineo.discovery.Pairs": {name: "a Pairs holds no model: attribute / evaluate check its ids against the model's "
+                                      "vocabulary (tests/test_discovery_boundary.py)"
+                                for name in ("clean", "corrupted", "answer", "wrong")},
+}
 
 # how a message may name an argument besides its own name, each with why
 ALIASES = {
@@ -161,7 +172,7 @@ def fuzz_report(qualified: str, target) -> list[str]:
     problems = []
     for name in names:
         valid = kwargs.get(name, signature[name].default)
-        for value, must_refuse, label in bad_values(signature[name], valid):
+        for value, must_refuse, label in bad_values(signature[name], valid, qualified):
             problem = judge(call, kwargs, name, value, must_refuse, label)
             if problem:
                 problems.append(problem)

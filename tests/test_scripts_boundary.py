@@ -111,3 +111,63 @@ def test_lens_json_records_the_model_by_name_not_its_install_path(tmp_path):
         meta = json.loads((tmp_path / name / "lens.json").read_text())
         assert json.dumps(meta).count(str(ROOT)) == 0 and meta["model"] == name
         assert TunedLens.load(tmp_path / name, minineo.load(name)).identity["model"] == name
+
+
+# scripts run with another project's Python (a TransformerLens 3 / EAP-IG venv) that never import minineo
+FOREIGN_PEERS = {"tl3.py": "runs in a transformer-lens<4 venv, imports no minineo",
+                 "eap_ig_peer.py": "runs in an EAP-IG venv, imports no minineo"}
+SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                 if 'if __name__ == "__main__":' in p.read_text() and p.name not in FOREIGN_PEERS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_script_runs_its_main_inside_the_boundary(script):
+    """A new benchmarks/*.py with a main cannot skip the one `error:` line boundary (or says why beside FOREIGN_PEERS)."""
+    text = (ROOT / "benchmarks" / script).read_text()
+    entry = text.split('if __name__ == "__main__":', 1)[1]
+    assert "run_script(main" in entry, f"benchmarks/{script}: call run_script(main) under __main__"
+    if "ArgumentParser(" in text or "ScriptParser(" in text:
+        assert "ArgumentParser(" not in text, f"benchmarks/{script}: parse with minineo.boundary.ScriptParser"
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if "ScriptParser(" in (ROOT / "benchmarks" / s).read_text()])
+def test_every_benchmark_scripts_unknown_option_is_one_error_line(monkeypatch, capsys, script):
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{script.removesuffix('.py')}")
+    monkeypatch.setattr(sys, "argv", [script, "--no-such-option"])
+    with pytest.raises(SystemExit) as exit_:
+        run_script(module.main)
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: python -m benchmarks") and line.endswith("--help)"), line  # its argparse message
+
+
+def test_a_failed_training_seed_in_check_recipe_is_one_error_line(monkeypatch, capsys):
+    """check_recipe trains each seed in a subprocess; one that fails is one `error:` line naming the seed and how to
+    rerun it (it was a bare SystemExit message, without the `error:` of every other script failure)."""
+    from minineo.zoo import check_recipe
+
+    popen = subprocess.Popen
+    monkeypatch.setattr(check_recipe.subprocess, "Popen",
+                        lambda command: popen([sys.executable, "-c", "raise SystemExit(3)"]))
+    with pytest.raises(SystemExit) as exit_:
+        run_script(check_recipe.main, ["--seeds", "5"])
+    assert exit_.value.code == 1
+    stderr = capsys.readouterr().err
+    line = one_error_line(stderr)
+    assert "training seed 5 failed (exit status 3" in line and "--seed 5" in line, line
+
+
+def test_a_scripts_bare_systemexit_message_is_one_error_line(capsys):
+    def main() -> None:
+        raise SystemExit("2 part(s) failed: see errors in report.json")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_script(main)
+    assert exit_.value.code == 1
+    assert one_error_line(capsys.readouterr().err) == "error: 2 part(s) failed: see errors in report.json"
+    for code in (0, 3, None):  # an exit status passes through unchanged
+        with pytest.raises(SystemExit) as exit_:
+            run_script(lambda: sys.exit(code))
+        assert exit_.value.code == code

@@ -251,3 +251,20 @@ def test_lens_with_a_wrong_tuned_folder_fails_before_printing_anything(tmp_path)
     result = CliRunner().invoke(app, ["lens", "When Mary and John", "--tuned", str(tmp_path)])
     assert_user_error(result, str(tmp_path))
     assert "logit lens" not in result.stdout, result.stdout
+
+
+def test_a_lens_in_memory_for_another_model_of_the_same_shape_is_refused_at_use():
+    """tiny-gpt2 and tiny-neo share their shapes; a lens made for one was applied to the other silently (only a lens
+    read from a file checked its identity). Each use with another model now names both."""
+    import minineo
+    from minineo import views
+    from minineo.analysis import TunedLens
+    from minineo.errors import UserError
+
+    neo, gpt2 = minineo.load("tiny-neo"), minineo.load("tiny-gpt2")
+    lens, tokens = TunedLens(gpt2), neo.to_tokens("When Mary and John")
+    for use in (lambda: lens.logits(neo, tokens), lambda: lens(neo.run_with_cache(tokens)[1], neo),
+                lambda: views.lens(neo, tokens, lens)):
+        with pytest.raises(UserError, match=r"made for tiny-gpt2 \(architecture gpt2.*this model is tiny-neo"):
+            use()
+    assert TunedLens(neo).logits(minineo.load("tiny-neo"), tokens).shape[0] == 3  # the same model loaded twice: fine

@@ -55,16 +55,17 @@ def check_senders(model: Model, senders) -> list[tuple[Head, ...]]:
             raise UserError(f"senders={senders!r} is unknown; give 'heads' (one cell per head) or a collection "
                             "of (layer, head) pairs patched together")
         return [((layer, head),) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    heads = _pairs(senders, "senders")
+    heads = checks.integer_pairs(senders, "senders")
     if not heads:
         raise UserError("senders is empty; give 'heads' or at least one (layer, head) pair")
     for layer, head in heads:
-        _check_head(model, layer, head, "sender")
+        checks.existing_head(layer, head, cfg.n_layers, cfg.n_heads, "sender")
     return [tuple(sorted(set(heads)))]
 
 
 def check_receivers(model: Model, receivers) -> str | list[Receiver]:
     """"logits", or the validated list of (layer, head, input) receivers."""
+    cfg = model.config
     if isinstance(receivers, str):
         if receivers != "logits":
             raise UserError(f"receivers={receivers!r} is unknown; give 'logits' or a list of (layer, head, 'q'|'k'|'v')")
@@ -81,7 +82,7 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
     if not out:
         raise UserError("receivers is empty; give 'logits' or at least one (layer, head, 'q'|'k'|'v')")
     for layer, head, kind in out:
-        _check_head(model, layer, head, "receiver")
+        checks.existing_head(layer, head, cfg.n_layers, cfg.n_heads, "receiver")
         if kind not in INPUTS:
             raise UserError(f"receiver ({layer}, {head}, {kind!r}): the input must be 'q', 'k' or 'v'")
     return sorted(set(out))
@@ -105,26 +106,6 @@ def check_reach(model: Model, variants: list[tuple[Head, ...]], receivers: str |
     raise UserError(f"no sender can reach the receivers: a head's input reads only the outputs of earlier layers, "
                     f"the last receiver is in layer {last} and the senders start at layer {first}, so every value "
                     "would be the clean run's; give receivers in a later layer (or 'logits'), or earlier senders")
-
-
-def _pairs(heads, what: str) -> list[Head]:
-    """(layer, head) pairs of ints (checks.is_integer: a float or bool inside a pair is refused, not truncated)."""
-    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
-        raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs, e.g. [(0, 1), (1, 3)]")
-    items = list(heads)
-    for item in items:
-        if isinstance(item, (str, bytes, torch.Tensor)) or not isinstance(item, Sequence) or len(item) != 2 \
-                or not all(checks.is_integer(x) for x in item):
-            raise UserError(f"{what}={heads!r} must be a collection of (layer, head) pairs of integers, e.g. "
-                            f"[(0, 1), (1, 3)]; {checks.describe(item)} is not one")
-    return [(int(layer), int(head)) for layer, head in items]
-
-
-def _check_head(model: Model, layer: int, head: int, what: str) -> None:
-    cfg = model.config
-    if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
-        raise UserError(f"{what} head ({layer}, {head}) does not exist in this {cfg.n_layers}-layer, "
-                        f"{cfg.n_heads}-head model; give layers 0..{cfg.n_layers - 1} and heads 0..{cfg.n_heads - 1}")
 
 
 def _token_pair(model: Model, clean_tokens, corrupted_tokens, attention_mask):

@@ -49,7 +49,7 @@ def model_identity(model: Model) -> dict:
             "n_layers": c.n_layers, "d_model": c.d_model, "d_vocab": c.d_vocab, "unembed_hash": unembed_hash(model)}
 
 
-def check_lens_identity(meta: dict, model: Model, path: str | Path) -> None:
+def check_lens_identity(meta: dict, model: Model, path: str | Path | None) -> None:
     """A UserError naming both identities when the lens in `path` (its recorded `meta`) was made for another
     model than `model`: another architecture, vocabulary or unembedding (the package's unembed_hash). A file
     that records none of these (older minineo lenses) is checked on its shapes only (by read_lens)."""
@@ -64,7 +64,8 @@ def check_lens_identity(meta: dict, model: Model, path: str | Path) -> None:
                           for key in differ)
         return f"{identity.get('model') or 'an unnamed model'} ({facts})"
 
-    raise UserError(f"the tuned lens in {path} was made for {who(meta)}, but this model is {who(mine)}; "
+    where = f" in {path}" if path is not None else ""
+    raise UserError(f"the tuned lens{where} was made for {who(meta)}, but this model is {who(mine)}; "
                     "use the lens trained for this model, or train one for it with `minineo tune-lens`")
 
 
@@ -140,7 +141,7 @@ class TunedLens(nn.Module):
     def forward(self, cache: Cache, model: Model | None = None) -> torch.Tensor:
         """Lens logits (layer + 1, batch, pos, d_vocab) from a cache holding every resid_pre and the last
         resid_post, unembedded by `model` (default: the lens's own)."""
-        self._check(cache.config)
+        self._check(cache.config, model)
         resid, _ = cache.accumulated_resid()  # (layer + 1, batch, pos, d_model)
         translated = torch.cat([self.translate(resid[:-1]), resid[-1:].float()])
         return self.unembed(translated, model)
@@ -148,7 +149,7 @@ class TunedLens(nn.Module):
     @checks.typed
     def logits(self, model: Model, tokens: torch.Tensor) -> torch.Tensor:
         """Run `model` on tokens (batch, pos) and return the lens logits (layer + 1, batch, pos, d_vocab)."""
-        self._check(model.config)
+        self._check(model.config, model)
         _, cache = model.run_with_cache(tokens, names=_resid_names)
         return self(cache, model)
 
@@ -157,13 +158,18 @@ class TunedLens(nn.Module):
         n = self.identity["n_layers"]
         return [f"{layer}_pre" for layer in range(n)] + ["final_post"]
 
-    def _check(self, config) -> None:
+    def _check(self, config, model: Model | None = None) -> None:
+        """UserError unless the config has the lens's shape and `model` (when given and not the lens's own) is the
+        model the lens was made for: a same-shape model (tiny-neo / tiny-gpt2) is told apart by its architecture,
+        vocabulary and unembedding hash, as a lens file is at load."""
         mine = self.identity
         if (config.n_layers, config.d_model) != (mine["n_layers"], mine["d_model"]):
             raise UserError(f"this tuned lens was made for a model with {mine['n_layers']} layers of width "
                             f"{mine['d_model']} ({mine['model']}), not {config.n_layers} layers of width "
                             f"{config.d_model}; load the lens trained for this model, or train one with "
                             "`minineo tune-lens`")
+        if model is not None and model is not self.model:
+            check_lens_identity(self.identity, model, None)
 
     # ---- files (minineo.analysis.tuned_lens_files) ---------------------------------------------------
 

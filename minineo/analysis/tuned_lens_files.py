@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from minineo import outputs
+from minineo import checks, outputs
 from minineo.config import Config
 from minineo.errors import UserError
 
@@ -138,8 +138,8 @@ def _read_minineo(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads((path / META).read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{META} does not describe a {FORMAT}")
-        if not (isinstance(meta.get("n_layers"), int) and isinstance(meta.get("d_model"), int)):
-            raise ValueError(f"{META} lacks n_layers / d_model")
+        for key in ("n_layers", "d_model"):  # a UserError is a ValueError: said as "incomplete or corrupt (...)"
+            checks.json_integer(meta, key, META, low=1)
         tensors = load_file(str(path / WEIGHTS))
     except (OSError, ValueError, SafetensorError) as err:  # JSONDecodeError is a ValueError
         raise UserError(f"the tuned lens in {path} is incomplete or corrupt ({err}); train or download it "
@@ -155,10 +155,7 @@ def _read_minineo(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def _refuse_integer(tensors: dict[str, torch.Tensor], file: Path) -> None:
     """Integer-typed translators are refused, as a model's or an SAE's weights are (a cast would hide the damage)."""
-    integer = [f"{name} is {t.dtype}" for name, t in tensors.items() if not t.is_floating_point()]
-    if integer:
-        raise UserError(f"{file}: {', '.join(integer)}, not a floating-point tensor; the lens file is damaged: "
-                        "train or download it again")
+    checks.floating_tensors(tensors, file, "the lens file is damaged: train or download it again")
 
 
 def _read_package(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

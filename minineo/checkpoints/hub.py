@@ -39,7 +39,12 @@ def offline() -> bool:
 def resolve(
     name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
 ) -> Path:
-    """A local folder holding the model's files: the directory itself, the embedded model, or a hub snapshot."""
+    """A local folder holding the model's files: the directory itself, the embedded model, or a hub snapshot.
+
+    Raises UserError for an empty name (Path('') is the current folder), MissingFileError for no such folder."""
+    if not str(name_or_path).strip():
+        raise UserError(f"model {str(name_or_path)!r} is empty; give one of the embedded models "
+                        f"{' / '.join(EMBEDDED)}, a hub id like 'gpt2', or a folder with config.json and *.safetensors")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

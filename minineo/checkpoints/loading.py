@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -122,16 +121,11 @@ def _column_major_matmul_weights(model: Model) -> None:
 
 
 def read_config(directory: Path) -> Config:
+    """The folder's config.json as a Config: MissingFileError without one, UserError naming the file otherwise."""
     path = directory / "config.json"
     if not path.is_file():
         raise MissingFileError(f"no config.json in {directory}; a model folder needs config.json and *.safetensors")
-    try:
-        hf = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON ({err}); download it again or fix the file") from err
-    if not isinstance(hf, dict):
-        raise UserError(f"{path} holds a {type(hf).__name__}, not a JSON object of model settings; "
-                        "download it again or fix the file")
+    hf = checks.json_object(path, "model settings")
     try:
         return Config.from_hf(hf)
     except UserError as err:

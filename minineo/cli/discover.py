@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from minineo import checks
 from minineo.cli.display import plural, titled_table
 from minineo.cli.circuit_plot import circuit_figure
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path,
@@ -22,6 +23,42 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise UserError(f"--method {method!r} is not a method; give one of {', '.join(METHODS)}")
     return method
+
+
+def check_reuse(circuit: Optional[Path], out: Optional[Path], **method_options) -> None:
+    """--out is needed when a method runs (its scores are the result); with --from FILE nothing new is found, so
+    --out is optional (the table and --plot re-use the file) and a method's own options are refused, not ignored.
+
+    Raises UserError (MissingFileError for a --from file that is not there) naming the option and the fix."""
+    if circuit is None:
+        if out is None:
+            raise UserError("--out is missing: a method's scores are written to a circuit file; give --out "
+                            "circuit.json (or .pt), or --from FILE to re-use a circuit already written")
+        return
+    checks.existing_path(circuit, "--from", kind="file", fix="give the path of a circuit file (.json or .pt) that "
+                         "minineo discover --out or EAP-IG wrote")
+    given = [f"--{name}" for name, value in method_options.items() if value not in (None, False)]
+    if given:
+        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for running a method, but --from "
+                        f"{circuit} re-uses a circuit file as it is; drop {'it' if len(given) == 1 else 'them'}, or "
+                        "drop --from to run the method")
+
+
+def check_acdc_options(method: str, **acdc_options) -> None:
+    """--kl and --state belong to ACDC; with a scoring method they would be ignored, so they are refused (UserError)."""
+    given = [f"--{name}" for name, value in acdc_options.items() if value not in (None, False)]
+    if given and method != "acdc":
+        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ACDC's, but --method is {method}; "
+                        f"drop {'it' if len(given) == 1 else 'them'}, or give --method acdc")
+
+
+def check_not_empty(graph: Graph, threshold: float) -> None:
+    """A --threshold that keeps no edge leaves a circuit whose faithfulness is 0 by construction: a UserError saying
+    the largest |score| instead of a meaningless table."""
+    if graph.n_edges_in_graph == 0:
+        largest = float((graph.scores.abs() * graph.real_edges).max())
+        raise UserError(f"--threshold {threshold:g} keeps no edge: the largest |score| is {largest:.4g}; give a "
+                        "smaller --threshold, or --top N")
 
 
 def curve_table(signed, absolute, title: str):
@@ -42,9 +79,11 @@ def curve_table(signed, absolute, title: str):
 def discover(model: str = ModelOption,
              task: str = typer.Option("ioi", help="ioi, induction, or a JSONL of {clean, corrupted, answer, wrong} rows"),
              method: str = typer.Option("eap-ig-inputs", help=f"{', '.join(METHODS)}"),
-             top: int = typer.Option(20, help="edges in the circuit, by |score| (before pruning); not for acdc"),
-             out: Path = typer.Option(..., "--out", help="write EAP-IG's graph file here (.json or .pt): every edge's "
-                                      "score, the circuit as in_graph"),
+             top: int = typer.Option(20, help="edges in the circuit (at least 1), by |score| (before pruning); not "
+                                     "for acdc"),
+             out: Optional[Path] = typer.Option(None, "--out", help="write EAP-IG's graph file here (.json or .pt): "
+                                                "every edge's score, the circuit as in_graph; needed when a method "
+                                                "runs, optional with --from"),
              plot: Optional[Path] = typer.Option(None, "--plot", help="draw the circuit and its faithfulness curve"),
              ig_steps: int = typer.Option(5, help="integrated-gradient steps (eap-ig-inputs, eap-ig-activations)"),
              threshold: Optional[float] = typer.Option(None, help="acdc: the largest change (normalised metric "
@@ -69,14 +108,16 @@ def discover(model: str = ModelOption,
     from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
 
     check_method(method)
-    check_options(top=(top, ">= 0"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
+    check_options(top=(top, ">= 1"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
                   seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
-    out = output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
+    check_reuse(circuit, out, threshold=threshold, kl=kl, state=state)
+    check_acdc_options(method, kl=kl, state=state)
+    out = None if out is None else output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)
     if top > graph.n_edges:
-        raise UserError(f"--top must be between 0 and the model's {graph.n_edges} edges, got {top}")
+        raise UserError(f"--top must be between 1 and the model's {graph.n_edges} edges, got {top}")
     with working(f"tokenizing the {task} pairs"):
         pairs = tasks.task_pairs(m, task, n, seed)
     with working("m(full) and m(empty)"):
@@ -98,13 +139,15 @@ def discover(model: str = ModelOption,
             attribute(m, graph, pairs, method=method, ig_steps=ig_steps, batch_size=batch_size)
         if threshold is not None:
             circuits.apply_threshold(graph, threshold, absolute=True, prune=False)
+            check_not_empty(graph, threshold)
             how = f"{method}, |score| >= {threshold:g}"
         else:
             circuits.apply_topn(graph, top, absolute=True, prune=False)
             how = f"{method}, top {top} by |score|"
     before, after = circuits.prune(graph)
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
-    files.save_graph(graph, out)
+    if out is not None:
+        files.save_graph(graph, out)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
                   "(mean logit difference answer - wrong at the last position)")
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
@@ -113,7 +156,8 @@ def discover(model: str = ModelOption,
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     console.print(curve_table(signed, absolute, f"faithfulness curve of the {method if circuit is None else 'file'} "
                                                 "scores (MIB's edge fractions)"))
-    console.print(f"wrote {out}")
+    if out is not None:
+        console.print(f"wrote {out}")
     if plot:
         circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}")
         console.print(f"wrote {plot}")

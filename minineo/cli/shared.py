@@ -102,6 +102,25 @@ def help_paragraphs(doc: str | None) -> str:
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
 
 
+def _flags_show_no_type() -> None:
+    """Help shows a flag as a flag (`--debug`, `--kl`), not with a value placeholder (`--debug <bool>`): typer 0.29
+    renders every option's type in the help's type column, flags included, although a flag takes no value."""
+    from typer.core import TyperOption
+
+    rendered = TyperOption.display_type_rich
+    if getattr(rendered, "minineo_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else rendered(self, ctx)
+
+    display_type_rich.minineo_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
+
+
 class App(typer.Typer):
     """A Typer app whose every command runs inside the error boundary."""
 

@@ -17,6 +17,7 @@ written back byte for byte.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -71,16 +72,21 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-@checks.typed
-def to_json(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
-    path = checks.writable_file(path, "path")
+def to_document(graph: Graph) -> dict[str, Any]:
+    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
     edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
              for name, s, r in graph.edges()}
-    document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    return {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+
+
+@checks.typed
+def to_json(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
+    path = checks.writable_file(path, "path")
+    document = to_document(graph)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -163,6 +169,10 @@ def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
         raise UserError(f"{path}: not a JSON file ({err}); give a circuit written by EAP-IG's to_json or minineo") from None
     if not isinstance(document, dict) or not all(k in document for k in ("cfg", "nodes", "edges")):
         raise UserError(f"{path}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
+    for key in ("nodes", "edges"):
+        if not isinstance(document[key], dict):
+            raise UserError(f"{path}: {key!r} must be a JSON object of {{name: {{...}}}}, got a "
+                            f"{type(document[key]).__name__}; give a circuit written by EAP-IG's to_json or minineo")
     graph = _graph_from_cfg(document["cfg"], path)
     _check(graph, model, path)
     senders = {name: i for i, name in enumerate(graph.sender_names)}
@@ -172,14 +182,38 @@ def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
         if name not in senders:
             raise UserError(f"{path}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
                             "graph; node names are input, a{L}.h{H}, m{L} and logits")
-        graph.nodes_in_graph[senders[name]] = bool(info["in_graph"] if isinstance(info, dict) else info)
+        graph.nodes_in_graph[senders[name]] = _flag(info.get("in_graph") if isinstance(info, dict) else info,
+                                                    f"{path}: node {name!r}")
     index = {name: (s, r) for name, s, r in graph.edges()}  # one lookup table: 32,491 names at GPT-2 small's shape
     for name, info in document["edges"].items():
-        s, r = index[name] if name in index else graph.edge_index(name)  # edge_index raises, naming the edge
-        score = info.get("score") if isinstance(info, dict) else None
-        graph.scores[s, r] = 0.0 if score is None else float(score)  # EAP-IG's older files write None for no score
-        graph.in_graph[s, r] = bool(info.get("in_graph", False)) if isinstance(info, dict) else False
+        if name not in index:
+            try:
+                graph.edge_index(name)  # raises, naming the edge
+            except UserError as err:
+                raise UserError(f"{path}: {err}") from None
+        s, r = index[name]
+        if not isinstance(info, dict):
+            raise UserError(f"{path}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
+                            f"{checks.describe(info)}")
+        graph.scores[s, r] = _score(info.get("score"), f"{path}: edge {name!r}")
+        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{path}: edge {name!r}")
     return graph
+
+
+def _score(value: Any, where: str) -> float:
+    """An edge's score: a finite number, or None (EAP-IG's older files write None for no score: 0)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where} has the score {value!r}; every score is a finite number (or null for none)")
+    return float(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    """An in_graph flag: true or false (a string such as "no" would be truthy)."""
+    if not isinstance(value, bool):
+        raise UserError(f"{where} has in_graph {value!r}; it must be true or false")
+    return value
 
 
 @checks.typed
@@ -199,6 +233,13 @@ def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
     graph = _graph_from_cfg(document["cfg"], path)
     _check(graph, model, path)
     shape = (graph.n_senders, graph.n_receivers)
+    for key in ("edges_scores", "edges_in_graph", "nodes_in_graph"):
+        if not isinstance(document[key], torch.Tensor):
+            raise UserError(f"{path}: {key} must be a tensor, got {checks.describe(document[key])}")
+    scores = document["edges_scores"]
+    if not scores.is_floating_point() or not bool(scores.isfinite().all()):
+        held = " holding NaN or inf" if scores.is_floating_point() else ""
+        raise UserError(f"{path}: edges_scores must be finite floating-point scores, got a {scores.dtype} tensor{held}")
     for key in ("edges_scores", "edges_in_graph"):
         if tuple(document[key].shape) != shape:
             raise UserError(f"{path}: {key} is {tuple(document[key].shape)}, but a {graph.n_layers}-layer, "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from minineo import checks
-from minineo.errors import UnknownNameError, UserError
+from minineo.errors import UnknownNameError, UserError, WrongTypeError
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -62,18 +62,20 @@ class Graph:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"Graph: {name} must be a positive int, got {value!r}")
+            checks.count(getattr(self, name), f"Graph: {name}")
+        if self.model is not None and not isinstance(self.model, str):
+            raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
+                            f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
         shape = (self.n_senders, self.n_receivers)
         # receiver r reads exactly the first senders_before(r) senders (the prefix _enumerate walks)
-        reach = torch.tensor([self.senders_before(r) for r in range(self.n_receivers)])  # (n_receivers,)
+        reach = torch.tensor([self._senders_before(r) for r in range(self.n_receivers)])  # (n_receivers,)
         self.real_edges = torch.arange(self.n_senders)[:, None] < reach[None, :]  # (n_senders, n_receivers)
         self.scores = torch.zeros(shape, dtype=torch.float32)
         self.in_graph = torch.zeros(shape, dtype=torch.bool)
         self.nodes_in_graph = torch.zeros(self.n_senders, dtype=torch.bool)
 
     @classmethod
+    @checks.typed
     def from_model(cls, model: Model, name: str | None = None) -> Graph:
         """The graph of `model` (GPT-2 or GPT-Neo: the same graph; a local layer's window lives inside its heads).
 
@@ -95,12 +97,35 @@ class Graph:
     def n_edges(self) -> int:
         return edge_count(self.n_layers, self.n_heads)
 
+    def _node(self, layer: int, head: int | None) -> None:
+        """UserError unless layer (and head, when given) index this graph's layers and heads."""
+        checks.layer(layer, self.n_layers)
+        if head is not None:
+            checks.head(head, self.n_heads)
+
     def sender_index(self, layer: int, head: int | None = None) -> int:
-        """Forward index of head (layer, head), or of MLP `layer` when head is None. `input` is 0."""
+        """Forward index of head (layer, head), or of MLP `layer` when head is None. `input` is 0.
+
+        Raises UserError for a layer or head outside the graph."""
+        self._node(layer, head)
+        return self._sender(layer, head)
+
+    def _sender(self, layer: int, head: int | None) -> int:  # unchecked, for the loops over every edge
         return 1 + layer * (self.n_heads + 1) + (self.n_heads if head is None else head)
 
     def receiver_index(self, layer: int, head: int | None = None, qkv: str | None = None) -> int:
-        """Backward index of head (layer, head)'s q/k/v input, or of MLP `layer`'s input when head is None."""
+        """Backward index of head (layer, head)'s q/k/v input, or of MLP `layer`'s input when head is None.
+
+        Raises UserError for a layer or head outside the graph, or a head without its input letter qkv."""
+        self._node(layer, head)
+        if head is not None:
+            checks.head_input(qkv, "qkv")
+        elif qkv is not None:
+            raise UserError(f"qkv={qkv!r} names a head's input, but no head is given; give head= too, or "
+                            f"qkv=None for MLP {layer}'s input")
+        return self._receiver(layer, head, qkv)
+
+    def _receiver(self, layer: int, head: int | None, qkv: str | None) -> int:  # unchecked, for the loops
         base = layer * (3 * self.n_heads + 1)
         return base + 3 * self.n_heads if head is None else base + QKV.index(qkv) * self.n_heads + head
 
@@ -109,7 +134,14 @@ class Graph:
         return self.n_layers * (3 * self.n_heads + 1)
 
     def senders_before(self, receiver: int) -> int:
-        """How many senders (a prefix of the forward index) can reach the receiver with backward index `receiver`."""
+        """How many senders (a prefix of the forward index) can reach the receiver with backward index `receiver`.
+
+        Raises UserError for an index outside 0..logits_index."""
+        checks.integer(receiver, "receiver", low=0, high=self.logits_index,
+                       fix="a receiver's backward index in this graph (receiver_index gives one)")
+        return self._senders_before(receiver)
+
+    def _senders_before(self, receiver: int) -> int:  # unchecked, for the loop over every receiver
         if receiver == self.logits_index:
             return self.n_senders
         layer, rest = divmod(receiver, 3 * self.n_heads + 1)
@@ -144,10 +176,10 @@ class Graph:
             for s in upstream:
                 for h in range(H):
                     for x in QKV:
-                        r = self.receiver_index(l, h, x)
+                        r = self._receiver(l, h, x)
                         yield f"{senders[s]}->a{l}.h{h}<{x}>", s, r
-            m = self.receiver_index(l)
-            for s in upstream + [self.sender_index(l, h) for h in range(H)]:
+            m = self._receiver(l, None, None)
+            for s in upstream + [self._sender(l, h) for h in range(H)]:
                 yield f"{senders[s]}->m{l}", s, m
         for s in range(self.n_senders):
             yield f"{senders[s]}->logits", s, self.logits_index
@@ -161,7 +193,12 @@ class Graph:
         return [name for name, _, _ in self._enumerate()]
 
     def edge_index(self, name: str) -> tuple[int, int]:
-        """(sender, receiver) indices of the edge called `name` (EAP-IG's spelling, e.g. `a0.h1->a1.h2<k>`)."""
+        """(sender, receiver) indices of the edge called `name` (EAP-IG's spelling, e.g. `a0.h1->a1.h2<k>`).
+
+        Raises UnknownNameError for a name that is no edge of this graph, WrongTypeError for one that is no string."""
+        if not isinstance(name, str):
+            raise WrongTypeError(f"edge name must be a string such as 'input->a0.h1<q>' or 'a0.h1->m0', got "
+                                 f"{checks.describe(name)}")
         sender, arrow, receiver = name.partition("->")
         try:
             s, r = self.sender_names.index(sender), self.receiver_names.index(receiver)
@@ -169,7 +206,7 @@ class Graph:
             s = r = -1
         if not arrow or s < 0 or not self.real_edges[s, r]:
             raise UnknownNameError(
-                f"{name!r} is not an edge of this {self.n_layers}-layer, {self.n_heads}-head graph; edges are named "
+                f"edge name {name!r} is not an edge of this {self.n_layers}-layer, {self.n_heads}-head graph; edges are named "
                 f"'SENDER->RECEIVER' as EAP-IG writes them (e.g. 'input->a0.h1<q>', 'a0.h1->m0', 'm{self.n_layers - 1}->logits')"
             )
         return s, r

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 
 from minineo import checks
-from minineo.errors import MissingFileError, UserError
+from minineo.errors import UserError
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -37,6 +37,11 @@ class Pairs:
     wrong: torch.Tensor
 
     def __post_init__(self) -> None:
+        """Raises UserError (WrongTypeError for a non-tensor or non-integer ids) naming the field: ids are integer
+        tensors with no negative id (the vocabulary's bound is checked where the pairs meet a model), at least one
+        pair, the mask 0/1 with a real token in every row."""
+        for name in ("clean", "corrupted", "answer", "wrong"):
+            checks.token_ids(getattr(self, name), None, name)
         n = self.clean.shape[0]
         if self.clean.ndim != 2 or self.corrupted.shape != self.clean.shape:
             raise UserError(f"clean and corrupted tokens must both be (n, pos) of one shape, got {tuple(self.clean.shape)} "
@@ -44,34 +49,50 @@ class Pairs:
         if self.answer.shape != (n,) or self.wrong.shape != (n,):
             raise UserError(f"answer and wrong need one token id per pair, shape ({n},); got "
                             f"{tuple(self.answer.shape)} and {tuple(self.wrong.shape)}")
-        if self.attention_mask is not None and self.attention_mask.shape != self.clean.shape:
-            raise UserError(f"attention_mask must have the tokens' shape {tuple(self.clean.shape)}, "
-                            f"got {tuple(self.attention_mask.shape)}")
+        if self.attention_mask is not None:
+            if not isinstance(self.attention_mask, torch.Tensor) or self.attention_mask.shape != self.clean.shape:
+                got = tuple(self.attention_mask.shape) if isinstance(self.attention_mask, torch.Tensor) else \
+                    checks.describe(self.attention_mask)
+                raise UserError(f"attention_mask must be None or a tensor of the tokens' shape "
+                                f"{tuple(self.clean.shape)}, got {got}")
+            checks.attention_mask(self.attention_mask, self.clean.shape)
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
     def __getitem__(self, index: slice | torch.Tensor) -> Pairs:
+        """The pairs at `index` (a slice, an int, or an index tensor); UserError for an index outside 0..n-1."""
+        if checks.is_integer(index):  # one pair, kept as a batch of one
+            i = checks.integer(index, "pair index", low=-len(self), high=len(self) - 1)
+            index = slice(i, i + 1 if i != -1 else None)
+        elif isinstance(index, torch.Tensor) and not index.dtype.is_floating_point and index.dtype != torch.bool \
+                and index.numel() and (int(index.max()) >= len(self) or int(index.min()) < -len(self)):
+            raise UserError(f"pair index {checks.describe(index)} reaches outside the {len(self)} pairs "
+                            f"(0..{len(self) - 1})")
         mask = None if self.attention_mask is None else self.attention_mask[index]
         return Pairs(self.clean[index], self.corrupted[index], mask, self.answer[index], self.wrong[index])
 
     def batches(self, size: int) -> Iterator[Pairs]:
-        """Consecutive slices of at most `size` pairs."""
-        for start in range(0, len(self), size):
-            yield self[start:start + size]
+        """Consecutive slices of at most `size` pairs (UserError unless size is a positive int)."""
+        checks.count(size, "size", fix="pairs per batch")
+        return (self[start:start + size] for start in range(0, len(self), size))
 
     def to(self, device: torch.device | str) -> Pairs:
+        """The pairs on `device` (UserError for a device this torch cannot use)."""
+        device = checks.device(device)
         mask = None if self.attention_mask is None else self.attention_mask.to(device)
         return Pairs(self.clean.to(device), self.corrupted.to(device), mask, self.answer.to(device), self.wrong.to(device))
 
     @classmethod
+    @checks.typed
     def from_text(cls, model: Model, clean: list[str], corrupted: list[str], answer: list[str], wrong: list[str]) -> Pairs:
         """Tokenize pairs (BOS prepended, left-padded). Each answer and wrong must be a single token of the model's
         tokenizer; each clean prompt and its corrupted one must have the same token length (UserError otherwise)."""
         tokenizer = model._require_tokenizer()
         if not (len(clean) == len(corrupted) == len(answer) == len(wrong)) or not clean:
             raise UserError(f"pairs need as many clean prompts, corrupted prompts, answers and wrong answers, and at "
-                            f"least one; got {len(clean)}, {len(corrupted)}, {len(answer)} and {len(wrong)}")
+                            f"least one; got clean {len(clean)}, corrupted {len(corrupted)}, answer {len(answer)} "
+                            f"and wrong {len(wrong)}")
         for i, (a, b) in enumerate(zip(clean, corrupted)):
             la, lb = len(tokenizer.encode(a)), len(tokenizer.encode(b))
             if la != lb:
@@ -85,19 +106,25 @@ class Pairs:
                     raise UserError(f"pair {i}: the {what} {text!r:.40} is {len(encoded)} tokens for this tokenizer; "
                                     "the metric compares one token, so give a single-token answer")
                 ids.append(encoded[0])
+        n = len(clean)
+        same = [i for i in range(n) if ids[i] == ids[n + i]]
+        if same:
+            raise UserError(f"pair {same[0]}: the answer and the wrong answer are the same token "
+                            f"({answer[same[0]]!r:.40}), so its logit difference is 0 in every run; give two different "
+                            "tokens")
         tokens, mask = tokenizer.encode_batch(list(clean), padding_side="left")
         corrupted_tokens, _ = tokenizer.encode_batch(list(corrupted), padding_side="left")
         mask = None if bool(mask.all()) else mask
-        n = len(clean)
         return cls(tokens, corrupted_tokens, mask, torch.tensor(ids[:n]), torch.tensor(ids[n:]))
 
     @classmethod
+    @checks.typed
     def from_jsonl(cls, model: Model, path: str | Path) -> Pairs:
-        """Read rows {"clean", "corrupted", "answer", "wrong"} (the format of EAP-IG-style task files)."""
-        path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"{path}: no such pairs file; give a JSONL of "
-                                   '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...} rows')
+        """Read rows {"clean", "corrupted", "answer", "wrong"} (the format of EAP-IG-style task files).
+
+        Raises MissingFileError for a path that is no file, UserError for a row that is not a pair."""
+        path = checks.existing_path(path, "path", kind="file", fix='give a JSONL of {"clean": ..., "corrupted": ..., '
+                                    '"answer": ..., "wrong": ...} rows')
         rows = []
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():

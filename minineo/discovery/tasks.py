@@ -42,8 +42,8 @@ def ioi_pairs(model: Model, n: int = 32, seed: int = 0) -> Pairs:
 def induction_pairs(model: Model, n: int = 32, seq_len: int = 12, seed: int = 0) -> Pairs:
     """`n` induction pairs of 1 + 2 * seq_len - 1 tokens (see the module docstring)."""
     _check_n(n)
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 2 <= seq_len <= (model.config.n_ctx) // 2:
-        raise UserError(f"seq_len must be an int between 2 and n_ctx // 2 = {model.config.n_ctx // 2}, got {seq_len!r}")
+    checks.integer(seq_len, "seq_len", low=2, high=model.config.n_ctx // 2,
+                   fix=f"a pair repeats seq_len tokens, so 2 * seq_len must fit in n_ctx = {model.config.n_ctx}")
     cfg = model.config
     bos = cfg.bos_token_id if cfg.bos_token_id is not None else 0
     low, high = (33, 127) if cfg.d_vocab <= 260 else (0, cfg.d_vocab)
@@ -74,5 +74,4 @@ def task_pairs(model: Model, task: str, n: int = 32, seed: int = 0) -> Pairs:
 
 
 def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"n (the number of pairs) must be a positive int, got {n!r}")
+    checks.count(n, "n (the number of pairs)")

@@ -47,6 +47,9 @@ def attributions(model: Model, tokens: torch.Tensor | str, answer: int | str, wr
     ids = first_row(model.to_tokens(tokens) if isinstance(tokens, str) else tokens).to(model.W_E.device)
     answer_id = _answer_id(model, answer, "answer")
     wrong_id = None if wrong is None else _answer_id(model, wrong, "wrong")
+    if wrong_id is not None and wrong_id == answer_id:
+        raise UserError(f"answer={answer!r} and wrong={wrong!r} are the same token (id {answer_id}), so logit(answer) - "
+                        "logit(wrong) is 0 everywhere; give two different tokens, or wrong=None for the answer's logit")
     n = ids.numel()
     if isinstance(position, bool) or not isinstance(position, int) or not -n <= position < n:
         raise UserError(f"position={position!r} is outside the prompt's {n} positions ({-n}..{n - 1}); e.g. -1")

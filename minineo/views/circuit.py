@@ -27,6 +27,8 @@ from typing import Any
 import torch
 
 from minineo import checks
+from minineo.discovery.files import to_document
+from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
 from minineo.views.page import View, asset, pack_float32, pack_uint16, render
 
@@ -84,9 +86,11 @@ def _parse_edge(name: str, n_layers: int, n_heads: int, source: str) -> tuple[st
     return sender, r_name, port
 
 
-def _read(graph: str | Path | dict) -> tuple[dict, str]:
+def _read(graph: str | Path | dict | Graph) -> tuple[dict, str]:
     if isinstance(graph, dict):
         return graph, "the graph"
+    if isinstance(graph, Graph):  # what minineo.discovery returned, drawn without a file in between
+        return to_document(graph), "the graph"
     if not isinstance(graph, (str, Path)):
         raise UserError(f"graph must be a path to an EAP-IG JSON file or its dict, got {type(graph).__name__}")
     path = Path(graph).expanduser()
@@ -117,8 +121,8 @@ def _faithfulness(raw: Any, source: str) -> dict | None:
 
 
 @checks.typed
-def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int = MAX_DRAWN) -> View:
-    """The circuit page of an EAP-IG graph: a path to its JSON (`Graph.to_json`) or the parsed dict.
+def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_drawn: int = MAX_DRAWN) -> View:
+    """The circuit page of an EAP-IG graph: a minineo.discovery Graph, a path to its JSON (`to_json`) or the parsed dict.
 
     Every edge name is checked against the file's cfg (EAP-IG's naming and edge set); `name` labels the model
     (default: the file's optional "model" key, else its shape). Raises MissingFileError for a missing file and
@@ -137,8 +141,7 @@ def circuit(graph: str | Path | dict, *, name: str | None = None, max_drawn: int
     if cfg.get("parallel_attn_mlp"):
         raise UserError(f"{source}: parallel_attn_mlp graphs (GPT-J style) are not drawn; GPT-2 and GPT-Neo have "
                         "sequential attention and MLP")
-    if isinstance(max_drawn, bool) or not isinstance(max_drawn, int) or max_drawn < 1:
-        raise UserError(f"max_drawn={max_drawn!r} must be an int >= 1 (default {MAX_DRAWN})")
+    checks.count(max_drawn, "max_drawn", fix=f"default {MAX_DRAWN}")
     names = node_names(n_layers, n_heads)
     index = {n: i for i, n in enumerate(names)}
     senders, receivers, ports, scores, in_graph, edge_names = [], [], [], [], [], []

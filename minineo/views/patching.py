@@ -46,6 +46,8 @@ def patching(values: torch.Tensor, per: str = "pos", *, model=None, tokens: torc
     if values.ndim != want:
         raise UserError(f"per={per!r} needs values of {want} dimensions ((layer, pos), (layer, head) or "
                         f"(layer, pos, head)), got shape {tuple(values.shape)}")
+    if values.numel() == 0:
+        raise UserError(f"values is empty (shape {tuple(values.shape)}); give the patching results to draw")
     if not torch.isfinite(values).all():
         raise UserError("values hold NaN or inf; a patching result is finite (check the metric)")
     words = None

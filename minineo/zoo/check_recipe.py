@@ -39,7 +39,7 @@ HEADER = ("| seed | any-token repeats, loss 1st -> 2nd half (HF) | induction sco
 
 
 def main(argv: list[str] | None = None) -> None:
-    from minineo.boundary import ScriptParser
+    from minineo.boundary import ScriptFailure, ScriptParser
 
     parser = ScriptParser("minineo.zoo.check_recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(EMBEDDED), default="tiny-neo")
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         for seed, (process, began) in list(running.items()):
             if process.poll() is not None:
                 if process.returncode:
-                    raise SystemExit(f"training seed {seed} failed (exit status {process.returncode})")
+                    for other, _ in running.values():  # no seed is left training after the report
+                        other.terminate()
+                    raise ScriptFailure(f"training seed {seed} failed (exit status {process.returncode}; its own "
+                                        f"error is above); rerun it alone with python -m minineo.zoo.train_tiny "
+                                        f"--model {args.model} --seed {seed}")
                 seconds[seed] = time.time() - began
                 (folders[seed] / "training-seconds.txt").write_text(f"{seconds[seed]:.1f}\n")
                 del running[seed]
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         write_seeds_section(EMBEDDED[args.model] / "README.md", table)
     failed = [seed for seed, b in retrained.items() if b.failures()]
     if failed or shipped.failures():
-        raise SystemExit(f"thresholds missed by seeds {failed}" + (" and by the shipped files" if shipped.failures() else ""))
+        raise ScriptFailure(f"thresholds missed by seeds {failed}" + (" and by the shipped files" if shipped.failures() else "")
+                            + "; the table above marks each missed threshold")
 
 
 if __name__ == "__main__":
