@@ -132,7 +132,10 @@ class Attention(nn.Module):
         if kv is not None:
             k, v = kv.update(self.layer, k, v)  # (batch, past + pos, head, d_head)
         scale, upcast = cfg.attn_scales[self.layer], cfg.upcast_attn
-        if explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
+        if rec.fixed(p + "z") and not (explicit or rec.wants(p + "scores") or rec.wants(p + "pattern")):
+            z = q  # z is replaced by a tensor: the attention itself is skipped (q, k, v still computed, a kv cache
+            # still filled); q stands in for the patch's shape check
+        elif explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
             z = attend_explicit(q, k, v, mask, scale, upcast, rec, p)
         elif use_block_sparse(cfg.windows[self.layer], mask, q.shape[1], k.shape[1]):
             z = attend_block_sparse(q, k, v, mask, scale, upcast)  # local layer under torch.compile
@@ -190,7 +193,11 @@ class Block(nn.Module):
         resid_mid = rec(p + "resid_mid", resid_pre + attn_out)
         # a patch here changes the MLP's input, not resid_mid's flow (a patch function gets a copy to write into)
         mlp_in = rec(p + "mlp_in", resid_mid.clone() if callable(rec.patch.get(p + "mlp_in")) else resid_mid)
-        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
+        if rec.fixed(p + "mlp_out") and not rec.wants_any((p + "mlp.", p + "ln2.")):
+            # the same skip for the MLP: its output is replaced by a tensor; mlp_in stands in for the shape check
+            mlp_out = rec(p + "mlp_out", mlp_in)
+        else:
+            mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
         return rec(p + "resid_post", resid_mid + mlp_out)
 
     def _head_inputs(self, resid_pre: torch.Tensor, rec: Recorder, p: str) -> tuple[torch.Tensor, ...]:
