@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from minineo.discovery.engine import QKV_SITES, reads_last_position, run_metric
+from minineo.discovery.engine import reads_last_position, run_metric
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs
 from minineo.discovery.patched import SenderTaps, record_corrupted
@@ -48,23 +48,16 @@ def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
     return groups
 
 
-def _head_mover(d: torch.Tensor, variants: list[int], heads: list[int], v: int, b: int):
-    """A patch function adding d[i] (batch, pos, d_model) to head heads[i]'s input in variant variants[i]."""
-    js, hs = torch.tensor(variants, device=d.device), torch.tensor(heads, device=d.device)
-
-    def move(x: torch.Tensor) -> torch.Tensor:  # (variant * batch, pos, head, d_model), a copy the block made
-        view = x.view(v, b, *x.shape[1:])
-        view[js, :, :, hs] += d  # (k, batch, pos, d_model): one (variant, head) per row
-        return x
-    return move
-
-
 class _Variants:
     """One batch's variants of one group of receivers (exact_groups): each moves one receiver's input by one sender's
-    (corrupted - clean) output and runs from the receiver's layer. With a metric of the last position only, the last
-    block runs its queries, attention output and MLP at that position alone: its keys and values come from a first
-    pass over the earlier positions with the MLP skipped (mlp_out fixed), or, when only queries move, from the clean
-    run; the MLP's and the logits' receivers of the last layer need no attention at all."""
+    (corrupted - clean) output and runs from the receiver's layer.
+
+    A head's moved q, k or v input enters as its projection: one pass per sender (attention and the MLP skipped: z and
+    mlp_out fixed) gives q, k and v of the moved input for every head at once, and each variant patches its head's slice
+    of `attn.q` / `attn.k` / `attn.v` (the plain path: no per-head copies of the residual). With a metric of the last
+    position only, the last block runs its queries, attention output and MLP at that position alone: keys and values
+    of the earlier positions come from a pass with attention and the MLP skipped, or, for the last layer's own q/k/v
+    receivers, from the clean run with the moved head's replaced; its MLP and logits receivers need no attention."""
 
     def __init__(self, model: Model, graph: Graph, batch: Pairs, cache: dict[str, torch.Tensor], delta: torch.Tensor,
                  last_only: bool, layer: int, site: str, first: int):
@@ -73,21 +66,40 @@ class _Variants:
         self.layer, self.site, self.first = layer, site, first
         self.last = graph.n_layers - 1
 
+    def _skip_attention_and_mlp(self, rows: int, pos: int) -> dict[str, torch.Tensor]:
+        """Patches fixing z and mlp_out of the layer being run, so that it computes only ln1 and q, k, v."""
+        cfg, zero = self.model.config, self.delta.new_zeros(())
+        return {"attn.z": zero.expand(rows, pos, cfg.n_heads, cfg.d_head), "mlp_out": zero.expand(rows, pos, cfg.d_model)}
+
+    def _moved_qkv(self, part: list[tuple[int, int]], mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """{"q" / "k" / "v": (variant * batch, pos, head, d_head)} for the sites some variant moves: the clean run's
+        values, each variant's head replaced by the projection of its moved input."""
+        model, layer, H, (b, pos) = self.model, self.layer, self.graph.n_heads, self.batch.clean.shape
+        senders = sorted({s for _, s in part})
+        u, v = len(senders), len(part)
+        moved_in = self.cache[f"blocks.{layer}.resid_pre"].repeat(u, 1, 1) + \
+            self.delta[senders].reshape(u * b, pos, -1)  # (sender * batch, pos, d_model)
+        patch = {f"blocks.{layer}.{k}": t for k, t in self._skip_attention_and_mlp(u * b, pos).items()}
+        names = [f"blocks.{layer}.attn.{x}" for x in "qkv"]
+        _, projected = model.run_from(layer, moved_in, patch=patch, names=names, stop_at_layer=layer + 1,
+                                      attention_mask=None if mask is None else mask.repeat(u, 1))
+        index = {s: i for i, s in enumerate(senders)}
+        out = {}
+        for x_i, x in enumerate("qkv"):
+            mine = [(j, (r - self.first) % H, index[s]) for j, (r, s) in enumerate(part) if (r - self.first) // H == x_i]
+            if not mine:
+                continue
+            js, hs, us = (torch.tensor(c, device=moved_in.device) for c in zip(*mine))
+            clean = self.cache[names[x_i]]  # (batch, pos, head, d_head)
+            values = clean.repeat(v, 1, 1, 1)  # (variant * batch, pos, head, d_head)
+            values.view(v, *clean.shape)[js, :, :, hs] = projected[names[x_i]].view(u, *clean.shape)[us, :, :, hs]
+            out[x] = values
+        return out
+
     def _patch(self, part: list[tuple[int, int]], at: slice) -> dict:
-        """The chunk's receiver moves at positions `at` of the layer's sites."""
-        H, (b, pos), v = self.graph.n_heads, self.batch.clean.shape, len(part)
-        name = f"blocks.{self.layer}.{self.site}"
-        if self.site == "qkv_input":  # each variant moves one head's q, k or v input
-            patch = {}
-            for x, site in enumerate(QKV_SITES):
-                mine = [(j, (r - self.first) % H, s) for j, (r, s) in enumerate(part) if (r - self.first) // H == x]
-                if mine:
-                    js, hs, ss = zip(*mine)
-                    patch[f"blocks.{self.layer}.{site}"] = _head_mover(self.delta[list(ss)][:, :, at], list(js),
-                                                                      list(hs), v, b)
-            return patch
-        # mlp_in or the last resid_post: this layer's attention is the clean run's
-        d = self.delta[[s for _, s in part]][:, :, at].reshape(v * b, -1, self.delta.shape[-1])  # variant-major
+        """mlp_in or the last resid_post moved at positions `at` (this layer's attention is the clean run's)."""
+        b, v, name = self.batch.clean.shape[0], len(part), f"blocks.{self.layer}.{self.site}"
+        d = self.delta[:, :, at][[s for _, s in part]].reshape(v * b, -1, self.delta.shape[-1])  # variant-major
         return {f"blocks.{self.layer}.attn_out": self.cache[f"blocks.{self.layer}.attn_out"][:, at].repeat(v, 1, 1),
                 name: self.cache[name][:, at].repeat(v, 1, 1) + d}
 
@@ -96,61 +108,59 @@ class _Variants:
         model, v, mask = self.model, len(part), self.batch.attention_mask
         rows = None if mask is None else mask.repeat(v, 1)  # (variant * batch, pos)
         resid = self.cache[f"blocks.{self.layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
-        everywhere = slice(None)
+        moved = self._moved_qkv(part, mask) if self.site == "qkv_input" else {}
+        sites = {f"blocks.{self.layer}.attn.{x}": t for x, t in moved.items()}
+        everywhere = sites if self.site == "qkv_input" else self._patch(part, slice(None))
         if not self.tail:
             at = None
             if self.last_only:
                 at = torch.zeros(resid.shape[:2], dtype=torch.bool, device=resid.device)
                 at[:, -1] = True
-            out = model.run_from(self.layer, resid, patch=self._patch(part, everywhere), attention_mask=rows, logits_at=at)
+            out = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, logits_at=at)
             return out[:, None] if at is not None else out
         if self.layer < self.last:
-            x = model.run_from(self.layer, resid, patch=self._patch(part, everywhere), attention_mask=rows,
-                               stop_at_layer=self.last)
-            return self._last_block(x, lambda at: {}, rows, keys_move=True)
+            x = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, stop_at_layer=self.last)
+            return self._last_block(x, rows)
+        last = slice(-1, None)
         if self.site != "qkv_input":  # only the last position's MLP input or final residual moves
-            last = slice(-1, None)
             return model.run_from(self.last, resid[:, last], patch=self._patch(part, last),
                                   attention_mask=None if rows is None else rows[:, last])
-        H = self.graph.n_heads
-        keys_move = any((r - self.first) // H > 0 for r, _ in part)  # a k or v input moves
-        return self._last_block(resid, lambda at: self._patch(part, at), rows, keys_move)
+        kv = self._kv(resid.shape[0], resid.shape[1])  # the earlier positions' keys and values, moved heads included
+        L = self.last
+        kv.update(L, *(moved[x][:, :-1] if x in moved else self.cache[f"blocks.{L}.attn.{x}"][:, :-1].repeat(v, 1, 1, 1)
+                       for x in "kv"))
+        kv.advance(resid.shape[1] - 1)
+        return model.run_from(L, resid[:, last], kv=kv, patch={k: t[:, last] for k, t in sites.items()},
+                              attention_mask=rows)
 
-    def _last_block(self, x: torch.Tensor, patch_at, rows: torch.Tensor | None, keys_move: bool) -> torch.Tensor:
+    def _kv(self, rows: int, pos: int) -> KVCache:
+        """An empty key/value cache of the last layer alone."""
+        d = self.delta
+        return KVCache(self.model.config, rows, pos, device=d.device, dtype=d.dtype, layers=range(self.last, self.last + 1))
+
+    def _last_block(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
         """The last block on x (variant * batch, pos, d_model), queries at the last position only: logits
-        (variant * batch, 1, d_vocab). patch_at(positions) gives the block's patches at those positions."""
+        (variant * batch, 1, d_vocab). The earlier positions' keys and values come from a pass that skips attention
+        and the MLP."""
         model, L, pos = self.model, self.last, x.shape[1]
-        kv = KVCache(model.config, x.shape[0], pos, device=x.device, dtype=x.dtype, layers=range(L, L + 1))
-        early = slice(0, pos - 1)
-        if keys_move:  # keys and values of the earlier positions, computed with attention and the MLP skipped
-            zero = x.new_zeros(())
-            patch = {**patch_at(early), f"blocks.{L}.mlp_out": zero.expand(x.shape[0], pos - 1, x.shape[2]),
-                     f"blocks.{L}.attn.z": zero.expand(x.shape[0], pos - 1, model.config.n_heads, model.config.d_head)}
-            model.run_from(L, x[:, early], kv=kv, patch=patch, attention_mask=None if rows is None else rows[:, early],
-                           stop_at_layer=L + 1)
-        else:  # only queries move: the clean run's keys and values
-            v = x.shape[0] // self.batch.clean.shape[0]
-            kv.update(L, self.cache[f"blocks.{L}.attn.k"][:, early].repeat(v, 1, 1, 1),
-                      self.cache[f"blocks.{L}.attn.v"][:, early].repeat(v, 1, 1, 1))
-            kv.advance(pos - 1)
-        return model.run_from(L, x[:, pos - 1:], kv=kv, patch=patch_at(slice(pos - 1, pos)), attention_mask=rows)
+        kv, early = self._kv(x.shape[0], pos), slice(0, pos - 1)
+        patch = {f"blocks.{L}.{k}": t for k, t in self._skip_attention_and_mlp(x.shape[0], pos - 1).items()}
+        model.run_from(L, x[:, early], kv=kv, patch=patch, attention_mask=None if rows is None else rows[:, early],
+                       stop_at_layer=L + 1)
+        return model.run_from(L, x[:, pos - 1:], kv=kv, attention_mask=rows)
 
 
 def _chunks(graph: Graph, variants: list[tuple[int, int]], layer: int, site: str, first: int, tail: bool,
             b: int, pos: int, d_model: int) -> list[list[tuple[int, int]]]:
-    """The group's variants in forwards of about VARIANT_FLOATS residual floats; with `tail`, the last layer's variants
-    that move only the last position (queries, MLP input, final residual) run b tokens each, the others b * pos."""
+    """The group's variants in forwards of about VARIANT_FLOATS residual floats (b * pos tokens each; with `tail`, the
+    last layer's MLP and logits variants run b tokens, its q/k/v ones count half their keys and values)."""
     budget = max(1, VARIANT_FLOATS // d_model)  # tokens per forward
-    short = tail and layer == graph.n_layers - 1
-    kinds: list[list[tuple[int, int]]] = [[], []]  # (last position only, every position)
-    for r, s in variants:
-        query = site != "qkv_input" or (r - first) // graph.n_heads == 0
-        kinds[0 if short and query else 1].append((r, s))
-    chunks = []
-    for kind, tokens in zip(kinds, (b * (1 if site != "qkv_input" else pos // 2 + 1), b * pos)):
-        size = max(1, budget // tokens)
-        chunks += [kind[i:i + size] for i in range(0, len(kind), size)]
-    return chunks
+    if tail and layer == graph.n_layers - 1:  # the last layer's receivers run the last position
+        tokens = b if site != "qkv_input" else max(1, b * pos // 2)  # (q/k/v: their keys and values are stored)
+    else:
+        tokens = b * pos
+    size = max(1, budget // tokens)
+    return [variants[i:i + size] for i in range(0, len(variants), size)]
 
 
 @torch.no_grad()
@@ -160,8 +170,9 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     mask = batch.attention_mask
     corrupted_out, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.empty_like(corrupted_out)
-    names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in")]
-    names += [f"blocks.{L - 1}.resid_post", f"blocks.{L - 1}.attn.k", f"blocks.{L - 1}.attn.v"]
+    names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in", "attn.q", "attn.k",
+                                                                  "attn.v")]
+    names.append(f"blocks.{L - 1}.resid_post")
     logits, recorded = model.run_with_cache(batch.clean, names=names, attention_mask=mask,
                                             patch=SenderTaps(model, graph, clean_out).patches())
     cache = {name: recorded[name] for name in names}
@@ -173,7 +184,8 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
     for layer, site, receivers in exact_groups(graph):
         n = graph.senders_before(receivers[0])
-        variants = [(r, s) for r in receivers for s in range(n) if bool(moved[s])]  # one edge each
+        # one edge each, sender-major: a chunk's variants share few senders, so few projections of moved inputs
+        variants = [(r, s) for s in range(n) if bool(moved[s]) for r in receivers]
         advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
         runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0])
         for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos, model.config.d_model):
