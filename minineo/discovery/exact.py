@@ -166,7 +166,7 @@ def _chunks(graph: Graph, variants: list[tuple[int, int]], layer: int, site: str
 @torch.no_grad()
 def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
-    L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
+    L, (b, pos) = graph.n_layers, batch.clean.shape
     mask = batch.attention_mask
     corrupted_out, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.empty_like(corrupted_out)

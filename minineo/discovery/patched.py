@@ -26,7 +26,7 @@ import torch
 
 from minineo import checks
 from minineo.discovery.files import check_same_model
-from minineo.discovery.engine import QKV_SITES, Recording, run_metric
+from minineo.discovery.engine import Recording, run_metric  # noqa: F401 (run_metric: imported from here too)
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.errors import UserError, WrongTypeError
