@@ -29,7 +29,7 @@ from hypothesis import given, settings, strategies as st
 
 import minineo
 from hf_oracle import build_hf, hf_config, save_hf
-from minineo.discovery import Graph, Pairs, attribute
+from minineo.discovery import Graph, Pairs, attribute, logit_diff
 from minineo.discovery.attribution import METHODS
 from minineo.errors import UserError
 from test_discovery_patched import caches, close, one_edge_out_brute_force, random_pairs, receiver_site, sender_output
@@ -204,3 +204,27 @@ def test_bad_arguments():
         attribute(model, graph, pairs, per_position=True)
     with pytest.raises(UserError, match="3-layer"):
         attribute(model, Graph(3, 4, 128), pairs)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-neo"])
+def test_exact_every_edge_of_a_zoo_model_is_the_brute_force(name):
+    """All 110 edges, so every path of exact's last block is taken (queries alone from the clean keys; keys and values
+    moved at the earlier positions; the last MLP's and the logits' inputs at the last position; earlier receivers), on
+    the zoo's IOI pairs (left-padded rows of different lengths; tiny-neo's local windows), a few variants per forward."""
+    from minineo.discovery import exact as exact_module
+
+    model = minineo.load(name)
+    pairs = Pairs.from_jsonl(model, DATA / "tiny-gpt2-ioi16.jsonl")[:4]
+    assert pairs.attention_mask is not None and not bool(pairs.attention_mask.all())
+    budget = exact_module.VARIANT_FLOATS
+    exact_module.VARIANT_FLOATS = 3 * len(pairs) * pairs.clean.shape[1] * model.config.d_model  # several chunks
+    try:
+        graph = attribute(model, Graph.from_model(model), pairs, method="exact")
+    finally:
+        exact_module.VARIANT_FLOATS = budget
+    runs = caches(model, pairs)
+    with torch.no_grad():
+        clean = logit_diff(model(pairs.clean, attention_mask=pairs.attention_mask), pairs)
+    scale = float(clean.abs().max())
+    for edge, s, r in graph.edges():
+        close(graph.scores[s, r], (one_edge_out_brute_force(model, graph, pairs, s, r, runs) - clean).mean(), scale, edge)

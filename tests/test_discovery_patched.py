@@ -205,3 +205,88 @@ def test_bad_arguments():
         evaluate(model, Graph.from_model(model), pairs, batch_size=0)
     with pytest.raises(UserError, match="one value per pair"):
         evaluate(model, Graph.from_model(model), pairs, metric=lambda logits, p: logit_diff(logits, p).mean())
+
+
+def any_circuit_brute_force(model, graph: Graph, pairs: Pairs, in_graph: torch.Tensor) -> torch.Tensor:
+    """m(clean run through any circuit), edge by edge: every receiver's site is replaced by its corrupted-run value plus,
+    for each in-circuit edge, (the sender's output in this run - its corrupted output), the senders' outputs read from
+    `model(tokens, patch=...)` functions as they are produced in this run. One Python term per edge: slow, plain."""
+    with torch.no_grad():
+        _, corrupted = model.run_with_cache(pairs.corrupted, attention_mask=pairs.attention_mask,
+                                            names=lambda name: "attn.result" not in name)
+    current: dict[int, torch.Tensor] = {}
+    H = graph.n_heads
+    patch = {}
+
+    def tap(s):
+        def fn(x):
+            current[s] = x
+            return x
+        return fn
+
+    def tap_heads(layer):
+        def fn(z):
+            for h in range(H):
+                current[graph.sender_index(layer, h)] = z[:, :, h] @ model.blocks[layer].attn.W_O[h]
+            return z
+        return fn
+
+    def rebuild(r, head):
+        site = receiver_site(graph, r)[0]
+        def value():
+            x = corrupted[site.replace("q_input", "resid_pre").replace("k_input", "resid_pre").replace("v_input", "resid_pre")]
+            for s in range(graph.senders_before(r)):
+                if in_graph[s, r] and graph.real_edges[s, r]:
+                    x = x + current[s] - sender_output(corrupted, graph, model, s)
+            return x
+        return value
+
+    patch["embed"] = tap(0)
+    for layer in range(graph.n_layers):
+        patch[f"blocks.{layer}.attn.z"] = tap_heads(layer)
+        patch[f"blocks.{layer}.mlp_out"] = tap(graph.sender_index(layer))
+        for x, site in enumerate(("q_input", "k_input", "v_input")):
+            heads = [rebuild(graph.receiver_index(layer, h, "qkv"[x]), h) for h in range(H)]
+            patch[f"blocks.{layer}.{site}"] = lambda t, heads=heads: torch.stack([f() for f in heads], 2)
+        patch[f"blocks.{layer}.mlp_in"] = lambda t, f=rebuild(graph.receiver_index(layer), None): f()
+    patch[f"blocks.{graph.n_layers - 1}.resid_post"] = lambda t, f=rebuild(graph.logits_index, None): f()
+    return plain_metric(model, pairs.clean, pairs, patch)
+
+
+def some_circuits(graph: Graph, seed: int) -> list[torch.Tensor]:
+    """Random circuits of several densities, one with no edge into layer 0's receivers (the run starts later), one
+    with none into the logits (the corrupted metric), and one with whole heads' and MLPs' inputs full or empty."""
+    g = torch.Generator().manual_seed(seed)
+    out = [torch.rand(graph.scores.shape, generator=g) < p for p in (0.02, 0.3, 0.9)]
+    whole = (torch.rand(graph.n_receivers, generator=g) < 0.5)[None].expand(graph.n_senders, -1).clone()
+    whole[:, torch.rand(graph.n_receivers, generator=g) < 0.3] = torch.rand(graph.n_senders, 1, generator=g) < 0.5
+    late = whole.clone()
+    late[:, : 3 * graph.n_heads + 1] = False  # layer 0's q/k/v and MLP receive nothing
+    no_logits = torch.rand(graph.scores.shape, generator=g) < 0.5
+    no_logits[:, graph.logits_index] = False
+    return [*out, late, no_logits, whole]
+
+
+@settings(max_examples=6, deadline=None)
+@given(arch=st.sampled_from(["gpt2", "gpt_neo"]), layers=st.integers(2, 3), heads=st.sampled_from([1, 2, 4]),
+       pos=st.integers(2, 10), padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_any_circuit_equals_the_edge_by_edge_brute_force(arch, layers, heads, pos, padded, seed, data):
+    """Sparse, dense, late-starting and logits-less circuits (mixed, full and empty receivers side by side), padded
+    batches and GPT-Neo windows, against the edge-by-edge brute force; a list shares one corrupted run."""
+    shape = dict(layers=layers, heads=heads, d_head=8)
+    if arch == "gpt_neo":
+        window = data.draw(st.integers(1, 4), "window")
+        kinds = data.draw(st.lists(st.sampled_from(["global", "local"]), min_size=layers, max_size=layers), "kinds")
+        shape.update(window=window, kinds=kinds)
+    model = random_model(arch, seed, **shape)
+    pairs = random_pairs(seed, 3, pos, padded=padded)
+    graph = Graph.from_model(model)
+    scale = float(plain_metric(model, pairs.clean, pairs).abs().max())
+    circuits = []
+    for in_graph in some_circuits(graph, seed):
+        circuit = graph.copy()
+        circuit.in_graph = in_graph
+        circuits.append(circuit)
+    together = evaluate(model, circuits, pairs, batch_size=2)  # (n_circuits, n)
+    for i, circuit in enumerate(circuits):
+        close(together[i], any_circuit_brute_force(model, graph, pairs, circuit.in_graph), scale, f"circuit {i}")

@@ -36,8 +36,8 @@ from minineo.discovery import circuits
 from minineo.discovery.faithfulness import full_metric
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
-from minineo.discovery.patched import (SenderTaps, check_pairs, receiver_patches, record_corrupted,
-                                      run_metric)
+from minineo.discovery.engine import Recording
+from minineo.discovery.patched import check_pairs
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -82,31 +82,22 @@ def acdc_order(graph: Graph) -> list[tuple[int, int]]:
 
 
 class _PatchedRuns:
-    """`evaluate`'s patched run with the corrupted run recorded once per batch (ACDC measures one circuit after
-    another on the same pairs, so only the patched clean forward is repeated). Uses patched.py's own pieces."""
+    """`evaluate`'s patched run with the corrupted run recorded once per batch and metric (ACDC measures one circuit
+    after another on the same pairs, so only the patched clean run is repeated): minineo.discovery.engine."""
 
     def __init__(self, model: Model, graph: Graph, pairs: Pairs, batch_size: int | None):
         self.model, self.graph = model, graph
         device = model.W_E.device
-        self.batches = []
-        with torch.no_grad():
-            for batch in pairs.batches(batch_size or len(pairs)):
-                batch = batch.to(device)
-                self.batches.append((batch, record_corrupted(model, graph, batch.corrupted, batch.attention_mask)))
+        self.batches = [batch.to(device) for batch in pairs.batches(batch_size or len(pairs))]
+        self.recordings: dict[int, tuple[Metric, list[Recording]]] = {}  # id(metric) -> (it, a Recording per batch)
 
     @torch.no_grad()
     def mean(self, circuit: Graph, metric: Metric) -> float:
         """The metric's mean over pairs through `circuit` (what evaluate(...).mean() gives)."""
-        edges = (circuit.in_graph & circuit.real_edges).to(device=self.model.W_E.device, dtype=self.model.W_E.dtype)
-        total, n = 0.0, 0
-        for batch, (corrupted_out, corrupted_in) in self.batches:
-            difference = torch.empty_like(corrupted_out)  # (n_senders, batch, pos, d_model): every sender is written
-            patch = SenderTaps(self.model, circuit, difference, base=corrupted_out).patches()
-            patch.update(receiver_patches(circuit, edges, difference, corrupted_in))
-            logits = self.model(batch.clean, attention_mask=batch.attention_mask, patch=patch)
-            total += float(run_metric(metric, logits, batch).double().sum())
-            n += len(batch)
-        return total / n
+        if id(metric) not in self.recordings:
+            self.recordings[id(metric)] = metric, [Recording(self.model, self.graph, b, metric) for b in self.batches]
+        total = sum(float(rec.run(circuit.in_graph).double().sum()) for rec in self.recordings[id(metric)][1])
+        return total / sum(len(b) for b in self.batches)
 
 
 def _settings(graph: Graph, threshold: float, kl: bool, absolute: bool, n_pairs: int) -> dict:

@@ -2,11 +2,13 @@
 
 The recipe of the exact edge-patched forward (minineo.discovery.patched) for one edge at a time, made cheap: a variant
 starts at its receiver's layer from the clean run's recorded residual (`Model.run_from`) with the receiver's input moved
-by the sender's (corrupted - clean) output; variants (all of a layer's q/k/v receivers together) are batched up to
-VARIANT_TOKENS tokens per forward; a sender whose two outputs are equal scores exactly 0 without a forward; edges into
-an MLP or the logits skip their layer's attention (attn_out fixed to the clean run's); when the metric reads only the
-last position, only that position is unembedded. Measured at GPT-2-small shape (16 pairs x 16 tokens): about 0.14
-forward passes of the batch per edge on average (0.34 for a layer-0 receiver, 0.045 for a layer-11 one).
+by the sender's (corrupted - clean) output; variants are batched up to VARIANT_FLOATS residual floats per forward; a
+sender whose two outputs are equal scores exactly 0 without a forward; edges into an MLP or the logits skip their
+layer's attention (attn_out fixed to the clean run's). When the metric reads only the last position (logit_diff), the
+last block runs its queries, attention output and MLP there alone (`_Variants`): the keys and values of the earlier
+positions come from the clean run when only a query moves, else from a pass with attention and the MLP skipped (z and
+mlp_out fixed); the last layer's MLP and logits receivers run one position. Measured at GPT-2-small shape (16 pairs x
+16 tokens) and on the zoo (64 IOI pairs): benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from minineo.discovery.engine import reads_last_position, run_metric
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs
-from minineo.discovery.patched import QKV_SITES, SenderTaps, record_corrupted, run_metric
+from minineo.discovery.patched import SenderTaps, record_corrupted
+from minineo.forward.kv_cache import KVCache
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
 
-VARIANT_TOKENS = 4096  # tokens per batched forward of exact's variants
+VARIANT_FLOATS = 4096 * 768  # residual floats per batched forward of exact's variants (4096 tokens at d_model 768)
 
 
 # ---- exact -------------------------------------------------------------------------------------------------
@@ -31,19 +35,6 @@ def _repeat(batch: Pairs, v: int) -> Pairs:
     mask = None if batch.attention_mask is None else batch.attention_mask.repeat(v, 1)
     return Pairs(batch.clean.repeat(v, 1), batch.corrupted.repeat(v, 1), mask, batch.answer.repeat(v),
                  batch.wrong.repeat(v))
-
-
-def reads_last_position(metric: Metric, batch: Pairs, d_vocab: int) -> bool:
-    """Whether metric(logits) == metric(logits[:, -1:]) on random logits of the batch's shape: then only the last
-    position needs unembedding (logit_diff reads only it)."""
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(*batch.clean.shape, d_vocab, generator=g).to(batch.clean.device)  # (n, pos, d_vocab)
-    try:
-        last, full = metric(logits[:, -1:], batch), metric(logits, batch)
-    except Exception:  # the metric reads other positions
-        return False
-    return isinstance(last, torch.Tensor) and isinstance(full, torch.Tensor) and last.shape == full.shape \
-        and bool(torch.equal(last, full))
 
 
 def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
@@ -57,64 +48,150 @@ def exact_groups(graph: Graph) -> list[tuple[int, str, list[int]]]:
     return groups
 
 
-def _head_mover(d: torch.Tensor, variants: list[int], heads: list[int], v: int, b: int):
-    """A patch function adding d[i] (batch, pos, d_model) to head heads[i]'s input in variant variants[i]."""
-    js, hs = torch.tensor(variants, device=d.device), torch.tensor(heads, device=d.device)
+class _Variants:
+    """One batch's variants of one group of receivers (exact_groups): each moves one receiver's input by one sender's
+    (corrupted - clean) output and runs from the receiver's layer.
 
-    def move(x: torch.Tensor) -> torch.Tensor:  # (variant * batch, pos, head, d_model), a copy the block made
-        view = x.view(v, b, *x.shape[1:])
-        view[js, :, :, hs] += d  # (k, batch, pos, d_model): one (variant, head) per row
-        return x
-    return move
+    A head's moved q, k or v input enters as its projection: one pass per sender (attention and the MLP skipped: z and
+    mlp_out fixed) gives q, k and v of the moved input for every head at once, and each variant patches its head's slice
+    of `attn.q` / `attn.k` / `attn.v` (the plain path: no per-head copies of the residual). With a metric of the last
+    position only, the last block runs its queries, attention output and MLP at that position alone: keys and values
+    of the earlier positions come from a pass with attention and the MLP skipped, or, for the last layer's own q/k/v
+    receivers, from the clean run with the moved head's replaced; its MLP and logits receivers need no attention."""
+
+    def __init__(self, model: Model, graph: Graph, batch: Pairs, cache: dict[str, torch.Tensor], delta: torch.Tensor,
+                 last_only: bool, layer: int, site: str, first: int):
+        self.model, self.graph, self.batch, self.cache, self.delta = model, graph, batch, cache, delta
+        self.last_only, self.tail = last_only, last_only and batch.clean.shape[1] > 1
+        self.layer, self.site, self.first = layer, site, first
+        self.last = graph.n_layers - 1
+
+    def _skip_attention_and_mlp(self, rows: int, pos: int) -> dict[str, torch.Tensor]:
+        """Patches fixing z and mlp_out of the layer being run, so that it computes only ln1 and q, k, v."""
+        cfg, zero = self.model.config, self.delta.new_zeros(())
+        return {"attn.z": zero.expand(rows, pos, cfg.n_heads, cfg.d_head), "mlp_out": zero.expand(rows, pos, cfg.d_model)}
+
+    def _moved_qkv(self, part: list[tuple[int, int]], mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """{"q" / "k" / "v": (variant * batch, pos, head, d_head)} for the sites some variant moves: the clean run's
+        values, each variant's head replaced by the projection of its moved input."""
+        model, layer, H, (b, pos) = self.model, self.layer, self.graph.n_heads, self.batch.clean.shape
+        senders = sorted({s for _, s in part})
+        u, v = len(senders), len(part)
+        moved_in = self.cache[f"blocks.{layer}.resid_pre"].repeat(u, 1, 1) + \
+            self.delta[senders].reshape(u * b, pos, -1)  # (sender * batch, pos, d_model)
+        patch = {f"blocks.{layer}.{k}": t for k, t in self._skip_attention_and_mlp(u * b, pos).items()}
+        names = [f"blocks.{layer}.attn.{x}" for x in "qkv"]
+        _, projected = model.run_from(layer, moved_in, patch=patch, names=names, stop_at_layer=layer + 1,
+                                      attention_mask=None if mask is None else mask.repeat(u, 1))
+        index = {s: i for i, s in enumerate(senders)}
+        out = {}
+        for x_i, x in enumerate("qkv"):
+            mine = [(j, (r - self.first) % H, index[s]) for j, (r, s) in enumerate(part) if (r - self.first) // H == x_i]
+            if not mine:
+                continue
+            js, hs, us = (torch.tensor(c, device=moved_in.device) for c in zip(*mine))
+            clean = self.cache[names[x_i]]  # (batch, pos, head, d_head)
+            values = clean.repeat(v, 1, 1, 1)  # (variant * batch, pos, head, d_head)
+            values.view(v, *clean.shape)[js, :, :, hs] = projected[names[x_i]].view(u, *clean.shape)[us, :, :, hs]
+            out[x] = values
+        return out
+
+    def _patch(self, part: list[tuple[int, int]], at: slice) -> dict:
+        """mlp_in or the last resid_post moved at positions `at` (this layer's attention is the clean run's)."""
+        b, v, name = self.batch.clean.shape[0], len(part), f"blocks.{self.layer}.{self.site}"
+        d = self.delta[:, :, at][[s for _, s in part]].reshape(v * b, -1, self.delta.shape[-1])  # variant-major
+        return {f"blocks.{self.layer}.attn_out": self.cache[f"blocks.{self.layer}.attn_out"][:, at].repeat(v, 1, 1),
+                name: self.cache[name][:, at].repeat(v, 1, 1) + d}
+
+    def run(self, part: list[tuple[int, int]]) -> torch.Tensor:
+        """Logits of the chunk's variants: (variant * batch, pos or 1, d_vocab) (1: the last position only)."""
+        model, v, mask = self.model, len(part), self.batch.attention_mask
+        rows = None if mask is None else mask.repeat(v, 1)  # (variant * batch, pos)
+        resid = self.cache[f"blocks.{self.layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
+        moved = self._moved_qkv(part, mask) if self.site == "qkv_input" else {}
+        sites = {f"blocks.{self.layer}.attn.{x}": t for x, t in moved.items()}
+        everywhere = sites if self.site == "qkv_input" else self._patch(part, slice(None))
+        if not self.tail:
+            at = None
+            if self.last_only:
+                at = torch.zeros(resid.shape[:2], dtype=torch.bool, device=resid.device)
+                at[:, -1] = True
+            out = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, logits_at=at)
+            return out[:, None] if at is not None else out
+        if self.layer < self.last:
+            x = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, stop_at_layer=self.last)
+            return self._last_block(x, rows)
+        last = slice(-1, None)
+        if self.site != "qkv_input":  # only the last position's MLP input or final residual moves
+            return model.run_from(self.last, resid[:, last], patch=self._patch(part, last),
+                                  attention_mask=None if rows is None else rows[:, last])
+        kv = self._kv(resid.shape[0], resid.shape[1])  # the earlier positions' keys and values, moved heads included
+        L = self.last
+        kv.update(L, *(moved[x][:, :-1] if x in moved else self.cache[f"blocks.{L}.attn.{x}"][:, :-1].repeat(v, 1, 1, 1)
+                       for x in "kv"))
+        kv.advance(resid.shape[1] - 1)
+        return model.run_from(L, resid[:, last], kv=kv, patch={k: t[:, last] for k, t in sites.items()},
+                              attention_mask=rows)
+
+    def _kv(self, rows: int, pos: int) -> KVCache:
+        """An empty key/value cache of the last layer alone."""
+        d = self.delta
+        return KVCache(self.model.config, rows, pos, device=d.device, dtype=d.dtype, layers=range(self.last, self.last + 1))
+
+    def _last_block(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """The last block on x (variant * batch, pos, d_model), queries at the last position only: logits
+        (variant * batch, 1, d_vocab). The earlier positions' keys and values come from a pass that skips attention
+        and the MLP."""
+        model, L, pos = self.model, self.last, x.shape[1]
+        kv, early = self._kv(x.shape[0], pos), slice(0, pos - 1)
+        patch = {f"blocks.{L}.{k}": t for k, t in self._skip_attention_and_mlp(x.shape[0], pos - 1).items()}
+        model.run_from(L, x[:, early], kv=kv, patch=patch, attention_mask=None if rows is None else rows[:, early],
+                       stop_at_layer=L + 1)
+        return model.run_from(L, x[:, pos - 1:], kv=kv, attention_mask=rows)
+
+
+def _chunks(graph: Graph, variants: list[tuple[int, int]], layer: int, site: str, first: int, tail: bool,
+            b: int, pos: int, d_model: int) -> list[list[tuple[int, int]]]:
+    """The group's variants in forwards of about VARIANT_FLOATS residual floats (b * pos tokens each; with `tail`, the
+    last layer's MLP and logits variants run b tokens, its q/k/v ones count half their keys and values)."""
+    budget = max(1, VARIANT_FLOATS // d_model)  # tokens per forward
+    if tail and layer == graph.n_layers - 1:  # the last layer's receivers run the last position
+        tokens = b if site != "qkv_input" else max(1, b * pos // 2)  # (q/k/v: their keys and values are stored)
+    else:
+        tokens = b * pos
+    size = max(1, budget // tokens)
+    return [variants[i:i + size] for i in range(0, len(variants), size)]
 
 
 @torch.no_grad()
 def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
-    L, H, b, pos = graph.n_layers, graph.n_heads, *batch.clean.shape
+    L, (b, pos) = graph.n_layers, batch.clean.shape
     mask = batch.attention_mask
     corrupted_out, _ = record_corrupted(model, graph, batch.corrupted, mask)
     clean_out = torch.empty_like(corrupted_out)
-    names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in")]
+    names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "attn_out", "mlp_in", "attn.q", "attn.k",
+                                                                  "attn.v")]
     names.append(f"blocks.{L - 1}.resid_post")
-    logits, cache = model.run_with_cache(batch.clean, names=names, attention_mask=mask,
-                                         patch=SenderTaps(model, graph, clean_out).patches())
+    logits, recorded = model.run_with_cache(batch.clean, names=names, attention_mask=mask,
+                                            patch=SenderTaps(model, graph, clean_out).patches())
+    cache = {name: recorded[name] for name in names}
     clean_metric = run_metric(metric, logits, batch)  # (batch,)
     last_only = reads_last_position(metric, batch, model.config.d_vocab)
+    tail = last_only and pos > 1
     delta = corrupted_out - clean_out  # (n_senders, batch, pos, d_model): corrupted - clean
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
-    chunk = max(1, VARIANT_TOKENS // (b * pos))
     for layer, site, receivers in exact_groups(graph):
         n = graph.senders_before(receivers[0])
-        variants = [(r, s) for r in receivers for s in range(n) if bool(moved[s])]  # one edge each
+        # one edge each, sender-major: a chunk's variants share few senders, so few projections of moved inputs
+        variants = [(r, s) for s in range(n) if bool(moved[s]) for r in receivers]
         advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
-        for start in range(0, len(variants), chunk):
-            part = variants[start:start + chunk]
-            v = len(part)
-            resid = cache[f"blocks.{layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
-            if site == "qkv_input":  # each variant moves one head's q, k or v input
-                patch = {}
-                for x, name in enumerate(QKV_SITES):
-                    mine = [(j, (r - receivers[0]) % H, s) for j, (r, s) in enumerate(part)
-                            if (r - receivers[0]) // H == x]
-                    if mine:
-                        js, hs, ss = zip(*mine)
-                        patch[f"blocks.{layer}.{name}"] = _head_mover(delta[list(ss)], list(js), list(hs), v, b)
-            else:  # mlp_in or the last resid_post: this layer's attention is the clean run's
-                name = f"blocks.{layer}.{site}"
-                d = delta[[s for _, s in part]].reshape(v * b, pos, -1)  # variant-major
-                patch = {f"blocks.{layer}.attn_out": cache[f"blocks.{layer}.attn_out"].repeat(v, 1, 1),
-                         name: cache[name].repeat(v, 1, 1) + d}
-            rows = _repeat(batch, v)
-            at = None
-            if last_only:
-                at = torch.zeros(v * b, pos, dtype=torch.bool, device=resid.device)
-                at[:, -1] = True
-            out = model.run_from(layer, resid, patch=patch, attention_mask=rows.attention_mask, logits_at=at)
-            out = out[:, None] if last_only else out  # (variant * batch, pos or 1, d_vocab)
-            values = (run_metric(metric, out, rows).view(v, b) - clean_metric).double().sum(1).cpu()  # (variant,)
-            for (r, s), value in zip(part, values):
+        runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0])
+        for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos, model.config.d_model):
+            rows = _repeat(batch, len(part))
+            values = (run_metric(metric, runner.run(part), rows).view(len(part), b) - clean_metric).double().sum(1).cpu()
+            for (r, s), value in zip(part, values):  # (variant,)
                 sums[s, r] += value
-            advance(v)
+            advance(len(part))
     return sums

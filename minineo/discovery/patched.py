@@ -13,9 +13,9 @@ b_O) is inside the corrupted input already, so with every edge in the circuit th
 and with none they are the corrupted run's.
 
 Nothing here re-implements the forward pass: the corrupted run records sender outputs and receiver inputs through
-`patch=` functions that return their value unchanged, and the patched clean run is `model(tokens, patch=...)` whose
-patch functions read this run's sender outputs as they are produced (closures over one (batch, pos, n_senders,
-d_model) difference buffer, senders first).
+`patch=` functions that return their value unchanged, and the patched clean run is the model's own blocks, run layer
+by layer (`Model.run_from`) with the receivers' inputs as patches (minineo.discovery.engine, which says what it
+skips). `SenderTaps` and `record_corrupted` are the pieces the attribution methods share.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 
 from minineo import checks
 from minineo.discovery.files import check_same_model
+from minineo.discovery.engine import Recording, run_metric  # noqa: F401 (run_metric: imported from here too)
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.errors import UserError, WrongTypeError
@@ -33,7 +34,6 @@ from minineo.errors import UserError, WrongTypeError
 if TYPE_CHECKING:
     from minineo.forward.model import Model
 
-QKV_SITES = ("q_input", "k_input", "v_input")
 
 
 def check_graph(model: Model, graph: Graph, what: str = "circuit") -> None:
@@ -65,16 +65,6 @@ def check_pairs(pairs: Pairs, metric: Callable, batch_size: int | None) -> None:
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise UserError(f"batch_size={batch_size!r} must be a positive int (pairs per forward pass) or None for all "
                         f"{len(pairs)} pairs at once")
-
-
-def run_metric(metric: Metric, logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:
-    """metric(logits, pairs), checked to give one value per pair: (n,)."""
-    values = metric(logits, pairs)
-    if not isinstance(values, torch.Tensor) or values.shape != (len(pairs),):
-        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise UserError(f"the metric returned {shape}, but it must give one value per pair, shape ({len(pairs)},) "
-                        "(e.g. logit_diff; a batch mean is taken by the caller)")
-    return values
 
 
 class SenderTaps:
@@ -145,55 +135,6 @@ def record_corrupted(
     return outputs, inputs
 
 
-def receiver_patches(
-    graph: Graph, edges: torch.Tensor, difference: torch.Tensor, corrupted_inputs: dict[str, torch.Tensor],
-) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor]:
-    """Patches that rebuild every receiver's input from `corrupted_inputs` plus the in-circuit senders' differences.
-
-    `edges` (n_senders, n_receivers) in the difference buffer's dtype (1 = in the circuit); `difference` (n_senders,
-    batch, pos, d_model), filled by SenderTaps during the same run. A receiver with every edge in keeps this run's value
-    (the rebuilt input equals it up to round-off); one with none gets its corrupted input as a tensor."""
-    g, H, L = graph, graph.n_heads, graph.n_layers
-    patches: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor] = {}
-    real = g.real_edges.to(edges.device)
-
-    def rebuild(corrupted: torch.Tensor, n: int, columns: torch.Tensor, per_head: bool):
-        # corrupted (batch, pos, d_model); columns (n, head) or (n,): which of the first n senders feed the receiver(s)
-        def fn(_: torch.Tensor) -> torch.Tensor:
-            flat = difference[:n].reshape(n, -1)  # (n, batch * pos * d_model), a view
-            if per_head:  # (head, batch * pos * d_model) -> (batch, pos, head, d_model)
-                summed = (columns.T @ flat).view(-1, *corrupted.shape).permute(1, 2, 0, 3)
-                return corrupted[:, :, None] + summed
-            return corrupted + (columns @ flat).view(corrupted.shape)
-        return fn
-
-    for layer in range(L):
-        base = g.receiver_index(layer, 0, "q")
-        n = g.senders_before(base)
-        for x, site in enumerate(QKV_SITES):
-            cols = slice(base + x * H, base + (x + 1) * H)
-            columns, wanted = edges[:n, cols], real[:n, cols]
-            name = f"blocks.{layer}.{site}"
-            if bool((columns.bool() | ~wanted).all()):
-                continue  # every edge in: this run's input
-            corrupted = corrupted_inputs[f"blocks.{layer}.resid_pre"]
-            if not bool(columns.any()):
-                patches[name] = corrupted[:, :, None].expand(-1, -1, H, -1).contiguous()
-            else:
-                patches[name] = rebuild(corrupted, n, columns, per_head=True)
-        single = [(g.receiver_index(layer), f"blocks.{layer}.mlp_in")]
-        if layer == L - 1:
-            single.append((g.logits_index, f"blocks.{L - 1}.resid_post"))
-        for r, name in single:
-            n = g.senders_before(r)
-            columns, wanted = edges[:n, r], real[:n, r]
-            if bool((columns.bool() | ~wanted).all()):
-                continue  # every edge in: this run's input
-            corrupted = corrupted_inputs[name]
-            patches[name] = corrupted.clone() if not bool(columns.any()) else rebuild(corrupted, n, columns, False)
-    return patches
-
-
 @torch.no_grad()
 @checks.typed
 def evaluate(
@@ -206,9 +147,9 @@ def evaluate(
     corrupted-run output (EAP-IG's `evaluate_graph` with intervention="patching"; see the module docstring). All
     edges in gives the clean metric, none the corrupted one. Node circuits are edge circuits: a node out is every edge
     from it out. Nodes on no path from `input` to `logits` need no pruning first: an edge from a node that sees only
-    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward, one patched clean forward
-    per circuit; a list of circuits (e.g. a faithfulness curve's) shares the corrupted forward and gives
-    (n_circuits, n).
+    corrupted inputs carries its corrupted output anyway. Per batch: one corrupted forward (none when every circuit is full),
+    one patched clean run per circuit; a list of circuits (e.g. a faithfulness curve's) shares the corrupted forward
+    and gives (n_circuits, n).
 
     pairs: Pairs (left-padded; GPT-Neo's local windows and padded batches run as in `model(...)`); metric(logits (n,
     pos, d_vocab), pairs) -> (n,); batch_size: pairs per forward (None: all at once).
@@ -221,17 +162,11 @@ def evaluate(
     for c in circuits:
         check_graph(model, c)
     check_pairs(pairs, metric, batch_size)
-    device, dtype = model.W_E.device, model.W_E.dtype
-    edges = [(c.in_graph & c.real_edges).to(device=device, dtype=dtype) for c in circuits]  # (n_senders, n_receivers)
+    device = model.W_E.device
     values: list[list[torch.Tensor]] = [[] for _ in circuits]
     for batch in pairs.batches(batch_size or len(pairs)):
-        batch = batch.to(device)
-        corrupted_out, corrupted_in = record_corrupted(model, circuits[0], batch.corrupted, batch.attention_mask)
-        for c, e, out in zip(circuits, edges, values):
-            difference = torch.empty_like(corrupted_out)  # (n_senders, batch, pos, d_model)
-            patch = SenderTaps(model, c, difference, base=corrupted_out).patches()
-            patch.update(receiver_patches(c, e, difference, corrupted_in))
-            logits = model(batch.clean, attention_mask=batch.attention_mask, patch=patch)  # (batch, pos, d_vocab)
-            out.append(run_metric(metric, logits, batch).float().cpu())
+        recording = Recording(model, circuits[0], batch.to(device), metric)  # the corrupted run: once per batch
+        for c, out in zip(circuits, values):
+            out.append(recording.run(c.in_graph).float().cpu())
     result = torch.stack([torch.cat(v) for v in values])  # (n_circuits, n)
     return result[0] if single else result

@@ -102,6 +102,19 @@ class Attention(nn.Module):
     def b_V(self) -> torch.Tensor:
         return self._bias_view(2)
 
+    def _project_per_head(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Per-head inputs x (batch, pos, head, d_model) -> q, k or v (index 0, 1, 2): (batch, pos, head, d_head).
+
+        Inputs that every head shares (an expanded view, head stride 0) take the fused projection, as the plain
+        path does, instead of one product per head over copies of the same input."""
+        cfg = self.config
+        if x.stride(2) == 0:
+            weight = self.W_QKV.view(cfg.d_model, 3, cfg.n_heads * cfg.d_head)[:, index]  # (d_model, head * d_head)
+            bias = None if self.b_QKV is None else self.b_QKV.view(3, -1)[index]
+            return affine(x[:, :, 0], weight, bias).view(*x.shape[:3], cfg.d_head)
+        W, b = ((self.W_Q, self.b_Q), (self.W_K, self.b_K), (self.W_V, self.b_V))[index]
+        return torch.einsum("bphm,hme->bphe", x, W) + b
+
     def forward(
         self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor], rec: Recorder,
         mask: torch.Tensor | None, explicit: bool, kv: KVCache | None = None,
@@ -111,8 +124,7 @@ class Attention(nn.Module):
         cfg, p = self.config, f"blocks.{self.layer}.attn."
         if isinstance(x, tuple):  # per-head inputs: head h's query is x_q[:, :, h] @ W_Q[h] + b_Q[h]
             batch, pos = x[0].shape[:2]
-            parts = [torch.einsum("bphm,hme->bphe", x_h, W) + b
-                     for x_h, W, b in zip(x, (self.W_Q, self.W_K, self.W_V), (self.b_Q, self.b_K, self.b_V))]
+            parts = [self._project_per_head(x_h, index) for index, x_h in enumerate(x)]
         else:
             batch, pos, _ = x.shape
             parts = affine(x, self.W_QKV, self.b_QKV).view(batch, pos, 3, cfg.n_heads, cfg.d_head).unbind(2)
@@ -120,7 +132,10 @@ class Attention(nn.Module):
         if kv is not None:
             k, v = kv.update(self.layer, k, v)  # (batch, past + pos, head, d_head)
         scale, upcast = cfg.attn_scales[self.layer], cfg.upcast_attn
-        if explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
+        if rec.fixed(p + "z") and not (explicit or rec.wants(p + "scores") or rec.wants(p + "pattern")):
+            z = q  # z is replaced by a tensor: the attention itself is skipped (q, k, v still computed, a kv cache
+            # still filled); q stands in for the patch's shape check
+        elif explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
             z = attend_explicit(q, k, v, mask, scale, upcast, rec, p)
         elif use_block_sparse(cfg.windows[self.layer], mask, q.shape[1], k.shape[1]):
             z = attend_block_sparse(q, k, v, mask, scale, upcast)  # local layer under torch.compile
@@ -178,7 +193,11 @@ class Block(nn.Module):
         resid_mid = rec(p + "resid_mid", resid_pre + attn_out)
         # a patch here changes the MLP's input, not resid_mid's flow (a patch function gets a copy to write into)
         mlp_in = rec(p + "mlp_in", resid_mid.clone() if callable(rec.patch.get(p + "mlp_in")) else resid_mid)
-        mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
+        if rec.fixed(p + "mlp_out") and not rec.wants_any((p + "mlp.", p + "ln2.")):
+            # the same skip for the MLP: its output is replaced by a tensor; mlp_in stands in for the shape check
+            mlp_out = rec(p + "mlp_out", mlp_in)
+        else:
+            mlp_out = rec(p + "mlp_out", self.mlp(self.ln2(mlp_in, rec, p + "ln2."), rec, explicit))
         return rec(p + "resid_post", resid_mid + mlp_out)
 
     def _head_inputs(self, resid_pre: torch.Tensor, rec: Recorder, p: str) -> tuple[torch.Tensor, ...]:
@@ -195,13 +214,21 @@ class Block(nn.Module):
             self.ln1(resid_pre, rec, p + "ln1.")  # the record of ln1 on resid_pre; the heads normalise their own
         batch, pos, d_model = resid_pre.shape
         n_heads = self.attn.config.n_heads
-        # a copy, not an expanded view, so that patch functions may write into it
-        attn_in = rec(p + "attn_in", resid_pre[:, :, None].expand(batch, pos, n_heads, d_model).clone())
+        attn_in = resid_pre[:, :, None].expand(batch, pos, n_heads, d_model)  # a view: every head reads resid_pre
+        # a patch function gets a copy, so that it may write into it; so does each q/k/v one below (writing into
+        # its copy must not reach the other inputs)
+        attn_in = rec(p + "attn_in", attn_in.clone() if callable(rec.patch.get(p + "attn_in")) else attn_in)
         normalized: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, its LayerNorm): shared inputs once
         for site in ("q_input", "k_input", "v_input"):
-            # each patch function gets its own copy: writing into it must not reach the other inputs
             x = rec(p + site, attn_in.clone() if callable(rec.patch.get(p + site)) else attn_in)  # (batch, pos, head, d_model)
             done = next((n for i, n in normalized if i is x), None)
-            normalized.append((x, done if done is not None else F.layer_norm(
-                x, (d_model,), self.ln1.w, self.ln1.b, self.ln1.eps)))
+            normalized.append((x, done if done is not None else self._ln_per_head(x)))
         return tuple(n for _, n in normalized)
+
+    def _ln_per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """ln1 of per-head inputs (batch, pos, head, d_model); an input all heads share (head stride 0) is normalised
+        once and stays an expanded view (so attention projects it with the fused weight)."""
+        ln = self.ln1
+        if x.stride(2) == 0:
+            return F.layer_norm(x[:, :, 0], (x.shape[-1],), ln.w, ln.b, ln.eps)[:, :, None].expand_as(x)
+        return F.layer_norm(x, (x.shape[-1],), ln.w, ln.b, ln.eps)

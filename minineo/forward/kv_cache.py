@@ -22,20 +22,23 @@ class KVCache:
     """Each layer's keys and values, (batch, max_len, head, d_head), and which slots are real tokens."""
 
     def __init__(self, config: Config, batch: int, max_len: int, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32, static: bool = False):
+                 dtype: torch.dtype = torch.float32, static: bool = False, layers: range | None = None):
+        """`layers`: the only layers that will run with this cache (default all); the others get no buffers."""
         if max_len > config.n_ctx:
             raise ValueError(f"a key/value cache of {max_len} positions exceeds the model's context n_ctx={config.n_ctx}")
         shape = (batch, max_len, config.n_heads, config.d_head)
+        used = range(config.n_layers) if layers is None else layers
         # zeros, not empty: in static mode unwritten slots are read (masked), and 0 * garbage could be NaN
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
         self.key_mask = torch.ones(batch, max_len, device=device, dtype=torch.long)  # 0 where a slot is padding
         self.windows, self.max_len, self.static = config.windows, max_len, static
         self.length, self.padded = 0, False  # slots filled so far (host-side count); any padding among them
         self.slot = torch.zeros(1, device=device, dtype=torch.long)  # the same count as a tensor (static mode)
         if static and hasattr(torch, "_dynamo"):  # buffers updated in place inside a captured CUDA graph
             for t in (*self.keys, *self.values):
-                torch._dynamo.mark_static_address(t)
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
 
     def masks(self, n_new: int, attention_mask: torch.Tensor | None) -> dict[int | None, torch.Tensor | None]:
         """One boolean mask (batch or 1, 1, n_new, keys) per window for the next `n_new` tokens.
