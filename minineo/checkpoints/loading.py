@@ -139,14 +139,8 @@ def read_generation_config(directory: Path, config: Config) -> GenerationConfig:
     path = directory / "generation_config.json"
     if not path.is_file():
         return GenerationConfig.from_config(config)
-    try:
-        hf = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON ({err}); download it again, fix it, or delete it (generate then "
-                        "takes its stop ids from config.json)") from err
-    if not isinstance(hf, dict):
-        raise UserError(f"{path} holds a {type(hf).__name__}, not a JSON object of generation settings; fix or "
-                        "delete it")
+    hf = checks.json_object(path, "generation settings", "download it again, fix it, or delete it (generate then "
+                            "takes its stop ids from config.json)")
     try:
         return GenerationConfig.from_hf(hf)
     except UserError as err:  # the path in place of the bare file name the message starts with
