@@ -326,3 +326,69 @@ def test_a_lens_json_without_integer_sizes_is_refused_naming_the_field(tmp_path,
     (tmp_path / "lens" / "lens.json").write_text(json.dumps({**meta, "n_layers": value}))
     with pytest.raises(UserError, match=f"lens.json field 'n_layers' must be an integer, got {value!r}"):
         TunedLens.load(tmp_path / "lens", model)
+
+
+# ---- signed indices, layer boundaries, output folders --------------------------------------------------------------
+
+
+@given(size=st.integers(1, 30), value=st.integers(-60, 60), signed=st.booleans())
+def test_an_index_is_accepted_exactly_in_the_range_it_states(size, value, signed):
+    low = -size if signed else 0
+    try:
+        got = checks.index(value, size, "position", signed=signed)
+    except UserError as err:
+        assert not low <= value < size
+        assert f"position must be in {low}..{size - 1}, got {value}" in str(err)
+    else:
+        assert low <= value < size and got == value % size  # Python's meaning of a negative index
+
+
+@given(n_layers=st.integers(1, 12), value=st.integers(-30, 30))
+def test_a_layer_boundary_is_transformerlens_stop_at_layer(n_layers, value):
+    try:
+        got = checks.layer_boundary(value, n_layers)
+    except UserError as err:
+        assert not -n_layers <= value <= n_layers and f"in {-n_layers}..{n_layers}, got {value}" in str(err)
+    else:
+        assert got == (value if value >= 0 else n_layers + value)  # len(blocks[:value]) blocks run
+
+
+def test_an_output_folder_needs_an_existing_parent_and_is_never_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert checks.writable_folder(tmp_path / "new", "--out") == tmp_path / "new"
+    assert checks.writable_folder(tmp_path, "--out") == tmp_path
+    with pytest.raises(UserError, match=r"^cannot write --out .*/missing/out: the folder .*/missing does not exist"):
+        checks.writable_folder(tmp_path / "missing" / "out", "--out")
+    assert not (tmp_path / "missing").exists()  # refused, not created
+    with pytest.raises(UserError, match=r"^--out .*/file is a file"):
+        checks.writable_folder(tmp_path / "file", "--out")
+    with pytest.raises(UserError, match=r"the folder .*/file is a file"):
+        checks.writable_folder(tmp_path / "file" / "out", "--out")
+    with pytest.raises(WrongTypeError, match="^out_dir must be a path"):
+        checks.writable_folder(3, "out_dir")
+
+
+# ---- the forward's own arguments go through the checks ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    (dict(max_new_tokens=-1), "max_new_tokens must be at least 0, got -1"),
+    (dict(max_new_tokens=2, temperature=float("nan")), "temperature must be a finite number greater than 0"),
+    (dict(max_new_tokens=2, temperature=0, do_sample=True), "temperature must be greater than 0, got 0"),
+    (dict(max_new_tokens=2, do_sample=True, top_k=True), "top_k must be an integer at least 1, got True (a bool)"),
+    (dict(max_new_tokens=2, pad_token_id=10**6), "pad_token_id must be in 0..256, got 1000000"),
+])
+def test_generate_refuses_bad_arguments_naming_them(model, kwargs, said):
+    """A NaN temperature was accepted when greedy (it is not used then, but it is a mistake all the same)."""
+    with pytest.raises(UserError, match=re.escape(said)):
+        model.generate(torch.tensor([[1, 2]]), eos_token_id=5, **kwargs)
+
+
+@pytest.mark.parametrize("value, said", [(True, "stop_at_layer must be an integer in -2..2, got True (a bool)"),
+                                         (3, "stop_at_layer must be in -2..2, got 3"),
+                                         (1.0, "stop_at_layer must be an integer in -2..2, got 1.0 (a float)")])
+def test_stop_at_layer_states_its_range(model, value, said):
+    for call in (lambda: model(torch.tensor([[1, 2]]), stop_at_layer=value),
+                 lambda: model.run_with_cache(torch.tensor([[1, 2]]), stop_at_layer=value)):
+        with pytest.raises(UserError, match=re.escape(said)):
+            call()

@@ -147,14 +147,7 @@ class Model(nn.Module):
         """stop_at_layer validated and made non-negative (TransformerLens's meaning: -1 stops before the last block)."""
         if stop_at_layer is None:
             return None
-        n = self.config.n_layers
-        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n <= stop_at_layer <= n:
-            raise UserError(
-                f"stop_at_layer={stop_at_layer!r} is not a layer boundary of this {n}-layer model; give an int "
-                f"in -{n}..{n} (L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n}: the last resid_post; "
-                f"-1: before the last block), or None for the logits"
-            )
-        return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
+        return checks.layer_boundary(stop_at_layer, self.config.n_layers, "stop_at_layer")
 
     @checks.typed
     def token_batch(
@@ -362,7 +355,8 @@ class Model(nn.Module):
         if not patch:
             return {}
         if not isinstance(patch, dict):
-            raise UserError("patch must be a dict {activation name: tensor or function(value) -> value}")
+            raise WrongTypeError(f"patch must be a dict {{activation name: tensor or function(value) -> value}}, got "
+                                 f"{checks.describe(patch)}; e.g. patch={{'blocks.0.attn.z': lambda z: z * 0}}")
         for name, value in patch.items():
             if not (isinstance(value, torch.Tensor) or callable(value)):
                 raise UserError(

@@ -44,8 +44,7 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
             raise UserError(f"the cache has no {site}; record it with model.run_with_cache(tokens) (every site) or "
                             f"names=[... '{site}' for each layer]") from None
     stacked = torch.stack(patterns)  # (layer, batch, head, q_pos, k_pos)
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < stacked.shape[1]:
-        raise UserError(f"batch={batch!r} is not a row of the cache (0..{stacked.shape[1] - 1}); give a row index")
+    batch = checks.index(batch, stacked.shape[1], "batch", fix=f"the cache holds {stacked.shape[1]} row(s)")
     pattern = stacked[:, batch].detach().float().cpu()  # (layer, head, q_pos, k_pos)
     n_pos = pattern.shape[-1]
     if isinstance(tokens, (list, tuple)) and all(isinstance(t, str) for t in tokens):
