@@ -392,3 +392,65 @@ def test_stop_at_layer_states_its_range(model, value, said):
                  lambda: model.run_with_cache(torch.tensor([[1, 2]]), stop_at_layer=value)):
         with pytest.raises(UserError, match=re.escape(said)):
             call()
+
+
+# ---- outputs in a missing folder are refused, not created; 0 is not "the default" ---------------------------------
+
+
+def _corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("When Mary and John went to the store, John gave a drink to Mary.\n" * 8)
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["harvest", "{corpus}", "--names", "blocks.0.resid_post", "--out", "{out}", "--context", "8", "--max-tokens", "16"],
+    ["tune-lens", "{corpus}", "--out", "{out}", "--steps", "1", "--batch-size", "2", "--context", "8"],
+])
+def test_a_command_writing_a_folder_refuses_a_missing_parent_folder(tmp_path, command):
+    """`--out /no/such/dir/out` created /no/such/dir (mkdir -p) and wrote there: a mistyped path grew a tree."""
+    out = tmp_path / "missing" / "out"
+    args = [a.format(corpus=_corpus(tmp_path), out=out) for a in command]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: cannot write --out {out}: the folder {out.parent} does not exist")
+    assert "Traceback" not in result.output and not (tmp_path / "missing").exists()
+
+
+def test_the_api_writers_of_folders_refuse_a_missing_parent_folder(model, tmp_path):
+    from minineo.data.harvest import harvest
+
+    out = tmp_path / "missing" / "out"
+    with pytest.raises(UserError, match=r"^cannot write out_dir .*: the folder .*missing does not exist"):
+        harvest(model, _corpus(tmp_path), "blocks.0.resid_post", out, context=8, max_tokens=16)
+    with pytest.raises(UserError, match=r"^cannot write path .*: the folder .*missing does not exist"):
+        TunedLens(model).save(out)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    (dict(context=0), "context must be in 2..128, got 0"),
+    (dict(warmup_steps=-1), "warmup_steps must be in 0..1, got -1"),
+    (dict(warmup_steps=5), "warmup_steps must be in 0..1, got 5"),
+    (dict(momentum=1.0), "momentum must be at least 0 and less than 1, got 1.0"),
+    (dict(optimizer="lbfgs"), "optimizer='lbfgs' is not one of 'sgd', 'adam'"),
+])
+def test_training_a_tuned_lens_refuses_bad_options_naming_them(model, tmp_path, kwargs, said):
+    """context=0 was read as "the default" (context or ...) and trained at 128."""
+    from minineo.analysis import train_tuned_lens
+
+    with pytest.raises(UserError, match=re.escape(said)):
+        train_tuned_lens(model, _corpus(tmp_path), steps=1, batch_size=2, **{"context": 8, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, said", [(dict(shard_rows=0), "shard_rows must be at least 1, got 0"),
+                                          (dict(max_tokens=0), "max_tokens must be at least 1, got 0"),
+                                          (dict(dtype=torch.int8), "dtype torch.int8 (a dtype) cannot hold"),
+                                          (dict(context=1), "context must be in 2..128, got 1")])
+def test_harvest_refuses_bad_options_naming_them(model, tmp_path, kwargs, said):
+    """shard_rows=0 was read as "the default" (shard_rows or ...)."""
+    from minineo.data.harvest import harvest
+
+    with pytest.raises(UserError, match=re.escape(said)):
+        harvest(model, _corpus(tmp_path), "blocks.0.resid_post", tmp_path / "out", **{"context": 8, **kwargs})
+    assert not (tmp_path / "out").exists()
