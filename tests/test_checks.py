@@ -454,3 +454,71 @@ def test_harvest_refuses_bad_options_naming_them(model, tmp_path, kwargs, said):
     with pytest.raises(UserError, match=re.escape(said)):
         harvest(model, _corpus(tmp_path), "blocks.0.resid_post", tmp_path / "out", **{"context": 8, **kwargs})
     assert not (tmp_path / "out").exists()
+
+
+# ---- SAEs: the constructor checks what load checks; cfg.json's dtype and k are never guessed ----------------------
+
+
+def _sae_parts(d_in=4, d_sae=6):
+    return dict(W_enc=torch.randn(d_in, d_sae), b_enc=torch.zeros(d_sae), W_dec=torch.randn(d_sae, d_in),
+                b_dec=torch.zeros(d_in))
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(architecture="banana"), "architecture='banana' is not one of 'standard', 'topk', 'jumprelu'"),
+    (dict(architecture="topk"), "k must be an integer in 1..6, got None"),
+    (dict(architecture="topk", k=7), "k must be in 1..6, got 7"),
+    (dict(architecture="topk", k=True), "k must be an integer or None, got True (a bool)"),
+    (dict(architecture="jumprelu"), "threshold must be a tensor of shape"),
+    (dict(b_enc=torch.zeros(5)), "b_enc has shape (5,) but must have shape (d_sae,)"),
+    (dict(W_dec=torch.randn(4, 6)), "W_dec has shape (4, 6) but must have shape (d_sae, d_in)"),
+    (dict(W_enc=torch.full((4, 6), float("nan"))), "W_enc holds NaN or inf values"),
+    (dict(b_dec=torch.zeros(4, dtype=torch.float64)), "b_dec is a torch.float64 tensor but must be torch.float32"),
+    (dict(normalize_activations="whiten"), "normalize_activations='whiten' is not one of"),
+])
+def test_an_sae_built_by_hand_is_checked_as_a_loaded_one_is(change, said):
+    """SAE(..., architecture='banana') was built, and its encode() then failed deep inside (topk with k=None)."""
+    from minineo.sae import SAE
+
+    parts = {**_sae_parts(), **change}
+    args = [parts.pop(name) for name in ("W_enc", "b_enc", "W_dec", "b_dec")]
+    with pytest.raises(UserError, match=re.escape(said)):
+        SAE(*args, **parts)
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("dtype", "float33", "dtype 'float33' is not a floating-point dtype"),
+    ("dtype", "int8", "dtype 'int8' is not a floating-point dtype"),
+    ("k", True, "field 'k' must be an integer, got True"),
+    ("k", 2.5, "field 'k' must be an integer, got 2.5"),
+    ("hook_name", 5, "hook_name 5 is not a site name"),
+    ("normalize_activations", ["x"], "normalize_activations ['x'] is not supported"),
+])
+def test_an_sae_cfg_json_is_never_guessed(tmp_path, field, value, said):
+    """dtype 'float33' was read as float32 without a word (getattr(torch, name, float32)); k=True was k=1."""
+    import json
+    import shutil
+
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    folder = tmp_path / "sae"
+    shutil.copytree(SAE_FOLDER, folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    if field == "hook_name":
+        cfg["metadata"][field] = value
+    else:
+        cfg[field] = value
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=re.escape(said)) as caught:
+        minineo.sae.load(folder)
+    assert "cfg.json" in str(caught.value)
+
+
+def test_sae_load_checks_its_dtype_argument():
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    with pytest.raises(UserError, match=r"^dtype torch.int64 \(a dtype\) cannot hold"):
+        minineo.sae.load(SAE_FOLDER, dtype=torch.int64)
+    assert minineo.sae.load(SAE_FOLDER, dtype=torch.float16).W_enc.dtype == torch.float16
