@@ -128,7 +128,24 @@ class Model(nn.Module):
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                     lazy=lazy, attention_masks=masks, unlisted=helpers)
+                     lazy=lazy, attention_masks=masks, unlisted=helpers, model=self.identity())
+
+    def identity(self) -> str:
+        """Who this model is, cheaply: its name (as given to minineo.load) and a fingerprint of its weights (sha256 of
+        ~1000 evenly spaced values of every parameter: ~10 ms at GPT-2 size, where a pass over every weight takes
+        seconds), so that two models of one shape tell apart. Recomputed only after a weight changes (torch counts
+        in-place writes in `_version`); an in-place edit between sampled values is not seen."""
+        import hashlib
+
+        tensors = list(self.parameters())
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if getattr(self, "_identity", (None,))[0] != key:
+            with torch.no_grad():
+                samples = [t.reshape(-1)[::max(1, t.numel() // 1024)][:1024].to(torch.float32) for t in tensors]
+                values = torch.cat(samples).cpu().numpy()
+            self._identity = (key, hashlib.sha256(values.tobytes()).hexdigest()[:12])
+        name = getattr(self, "name", None) or "an unnamed model"
+        return f"{name} (weights {self._identity[1]})"
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
