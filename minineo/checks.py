@@ -638,6 +638,8 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
         return (lambda v: isinstance(v, torch.dtype)), "a torch.dtype"
     if base == "torch.device":
         return (lambda v: isinstance(v, torch.device)), "a torch.device"
+    if base == "torch.Generator":
+        return (lambda v: isinstance(v, torch.Generator)), "a torch.Generator"
     if base in _CONTAINERS:
         kinds = _CONTAINERS[base]
         return (lambda v: isinstance(v, kinds) and not isinstance(v, (str, bytes))), f"a {base.lower()}"

@@ -103,7 +103,7 @@ def discover(model: str = ModelOption,
                   seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
     check_reuse(circuit, out, threshold=threshold, kl=kl, state=state)
     check_acdc_options(method, kl=kl, state=state)
-    out = None if out is None else output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
+    out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)
