@@ -459,7 +459,7 @@ def tensor(value: Any, name: str, shape: Sequence[int | None], *, dtype: torch.d
     """A tensor of `shape` (None: any size on that axis); with `dtype`, cast to it when `cast` (what `patch=` does:
     a float16 patch into a float32 site), else a dtype of another kind is refused. `finite`: NaN / inf refused.
     `dims` names the axes in the message, e.g. '(batch, pos, d_model)'."""
-    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
     said = f"{dims} = {want}" if dims else want
     if not isinstance(value, torch.Tensor):
         raise WrongTypeError(f"{name} must be a tensor of shape {said}, got {describe(value)}")

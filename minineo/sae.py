@@ -142,7 +142,7 @@ class SAE(nn.Module):
         return x, lambda out: out
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        if not x.is_floating_point():
+        if not x.is_floating_point() or x.ndim < 1:
             raise WrongTypeError(f"{name} must be float activations of the SAE's site {self.hook_name}, got "
                                  f"{checks.describe(x)}")
         if self.reshape_activations == "hook_z" and x.shape[-1] != self.d_in:

@@ -522,3 +522,24 @@ def test_sae_load_checks_its_dtype_argument():
     with pytest.raises(UserError, match=r"^dtype torch.int64 \(a dtype\) cannot hold"):
         minineo.sae.load(SAE_FOLDER, dtype=torch.int64)
     assert minineo.sae.load(SAE_FOLDER, dtype=torch.float16).W_enc.dtype == torch.float16
+
+
+def test_evaluate_rows_refuses_rows_of_another_length_or_shape(model):
+    """Rows of two lengths were a raw RuntimeError from torch.stack."""
+    from minineo.data.evaluation import evaluate_rows
+
+    row = torch.arange(8)
+    for rows, said in (([row, row[:5]], "rows item has shape (5,) but must have shape (context,) = (8,)"),
+                       ([row] * 9 + [row[:5]], "rows item has shape (5,) but must have shape (context,) = (8,)"),
+                       ([[1, 2, 3]], "rows item must be a tensor of shape (context,) = (any,), got [1, 2, 3] (a list)")):
+        with pytest.raises(UserError, match=re.escape(said)):
+            evaluate_rows(model, rows)
+    assert evaluate_rows(model, [row, row]).n_rows == 2
+
+
+def test_an_sae_refuses_a_scalar_input_naming_it():
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    with pytest.raises(UserError, match=r"^x must be float activations .* got a torch.float32 tensor of shape \(\)"):
+        minineo.sae.load(SAE_FOLDER).encode(torch.tensor(1.0))

@@ -35,7 +35,7 @@ MODEL_EOS = _ModelEos()
 
 
 @torch.inference_mode()
-@checks.typed
+@checks.typed(own=("max_new_tokens", "temperature", "top_k", "pad_token_id"))  # their checks state the range too
 def generate(
     model: Model, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
     do_sample: bool = False, attention_mask: torch.Tensor | None = None,
