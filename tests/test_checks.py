@@ -543,3 +543,10 @@ def test_an_sae_refuses_a_scalar_input_naming_it():
 
     with pytest.raises(UserError, match=r"^x must be float activations .* got a torch.float32 tensor of shape \(\)"):
         minineo.sae.load(SAE_FOLDER).encode(torch.tensor(1.0))
+
+
+def test_composition_scores_names_an_unknown_kind(model):
+    from minineo.analysis import composition_scores
+
+    with pytest.raises(UnknownNameError, match=r"^kind='Q' is not one of 'q', 'k', 'v'; the composition kind"):
+        composition_scores(model, "Q")
