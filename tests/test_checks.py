@@ -550,3 +550,17 @@ def test_composition_scores_names_an_unknown_kind(model):
 
     with pytest.raises(UnknownNameError, match=r"^kind='Q' is not one of 'q', 'k', 'v'; the composition kind"):
         composition_scores(model, "Q")
+
+
+def test_a_cache_is_saved_only_as_safetensors_never_over_another_file(model, tmp_path):
+    """`minineo cache PROMPT --save corpus.txt` replaced the corpus with tensors (so did Cache.save)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("my corpus\n")
+    result = runner.invoke(app, ["cache", "hi", "--save", str(text)], terminal_width=200)
+    assert result.exit_code == 1 and "--save file" in result.stderr and ".safetensors" in result.stderr, result.output
+    _, cache = model.run_with_cache(model.to_tokens("hi"))
+    with pytest.raises(UserError, match=r"path .*corpus.txt: a cache is written as .safetensors"):
+        cache.save(text)
+    assert text.read_text() == "my corpus\n"
+    result = runner.invoke(app, ["cache", "hi", "--save", str(tmp_path / "acts")], terminal_width=200)
+    assert result.exit_code == 0 and (tmp_path / "acts.safetensors").is_file(), result.output

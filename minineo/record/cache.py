@@ -161,6 +161,10 @@ class Cache(Mapping):
         if path.is_dir():
             raise UserError(f"cannot save the cache to path {path}: it is a folder; give a file name such as "
                             f"{path / 'cache.safetensors'}")
+        if path.suffix.lower() != ".safetensors":  # save("notes.txt") replaced the text with tensors
+            raise UserError(f"cannot save the cache to path {path}: a cache is written as .safetensors, so the path "
+                            f"must end in .safetensors (e.g. {path.with_suffix('.safetensors')}); nothing else is "
+                            "replaced")
         if not path.parent.is_dir():
             raise MissingFileError(f"cannot save the cache to path {path}: the folder {path.parent} does not exist; "
                                    "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
