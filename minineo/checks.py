@@ -208,6 +208,23 @@ def function(value: Any, name: str, takes: str = "") -> Any:
     return value
 
 
+def index(value: Any, size: int, name: str, *, signed: bool = False, fix: str = "") -> int:
+    """An index into `size` items (a row of a batch, a position of a prompt): 0..size-1, or with `signed` also
+    Python's -size..-1 from the end; returned non-negative."""
+    low = -size if signed else 0
+    number = integer(value, name, low=low, high=size - 1, fix=fix)
+    return number + size if number < 0 else number
+
+
+def layer_boundary(value: Any, n_layers: int, name: str = "stop_at_layer") -> int:
+    """A point between blocks, TransformerLens's stop_at_layer: 0..n_layers (L: before block L; n_layers: after the
+    last), or -n_layers..-1 counted from the end (-1: before the last block); returned non-negative."""
+    number = integer(value, name, low=-n_layers, high=n_layers,
+                     fix=f"L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n_layers}: the last resid_post; "
+                         "-1: before the last block; None for the logits")
+    return number + n_layers if number < 0 else number
+
+
 def layer(value: Any, n_layers: int, name: str = "layer", *, fix: str = "") -> int:
     """A layer index in 0..n_layers-1 (no negative indexing: -1 is refused, not the last layer)."""
     return integer(value, name, low=0, high=n_layers - 1, fix=fix or f"this model has layers 0..{n_layers - 1}")
@@ -388,9 +405,9 @@ def position_ids(value: Any, token_shape: Sequence[int], n_ctx: int, device: tor
     return positions.long()
 
 
-def token_id(value: Any, d_vocab: int, name: str = "token") -> int:
+def token_id(value: Any, d_vocab: int, name: str = "token", *, fix: str = "a token id of this model's vocabulary") -> int:
     """One token id in 0..d_vocab-1."""
-    return integer(value, name, low=0, high=d_vocab - 1, fix="a token id of this model's vocabulary")
+    return integer(value, name, low=0, high=d_vocab - 1, fix=fix)
 
 
 def context_length(value: Any, n_ctx: int, name: str = "context", *, minimum: int = 2) -> int:
@@ -442,7 +459,7 @@ def tensor(value: Any, name: str, shape: Sequence[int | None], *, dtype: torch.d
     """A tensor of `shape` (None: any size on that axis); with `dtype`, cast to it when `cast` (what `patch=` does:
     a float16 patch into a float32 site), else a dtype of another kind is refused. `finite`: NaN / inf refused.
     `dims` names the axes in the message, e.g. '(batch, pos, d_model)'."""
-    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
     said = f"{dims} = {want}" if dims else want
     if not isinstance(value, torch.Tensor):
         raise WrongTypeError(f"{name} must be a tensor of shape {said}, got {describe(value)}")
@@ -524,6 +541,28 @@ def writable_file(value: Any, name: str, suffixes: tuple[str, ...] = (), default
     return path
 
 
+def writable_folder(value: Any, name: str) -> Path:
+    """A folder to write into (new or existing): not a file, and its parent folder exists and is writable. A missing
+    parent is refused, not created: a mistyped path must not grow a tree of folders somewhere else."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise WrongTypeError(f"{name} must be a path (a str or pathlib.Path), got {describe(value)}")
+    if str(value) == "":
+        raise UserError(f"{name} is an empty path; give a folder name, e.g. out")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{name} {path} is a file; give a folder (new or empty)")
+    parent = path.absolute().parent
+    if not path.exists():
+        if not parent.is_dir():
+            what_it_is = "is a file" if parent.exists() else "does not exist"
+            raise UserError(f"cannot write {name} {path}: the folder {parent} {what_it_is}; create the folder first "
+                            "or give another path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {name} {path}: the folder {parent} is not writable; give a path in a "
+                            "folder you can write to")
+    return path
+
+
 def not_overwriting(path: Path, name: str, is_ours: bool, what: str = "this model's") -> Path:
     """A path that either does not exist or holds `what` artefact (`is_ours`, decided by the caller from the file's
     recorded identity): another artefact is never overwritten silently."""
@@ -599,6 +638,8 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
         return (lambda v: isinstance(v, torch.dtype)), "a torch.dtype"
     if base == "torch.device":
         return (lambda v: isinstance(v, torch.device)), "a torch.device"
+    if base == "torch.Generator":
+        return (lambda v: isinstance(v, torch.Generator)), "a torch.Generator"
     if base in _CONTAINERS:
         kinds = _CONTAINERS[base]
         return (lambda v: isinstance(v, kinds) and not isinstance(v, (str, bytes))), f"a {base.lower()}"

@@ -56,6 +56,22 @@ class SAE(nn.Module):
                  normalize_activations: str = "none", k: int | None = None, threshold: torch.Tensor | None = None,
                  rescale_acts_by_decoder_norm: bool = False, reshape_activations: str = "none"):
         super().__init__()
+        architecture = checks.one_of(architecture, "architecture", ARCHITECTURES)
+        normalize_activations = checks.one_of(normalize_activations, "normalize_activations", NORMALIZATIONS)
+        reshape_activations = checks.one_of(reshape_activations, "reshape_activations", ("none", "hook_z"))
+        W_enc = checks.tensor(W_enc, "W_enc", (None, None), finite=True, dims="(d_in, d_sae)")
+        d_in, d_sae = W_enc.shape
+        if not W_enc.is_floating_point() or 0 in (d_in, d_sae):
+            raise UserError(f"W_enc must be a non-empty float tensor (d_in, d_sae), got {checks.describe(W_enc)}")
+        for name, value, shape, dims in (("b_enc", b_enc, (d_sae,), "(d_sae,)"), ("W_dec", W_dec, (d_sae, d_in), "(d_sae, d_in)"),
+                                         ("b_dec", b_dec, (d_in,), "(d_in,)")):
+            checks.tensor(value, name, shape, dtype=W_enc.dtype, finite=True, dims=f"{dims} with W_enc's d_in={d_in}, "
+                          f"d_sae={d_sae}")
+        if architecture == "topk":
+            k = checks.count(k, "k", maximum=d_sae, fix="a topk SAE keeps the k largest features")
+        if architecture == "jumprelu":
+            threshold = checks.tensor(threshold, "threshold", (d_sae,), dtype=W_enc.dtype, finite=True,
+                                      dims=f"(d_sae,) = ({d_sae},), a jumprelu SAE's")
         self.W_enc, self.b_enc = nn.Parameter(W_enc, requires_grad=False), nn.Parameter(b_enc, requires_grad=False)
         self.W_dec, self.b_dec = nn.Parameter(W_dec, requires_grad=False), nn.Parameter(b_dec, requires_grad=False)
         self.threshold = None if threshold is None else nn.Parameter(threshold, requires_grad=False)
@@ -126,7 +142,7 @@ class SAE(nn.Module):
         return x, lambda out: out
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        if not x.is_floating_point():
+        if not x.is_floating_point() or x.ndim < 1:
             raise WrongTypeError(f"{name} must be float activations of the SAE's site {self.hook_name}, got "
                                  f"{checks.describe(x)}")
         if self.reshape_activations == "hook_z" and x.shape[-1] != self.d_in:
@@ -204,6 +220,8 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
     dtype: default the cfg's (float32 when it names none).
     """
     device = checks.device(device)
+    if dtype is not None:
+        dtype = checks.dtype(dtype, "dtype")
     folder = Path(folder).expanduser()
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise MissingFileError(f"{folder} is not an SAELens SAE folder: it needs {CONFIG} and {WEIGHTS} (what "
@@ -229,10 +247,12 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
             raise UserError(f"{folder / WEIGHTS}: {name} has shape {tuple(tensor.shape)}, but {CONFIG} says "
                             f"d_in={d_in}, d_sae={d_sae} (expected {shapes[name]}); the folder is damaged")
     _check_values(tensors, folder)
-    dtype = dtype or getattr(torch, str(cfg.get("dtype", "float32")).removeprefix("torch."), torch.float32)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise UserError(f"{folder / CONFIG}: dtype {cfg.get('dtype')!r} is not a floating-point dtype; an SAE "
-                        "computes in float32, float16 or bfloat16 (set dtype in cfg.json, or pass dtype=)")
+    if dtype is None:  # an unknown name ("float33") was read as float32 without a word
+        named = cfg.get("dtype", "float32")
+        if not isinstance(named, str) or named.removeprefix("torch.") not in checks.DTYPES:
+            raise UserError(f"{folder / CONFIG}: dtype {named!r} is not a floating-point dtype; an SAE computes in "
+                            f"{', '.join(checks.DTYPES)} (set dtype in cfg.json, or pass dtype=)")
+        dtype = checks.DTYPES[named.removeprefix("torch.")]
     tensors = {name: t.to(device=device, dtype=dtype) for name, t in tensors.items()}
     if options["architecture"] == "topk" and not 1 <= options["k"] <= d_sae:
         raise UserError(f"{folder / CONFIG}: k={options['k']} must be between 1 and d_sae={d_sae}")
@@ -260,7 +280,8 @@ def _options(cfg: dict, folder: Path) -> dict:
     activation = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
     k = cfg.get("k")
     if architecture == "standard" and activation == "topk":  # SAELens < 6
-        architecture, k = "topk", (cfg.get("activation_fn_kwargs") or {}).get("k")
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        architecture, k = "topk", kwargs.get("k") if isinstance(kwargs, dict) else None
     elif architecture == "standard" and activation not in ("relu", None):
         raise UserError(f"{folder / CONFIG}: activation {activation!r} is not supported; minineo reads ReLU "
                         "(standard), topk and jumprelu SAEs")
@@ -268,18 +289,22 @@ def _options(cfg: dict, folder: Path) -> dict:
         raise UserError(f"{folder / CONFIG}: architecture {architecture!r} is not supported; minineo reads "
                         f"{', '.join(ARCHITECTURES)} SAEs (convert it with SAELens, or use SAELens itself)")
     normalize = cfg.get("normalize_activations", "none")
-    normalize = {False: "none", True: "expected_average_only_in", None: "none"}.get(normalize, normalize)
+    if isinstance(normalize, bool) or normalize is None:  # SAELens < 6 wrote a flag
+        normalize = "expected_average_only_in" if normalize else "none"
     if normalize not in NORMALIZATIONS:
         raise UserError(f"{folder / CONFIG}: normalize_activations {normalize!r} is not supported (only "
                         f"{', '.join(NORMALIZATIONS)}); fold it into the weights with SAELens first")
     if (cfg.get("hook_head_index", metadata.get("hook_head_index"))) is not None:
         raise UserError(f"{folder / CONFIG}: SAEs of one head (hook_head_index) are not supported")
     hook_name = metadata.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
+    if hook_name is not None and not isinstance(hook_name, str):
+        raise UserError(f"{folder / CONFIG}: hook_name {hook_name!r} is not a site name (a string such as "
+                        "'blocks.6.hook_resid_post')")
     reshape = cfg.get("reshape_activations") or ("hook_z" if hook_name and hook_name.endswith("hook_z") else "none")
     if reshape not in ("none", "hook_z"):
         raise UserError(f"{folder / CONFIG}: reshape_activations {reshape!r} is not supported")
-    if architecture == "topk" and not isinstance(k, int):
-        raise UserError(f"{folder / CONFIG}: a topk SAE needs an integer k, got {k!r}")
+    if architecture == "topk":  # a bool is no k (isinstance(True, int) let it through)
+        k = checks.json_integer({"k": k}, "k", str(folder / CONFIG), low=1)
     return dict(architecture=architecture, hook_name=hook_name, apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
                 normalize_activations=normalize, k=k if architecture == "topk" else None,
                 rescale_acts_by_decoder_norm=bool(cfg.get("rescale_acts_by_decoder_norm", False)),

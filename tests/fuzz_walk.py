@@ -101,6 +101,13 @@ def public_names(module: types.ModuleType) -> list[str]:
     return sorted(names)
 
 
+# Functions of packages left out above that are public all the same, each with why it is walked.
+EXTRA_ENTRY_POINTS = {
+    "minineo.forward.generate.generate": "Model.generate passes its keyword arguments (temperature, top_k, "
+                                         "eos_token_id, pad_token_id...) here: its own signature is fuzzed",
+}
+
+
 def entry_points() -> list[tuple[str, Callable]]:
     """(qualified name, callable): functions, classes (their constructor) and classes' own public methods."""
     seen, found = set(), []
@@ -123,6 +130,9 @@ def entry_points() -> list[tuple[str, Callable]]:
                         found.append((f"{qualified}.{method_name}", getattr(obj, method_name)))
                 if obj is minineo.Model:
                     found.append(("minineo.Model.__call__", obj.forward))
+    for qualified in EXTRA_ENTRY_POINTS:
+        module, _, name = qualified.rpartition(".")
+        found.append((qualified, getattr(importlib.import_module(module), name)))
     if any(q.startswith("minineo.data.shards.ShardFolder.") for q, _ in found):  # its methods go with it (OPT_OUT)
         found = [(q, f) for q, f in found if not q.startswith("minineo.data.shards.ShardFolder.")]
     return [(q, f) for q, f in found if q not in OPT_OUT]

@@ -326,3 +326,241 @@ def test_a_lens_json_without_integer_sizes_is_refused_naming_the_field(tmp_path,
     (tmp_path / "lens" / "lens.json").write_text(json.dumps({**meta, "n_layers": value}))
     with pytest.raises(UserError, match=f"lens.json field 'n_layers' must be an integer, got {value!r}"):
         TunedLens.load(tmp_path / "lens", model)
+
+
+# ---- signed indices, layer boundaries, output folders --------------------------------------------------------------
+
+
+@given(size=st.integers(1, 30), value=st.integers(-60, 60), signed=st.booleans())
+def test_an_index_is_accepted_exactly_in_the_range_it_states(size, value, signed):
+    low = -size if signed else 0
+    try:
+        got = checks.index(value, size, "position", signed=signed)
+    except UserError as err:
+        assert not low <= value < size
+        assert f"position must be in {low}..{size - 1}, got {value}" in str(err)
+    else:
+        assert low <= value < size and got == value % size  # Python's meaning of a negative index
+
+
+@given(n_layers=st.integers(1, 12), value=st.integers(-30, 30))
+def test_a_layer_boundary_is_transformerlens_stop_at_layer(n_layers, value):
+    try:
+        got = checks.layer_boundary(value, n_layers)
+    except UserError as err:
+        assert not -n_layers <= value <= n_layers and f"in {-n_layers}..{n_layers}, got {value}" in str(err)
+    else:
+        assert got == (value if value >= 0 else n_layers + value)  # len(blocks[:value]) blocks run
+
+
+def test_an_output_folder_needs_an_existing_parent_and_is_never_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert checks.writable_folder(tmp_path / "new", "--out") == tmp_path / "new"
+    assert checks.writable_folder(tmp_path, "--out") == tmp_path
+    with pytest.raises(UserError, match=r"^cannot write --out .*/missing/out: the folder .*/missing does not exist"):
+        checks.writable_folder(tmp_path / "missing" / "out", "--out")
+    assert not (tmp_path / "missing").exists()  # refused, not created
+    with pytest.raises(UserError, match=r"^--out .*/file is a file"):
+        checks.writable_folder(tmp_path / "file", "--out")
+    with pytest.raises(UserError, match=r"the folder .*/file is a file"):
+        checks.writable_folder(tmp_path / "file" / "out", "--out")
+    with pytest.raises(WrongTypeError, match="^out_dir must be a path"):
+        checks.writable_folder(3, "out_dir")
+
+
+# ---- the forward's own arguments go through the checks ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    (dict(max_new_tokens=-1), "max_new_tokens must be at least 0, got -1"),
+    (dict(max_new_tokens=2, temperature=float("nan")), "temperature must be a finite number greater than 0"),
+    (dict(max_new_tokens=2, temperature=0, do_sample=True), "temperature must be greater than 0, got 0"),
+    (dict(max_new_tokens=2, do_sample=True, top_k=True), "top_k must be an integer at least 1, got True (a bool)"),
+    (dict(max_new_tokens=2, pad_token_id=10**6), "pad_token_id must be in 0..256, got 1000000"),
+])
+def test_generate_refuses_bad_arguments_naming_them(model, kwargs, said):
+    """A NaN temperature was accepted when greedy (it is not used then, but it is a mistake all the same)."""
+    with pytest.raises(UserError, match=re.escape(said)):
+        model.generate(torch.tensor([[1, 2]]), eos_token_id=5, **kwargs)
+
+
+@pytest.mark.parametrize("value, said", [(True, "stop_at_layer must be an integer in -2..2, got True (a bool)"),
+                                         (3, "stop_at_layer must be in -2..2, got 3"),
+                                         (1.0, "stop_at_layer must be an integer in -2..2, got 1.0 (a float)")])
+def test_stop_at_layer_states_its_range(model, value, said):
+    for call in (lambda: model(torch.tensor([[1, 2]]), stop_at_layer=value),
+                 lambda: model.run_with_cache(torch.tensor([[1, 2]]), stop_at_layer=value)):
+        with pytest.raises(UserError, match=re.escape(said)):
+            call()
+
+
+# ---- outputs in a missing folder are refused, not created; 0 is not "the default" ---------------------------------
+
+
+def _corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("When Mary and John went to the store, John gave a drink to Mary.\n" * 8)
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["harvest", "{corpus}", "--names", "blocks.0.resid_post", "--out", "{out}", "--context", "8", "--max-tokens", "16"],
+    ["tune-lens", "{corpus}", "--out", "{out}", "--steps", "1", "--batch-size", "2", "--context", "8"],
+])
+def test_a_command_writing_a_folder_refuses_a_missing_parent_folder(tmp_path, command):
+    """`--out /no/such/dir/out` created /no/such/dir (mkdir -p) and wrote there: a mistyped path grew a tree."""
+    out = tmp_path / "missing" / "out"
+    args = [a.format(corpus=_corpus(tmp_path), out=out) for a in command]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: cannot write --out {out}: the folder {out.parent} does not exist")
+    assert "Traceback" not in result.output and not (tmp_path / "missing").exists()
+
+
+def test_the_api_writers_of_folders_refuse_a_missing_parent_folder(model, tmp_path):
+    from minineo.data.harvest import harvest
+
+    out = tmp_path / "missing" / "out"
+    with pytest.raises(UserError, match=r"^cannot write out_dir .*: the folder .*missing does not exist"):
+        harvest(model, _corpus(tmp_path), "blocks.0.resid_post", out, context=8, max_tokens=16)
+    with pytest.raises(UserError, match=r"^cannot write path .*: the folder .*missing does not exist"):
+        TunedLens(model).save(out)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    (dict(context=0), "context must be in 2..128, got 0"),
+    (dict(warmup_steps=-1), "warmup_steps must be in 0..1, got -1"),
+    (dict(warmup_steps=5), "warmup_steps must be in 0..1, got 5"),
+    (dict(momentum=1.0), "momentum must be at least 0 and less than 1, got 1.0"),
+    (dict(optimizer="lbfgs"), "optimizer='lbfgs' is not one of 'sgd', 'adam'"),
+])
+def test_training_a_tuned_lens_refuses_bad_options_naming_them(model, tmp_path, kwargs, said):
+    """context=0 was read as "the default" (context or ...) and trained at 128."""
+    from minineo.analysis import train_tuned_lens
+
+    with pytest.raises(UserError, match=re.escape(said)):
+        train_tuned_lens(model, _corpus(tmp_path), steps=1, batch_size=2, **{"context": 8, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, said", [(dict(shard_rows=0), "shard_rows must be at least 1, got 0"),
+                                          (dict(max_tokens=0), "max_tokens must be at least 1, got 0"),
+                                          (dict(dtype=torch.int8), "dtype torch.int8 (a dtype) cannot hold"),
+                                          (dict(context=1), "context must be in 2..128, got 1")])
+def test_harvest_refuses_bad_options_naming_them(model, tmp_path, kwargs, said):
+    """shard_rows=0 was read as "the default" (shard_rows or ...)."""
+    from minineo.data.harvest import harvest
+
+    with pytest.raises(UserError, match=re.escape(said)):
+        harvest(model, _corpus(tmp_path), "blocks.0.resid_post", tmp_path / "out", **{"context": 8, **kwargs})
+    assert not (tmp_path / "out").exists()
+
+
+# ---- SAEs: the constructor checks what load checks; cfg.json's dtype and k are never guessed ----------------------
+
+
+def _sae_parts(d_in=4, d_sae=6):
+    return dict(W_enc=torch.randn(d_in, d_sae), b_enc=torch.zeros(d_sae), W_dec=torch.randn(d_sae, d_in),
+                b_dec=torch.zeros(d_in))
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(architecture="banana"), "architecture='banana' is not one of 'standard', 'topk', 'jumprelu'"),
+    (dict(architecture="topk"), "k must be an integer in 1..6, got None"),
+    (dict(architecture="topk", k=7), "k must be in 1..6, got 7"),
+    (dict(architecture="topk", k=True), "k must be an integer or None, got True (a bool)"),
+    (dict(architecture="jumprelu"), "threshold must be a tensor of shape"),
+    (dict(b_enc=torch.zeros(5)), "b_enc has shape (5,) but must have shape (d_sae,)"),
+    (dict(W_dec=torch.randn(4, 6)), "W_dec has shape (4, 6) but must have shape (d_sae, d_in)"),
+    (dict(W_enc=torch.full((4, 6), float("nan"))), "W_enc holds NaN or inf values"),
+    (dict(b_dec=torch.zeros(4, dtype=torch.float64)), "b_dec is a torch.float64 tensor but must be torch.float32"),
+    (dict(normalize_activations="whiten"), "normalize_activations='whiten' is not one of"),
+])
+def test_an_sae_built_by_hand_is_checked_as_a_loaded_one_is(change, said):
+    """SAE(..., architecture='banana') was built, and its encode() then failed deep inside (topk with k=None)."""
+    from minineo.sae import SAE
+
+    parts = {**_sae_parts(), **change}
+    args = [parts.pop(name) for name in ("W_enc", "b_enc", "W_dec", "b_dec")]
+    with pytest.raises(UserError, match=re.escape(said)):
+        SAE(*args, **parts)
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("dtype", "float33", "dtype 'float33' is not a floating-point dtype"),
+    ("dtype", "int8", "dtype 'int8' is not a floating-point dtype"),
+    ("k", True, "field 'k' must be an integer, got True"),
+    ("k", 2.5, "field 'k' must be an integer, got 2.5"),
+    ("hook_name", 5, "hook_name 5 is not a site name"),
+    ("normalize_activations", ["x"], "normalize_activations ['x'] is not supported"),
+])
+def test_an_sae_cfg_json_is_never_guessed(tmp_path, field, value, said):
+    """dtype 'float33' was read as float32 without a word (getattr(torch, name, float32)); k=True was k=1."""
+    import json
+    import shutil
+
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    folder = tmp_path / "sae"
+    shutil.copytree(SAE_FOLDER, folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    if field == "hook_name":
+        cfg["metadata"][field] = value
+    else:
+        cfg[field] = value
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=re.escape(said)) as caught:
+        minineo.sae.load(folder)
+    assert "cfg.json" in str(caught.value)
+
+
+def test_sae_load_checks_its_dtype_argument():
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    with pytest.raises(UserError, match=r"^dtype torch.int64 \(a dtype\) cannot hold"):
+        minineo.sae.load(SAE_FOLDER, dtype=torch.int64)
+    assert minineo.sae.load(SAE_FOLDER, dtype=torch.float16).W_enc.dtype == torch.float16
+
+
+def test_evaluate_rows_refuses_rows_of_another_length_or_shape(model):
+    """Rows of two lengths were a raw RuntimeError from torch.stack."""
+    from minineo.data.evaluation import evaluate_rows
+
+    row = torch.arange(8)
+    for rows, said in (([row, row[:5]], "rows item has shape (5,) but must have shape (context,) = (8,)"),
+                       ([row] * 9 + [row[:5]], "rows item has shape (5,) but must have shape (context,) = (8,)"),
+                       ([[1, 2, 3]], "rows item must be a tensor of shape (context,) = (any,), got [1, 2, 3] (a list)")):
+        with pytest.raises(UserError, match=re.escape(said)):
+            evaluate_rows(model, rows)
+    assert evaluate_rows(model, [row, row]).n_rows == 2
+
+
+def test_an_sae_refuses_a_scalar_input_naming_it():
+    import minineo.sae
+    from fuzz_walk import SAE_FOLDER
+
+    with pytest.raises(UserError, match=r"^x must be float activations .* got a torch.float32 tensor of shape \(\)"):
+        minineo.sae.load(SAE_FOLDER).encode(torch.tensor(1.0))
+
+
+def test_composition_scores_names_an_unknown_kind(model):
+    from minineo.analysis import composition_scores
+
+    with pytest.raises(UnknownNameError, match=r"^kind='Q' is not one of 'q', 'k', 'v'; the composition kind"):
+        composition_scores(model, "Q")
+
+
+def test_a_cache_is_saved_only_as_safetensors_never_over_another_file(model, tmp_path):
+    """`minineo cache PROMPT --save corpus.txt` replaced the corpus with tensors (so did Cache.save)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("my corpus\n")
+    result = runner.invoke(app, ["cache", "hi", "--save", str(text)], terminal_width=200)
+    assert result.exit_code == 1 and "--save file" in result.stderr and ".safetensors" in result.stderr, result.output
+    _, cache = model.run_with_cache(model.to_tokens("hi"))
+    with pytest.raises(UserError, match=r"path .*corpus.txt: a cache is written as .safetensors"):
+        cache.save(text)
+    assert text.read_text() == "my corpus\n"
+    result = runner.invoke(app, ["cache", "hi", "--save", str(tmp_path / "acts")], terminal_width=200)
+    assert result.exit_code == 0 and (tmp_path / "acts.safetensors").is_file(), result.output

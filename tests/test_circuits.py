@@ -120,7 +120,8 @@ def test_scores_equal_transformer_lens_3_9s_on_its_processed_model(arch):
 
 
 def test_unknown_composition_kind_is_a_clear_error():
-    with pytest.raises(UserError, match="'q' \\(queries\\), 'k' \\(keys\\), 'v' \\(values\\)"):
+    with pytest.raises(UserError, match="kind='Z' is not one of 'q', 'k', 'v'; the composition kind: 'q' \\(queries\\), "
+                                        "'k' \\(keys\\) or 'v' \\(values\\)"):
         analysis.composition_scores(minineo.load(), "Z")
 
 

@@ -221,7 +221,7 @@ def test_a_non_finite_tuned_lens_is_never_written_and_never_loaded(tiny, tmp_pat
 
 def test_tune_lens_refuses_a_nan_learning_rate_in_python_too(tiny, corpus):
     for lr in (float("nan"), -1.0, 0.0, float("inf")):
-        with pytest.raises(UserError, match="lr=.* must be a finite number > 0"):
+        with pytest.raises(UserError, match=r"^lr must be (a finite number )?greater than 0, got (nan|inf|-1.0|0.0)"):
             analysis.train_tuned_lens(tiny, corpus, steps=1, lr=lr)
 
 

@@ -133,8 +133,25 @@ def test_topn_and_threshold_select_by_score_before_pruning(data):
     kept = [float(key[s, r]) for s, r in as_set(graph.in_graph)]
     assert sorted(kept, reverse=True) == values[:n]
     threshold = data.draw(st.floats(-2, 2))
+    expected = {(s, r) for s, r in as_set(graph.real_edges) if key[s, r] >= threshold}
+    if not expected:  # an empty circuit is said, not returned (as `discover --threshold` says it)
+        with pytest.raises(UserError, match=r"threshold .* keeps no edge: the largest"):
+            circuits.apply_threshold(graph, threshold, absolute=absolute, prune=False)
+        return
     circuits.apply_threshold(graph, threshold, absolute=absolute, prune=False)
-    assert as_set(graph.in_graph) == {(s, r) for s, r in as_set(graph.real_edges) if key[s, r] >= threshold}
+    assert as_set(graph.in_graph) == expected
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), float("-inf"), float("nan"), 1e9])
+def test_a_threshold_that_keeps_no_edge_or_is_no_finite_number_is_refused_naming_it(threshold):
+    graph = Graph(1, 1, 4)
+    graph.scores = torch.linspace(-1, 1, graph.scores.numel()).view_as(graph.scores)
+    with pytest.raises(UserError, match=r"^threshold ") as caught:
+        circuits.apply_threshold(graph, threshold)
+    largest = float((graph.scores.abs() * graph.real_edges).max())
+    assert ("finite number" in str(caught.value)) == (threshold != 1e9)
+    if threshold == 1e9:
+        assert f"the largest |score| is {largest:.4g}" in str(caught.value)
 
 
 def test_a_node_circuit_has_every_edge_among_its_nodes_and_none_of_a_node_left_out():
@@ -154,7 +171,7 @@ def test_a_node_circuit_has_every_edge_among_its_nodes_and_none_of_a_node_left_o
 def test_bad_counts_are_user_errors():
     graph = Graph(1, 1, 4)
     for bad in (-1, graph.n_edges + 1, 2.0, True):
-        with pytest.raises(UserError, match="between 0 and the graph's|n must be an integer"):
+        with pytest.raises(UserError, match=r"n \(the number of edges\) must be (an integer )?in 0\.\.\d+"):
             circuits.apply_topn(graph, bad)
-    with pytest.raises(UserError, match="threshold must be a number"):
+    with pytest.raises(UserError, match="threshold must be a finite number"):
         circuits.apply_threshold(graph, float("nan"))

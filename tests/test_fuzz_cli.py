@@ -85,7 +85,10 @@ def bad_texts(param) -> list[tuple[str, bool, str]]:
     if kind is float:
         return [("nan", True, "nan"), ("inf", True, "inf"), ("-1", False, "-1"), ("abc", True, "not a number")]
     if kind is Path or isinstance(kind, type) and issubclass(kind, Path):
-        return [("/no/such/folder/file", False, "a path in no folder"), ("", False, "an empty path")]
+        # an input there does not exist, and an output there is refused rather than its folders created (mkdir -p
+        # made /no/such/folder/file as the test ran, and later runs found it there); relative to the command's fresh
+        # temporary folder, so nothing outside it can make the path exist: both must fail
+        return [("no-such-folder/file", True, "a path in no folder"), ("", False, "an empty path")]
     return [("", False, "an empty string"), ("no-such-thing", False, "an unknown string")]
 
 

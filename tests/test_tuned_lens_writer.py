@@ -55,7 +55,7 @@ def test_a_lens_without_bias_is_written_with_zero_biases_and_reads_back(tmp_path
     again = TunedLens.load(tmp_path / "lens", model)
     tokens = torch.arange(8)[None]
     torch.testing.assert_close(again.logits(model, tokens), lens.logits(model, tokens), atol=1e-6, rtol=0)
-    with pytest.raises(UserError, match="not a lens format"):
+    with pytest.raises(UserError, match="format='safetensors' is not one of 'minineo', 'tuned-lens'"):
         lens.save(tmp_path / "other", format="safetensors")
 
 

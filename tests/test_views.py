@@ -79,18 +79,18 @@ def test_attention_refuses_a_cache_without_patterns_and_mismatched_tokens(model)
     _, cache = model.run_with_cache(tokens)
     with pytest.raises(UserError, match="3 tokens were given"):
         views.attention(cache, ["a", "b", "c"])
-    with pytest.raises(UserError, match="batch=1"):
+    with pytest.raises(UserError, match=r"batch must be in 0\.\.0, got 1"):
         views.attention(cache, tokens, model, batch=1)
 
 
 def test_lens_and_attributions_refuse_bad_arguments(model):
-    with pytest.raises(UserError, match="top_k=0"):
+    with pytest.raises(UserError, match=r"top_k must be in 1\.\.\d+, got 0"):
         views.lens(model, PROMPT, top_k=0)
     with pytest.raises(UserError, match="is 5 tokens"):
         views.attributions(model, PROMPT, " Mary")
-    with pytest.raises(UserError, match="answer=999"):
+    with pytest.raises(UserError, match=r"answer must be in 0\.\.\d+, got 999"):
         views.attributions(model, PROMPT, 999)
-    with pytest.raises(UserError, match="position=100"):
+    with pytest.raises(UserError, match=r"position must be in -\d+\.\.\d+, got 100"):
         views.attributions(model, PROMPT, "M", position=100)
     with pytest.raises(UserError, match="per='head' needs values of 2"):
         views.patching(torch.zeros(2, 3, 4), "head")
@@ -240,3 +240,23 @@ def test_every_command_writing_a_view_refuses_a_png_name_and_writes_nothing(tmp_
     assert "error:" in result.output and "'.png'" in result.output and ".html" in result.output, result.output
     assert "Traceback" not in result.output and not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attention_refuses_a_cache_recorded_on_another_model_of_the_same_shape(model):
+    """The page named `model` and showed the other model's patterns: a cache now carries who recorded it."""
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    again = minineo.load()  # the same model loaded twice is the same model
+    assert cache.model == again.identity() and cache.model.startswith("tiny-neo (weights ")
+    views.attention(cache, tokens, again)
+    other = minineo.Model(model.config, model.tokenizer)  # one shape, other weights
+    with torch.no_grad():
+        for p in other.parameters():
+            p.copy_(torch.randn_like(p) * 0.02)
+    with pytest.raises(UserError, match=re.escape(f"the cache was recorded on {cache.model}, but model is an unnamed "
+                                                  "model (weights ")):
+        views.attention(cache, tokens, other)
+    with torch.no_grad():
+        again.W_E[0, 0] += 1.0  # an in-place edit of a sampled weight changes the identity
+    assert again.identity() != cache.model
+    assert cache.to("cpu").model == cache.model

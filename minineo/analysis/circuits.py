@@ -209,8 +209,7 @@ def composition_scores(model: Model, kind: str, fill: float = 0.0) -> torch.Tens
     M = B1 A2 (d_head x d_head), G1 = A1^T A1 and H2 = B2 B2^T: every sender x later receiver pair
     is one (d_head x d_head) block of one product per sender layer, and no factorisation is needed.
     """
-    if kind not in KINDS:
-        raise UserError(f"composition kind {kind!r} is not one of {KINDS}: 'q' (queries), 'k' (keys), 'v' (values)")
+    kind = checks.one_of(kind, "kind", KINDS, "the composition kind: 'q' (queries), 'k' (keys) or 'v' (values)")
     ov = ov_circuit(model)
     right = {"q": qk_circuit(model), "k": qk_circuit(model).T, "v": ov}[kind]
     G1, H2 = gram(ov.A), gram(right.B.transpose(-2, -1))  # (layer, head, d_head, d_head)

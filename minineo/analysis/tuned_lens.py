@@ -13,8 +13,6 @@ read with `torch.load(weights_only=True)`, never unpickling arbitrary objects).
 
 from __future__ import annotations
 
-import math
-
 import os
 import sys
 import time
@@ -181,15 +179,16 @@ class TunedLens(nn.Module):
         params.pt, which its `TunedLens.from_model_and_pretrained(model, path)` reads (checked with tuned-lens
         0.2.0); its unembed_hash is the package's hash of this model's unembedding, so the package accepts it.
         """
+        format = checks.one_of(format, "format", ("minineo", "tuned-lens"), "'minineo' (lens.json + lens.safetensors) or "
+                               "'tuned-lens' (the package's config.json + params.pt)")
+        path = checks.writable_folder(path, "path")
         tensors = {"weight": self.weight.detach().cpu().contiguous()}
         if self.bias is not None:
             tensors["bias"] = self.bias.detach().cpu().contiguous()
         if format == "minineo":
-            write_lens(Path(path), tensors, self.identity)
-        elif format == "tuned-lens":
-            write_package_lens(Path(path), tensors, self.identity, unembed_hash(self.model))
+            write_lens(path, tensors, self.identity)
         else:
-            raise UserError(f"format={format!r} is not a lens format; give 'minineo' or 'tuned-lens'")
+            write_package_lens(path, tensors, self.identity, unembed_hash(self.model))
 
     @classmethod
     @checks.typed
@@ -265,17 +264,19 @@ def train_tuned_lens(
     When the first step says the whole run will take over a minute, a `warning:` (minineo.report) gives the
     estimate and how to shorten it.
     """
-    if steps < 1 or batch_size < 1:
-        raise UserError(f"steps ({steps}) and batch_size ({batch_size}) must be at least 1")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"lr={lr} must be a finite number > 0 (default: 1.0 * (1 - momentum) for sgd, 1e-3 for adam)")
-    if not (0 <= momentum < 1) or not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise UserError(f"momentum={momentum} must be in [0, 1) and weight_decay={weight_decay} finite and >= 0")
-    if optimizer not in ("sgd", "adam"):
-        raise UserError(f"optimizer {optimizer!r} is not known; use 'sgd' (SGD with Nesterov momentum) or 'adam' (AdamW)")
-    context = context or min(model.config.n_ctx, 512)
-    if not 2 <= context <= model.config.n_ctx:
-        raise UserError(f"context {context} must be between 2 and the model's n_ctx ({model.config.n_ctx})")
+    steps, batch_size = checks.count(steps, "steps"), checks.count(batch_size, "batch_size")
+    if lr is not None:
+        lr = checks.number(lr, "lr", low=0, low_open=True, fix="default: 1.0 * (1 - momentum) for sgd, 1e-3 for adam")
+    momentum = checks.number(momentum, "momentum", low=0, high=1, high_open=True)
+    weight_decay = checks.number(weight_decay, "weight_decay", low=0)
+    optimizer = checks.one_of(optimizer, "optimizer", ("sgd", "adam"), "'sgd' (SGD with Nesterov momentum) or 'adam' "
+                              "(AdamW)")
+    if warmup_steps is not None:
+        warmup_steps = checks.count(warmup_steps, "warmup_steps", minimum=0, maximum=steps,
+                                    fix="the first steps of a linear warmup, at most every step")
+    # context 0 is refused, not read as "the default" (context or ... did)
+    context = min(model.config.n_ctx, 512) if context is None else context
+    checks.context_length(context, model.config.n_ctx, "context")
     lens = lens if lens is not None else TunedLens(model)
     lens._check(model.config)
     params = [p for p in lens.parameters()]

@@ -85,7 +85,6 @@ def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def _write_folder(path: Path, write) -> None:
     """Write the folder `path` whole or not at all; an older lens there is replaced only once the new one is complete."""
     check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with outputs.claim(path, "the tuned-lens folder"):  # one writer at a time: the renames below are not atomic as a pair
         _replace_folder(path, write)
 

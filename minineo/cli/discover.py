@@ -52,15 +52,6 @@ def check_acdc_options(method: str, **acdc_options) -> None:
                         f"drop {'it' if len(given) == 1 else 'them'}, or give --method acdc")
 
 
-def check_not_empty(graph: Graph, threshold: float) -> None:
-    """A --threshold that keeps no edge leaves a circuit whose faithfulness is 0 by construction: a UserError saying
-    the largest |score| instead of a meaningless table."""
-    if graph.n_edges_in_graph == 0:
-        largest = float((graph.scores.abs() * graph.real_edges).max())
-        raise UserError(f"--threshold {threshold:g} keeps no edge: the largest |score| is {largest:.4g}; give a "
-                        "smaller --threshold, or --top N")
-
-
 def curve_table(signed, absolute, title: str):
     """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
     table = titled_table(title)
@@ -112,7 +103,7 @@ def discover(model: str = ModelOption,
                   seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
     check_reuse(circuit, out, threshold=threshold, kl=kl, state=state)
     check_acdc_options(method, kl=kl, state=state)
-    out = None if out is None else output_path(out, "circuit file", files.SUFFIXES, default_suffix=".json")
+    out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)
@@ -138,8 +129,7 @@ def discover(model: str = ModelOption,
         with working(f"{method} scores of {plural(graph.n_edges, 'edge')}"):
             attribute(m, graph, pairs, method=method, ig_steps=ig_steps, batch_size=batch_size)
         if threshold is not None:
-            circuits.apply_threshold(graph, threshold, absolute=True, prune=False)
-            check_not_empty(graph, threshold)
+            circuits._threshold(graph, threshold, True, False, "--threshold")  # keeps no edge: a UserError
             how = f"{method}, |score| >= {threshold:g}"
         else:
             circuits.apply_topn(graph, top, absolute=True, prune=False)

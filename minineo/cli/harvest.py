@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 import typer
 
+from minineo import checks
 from minineo.cli.display import plural
 from minineo.cli.shared import ModelOption, app, check_options, claim_output, console, list_items, load_or_exit
 from minineo.errors import UserError
@@ -48,8 +49,8 @@ def harvest(
         if dtype is not None and dtype not in DTYPES:
             raise UserError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         rank, world, chosen = harvesting.init_distributed(device)
+        out = checks.writable_folder(out, "--out")  # a missing parent folder is refused, not created
         if rank == 0:  # held until the summary is printed (the harvest itself claims it too, re-entrantly)
-            out.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
             claim_output(out, "--out")
         try:
             m = load_or_exit(model, str(chosen), dtype=DTYPES[dtype or "float32"])

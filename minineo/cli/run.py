@@ -58,7 +58,8 @@ def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Op
           device: str = DeviceOption) -> None:
     """Every recorded activation name for PROMPT in forward order, with shape, dtype and norm."""
     if save is not None:
-        save = output_path(save, "--save file")
+        # only a .safetensors file (a name without an extension gets it): `--save corpus.txt` replaced the text
+        save = output_path(save, "--save file", (".safetensors",), default_suffix=".safetensors")
     m = load_or_exit(model, device)
     tokens = prompt_tokens(m, prompt, model)
     with torch.inference_mode(), working(f"recording every activation of {model} on {plural(tokens.shape[1], 'token')}"):

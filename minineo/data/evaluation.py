@@ -130,6 +130,10 @@ def evaluate_rows(
     mine = (row for i, row in enumerate(rows) if i % world == rank)
     with torch.inference_mode():
         while batch := list(itertools.islice(mine, batch_size)):
+            for row in batch:  # one length for every row (the first's), each a 1-D tensor of ids
+                checks.tensor(row, "rows item", (batch[0].shape[-1] if context is None else context,) if
+                              isinstance(batch[0], torch.Tensor) else (None,),
+                              dims="(context,)")  # every row as long as the first
             tokens = torch.stack(batch).to(device)  # (batch, context)
             context = tokens.shape[1] if context is None else context
             nats += model.loss(tokens, per_token=True).double().sum()

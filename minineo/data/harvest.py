@@ -88,6 +88,7 @@ def harvest(
 ) -> Path:
     """Write the activations of `names` over `corpus` to `out_dir`; returns the folder (read it with `load`)."""
     require_datasets()
+    out_dir = checks.writable_folder(out_dir, "out_dir")  # a missing parent folder is refused, not created
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     job = _Job(model, names, context, batch_size, max_tokens, dtype, shard_rows)
     rows = _rows(model, corpus, text_field, context, job.max_rows)  # reads the first row: corpus errors come now
@@ -95,7 +96,6 @@ def harvest(
     if rank != 0:
         return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
     # One run at a time per folder: rank 0 holds the claim (minineo.outputs) until the folder is complete.
-    folder.path.absolute().parent.mkdir(parents=True, exist_ok=True)
     with outputs.claim(folder.path, "the harvest folder --out"):
         return _write(model, folder, job, rows, rank, world, corpus, text_field, context, progress)
 
@@ -161,31 +161,26 @@ class _Job:
                 raise UserError(f"{name.strip()!r} names the site {canon} a second time (harvest --names); give each "
                                 "site once")
             self.names.append(canon)
-        if not 2 <= context <= config.n_ctx:
-            raise UserError(f"context={context} must be between 2 and the model's n_ctx={config.n_ctx}; "
-                            f"give a smaller --context")
-        if batch_size < 1:
-            raise UserError(f"batch_size={batch_size} must be at least 1")
+        context = checks.context_length(context, config.n_ctx, "context")
+        batch_size = checks.count(batch_size, "batch_size")
         self.context, self.batch_size = context, batch_size
         self.max_rows = None
         if max_tokens is not None:
-            self.max_rows = max_tokens // context
+            self.max_rows = checks.count(max_tokens, "max_tokens") // context
             if self.max_rows < 1:
                 raise UserError(f"max_tokens={max_tokens} is less than one row of context={context}; "
                                 f"give --max-tokens >= {context}")
-        self.dtype = dtype or model.W_E.dtype
-        if self.dtype not in _STORED:
-            raise UserError(f"dtype {self.dtype} cannot be stored; give float32, float16 or bfloat16")
+        self.dtype = model.W_E.dtype if dtype is None else checks.dtype(dtype, "dtype")
         self.widths = {n: int(np.prod(sites.shape_of(n, config, 1, context)[2:])) for n in self.names}
         row_bytes = context * sum(self.widths.values()) * torch.finfo(self.dtype).bits // 8
+        if shard_rows is not None:  # 0 is refused, not read as "the default" (shard_rows or ... did)
+            shard_rows = checks.count(shard_rows, "shard_rows")
         self.shard_rows = shard_rows or max(1, SHARD_BYTES // row_bytes)
         # arguments that follow from others: reported only when nothing else differs from a folder to continue
         self.derived = {"max_rows": "whole rows of --max-tokens at --context"}
         if shard_rows is None:
             self.derived["shard_rows"] = ("--shard-rows was not given: its default, ~256 MiB of activations per shard, "
                                           "follows --context, --names and --dtype; give --shard-rows {there} to continue")
-        if self.shard_rows < 1:
-            raise UserError(f"shard_rows={shard_rows} must be at least 1")
         stored = _STORED[self.dtype]
         self.stored, self.np_dtype = getattr(torch, stored), np.dtype(stored)
         self.features = features({column_name(n): (context, w) for n, w in self.widths.items()}, context, stored)

@@ -74,9 +74,8 @@ def _ranking_scores(graph: Graph, absolute: bool) -> torch.Tensor:
     return scores.masked_fill(~graph.real_edges, -torch.inf)  # (n_senders, n_receivers)
 
 
-def _check_count(n: int, graph: Graph, what: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= graph.n_edges:
-        raise UserError(f"{what} must be an int between 0 and the graph's {graph.n_edges} edges, got {n!r}")
+def _check_count(n: int, graph: Graph, what: str) -> int:
+    return checks.count(n, what, minimum=0, maximum=graph.n_edges, fix=f"the graph has {graph.n_edges} edges")
 
 
 def _finish(graph: Graph, do_prune: bool) -> Graph:
@@ -86,11 +85,11 @@ def _finish(graph: Graph, do_prune: bool) -> Graph:
     return graph
 
 
-@checks.typed
+@checks.typed(own=("n",))  # _check_count states the range for a wrong type too
 def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of the `n` highest-scoring edges (by |score| when `absolute`, else by signed score), then pruned
     (EAP-IG's `apply_topn(n, absolute, level='edge', reset=True, prune)`). In place; returns `graph`."""
-    _check_count(n, graph, "n (the number of edges)")
+    n = _check_count(n, graph, "n (the number of edges)")
     order = _ranking_scores(graph, absolute).flatten().argsort(descending=True, stable=True)
     graph.in_graph = torch.zeros_like(graph.in_graph)
     graph.in_graph.view(-1)[order[:n]] = True
@@ -100,19 +99,34 @@ def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) 
 @checks.typed
 def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of every edge whose score (|score| when `absolute`) is >= `threshold`, then pruned (EAP-IG's
-    `apply_threshold`). In place; returns `graph`."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
-        raise UserError(f"threshold must be a number, got {threshold!r}")
-    graph.in_graph = _ranking_scores(graph, absolute) >= float(threshold)
+    `apply_threshold`). In place; returns `graph`.
+
+    A threshold that keeps no edge is a UserError saying the largest score (as `minineo discover --threshold`
+    says): an empty circuit's faithfulness is 0 by construction, never a finding. An infinite or NaN threshold
+    is refused (a negative one keeps every edge)."""
+    return _threshold(graph, threshold, absolute, prune, "threshold")
+
+
+def _threshold(graph: Graph, threshold: float, absolute: bool, prune: bool, name: str) -> Graph:
+    """apply_threshold, its messages naming the argument as `name` ('threshold', the CLI's '--threshold')."""
+    threshold = checks.number(threshold, name, fix="edges whose score is at least this number are kept")
+    ranking = _ranking_scores(graph, absolute)
+    kept = ranking >= threshold
+    if not bool(kept.any()):
+        largest = float(ranking.max())
+        what = "|score|" if absolute else "score"
+        raise UserError(f"{name} {threshold:g} keeps no edge: the largest {what} is {largest:.4g}; give a smaller "
+                        f"{name}, or keep the top n edges (apply_topn, --top N)")
+    graph.in_graph = kept
     return _finish(graph, prune)
 
 
-@checks.typed
+@checks.typed(own=("n",))  # _check_count states the range for a wrong type too
 def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """EAP-IG's greedy circuit: grown from `logits` upwards, each step adds the best-scoring edge into a node already
     in the circuit (first only edges into `logits`); a sender joining the circuit makes its own incoming edges
     candidates. `n` edges (fewer if the candidates run out), then pruned. In place; returns `graph`."""
-    _check_count(n, graph, "n (the number of edges)")
+    n = _check_count(n, graph, "n (the number of edges)")
     ranking = _ranking_scores(graph, absolute)
     owner = receiver_nodes(graph)
     incoming: dict[int, list[int]] = {s: [] for s in range(graph.n_senders)}  # node -> receivers it owns

@@ -7,13 +7,12 @@ prompt plus `max_new_tokens`.
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
+from minineo import checks
 from minineo.errors import UserError
 from minineo.forward.kv_cache import KVCache
 from minineo.checkpoints.tokens import TokenInput, positions_from_mask
@@ -36,6 +35,7 @@ MODEL_EOS = _ModelEos()
 
 
 @torch.inference_mode()
+@checks.typed(own=("max_new_tokens", "temperature", "top_k", "pad_token_id"))  # their checks state the range too
 def generate(
     model: Model, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
     do_sample: bool = False, attention_mask: torch.Tensor | None = None,
@@ -63,14 +63,12 @@ def generate(
     tokens, a non-positive sampling temperature, a bad `top_k`, or a stop/pad id that is not a token id
     of the vocabulary (0..d_vocab-1; a bool or float is not an id).
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise UserError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-    if do_sample and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-                          and math.isfinite(temperature) and temperature > 0):
-        raise UserError(f"temperature must be a finite number > 0 when sampling, got {temperature!r}; use "
-                        "do_sample=False for greedy decoding")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise UserError(f"top_k must be a whole number >= 1 (keep the k likeliest tokens) or None (all), got {top_k!r}")
+    max_new_tokens = checks.count(max_new_tokens, "max_new_tokens", minimum=0)
+    # a temperature is checked even when greedy: NaN there is a mistake whether or not it is used
+    temperature = checks.number(temperature, "temperature", low=0, low_open=True,
+                                fix="it divides the logits before sampling; do_sample=False decodes greedily")
+    if top_k is not None:
+        top_k = checks.count(top_k, "top_k", fix="keep the k likeliest tokens, or top_k=None for all of them")
     stop_ids = _stop_ids(model, eos_token_id)
     pad = _pad_id(model, pad_token_id, stop_ids)
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
@@ -137,10 +135,8 @@ def _pad_id(model: Model, pad_token_id: object, stop_ids: list[int] | None) -> i
 
 
 def _check_id(model: Model, what: str, value: object) -> None:
-    d_vocab = model.config.d_vocab
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < d_vocab:
-        raise UserError(f"{what} {value!r} is not a token id of this model: give a whole number in 0..{d_vocab - 1} "
-                        f"(the vocabulary), e.g. model.to_tokens('<|endoftext|>', prepend_bos=False)[0, 0]"
+    checks.token_id(value, model.config.d_vocab, what,
+                    fix="a token id of the vocabulary, e.g. model.to_tokens('<|endoftext|>', prepend_bos=False)[0, 0]"
                         + (", or eos_token_id=None to never stop early" if what == "eos_token_id" else ""))
 
 

@@ -128,7 +128,24 @@ class Model(nn.Module):
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
         return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
-                     lazy=lazy, attention_masks=masks, unlisted=helpers)
+                     lazy=lazy, attention_masks=masks, unlisted=helpers, model=self.identity())
+
+    def identity(self) -> str:
+        """Who this model is, cheaply: its name (as given to minineo.load) and a fingerprint of its weights (sha256 of
+        ~1000 evenly spaced values of every parameter: ~10 ms at GPT-2 size, where a pass over every weight takes
+        seconds), so that two models of one shape tell apart. Recomputed only after a weight changes (torch counts
+        in-place writes in `_version`); an in-place edit between sampled values is not seen."""
+        import hashlib
+
+        tensors = list(self.parameters())
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if getattr(self, "_identity", (None,))[0] != key:
+            with torch.no_grad():
+                samples = [t.reshape(-1)[::max(1, t.numel() // 1024)][:1024].to(torch.float32) for t in tensors]
+                values = torch.cat(samples).cpu().numpy()
+            self._identity = (key, hashlib.sha256(values.tobytes()).hexdigest()[:12])
+        name = getattr(self, "name", None) or "an unnamed model"
+        return f"{name} (weights {self._identity[1]})"
 
     def _run(
         self, tokens: TokenInput, rec: Recorder, attention_mask: torch.Tensor | None,
@@ -147,14 +164,7 @@ class Model(nn.Module):
         """stop_at_layer validated and made non-negative (TransformerLens's meaning: -1 stops before the last block)."""
         if stop_at_layer is None:
             return None
-        n = self.config.n_layers
-        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n <= stop_at_layer <= n:
-            raise UserError(
-                f"stop_at_layer={stop_at_layer!r} is not a layer boundary of this {n}-layer model; give an int "
-                f"in -{n}..{n} (L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n}: the last resid_post; "
-                f"-1: before the last block), or None for the logits"
-            )
-        return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
+        return checks.layer_boundary(stop_at_layer, self.config.n_layers, "stop_at_layer")
 
     @checks.typed
     def token_batch(
@@ -362,7 +372,8 @@ class Model(nn.Module):
         if not patch:
             return {}
         if not isinstance(patch, dict):
-            raise UserError("patch must be a dict {activation name: tensor or function(value) -> value}")
+            raise WrongTypeError(f"patch must be a dict {{activation name: tensor or function(value) -> value}}, got "
+                                 f"{checks.describe(patch)}; e.g. patch={{'blocks.0.attn.z': lambda z: z * 0}}")
         for name, value in patch.items():
             if not (isinstance(value, torch.Tensor) or callable(value)):
                 raise UserError(

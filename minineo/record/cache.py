@@ -27,8 +27,12 @@ class Cache(Mapping):
         self, store: dict[str, torch.Tensor], config: Config, W_O: list[torch.Tensor],
         ln_final_w: torch.Tensor, ln_final_b: torch.Tensor, lazy: set[str] | frozenset[str] = frozenset(),
         attention_masks: list[torch.Tensor | None] | None = None, unlisted: set[str] | frozenset[str] = frozenset(),
+        model: str | None = None,
     ):
         self._store, self.config = store, config
+        # who recorded it: the model's name and a fingerprint of its weights (Model.identity), so that a view or
+        # an analysis handed another model of the same shape can refuse it; None for a cache built by hand
+        self.model = model
         self._W_O, self._ln_w, self._ln_b = W_O, ln_final_w, ln_final_b
         # sites recomputed on access from recorded ones (minineo.record.lazy_sites; attn.scores and attn.pattern
         # with the explicit path's functions and the forward's masks), bit-identical to storing them
@@ -157,6 +161,10 @@ class Cache(Mapping):
         if path.is_dir():
             raise UserError(f"cannot save the cache to path {path}: it is a folder; give a file name such as "
                             f"{path / 'cache.safetensors'}")
+        if path.suffix.lower() != ".safetensors":  # save("notes.txt") replaced the text with tensors
+            raise UserError(f"cannot save the cache to path {path}: a cache is written as .safetensors, so the path "
+                            f"must end in .safetensors (e.g. {path.with_suffix('.safetensors')}); nothing else is "
+                            "replaced")
         if not path.parent.is_dir():
             raise MissingFileError(f"cannot save the cache to path {path}: the folder {path.parent} does not exist; "
                                    "create it first (e.g. Path(...).mkdir(parents=True)) or give another path")
@@ -170,4 +178,4 @@ class Cache(Mapping):
         device = checks.device(device)
         masks = [None if m is None else m.to(device) for m in self._masks]
         return Cache({k: v.to(device) for k, v in self._store.items()}, self.config, [w.to(device) for w in self._W_O],
-                     self._ln_w.to(device), self._ln_b.to(device), self._lazy, masks, self._unlisted)
+                     self._ln_w.to(device), self._ln_b.to(device), self._lazy, masks, self._unlisted, self.model)

@@ -27,12 +27,17 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
 
     `model` turns ids into text (without it they show as `#id`) and names the page (or `name=`); `prompt` is the
     text shown in the header (default: the tokens joined); `batch` picks the row. Raises UserError when the cache
-    lacks a pattern, the row does not exist or the tokens do not match the pattern's length.
+    lacks a pattern, the row does not exist, the tokens do not match the pattern's length, or `model` is not the
+    model that recorded the cache (`cache.model` names it: its name and a fingerprint of its weights).
     """
     if not isinstance(cache, Cache):
         raise WrongTypeError(f"cache must be the Cache of model.run_with_cache(tokens), got {type(cache).__name__}")
     if model is not None:
         check_model(model)
+        if cache.model is not None and cache.model != model.identity():
+            raise UserError(f"the cache was recorded on {cache.model}, but model is {model.identity()} (another "
+                            "model of the same shape, or its processed weights); pass the model that recorded the cache, "
+                            "or record the cache again with this one")
     check_texts(name=name, prompt=prompt)
     config = cache.config
     patterns = []
@@ -44,8 +49,7 @@ def attention(cache: Cache, tokens: torch.Tensor | Sequence[str], model=None, *,
             raise UserError(f"the cache has no {site}; record it with model.run_with_cache(tokens) (every site) or "
                             f"names=[... '{site}' for each layer]") from None
     stacked = torch.stack(patterns)  # (layer, batch, head, q_pos, k_pos)
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < stacked.shape[1]:
-        raise UserError(f"batch={batch!r} is not a row of the cache (0..{stacked.shape[1] - 1}); give a row index")
+    batch = checks.index(batch, stacked.shape[1], "batch", fix=f"the cache holds {stacked.shape[1]} row(s)")
     pattern = stacked[:, batch].detach().float().cpu()  # (layer, head, q_pos, k_pos)
     n_pos = pattern.shape[-1]
     if isinstance(tokens, (list, tuple)) and all(isinstance(t, str) for t in tokens):

@@ -26,10 +26,7 @@ def _answer_id(model: Model, answer: int | str, what: str) -> int:
             raise UserError(f"{what}={answer!r} is {len(ids)} tokens; give one token's text or its id (the CLI's "
                             "`minineo attribute --html` compares answers of several tokens at their first difference)")
         return ids[0]
-    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < model.config.d_vocab:
-        raise UserError(f"{what}={answer!r} must be a token id between 0 and {model.config.d_vocab - 1}, or one "
-                        "token's text")
-    return answer
+    return checks.token_id(answer, model.config.d_vocab, what, fix="a token id of the vocabulary, or one token's text")
 
 
 @checks.typed
@@ -51,8 +48,8 @@ def attributions(model: Model, tokens: torch.Tensor | str, answer: int | str, wr
         raise UserError(f"answer={answer!r} and wrong={wrong!r} are the same token (id {answer_id}), so logit(answer) - "
                         "logit(wrong) is 0 everywhere; give two different tokens, or wrong=None for the answer's logit")
     n = ids.numel()
-    if isinstance(position, bool) or not isinstance(position, int) or not -n <= position < n:
-        raise UserError(f"position={position!r} is outside the prompt's {n} positions ({-n}..{n - 1}); e.g. -1")
+    position = checks.index(position, n, "position", signed=True,
+                            fix=f"a position of the prompt's {n} tokens, counted from the end when negative (-1: the last)")
     with torch.inference_mode():
         result = direct_logit_attribution(model, ids[None], answer_id, wrong_id, position=position)
     vocab = token_strings(model, torch.tensor([answer_id] + ([wrong_id] if wrong_id is not None else [])))

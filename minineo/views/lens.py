@@ -12,7 +12,7 @@ import torch
 from minineo import checks
 from minineo.analysis.lens import LogitLens, logit_lens, summarise_lens
 from minineo.analysis.tuned_lens import TunedLens
-from minineo.errors import UserError, WrongTypeError
+from minineo.errors import WrongTypeError
 from minineo.forward.model import Model
 from minineo.views.page import (View, asset, check_model, check_texts, first_row, joined, model_name, pack_float32,
                                  render, token_strings)
@@ -39,8 +39,8 @@ def lens(model: Model, tokens: torch.Tensor | str, tuned: TunedLens | None = Non
     """
     check_model(model)
     check_texts(name=name, prompt=prompt)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= model.config.d_vocab:
-        raise UserError(f"top_k={top_k!r} must be an int between 1 and d_vocab={model.config.d_vocab}; e.g. 5")
+    top_k = checks.count(top_k, "top_k", maximum=model.config.d_vocab,
+                         fix=f"how many of the lens's top tokens to list (at most d_vocab={model.config.d_vocab}), e.g. 5")
     if tuned is not None and not isinstance(tuned, TunedLens):
         raise WrongTypeError(f"tuned must be a minineo TunedLens (analysis.TunedLens.load(path, model)), got "
                              f"{type(tuned).__name__}")
