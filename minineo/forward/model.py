@@ -148,12 +148,13 @@ class Model(nn.Module):
         if stop_at_layer is None:
             return None
         n = self.config.n_layers
-        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n <= stop_at_layer <= n:
+        if not checks.is_integer(stop_at_layer) or not -n <= int(stop_at_layer) <= n:
             raise UserError(
                 f"stop_at_layer={stop_at_layer!r} is not a layer boundary of this {n}-layer model; give an int "
                 f"in -{n}..{n} (L runs blocks 0..L-1 and returns blocks.L.resid_pre; {n}: the last resid_post; "
                 f"-1: before the last block), or None for the logits"
             )
+        stop_at_layer = int(stop_at_layer)
         return stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
 
     @checks.typed
