@@ -201,6 +201,17 @@ def one_of(value: Any, name: str, choices: Collection[str], fix: str = "") -> st
     return value
 
 
+def distinct(items: Iterable[Any], name: str) -> list[Any]:
+    """The items of a list argument or option (`--models a b`, `--heads 1.0,1.2`), each given once: a repeated item
+    is a UserError naming `name` and the item, never done twice or dropped (docs/outputs.md)."""
+    items = list(items)
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            shown = repr(os.fspath(item)) if isinstance(item, os.PathLike) else repr(item)
+            raise UserError(f"{name} names {shown} twice; give each item once")
+    return items
+
+
 def function(value: Any, name: str, takes: str = "") -> Any:
     """A callable (a metric, a patch function); `takes` says what it is called with, for the message."""
     if not callable(value):
