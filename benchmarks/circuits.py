@@ -46,11 +46,11 @@ def tl_copying(tl) -> torch.Tensor:
     return eigenvalues.sum(-1).real / eigenvalues.abs().sum(-1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ScriptParser("benchmarks.circuits")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     from transformers import GPT2Config
 

@@ -62,12 +62,12 @@ def build_model(directory: Path) -> Path:
     return directory
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ScriptParser("benchmarks.commands", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/gpt2-small-random"))
     parser.add_argument("--only", nargs="*", help="run only these commands")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     model = str(build_model(args.model_dir))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print("| command | wall s | CPU s (user + sys) | exit |\n|---|---|---|---|", flush=True)

@@ -34,13 +34,14 @@ import torch
 
 import minineo
 from benchmarks import description
-from minineo.boundary import ScriptParser, run_script
+from minineo.boundary import ScriptParser, comma_list, run_script
 from benchmarks.discovery_report import compare, print_report
 from minineo.discovery import Graph
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_PYTHON = os.environ.get("MININEO_EAPIG_PYTHON", "/work/venvs/eapig/bin/python")  # scratch venv, EAP-IG + TL 3
 METHODS = ("eap", "eap-ig-inputs", "clean-corrupted", "exact", "evaluate")
+MODELS = ("gpt2-small", "gpt-neo-125M", "tiny-gpt2", "tiny-neo")
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's edge fractions: the zoo's circuits
 FULL_FRACTIONS = (0.01, 0.1, 1.0)  # at the full shapes (EAP-IG's evaluate_graph takes two forwards of it each)
 ZOO = Path(minineo.__file__).parent / "zoo"
@@ -176,8 +177,9 @@ def combine(paths: list[Path], model_dir: Path | None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = ScriptParser("benchmarks.discovery", description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-gpt2, 8 IOI pairs, 3 circuits")
-    parser.add_argument("--models", default=None, help="comma-separated: gpt2-small, gpt-neo-125M, tiny-gpt2, tiny-neo")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--models", type=comma_list(MODELS), default=None, help=f"comma-separated: {', '.join(MODELS)}")
+    parser.add_argument("--methods", type=comma_list(METHODS), default=list(METHODS),
+                        help=f"comma-separated: {', '.join(METHODS)} (default: all)")
     parser.add_argument("--pairs", type=int, default=16, help="pairs at the full shapes")
     parser.add_argument("--pos", type=int, default=16, help="tokens per prompt at the full shapes")
     parser.add_argument("--ioi-pairs", type=int, default=64, help="IOI pairs on the zoo models")
@@ -200,9 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out:
             args.out.write_text(json.dumps(run, indent=1))
         return run
-    args.methods = args.methods.split(",")
-    models = args.models.split(",") if args.models else (["tiny-gpt2"] if args.quick else
-                                                          ["gpt2-small", "gpt-neo-125M", "tiny-gpt2", "tiny-neo"])
+    models = args.models or (["tiny-gpt2"] if args.quick else list(MODELS))
     args.fractions = (0.01, 0.1, 1.0) if args.quick else None
     if args.quick:
         args.ioi_pairs = min(args.ioi_pairs, 8)

@@ -130,7 +130,7 @@ def attribution_correlations() -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ScriptParser("benchmarks.patching", description=description(__doc__))
     parser.add_argument("--sample", type=int, default=0, help="cells timed for brute force and TL (0: all)")
     parser.add_argument("--rounds", type=int, default=1)
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--pos", type=int, default=32)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/minineo-bench-gpt2-small"))
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     folder = gpt2_small(args.model_dir)
     model = minineo.load(str(folder))

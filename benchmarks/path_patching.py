@@ -69,7 +69,7 @@ def timed(fn):
     return time.perf_counter() - start, value
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ScriptParser("benchmarks.path_patching", description=description(__doc__))
     parser.add_argument("--sample", type=int, default=24, help="sender heads timed for brute force (0: all 144)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--pos", type=int, default=32)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/minineo-bench-gpt2-small"))
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     model = minineo.load(str(gpt2_small(args.model_dir)))
     cfg = model.config
     clean, corrupted = prompts(args.batch, args.pos, cfg.d_vocab)

@@ -32,6 +32,7 @@ from benchmarks.models import hf_configs, load_hf, save_random_model, transforme
 from benchmarks.report import print_table
 from benchmarks.results import Run
 from benchmarks.timing import matmul_peak_gflops
+from minineo.boundary import comma_list
 
 SHAPES = [(1, 128), (8, 128), (1, 1024), (4, 512)]
 QUICK_SHAPES = [(2, 64)]
@@ -65,26 +66,23 @@ def bench_device(run: Run, device: str, quick: bool, rounds: int, compile_: bool
                 bench_tl3(run, name, folder, device, shapes)
 
 
-def _sizes(text: str, parts: int, example: str) -> list[tuple[int, ...]]:
-    """'1x1024,8x128' -> [(1, 1024), (8, 128)] ('none' -> []); anything else is argparse's error, one line."""
-    if text == "none":
-        return []
-    shapes = []
-    for item in text.split(","):
+def _sizes(parts: int, example: str):
+    """A `type=` for a list of shapes: '1x1024,8x128' -> [(1, 1024), (8, 128)] ('none' -> []); anything else (a
+    malformed, empty or repeated item) is argparse's error, one line."""
+
+    def shape(item: str) -> tuple[int, ...]:
         numbers = item.replace("+", "x").split("x")
         if len(numbers) != parts or not all(n.isdigit() and int(n) > 0 for n in numbers):
             raise argparse.ArgumentTypeError(f"{item!r} is not a shape like {example} (whole numbers >= 1; 'none': none)")
-        shapes.append(tuple(int(n) for n in numbers))
-    return shapes
+        return tuple(int(n) for n in numbers)
 
+    shapes = comma_list(convert=shape)
 
-def _choices(text: str, allowed: tuple[str, ...]) -> list[str]:
-    """'a,b' -> ['a', 'b'], every one of them in `allowed`."""
-    items = text.split(",")
-    for item in items:
-        if item not in allowed:
-            raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
-    return items
+    def parse(text: str) -> list[tuple[int, ...]]:
+        return [] if text == "none" else shapes(text)
+
+    parse.comma_list = True
+    return parse
 
 
 def main(argv: list[str] | None = None) -> Run:
@@ -96,14 +94,14 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument("--quick", action="store_true", help="2-layer models, one small shape, few rounds (CI smoke run)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cuda only where present)")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--shapes", type=lambda t: _sizes(t, 2, "8x128"), default=None,
+    parser.add_argument("--shapes", type=_sizes(2, "8x128"), default=None,
                         help="e.g. 1x1024,8x128 (default: the four standard shapes; 'none')")
-    parser.add_argument("--models", type=lambda t: _choices(t, models_known), default=None,
+    parser.add_argument("--models", type=comma_list(models_known), default=None,
                         help="gpt2-small, gpt-neo-125M, or both (default)")
-    parser.add_argument("--dtypes", type=lambda t: _choices(t, ("float32", "bfloat16")), default=None,
+    parser.add_argument("--dtypes", type=comma_list(("float32", "bfloat16")), default=None,
                         help="float32, bfloat16, or both (default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--generation", type=lambda t: _sizes(t, 3, "8x128+128"), default=None,
+    parser.add_argument("--generation", type=_sizes(3, "8x128+128"), default=None,
                         help="generation shapes BATCHxPROMPT+NEW, e.g. 1x128+128,8x128+128 (default those two; 'none')")
     parser.add_argument("--tl3", choices=("auto", "yes", "no"), default="auto",
                         help="TransformerLens 3 run_with_cache memory in a subprocess (auto: not with --quick)")

@@ -56,6 +56,52 @@ class ScriptParser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's hook for every command-line mistake
         raise ScriptUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's parse, then every list option (nargs '+' / '*', action 'append') names each item once
+        (minineo.checks.distinct): `--models tiny-neo tiny-neo` is refused, not run twice."""
+        from minineo import checks
+
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            listed = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+            values = getattr(parsed, action.dest, None)
+            if listed and isinstance(values, list) and values is not action.default:
+                try:
+                    checks.distinct(values, "/".join(action.option_strings) or action.dest)
+                except UserError as err:
+                    self.error(str(err))
+        return parsed, extras
+
+
+def comma_list(allowed: tuple[str, ...] | None = None, convert: Callable[[str], Any] | None = None) -> Callable[[str], list]:
+    """An argparse `type=` for a comma-separated option (`--models a,b`): no empty item, none outside `allowed`,
+    none twice (minineo.checks.distinct); `convert` turns each item into its value (raising ValueError or
+    argparse.ArgumentTypeError for a malformed one)."""
+
+    def parse(text: str) -> list:
+        from minineo import checks
+
+        items = [item.strip() for item in text.split(",")]
+        values = []
+        try:
+            checks.distinct([item for item in items if item], repr(text))
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        for i, item in enumerate(items):
+            if not item:
+                raise argparse.ArgumentTypeError(f"{text!r}: item {i + 1} of {len(items)} is empty; separate the items "
+                                                 "with single commas and no trailing comma")
+            if allowed is not None and item not in allowed:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
+            values.append(convert(item) if convert else item)
+        try:
+            return checks.distinct(values, repr(text))
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.comma_list = True  # type: ignore[attr-defined]  (tests/test_list_options.py finds the list options by it)
+    return parse
+
 
 class ScriptFailure(Exception):
     """A script ran and its result is a failure the user is told of (a training run that failed, thresholds missed):

@@ -106,8 +106,9 @@ def number(value: Any, name: str, *, low: float | None = None, high: float | Non
     where = " and ".join(ops)
     spaced = " " + where if where else ""
     hint = f"; {fix}" if fix else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
-            isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype.is_floating_point):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not is_integer(value) and not (
+            isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype.is_floating_point) \
+            and not (type(value).__module__ == "numpy" and type(value).__name__.startswith("float")):
         raise WrongTypeError(f"{name} must be a number{spaced}, got {describe(value)}{hint}")
     real = float(value)
     if not math.isfinite(real):
@@ -198,6 +199,17 @@ def one_of(value: Any, name: str, choices: Collection[str], fix: str = "") -> st
     if value not in choices:
         raise UnknownNameError(f"{name}={value!r} is not one of {listed}{hint}")
     return value
+
+
+def distinct(items: Iterable[Any], name: str) -> list[Any]:
+    """The items of a list argument or option (`--models a b`, `--heads 1.0,1.2`), each given once: a repeated item
+    is a UserError naming `name` and the item, never done twice or dropped (docs/outputs.md)."""
+    items = list(items)
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            shown = repr(os.fspath(item)) if isinstance(item, os.PathLike) else repr(item)
+            raise UserError(f"{name} names {shown} twice; give each item once")
+    return items
 
 
 def function(value: Any, name: str, takes: str = "") -> Any:
@@ -657,13 +669,25 @@ def _test_for(alternative: str, namespace: dict) -> tuple[Any, str] | None:
     return None  # a type alias (Metric, TokenInput...), a name imported only for type checking, a generic: not checked
 
 
+def _as_int(value: Any, alternatives: list) -> int | None:
+    """A numpy integer or 0-d integer tensor given for an `int` argument, as a Python int (so the function, and what
+    it hands on to random.Random, json, range..., sees an int); None when the value is kept as it is (a plain int,
+    or a value another alternative takes as it is, such as a 0-d tensor where `torch.Tensor` is allowed too)."""
+    if isinstance(value, bool) or not is_integer(value) or all(test is not is_integer for test, _ in alternatives):
+        return None
+    if any(test is not is_integer and test(value) for test, _ in alternatives):
+        return None
+    return int(value.item() if isinstance(value, torch.Tensor) else value.__index__())
+
+
 def typed(function=None, *, own: tuple[str, ...] = ()):
     """Check a public function's arguments against its annotations before it runs (a WrongTypeError naming the argument
     otherwise): `int` takes no bool and no float, `float` takes ints but no bool, `bool` takes only True / False,
     `str`, `torch.Tensor`, paths, containers and minineo's own classes are checked by type; aliases (Metric,
     TokenInput) and names imported only for type checking are left to the function. Ranges are the function's job
     (checks.layer, checks.count, ...). `@checks.typed(own=("stop_at_layer",))` leaves those arguments wholly to
-    the function (its own message states the range for a wrong type too)."""
+    the function (its own message states the range for a wrong type too). A numpy integer or 0-d integer tensor
+    given for an `int` is an integer (docs/boundary.md): the function receives it as a Python int."""
     import functools
     import inspect
 
@@ -696,12 +720,16 @@ def typed(function=None, *, own: tuple[str, ...] = ()):
             bound = signature.bind(*args, **kwargs)
         except TypeError as err:
             raise WrongTypeError(f"{function.__qualname__}: {err}") from None
+        converted = False
         for name, value in bound.arguments.items():
             alternatives = tests.get(name)
             if alternatives and not any(test(value) for test, _ in alternatives):
                 words = " or ".join(dict.fromkeys(words for _, words in alternatives))
                 raise WrongTypeError(f"{function.__qualname__}: {name} must be {words}, got {describe(value)}")
-        return function(*args, **kwargs)
+            if alternatives and type(value) is not int and _as_int(value, alternatives) is not None:
+                bound.arguments[name] = _as_int(value, alternatives)
+                converted = True
+        return function(*bound.args, **bound.kwargs) if converted else function(*args, **kwargs)
 
     return checked
 

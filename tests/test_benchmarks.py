@@ -101,3 +101,24 @@ def test_exact_timed_on_sampled_receivers_scores_them_as_the_full_run_does(tmp_p
     rest = [r for r in range(a.shape[1]) if r not in receivers]
     assert not b[:, rest].any()
     assert "receivers_timed" not in full
+
+
+def test_python_m_benchmarks_is_run_from_the_repository_root_as_the_docs_say(tmp_path):
+    """Findings 20: outside the repository root `python -m benchmarks` is Python's own bare "No module named
+    benchmarks" (it stops before any minineo code runs, so no message of ours can replace it); the README and
+    benchmarks/README.md (docs/benchmarks.md) say to run it from the root, and why, quoting that message."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
+    outside = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=tmp_path, capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert outside.returncode != 0 and "No module named benchmarks" in outside.stderr
+    inside = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=root, capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert inside.returncode == 0 and "python -m benchmarks" in inside.stdout, inside.stderr[-2000:]
+    how_to_run = (root / "benchmarks" / "README.md").read_text().split("## How to run", 1)[1][:1500]
+    assert "From the repository root" in how_to_run and "No module named benchmarks" in how_to_run
+    assert "from the repository root" in (root / "README.md").read_text()

@@ -236,6 +236,24 @@ def test_typed_reads_the_annotations():
         f(object())
 
 
+def test_typed_hands_numpy_and_0d_tensor_integers_on_as_python_ints():
+    """docs/boundary.md: numpy integers are integers; the function gets an int (random.Random, json.dumps and
+    range refuse np.int64 or a tensor), except where another alternative takes the value as it is."""
+    @checks.typed
+    def f(n: int, m: "int | None" = None, either: "int | torch.Tensor" = 0):
+        return n, m, either
+
+    n, m, either = f(np.int64(3), m=torch.tensor(4), either=torch.tensor(5))
+    assert (type(n), type(m), n, m) == (int, int, 3, 4)
+    assert isinstance(either, torch.Tensor)  # a tensor is one of its own alternatives: kept
+    assert type(f(np.int64(3), either=np.int32(6))[2]) is int
+    with pytest.raises(WrongTypeError, match="n must be an integer"):
+        f(np.float64(3.0))
+    with pytest.raises(WrongTypeError, match="n must be an integer"):
+        f(np.bool_(True))
+    assert checks.number(np.int64(2), "lr", low=0) == 2.0 and checks.number(np.float32(0.5), "lr") == 0.5
+
+
 def test_the_token_mask_and_position_checks_live_in_the_one_layer():
     """The forward pass's token, attention-mask and position-id checks are minineo.checks functions (the old names in
     minineo.checkpoints.tokens delegate to them), with their messages naming the argument."""

@@ -94,3 +94,33 @@ def test_sampling_is_reproducible_with_a_generator_and_respects_top_k(hf_pair):
     b = model.generate(prompt, 8, do_sample=True, generator=torch.Generator().manual_seed(5))
     c = model.generate(prompt, 8, do_sample=True, generator=torch.Generator().manual_seed(5))
     assert torch.equal(b, c)
+
+
+@pytest.mark.parametrize("options,named", [
+    (dict(top_k=5), "top_k=5 only applies when sampling"),
+    (dict(temperature=0.7), "temperature=0.7 only applies when sampling"),
+    (dict(temperature=0), "temperature=0 only applies"),
+    (dict(generator=torch.Generator().manual_seed(0)), "a generator only applies when sampling"),
+    (dict(temperature=0.5, top_k=3), "temperature=0.5 and top_k=3 only apply when sampling"),
+])
+def test_a_sampling_option_without_do_sample_is_refused_naming_do_sample(options, named):
+    """Findings 21: greedy decoding ignores temperature / top_k / a generator, which HF's generate only warns about
+    (a warning PYTHONWARNINGS=ignore silences); minineo refuses them and says do_sample=True is the fix."""
+    import minineo
+    from minineo.errors import UserError
+
+    model = minineo.load()
+    with pytest.raises(UserError, match=named) as raised:
+        model.generate(torch.tensor([[1, 2, 3]]), 4, **options)
+    assert "do_sample=True" in str(raised.value)
+    if options.get("temperature") != 0:  # 0 is no sampling temperature (greedy is do_sample=False, the default)
+        model.generate(torch.tensor([[1, 2, 3]]), 4, do_sample=True, **options)  # the same options sample
+    model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=1.0)  # 1.0 changes nothing: greedy as asked
+
+
+def test_do_sample_must_be_a_bool():
+    import minineo
+    from minineo.errors import WrongTypeError
+
+    with pytest.raises(WrongTypeError, match="do_sample"):
+        minineo.load().generate(torch.tensor([[1, 2, 3]]), 4, do_sample="yes")

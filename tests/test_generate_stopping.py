@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 import minineo
 from minineo.checkpoints.hub import EMBEDDED
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 from hf_oracle import build_hf, hf_config, save_hf
 
 NEW = 16
@@ -122,6 +122,34 @@ def test_a_bad_stop_id_is_a_user_error_naming_it(bad):
     model = minineo.load()
     with pytest.raises(UserError, match="eos_token_id"):
         model.generate(torch.tensor([[1, 2]]), 3, eos_token_id=bad)
+
+
+def test_numpy_and_0d_tensor_ids_are_stop_and_pad_ids():
+    """docs/boundary.md: numpy integers are integers (findings 13: np.int64(32) was 'not a token id')."""
+    import numpy as np
+
+    model = minineo.load()
+    tokens = model.to_tokens(PROMPTS)
+    expected = model.generate(tokens, NEW, eos_token_id=[SPACE, LETTER_E], pad_token_id=0)
+    for stops in ([np.int64(SPACE), np.int32(LETTER_E)], np.array([SPACE, LETTER_E]),
+                  [torch.tensor(SPACE), torch.tensor(LETTER_E)], (SPACE, np.int16(LETTER_E))):
+        got = model.generate(tokens, np.int64(NEW), eos_token_id=stops, pad_token_id=np.int64(0))
+        assert torch.equal(got, expected), stops
+    one = model.generate(tokens, NEW, eos_token_id=SPACE, pad_token_id=0)
+    assert torch.equal(model.generate(tokens, NEW, eos_token_id=np.int64(SPACE), pad_token_id=torch.tensor(0)), one)
+    assert torch.equal(model.generate(tokens, NEW, eos_token_id=torch.tensor(SPACE), pad_token_id=0), one)
+
+
+@pytest.mark.parametrize("container", [{SPACE, LETTER_E}, frozenset({SPACE}), {SPACE: 1}, "32", 32.0])
+def test_a_stop_id_container_of_the_wrong_type_is_a_type_error_naming_the_accepted_types(container):
+    """A set has no first id (the default pad id), a dict or string no ids: a WrongTypeError listing what is
+    accepted, not 'is not a token id'."""
+    model = minineo.load()
+    with pytest.raises(WrongTypeError, match=r"eos_token_id must be an id \(an int\), a list or tuple of ids, a 1-D "
+                                             r"integer tensor of ids, or None") as raised:
+        model.generate(torch.tensor([[1, 2]]), 3, eos_token_id=container)
+    if isinstance(container, (set, frozenset)):
+        assert "give a list" in str(raised.value)
 
 
 @pytest.mark.parametrize("bad", [257, -2, False, 1.0])

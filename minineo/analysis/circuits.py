@@ -111,7 +111,7 @@ class FactoredMatrix:
         for dim, (i, size) in enumerate(zip(index, batch)):
             if isinstance(i, bool) or isinstance(i, float):
                 raise UserError(f"FactoredMatrix index {i!r} for batch dimension {dim} is not a whole number")
-            if isinstance(i, int) and not -size <= i < size:
+            if checks.is_integer(i) and not -size <= int(i) < size:  # numpy and 0-d tensor indices too
                 what = ("layer", "head")[dim] + " " if len(batch) == 2 else ""
                 raise UserError(f"FactoredMatrix index {i} for batch dimension {dim} ({what}of {size}) is out of "
                                 f"range: give 0..{size - 1} (or -{size}..-1)")

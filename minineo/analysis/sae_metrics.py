@@ -144,10 +144,10 @@ def _excluded_ids(model, exclude_special_tokens: object) -> tuple[int, ...]:
     if isinstance(exclude_special_tokens, (list, tuple)) and exclude_special_tokens:
         d_vocab = model.config.d_vocab
         for i in exclude_special_tokens:
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d_vocab:
+            if not checks.is_integer(i) or not 0 <= int(i) < d_vocab:
                 raise UserError(f"exclude_special_tokens: {i!r} is not a token id of this model; give whole "
                                 f"numbers in 0..{d_vocab - 1}, or True for the model's BOS/EOS/PAD ids")
-        return tuple(sorted(set(exclude_special_tokens)))
+        return tuple(sorted({int(i) for i in exclude_special_tokens}))
     raise UserError(f"exclude_special_tokens must be False, True or a non-empty list of token ids, got "
                     f"{exclude_special_tokens!r}")
 

@@ -78,6 +78,7 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
                 try:
                     if isinstance(kwargs.get("device"), str):
                         check_device_option(kwargs["device"])
+                    _check_repeated_options(command, kwargs)
                     return command(*args, **kwargs)
                 finally:
                     _state["outputs"], _state["claimed"] = None, {}
@@ -93,6 +94,17 @@ def _boundary(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return run_command
+
+
+def _check_repeated_options(command: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """An option given several times (a list-typed option, `discover-compare -m a -m a`) names each item once: the
+    one check of every such option (comma-separated ones go through list_items)."""
+    parameters = inspect.signature(command).parameters
+    for name, values in kwargs.items():
+        if isinstance(values, (list, tuple)) and name in parameters:
+            declared = getattr(parameters[name].default, "param_decls", None) or ()
+            option = max((d for d in declared if d.startswith("--")), key=len, default="--" + name.replace("_", "-"))
+            checks.distinct(values, option)
 
 
 def help_paragraphs(doc: str | None) -> str:
@@ -189,9 +201,7 @@ def list_items(option: str, text: str) -> list[str]:
         if not item:
             fail(f"{option} {clip(text, 80)}: item {i + 1} of {len(items)} is empty; separate the items with single "
                  "commas and no trailing comma")
-        if item in items[:i]:
-            fail(f"{option} {clip(text, 80)} names {item!r} twice; give each item once")
-    return items
+    return checks.distinct(items, f"{option} {clip(text, 80)}")
 
 
 def check_positive(**values: int) -> None:

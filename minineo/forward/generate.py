@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from minineo import checks
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 from minineo.forward.kv_cache import KVCache
 from minineo.checkpoints.tokens import TokenInput, positions_from_mask
 
@@ -60,15 +60,22 @@ def generate(
       from the same file as its stop ids), else the first stop id.
 
     Raises UserError for a negative `max_new_tokens`, a prompt that does not fit n_ctx with the new
-    tokens, a non-positive sampling temperature, a bad `top_k`, or a stop/pad id that is not a token id
-    of the vocabulary (0..d_vocab-1; a bool or float is not an id).
+    tokens, a non-positive sampling temperature, a bad `top_k`, a stop/pad id that is not a token id
+    of the vocabulary (0..d_vocab-1; a bool or float is not an id, a numpy integer is; a set of stop ids is
+    not a list), or a sampling option (`temperature` other than 1.0, `top_k`, `generator`) without
+    `do_sample=True`: greedy decoding would ignore it (HF's `generate` only warns).
     """
-    max_new_tokens = checks.count(max_new_tokens, "max_new_tokens", minimum=0)
-    # a temperature is checked even when greedy: NaN there is a mistake whether or not it is used
-    temperature = checks.number(temperature, "temperature", low=0, low_open=True,
-                                fix="it divides the logits before sampling; do_sample=False decodes greedily")
+    max_new_tokens = checks.integer(max_new_tokens, "max_new_tokens", low=0)
     if top_k is not None:
-        top_k = checks.count(top_k, "top_k", fix="keep the k likeliest tokens, or top_k=None for all of them")
+        top_k = checks.count(top_k, "top_k", fix="keep the k likeliest tokens, or top_k=None for all")
+    if not isinstance(do_sample, bool):
+        raise WrongTypeError(f"do_sample must be True (sample) or False (greedy), got {checks.describe(do_sample)}")
+    if do_sample:
+        temperature = checks.number(temperature, "temperature", low=0, low_open=True,
+                                    fix="use do_sample=False for greedy decoding")
+    else:
+        checks.number(temperature, "temperature")
+        _refuse_sampling_options(temperature, top_k, generator)
     stop_ids = _stop_ids(model, eos_token_id)
     pad = _pad_id(model, pad_token_id, stop_ids)
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
@@ -110,34 +117,56 @@ def _stop_ids(model: Model, eos_token_id: object) -> list[int] | None:
     if eos_token_id is None:
         return None
     what = "eos_token_id"
+    accepted = "an id (an int), a list or tuple of ids, a 1-D integer tensor of ids, or None (never stop early)"
     if isinstance(eos_token_id, torch.Tensor):
         if eos_token_id.dim() > 1 or eos_token_id.is_floating_point() or eos_token_id.is_complex() \
                 or eos_token_id.dtype == torch.bool:
-            raise UserError(f"{what} must be an int, a list of ints or a 1-D integer tensor of token ids, got a "
-                            f"{eos_token_id.dtype} tensor of shape {tuple(eos_token_id.shape)}")
+            raise UserError(f"{what} must be {accepted}, got a {eos_token_id.dtype} tensor of shape "
+                            f"{tuple(eos_token_id.shape)}")
         eos_token_id = eos_token_id.reshape(-1).tolist()
-    ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    elif type(eos_token_id).__module__ == "numpy" and getattr(eos_token_id, "ndim", 0) == 1:
+        eos_token_id = list(eos_token_id)  # a 1-D numpy array of ids, as a tensor is taken
+    if isinstance(eos_token_id, (list, tuple)):
+        ids = list(eos_token_id)
+    elif checks.is_integer(eos_token_id):
+        ids = [eos_token_id]
+    else:  # a set (no order, so no first id to pad with), a dict, a string, a float...
+        raise WrongTypeError(f"{what} must be {accepted}, got {checks.describe(eos_token_id)}"
+                             + ("; a set has no order, and the first stop id pads finished rows: give a list"
+                                if isinstance(eos_token_id, (set, frozenset)) else ""))
     if not ids:
         raise UserError(f"{what}=[] names no stop token; give at least one id, or eos_token_id=None to never stop early")
-    for i in ids:
-        _check_id(model, what, i)
-    return ids
+    return [_check_id(model, what, i) for i in ids]
 
 
 def _pad_id(model: Model, pad_token_id: object, stop_ids: list[int] | None) -> int:
     """HF's rule: the given pad id, else the generation config's, else the first stop id (0 when none is needed)."""
     if pad_token_id is not None:
-        _check_id(model, "pad_token_id", pad_token_id)
-        return int(pad_token_id)
+        return _check_id(model, "pad_token_id", pad_token_id)
     if model.generation_config.pad_token_id is not None:
         return model.generation_config.pad_token_id
     return stop_ids[0] if stop_ids else 0
 
 
-def _check_id(model: Model, what: str, value: object) -> None:
-    checks.token_id(value, model.config.d_vocab, what,
-                    fix="a token id of the vocabulary, e.g. model.to_tokens('<|endoftext|>', prepend_bos=False)[0, 0]"
-                        + (", or eos_token_id=None to never stop early" if what == "eos_token_id" else ""))
+def _check_id(model: Model, what: str, value: object) -> int:
+    """One stop / pad id as an int (numpy integers and 0-d integer tensors are ids too; a bool or float is not)."""
+    return checks.integer(value, what, low=0, high=model.config.d_vocab - 1,
+                          fix="a token id of the vocabulary, e.g. model.to_tokens('<|endoftext|>', prepend_bos=False)"
+                              "[0, 0]" + (", or eos_token_id=None to never stop early" if what == "eos_token_id" else ""))
+
+
+def _refuse_sampling_options(temperature: object, top_k: object, generator: object) -> None:
+    """Greedy decoding ignores the sampling options: one that is set is refused rather than silently ignored (HF's
+    generate only warns, "`do_sample` is set to `False`. However, `temperature` is set to ...")."""
+    given = {name: said for name, said, unset in (
+        ("temperature", f"temperature={temperature!r}", temperature == 1.0),
+        ("top_k", f"top_k={top_k!r}", top_k is None), ("generator", "a generator", generator is None)) if not unset}
+    if given:
+        several = len(given) > 1
+        raise UserError(f"{' and '.join(given.values())} only {'apply' if several else 'applies'} when sampling, but "
+                        f"do_sample is False (greedy decoding takes the likeliest token, so {'they' if several else 'it'}"
+                        f" would be ignored); pass do_sample=True to sample, or drop {' and '.join(given)} for greedy "
+                        "decoding")
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None,

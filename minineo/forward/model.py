@@ -19,6 +19,7 @@ from minineo.forward.blocks import Block, LayerNorm, affine
 from minineo.record.cache import Cache
 from minineo.config import Config, GenerationConfig
 from minineo.errors import UserError, WrongTypeError
+from minineo.forward.generate import MODEL_EOS, _ModelEos, generate
 from minineo.forward.kv_cache import KVCache
 from minineo.forward.loss import next_token_loss
 from minineo.record.recording import PatchValue, Recorder
@@ -440,9 +441,16 @@ class Model(nn.Module):
         return ids[0] if one_row and ids.shape[0] == 1 and not (isinstance(tokens, list) and tokens
                                                                 and isinstance(tokens[0], (list, tuple))) else ids
 
-    @checks.typed
-    def generate(self, tokens: TokenInput, max_new_tokens: int = 20, **kwargs) -> torch.Tensor:
-        """Sample with a key/value cache; see minineo.forward.generate.generate."""
-        from minineo.forward.generate import generate
-
-        return generate(self, tokens, max_new_tokens=max_new_tokens, **kwargs)
+    @checks.typed(own=("eos_token_id", "pad_token_id"))  # generate's messages: the accepted kinds and the vocabulary
+    def generate(
+        self, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
+        do_sample: bool = False, attention_mask: torch.Tensor | None = None,
+        eos_token_id: int | Sequence[int] | torch.Tensor | None | _ModelEos = MODEL_EOS,
+        pad_token_id: int | None = None, generator: torch.Generator | None = None, static: bool | None = None,
+    ) -> torch.Tensor:
+        """Greedy decoding (or sampling with `do_sample=True`) with a key/value cache: prompt plus new tokens,
+        (batch, pos + new). The arguments are spelled out (not **kwargs) so that their types are checked and the
+        fuzz harness sees them; see minineo.forward.generate.generate for what each does."""
+        return generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k, do_sample=do_sample,
+                        attention_mask=attention_mask, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                        generator=generator, static=static)
