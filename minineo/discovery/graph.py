@@ -32,8 +32,10 @@ QKV = "qkv"
 
 @checks.typed
 def edge_count(n_layers: int, n_heads: int) -> int:
-    """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula."""
-    L, H = n_layers, n_heads
+    """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula.
+
+    Raises UserError for a count Graph refuses (n_layers or n_heads not a positive int), through the same check."""
+    L, H = (checks.count(value, f"edge_count: {name}") for value, name in ((n_layers, "n_layers"), (n_heads, "n_heads")))
     heads = sum((1 + l * (H + 1)) * 3 * H for l in range(L))  # q, k, v of H heads, each from input + earlier layers
     mlps = sum(1 + l * (H + 1) + H for l in range(L))  # input, earlier layers, this layer's heads
     return heads + mlps + 1 + L * (H + 1)  # logits read every node
@@ -62,7 +64,7 @@ class Graph:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
-            checks.count(getattr(self, name), f"Graph: {name}")
+            checks.count(getattr(self, name), f"Graph: {name}")  # edge_count checks n_layers, n_heads the same way
         if self.model is not None and not isinstance(self.model, str):
             raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
                             f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
