@@ -71,6 +71,21 @@ def test_bad_pairs_are_one_error_line(tmp_path, rows, message):
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
 
 
+def test_the_unequal_length_message_quotes_each_prompt_whole_or_marks_the_cut(tmp_path):
+    """Finding 19: "('When Emma and Paul went ... to / 'When Emma ... to)": the cut removed the closing quotes."""
+    short = {"clean": "ab cd", "corrupted": "ab c", "answer": "x", "wrong": "y"}
+    long = {"clean": "When Emma and Paul went to the store, Paul gave a drink to", "answer": " x", "wrong": " y",
+            "corrupted": "When Emma and Paul went to the store, Dana gave the drinks and a book to"}
+    for row, quoted in ((short, "('ab cd' / 'ab c')"),
+                        (long, "('When Emma and Paul went to the store, Paul gave a drink to' / "
+                               "'When Emma and Paul went to the store, Dana gave the drinks …')")):
+        task = write_jsonl(tmp_path / "pairs.jsonl", [row])
+        result = runner.invoke(app, ["discover", "--task", task, "--method", "eap", "--out", str(tmp_path / "c.json")],
+                               terminal_width=300)
+        assert result.exit_code == 1, result.output
+        assert quoted in " ".join(result.output.split()), result.output
+
+
 def test_unknown_method_and_a_circuit_for_another_model_are_one_error_line(tmp_path):
     result = runner.invoke(app, ["discover", "--method", "eapp", "--out", str(tmp_path / "c.json")], terminal_width=200)
     assert result.exit_code == 1 and "--method 'eapp' is not a method" in result.output
