@@ -48,13 +48,15 @@ class Graph:
     `scores` (n_senders, n_receivers) float32: an edge's score (0 where the pair is no edge); `in_graph` (n_senders,
     n_receivers) bool: the circuit's edges; `nodes_in_graph` (n_senders,) bool (EAP-IG's layout: `logits` is always in).
     `real_edges` (n_senders, n_receivers) bool marks which pairs are edges. `model` names the model the graph was made
-    for (its hub id or folder; checked when a circuit file is read back).
+    for (its hub id or folder; checked when a circuit file is read back); `model_asserted` is True when that name
+    was given by the user for a file that carried none (not checked: files write it as `cfg.model_asserted`).
     """
 
     n_layers: int
     n_heads: int
     d_model: int
     model: str | None = None
+    model_asserted: bool = field(default=False, kw_only=True)
     scores: torch.Tensor = field(init=False, repr=False)
     in_graph: torch.Tensor = field(init=False, repr=False)
     nodes_in_graph: torch.Tensor = field(init=False, repr=False)
@@ -226,7 +228,7 @@ class Graph:
         return int((self.in_graph & self.real_edges).sum())
 
     def copy(self) -> Graph:
-        new = Graph(self.n_layers, self.n_heads, self.d_model, self.model)
+        new = Graph(self.n_layers, self.n_heads, self.d_model, self.model, model_asserted=self.model_asserted)
         new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
         new.position_scores = None if self.position_scores is None else self.position_scores.clone()
         return new
