@@ -27,9 +27,9 @@ def check_method(method: str) -> str:
 
 # Which options apply where. An option the user gives that does not apply is refused, never ignored.
 OPTION_USE = {  # option: (whose it is, the methods it applies to)
-    "top": ("the score methods'", SCORE_METHODS),  # ACDC's circuit is what its threshold keeps
-    "ig_steps": ("eap-ig-inputs' and eap-ig-activations'", ("eap-ig-inputs", "eap-ig-activations")),
-    "threshold": ("acdc's and the score methods'", METHODS),
+    "top": ("for the score methods (ACDC's circuit is what its --threshold keeps)", SCORE_METHODS),
+    "ig_steps": ("for eap-ig-inputs and eap-ig-activations", ("eap-ig-inputs", "eap-ig-activations")),
+    "threshold": ("for every method", METHODS),
     "kl": ("ACDC's", ("acdc",)),
     "state": ("ACDC's", ("acdc",)),
 }
@@ -59,7 +59,7 @@ def check_applicable(given: set[str], method: str, circuit: Optional[Path], task
         if wrong:
             whose = "; ".join(f"{_flags([name])} {OPTION_USE[name][0]}" for name in wrong)
             raise UserError(f"{whose}, but --method is {method}; drop {_them(wrong)}, or give a method "
-                            f"{_them(wrong)} {'applies' if len(wrong) == 1 else 'apply'} to")
+                            f"{'it applies' if len(wrong) == 1 else 'they apply'} to")
         if method != "acdc" and {"top", "threshold"} <= given:
             raise UserError("--top and --threshold both choose the circuit's edges (the top N by |score|, or every "
                             "edge with |score| >= the threshold); give one of them")

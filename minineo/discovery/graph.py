@@ -70,6 +70,9 @@ class Graph:
         if self.model is not None and not isinstance(self.model, str):
             raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
                             f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
+        if not isinstance(self.model_asserted, bool):
+            raise WrongTypeError(f"Graph: model_asserted must be True or False (whether the user named the model of a "
+                                 f"file that carried none), got {checks.describe(self.model_asserted)}")
         shape = (self.n_senders, self.n_receivers)
         # receiver r reads exactly the first senders_before(r) senders (the prefix _enumerate walks)
         reach = torch.tensor([self._senders_before(r) for r in range(self.n_receivers)])  # (n_receivers,)
