@@ -71,6 +71,21 @@ def test_bad_pairs_are_one_error_line(tmp_path, rows, message):
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
 
 
+def test_the_unequal_length_message_quotes_each_prompt_whole_or_marks_the_cut(tmp_path):
+    """Finding 19: "('When Emma and Paul went ... to / 'When Emma ... to)": the cut removed the closing quotes."""
+    short = {"clean": "ab cd", "corrupted": "ab c", "answer": "x", "wrong": "y"}
+    long = {"clean": "When Emma and Paul went to the store, Paul gave a drink to", "answer": " x", "wrong": " y",
+            "corrupted": "When Emma and Paul went to the store, Dana gave the drinks and a book to"}
+    for row, quoted in ((short, "('ab cd' / 'ab c')"),
+                        (long, "('When Emma and Paul went to the store, Paul gave a drink to' / "
+                               "'When Emma and Paul went to the store, Dana gave the drinks …')")):
+        task = write_jsonl(tmp_path / "pairs.jsonl", [row])
+        result = runner.invoke(app, ["discover", "--task", task, "--method", "eap", "--out", str(tmp_path / "c.json")],
+                               terminal_width=300)
+        assert result.exit_code == 1, result.output
+        assert quoted in " ".join(result.output.split()), result.output
+
+
 def test_unknown_method_and_a_circuit_for_another_model_are_one_error_line(tmp_path):
     result = runner.invoke(app, ["discover", "--method", "eapp", "--out", str(tmp_path / "c.json")], terminal_width=200)
     assert result.exit_code == 1 and "--method 'eapp' is not a method" in result.output
@@ -126,7 +141,8 @@ def test_out_and_from_mistakes_are_one_error_line_before_any_work(tmp_path, args
     (["--method", "eap", "--top", "100000"], "--top must be between 1 and the model's"),
     (["--method", "eap", "--threshold", "1e9"], "--threshold 1e+09 keeps no edge: the largest |score| is"),
     (["--method", "eap", "--threshold", "nan"], "--threshold must be a finite number"),
-    (["--method", "eap-ig-inputs", "--ig-steps", "0"], "--ig-steps must be at least 1, got 0"),
+    (["--method", "eap-ig-inputs", "--ig-steps", "0"], "--ig-steps must be between 1 and 1000"),
+    (["--method", "eap-ig-inputs", "--ig-steps", "1000000"], "--ig-steps must be between 1 and 1000"),  # ran 10 min
     (["--method", "exact", "--state", "s.pt"], "--state is ACDC's, but --method is exact"),
     (["--method", "eap", "--kl"], "--kl is ACDC's, but --method is eap"),
 ])
@@ -145,3 +161,134 @@ def test_an_empty_model_name_is_one_error_line_not_the_current_folder(command):
     result = runner.invoke(app, [*command, "--model", ""], terminal_width=200)
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: model '' is empty") and len(result.output.strip().splitlines()) == 1
+
+
+# Finding 4: every option that does not apply is refused, never ignored. The table is this test's own statement of
+# docs/discovery.md and the help: which method each option is for (all others refuse it), and that --from runs none.
+ALL_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact", "acdc")
+OPTION_FOR = {  # option and a value: the methods it applies to
+    ("--top", "5"): {"eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact"},
+    ("--ig-steps", "3"): {"eap-ig-inputs", "eap-ig-activations"},
+    ("--threshold", "0.1"): set(ALL_METHODS),
+    ("--kl",): {"acdc"},
+    ("--state", "s.json"): {"acdc"},
+}
+MODES = [("--method", m) for m in ALL_METHODS] + [("--from",)]  # --from: nothing runs, no method option applies
+
+
+def _decide(tmp_path, *args):
+    """Run discover with `args` and --batch-size 0, which fails its own check only once every option applies: an
+    error naming --batch-size means accepted (and nothing ran), any other error means refused."""
+    result = runner.invoke(app, ["discover", *args, "--batch-size", "0"], terminal_width=400)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return "accepted" if "--batch-size must be" in lines[0] else lines[0]
+
+
+@pytest.fixture
+def saved_circuit(tmp_path):
+    path = tmp_path / "saved.json"
+    files.save_graph(Graph.from_model(minineo.load("tiny-neo")), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: " ".join(m))
+@pytest.mark.parametrize("option", list(OPTION_FOR), ids=lambda o: o[0])
+def test_every_option_is_refused_where_it_does_not_apply(tmp_path, saved_circuit, mode, option):
+    where = ["--from", saved_circuit] if mode == ("--from",) else [*mode, "--out", str(tmp_path / "c.json")]
+    decision = _decide(tmp_path, "--task", "induction", *where, *option)
+    applies = mode != ("--from",) and mode[1] in OPTION_FOR[option]
+    if applies:
+        assert decision == "accepted", decision
+    else:
+        assert option[0] in decision and "drop" in decision, decision
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_method_is_refused_with_from(tmp_path, saved_circuit, method):
+    decision = _decide(tmp_path, "--task", "induction", "--from", saved_circuit, "--method", method)
+    assert "--method is for running a method" in decision and "--from" in decision
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: " ".join(m))
+@pytest.mark.parametrize("option", [("--n", "8"), ("--seed", "1")], ids=lambda o: o[0])
+@pytest.mark.parametrize("task", ["ioi", "induction", "jsonl"])
+def test_n_and_seed_apply_to_the_built_in_tasks_only(tmp_path, saved_circuit, mode, option, task):
+    """--task FILE.jsonl --n 8 used all 16 of the file's pairs."""
+    task = str(DATA / "tiny-gpt2-ioi16.jsonl") if task == "jsonl" else task
+    where = ["--from", saved_circuit] if mode == ("--from",) else [*mode, "--out", str(tmp_path / "c.json")]
+    decision = _decide(tmp_path, "--task", task, *where, *option)
+    if task.endswith(".jsonl"):
+        assert f"{option[0]} is for the built-in tasks" in decision and "drop it" in decision, decision
+    else:
+        assert decision == "accepted", decision
+
+
+@pytest.mark.parametrize("method", ALL_METHODS[:5])
+def test_top_and_threshold_together_are_refused(tmp_path, method):
+    decision = _decide(tmp_path, "--method", method, "--out", str(tmp_path / "c.json"), "--top", "5", "--threshold",
+                       "0.1")
+    assert "--top and --threshold both choose" in decision
+
+
+# Finding 3: EAP-IG's own files name no model; with --from they cannot be checked, so the user must say the model.
+EAP_FILE = DATA / "eap-ig-tiny-gpt2-ioi16-eap.json"
+
+
+@pytest.mark.parametrize("path", [EAP_FILE, EAP_FILE.with_suffix(".pt")], ids=["json", "pt"])
+def test_a_file_without_model_identity_needs_the_model_named(tmp_path, path):
+    copy = tmp_path / "copy.json"
+    result = runner.invoke(app, ["discover", "--from", str(path), "--task", "ioi", "--n", "4", "--out", str(copy)],
+                           terminal_width=400)
+    assert result.exit_code == 1 and not copy.exists(), result.output
+    assert "carries no model identity" in result.output and "--model" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, ["discover", "--model", "tiny-gpt2", "--from", str(path), "--task", "ioi", "--n",
+                                 "4", "--out", str(copy)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "carries no model identity" in result.output
+    cfg = json.loads(copy.read_text())["cfg"]
+    assert cfg["model"] == "tiny-gpt2" and cfg["model_asserted"] is True
+    back = files.load_graph(copy, minineo.load("tiny-gpt2"))
+    assert back.model == "tiny-gpt2" and back.model_asserted
+
+
+def test_a_file_minineo_wrote_needs_no_model_named_and_is_not_marked_asserted(tmp_path):
+    from minineo.discovery import circuits
+
+    written = tmp_path / "neo.json"
+    graph = Graph.from_model(minineo.load("tiny-neo"))
+    graph.scores = torch.randn(graph.scores.shape, generator=torch.Generator().manual_seed(0)) * graph.real_edges
+    files.save_graph(circuits.apply_topn(graph, 10, absolute=True, prune=False), written)
+    copy = tmp_path / "copy.json"
+    result = invoke("discover", "--from", str(written), "--task", "induction", "--n", "2", "--out", str(copy))
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert "model_asserted" not in json.loads(copy.read_text())["cfg"]
+
+
+@pytest.mark.parametrize("read", [files.load_graph, files.from_json, files.from_pt])
+def test_the_api_reads_a_file_without_identity_by_shape_leaves_model_none_and_says_so(read):
+    from minineo import report
+
+    path = EAP_FILE if read is not files.from_pt else EAP_FILE.with_suffix(".pt")
+    neo = minineo.load("tiny-neo")
+    with report.collect() as said:
+        graph = read(path, neo)
+    assert graph.model is None and not graph.model_asserted
+    assert len(said) == 1 and "carries no model identity" in said[0] and "by shape only" in said[0]
+    with report.collect() as said:
+        assert read(path).model is None  # nothing to check against: nothing to say
+    assert said == []
+
+
+def test_many_ig_steps_say_their_cost_on_stderr_before_the_run(tmp_path):
+    """Finding 17: outside a terminal (here) a long run showed nothing; past 100 steps the cost is said first."""
+    result = runner.invoke(app, ["discover", "--model", "tiny-gpt2", "--task", "induction", "--n", "2", "--method",
+                                 "eap-ig-inputs", "--ig-steps", "120", "--out", str(tmp_path / "c.json")],
+                           terminal_width=400)
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("warning: eap-ig-inputs with ig_steps=120 on 2 pairs costs about 120 forward and "
+                            "backward passes"), result.output

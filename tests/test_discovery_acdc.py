@@ -88,10 +88,10 @@ def test_an_interrupted_run_resumes_from_its_state_file_to_the_same_circuit(gpt2
     saved = json.loads(state.read_text())
     assert 0 < saved["done"] < 110
     assert not list(tmp_path.glob(".acdc.json.*"))  # no temporary file left behind
-    resumed = acdc(gpt2, pairs, threshold=0.02, state=state)
+    resumed = acdc(gpt2, pairs, crashing, threshold=0.02, state=state)  # the same metric: past call 40 it won't crash
     assert torch.equal(resumed.in_graph, straight.in_graph)
     assert torch.allclose(resumed.scores, straight.scores, atol=1e-5)
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="computed on something else"):
         acdc(gpt2, pairs, threshold=0.05, state=state)
 
 
@@ -107,3 +107,47 @@ def test_acdc_on_kl_keeps_a_faithful_smaller_circuit(gpt2):
     circuit = acdc(gpt2, pairs, kl=True)  # default threshold 0.01 nats
     assert 0 < circuit.n_edges_in_graph < circuit.n_edges
     assert faithfulness(gpt2, circuit, pairs) > 0.8
+
+
+def test_a_state_resumes_only_on_the_pairs_metric_and_model_it_was_computed_on(gpt2, tmp_path):
+    """Finding 2: a state of an IOI run was resumed for induction pairs (the IOI circuit returned). A state records a
+    hash of its pairs, its metric and the model by name, and refuses anything else, naming the state's and this run's."""
+    state = tmp_path / "acdc.json"
+    ioi = ioi_pairs(gpt2, 4)
+    acdc(gpt2, ioi, threshold=0.05, state=state)
+    settings = json.loads(state.read_text())["settings"]
+    assert settings["model"] == "tiny-gpt2"  # the name, not the install folder
+    other_tasks = [induction_pairs(gpt2, 4, seq_len=5), ioi_pairs(gpt2, 4, seed=1)]  # same n, other pairs
+    for pairs in other_tasks:
+        with pytest.raises(UserError, match="computed on something else") as err:
+            acdc(gpt2, pairs, threshold=0.05, state=state)
+        assert "pairs: the state's" in str(err.value) and settings["pairs"] in str(err.value)
+
+    def doubled(logits, batch):
+        return 2 * logit_diff(logits, batch)
+
+    with pytest.raises(UserError, match="metric: the state's 'minineo.discovery.pairs.logit_diff'"):
+        acdc(gpt2, ioi, doubled, threshold=0.05, state=state)
+    neo = minineo.load("tiny-neo")  # the same shape, another model
+    with pytest.raises(UserError, match="model: the state's 'tiny-gpt2', this run's 'tiny-neo'"):
+        acdc(neo, ioi_pairs(neo, 4), threshold=0.05, state=state)
+    # the same run resumes (the state is complete: nothing is measured again, the same circuit comes back)
+    assert torch.equal(acdc(gpt2, ioi, threshold=0.05, state=state).in_graph,
+                       acdc(gpt2, ioi, threshold=0.05).in_graph)
+
+
+def test_acdc_refuses_another_models_graph_as_attribute_and_evaluate_do(gpt2):
+    """Finding 5: acdc(tiny_neo, pairs, graph=Graph.from_model(tiny_gpt2)) ran; the three share one check."""
+    from minineo.discovery.attribution import attribute
+
+    neo = minineo.load("tiny-neo")
+    pairs = induction_pairs(neo, 2, seq_len=3)
+    foreign = Graph.from_model(gpt2)
+    messages = []
+    for call in (lambda: acdc(neo, pairs, graph=foreign), lambda: attribute(neo, foreign, pairs),
+                 lambda: evaluate(neo, foreign, pairs)):
+        with pytest.raises(UserError) as err:
+            call()
+        messages.append(str(err.value))
+        assert "'tiny-gpt2'" in messages[-1] and "'tiny-neo'" in messages[-1]
+    assert len({m.split(" ", 1)[1] for m in messages}) == 1  # one shared check: the same words after the name

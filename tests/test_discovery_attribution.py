@@ -228,3 +228,66 @@ def test_exact_every_edge_of_a_zoo_model_is_the_brute_force(name):
     scale = float(clean.abs().max())
     for edge, s, r in graph.edges():
         close(graph.scores[s, r], (one_edge_out_brute_force(model, graph, pairs, s, r, runs) - clean).mean(), scale, edge)
+
+
+def _progress_descriptions(monkeypatch):
+    from contextlib import contextmanager
+
+    from minineo import progress
+
+    seen = []
+    real = progress.task
+
+    @contextmanager
+    def task(description, total=None, delay=0.0):
+        seen.append(description)
+        with real(description, total, delay) as advance:
+            yield advance
+
+    monkeypatch.setattr(progress, "task", task)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["exact", "eap", "eap-ig-activations"])
+def test_the_progress_line_says_each_thing_once_and_fits_80_columns(monkeypatch, method):
+    """Finding 18: "exact edge scores: 110 edges, 4 pairs, 110 edges, about 64 forward passes of… …"."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from minineo.discovery import attribute, induction_pairs
+
+    model = minineo.load("tiny-gpt2")
+    seen = _progress_descriptions(monkeypatch)
+    attribute(model, Graph.from_model(model), induction_pairs(model, 4, seq_len=3), method=method)
+    (description,) = [d for d in seen if d.startswith(method)]
+    words = description.replace(",", " ").split()
+    assert len(words) == len(set(words)), description  # no word said twice ("edges", "pairs")
+    assert "4 pairs" in description
+    # drawn as a terminal draws it, 80 columns wide with minineo's columns: whole, not cut
+    out = io.StringIO()
+    display = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("110/110"),
+                       TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                       console=Console(file=out, width=80, force_terminal=True, color_system=None))
+    display.add_task(description, total=10)
+    display.console.print(display.make_tasks_table(display.tasks))
+    assert description in out.getvalue() and "\u2026" not in out.getvalue(), out.getvalue()
+
+
+def test_ig_steps_are_bounded_and_a_long_run_says_its_cost_up_front(monkeypatch):
+    """Finding 17: ig_steps=1000000 ran ~10 minutes with no word (and no bar outside a terminal)."""
+    from minineo import report
+    from minineo.discovery import attribute, induction_pairs
+
+    model = minineo.load("tiny-gpt2")
+    pairs = induction_pairs(model, 2, seq_len=3)
+    for bad in (1001, 10**6, 0):
+        with pytest.raises(UserError, match=r"ig_steps must be in 1\.\.1000, got"):
+            attribute(model, Graph.from_model(model), pairs, method="eap-ig-inputs", ig_steps=bad)
+    with report.collect() as said:
+        attribute(model, Graph.from_model(model), pairs, method="eap-ig-inputs", ig_steps=5)
+    assert said == []  # EAP-IG's default: nothing to say
+    with report.collect() as said:
+        attribute(model, Graph.from_model(model), pairs, method="eap-ig-inputs", ig_steps=150)
+    assert len(said) == 1 and "ig_steps=150" in said[0] and "about 150 forward and backward passes" in said[0], said

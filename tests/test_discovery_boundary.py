@@ -162,3 +162,35 @@ def test_an_empty_patching_result_is_refused():
 
     with pytest.raises(UserError, match=r"values is empty \(shape \(0, 5\)\)"):
         views.patching(torch.randn(0, 5))
+
+
+@pytest.mark.parametrize("metric", [lambda logits: logits[:, -1, 0], lambda: 0, lambda logits, pairs, extra: 0],
+                         ids=["one argument", "none", "three required"])
+@pytest.mark.parametrize("entry", ["attribute", "evaluate", "acdc", "faithfulness"])
+def test_a_metric_that_cannot_take_logits_and_pairs_is_refused_saying_what_it_must_take(gpt2_circuit, metric, entry):
+    """Finding 10: metric=lambda lg: ... failed "<lambda>() takes 1 positional argument but 2 were given"."""
+    model, pairs, circuit = gpt2_circuit
+    call = {"attribute": lambda: discovery.attribute(model, discovery.Graph.from_model(model), pairs, metric),
+            "evaluate": lambda: discovery.evaluate(model, circuit, pairs, metric),
+            "acdc": lambda: discovery.acdc(model, pairs, metric),
+            "faithfulness": lambda: discovery.faithfulness(model, circuit, pairs, metric)}[entry]
+    with pytest.raises(UserError) as err:
+        call()
+    said = str(err.value)
+    assert "metric(logits, pairs)" in said and "one value per pair" in said and "TypeError" not in said
+
+
+@pytest.mark.parametrize("metric, message", [
+    (lambda logits, pairs: discovery.logit_diff(logits, pairs).mean(), r"returned shape \(\), .* shape \(2,\)"),
+    (lambda logits, pairs: discovery.logit_diff(logits, pairs) * float("nan"), "returned nan for pair 0"),
+    (lambda logits, pairs: discovery.logit_diff(logits, pairs) / 0, "not finite"),
+    (lambda logits, pairs: discovery.logit_diff(logits, pairs).long(), "torch.int64 tensor"),
+    (lambda logits, pairs: 1.0, r"returned 1.0 \(a float\)"),
+], ids=["mean", "nan", "inf", "integer", "python float"])
+@pytest.mark.parametrize("method", ["eap", "exact"])
+def test_a_metric_returning_no_finite_value_per_pair_is_one_clear_error(gpt2_circuit, metric, message, method):
+    model, pairs, circuit = gpt2_circuit
+    with pytest.raises(UserError, match=message):
+        discovery.attribute(model, discovery.Graph.from_model(model), pairs, metric, method=method)
+    with pytest.raises(UserError, match=message):
+        discovery.evaluate(model, circuit, pairs, metric)

@@ -29,6 +29,18 @@ def test_edge_count_is_the_closed_form(L, H):
     assert len(set(graph.edge_names)) == graph.n_edges
 
 
+@pytest.mark.parametrize("n_layers, n_heads", [(-2, 4), (0, 0), (0, 4), (2, 0), (2, -1), (True, 4), (2.0, 4), (2, "4"),
+                                              (None, 4)])
+def test_edge_count_refuses_what_graph_refuses(n_layers, n_heads):
+    """Finding 9: edge_count(-2, 4) gave -9 and edge_count(0, 0) gave 1, while Graph(0, 4, 128) is refused."""
+    with pytest.raises(UserError) as graph_error:
+        Graph(n_layers, n_heads, 128)
+    with pytest.raises(UserError) as count_error:
+        edge_count(n_layers, n_heads)
+    bad = "n_layers" if "n_layers" in str(graph_error.value) else "n_heads"
+    assert bad in str(count_error.value)  # the same argument named
+
+
 def test_gpt2_small_and_zoo_counts():
     assert edge_count(12, 12) == 32491
     for name in ("tiny-neo", "tiny-gpt2"):

@@ -25,9 +25,65 @@ def check_method(method: str) -> str:
     return method
 
 
-def check_reuse(circuit: Optional[Path], out: Optional[Path], **method_options) -> None:
+# Which options apply where. An option the user gives that does not apply is refused, never ignored.
+OPTION_USE = {  # option: (whose it is, the methods it applies to)
+    "top": ("for the score methods (ACDC's circuit is what its --threshold keeps)", SCORE_METHODS),
+    "ig_steps": ("for eap-ig-inputs and eap-ig-activations", ("eap-ig-inputs", "eap-ig-activations")),
+    "threshold": ("for every method", METHODS),
+    "kl": ("ACDC's", ("acdc",)),
+    "state": ("ACDC's", ("acdc",)),
+}
+RUN_OPTIONS = ("method",) + tuple(OPTION_USE)  # nothing runs with --from: each of these is refused there
+PAIR_OPTIONS = ("n", "seed")  # they make the ioi / induction pairs; a JSONL task holds its own
+
+
+def _flags(names) -> str:
+    names = [f"--{name.replace('_', '-')}" for name in names]
+    return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'}"
+
+
+def _them(names) -> str:
+    return "it" if len(names) == 1 else "them"
+
+
+def check_applicable(given: set[str], method: str, circuit: Optional[Path], task: str) -> None:
+    """UserError (one line) for any option in `given` (the parameter names the user set) that does not apply to this
+    method, to re-using a circuit file (--from), or to this task; OPTION_USE says which option applies where."""
+    if circuit is not None:
+        wrong = [name for name in RUN_OPTIONS if name in given]
+        if wrong:
+            raise UserError(f"{_flags(wrong)} for running a method, but --from {circuit} re-uses a circuit file as it "
+                            f"is; drop {_them(wrong)}, or drop --from to run the method")
+    else:
+        wrong = [name for name, (_, methods) in OPTION_USE.items() if name in given and method not in methods]
+        if wrong:
+            whose = "; ".join(f"{_flags([name])} {OPTION_USE[name][0]}" for name in wrong)
+            raise UserError(f"{whose}, but --method is {method}; drop {_them(wrong)}, or give a method "
+                            f"{'it applies' if len(wrong) == 1 else 'they apply'} to")
+        if method != "acdc" and {"top", "threshold"} <= given:
+            raise UserError("--top and --threshold both choose the circuit's edges (the top N by |score|, or every "
+                            "edge with |score| >= the threshold); give one of them")
+    from minineo.discovery.tasks import is_file_task
+
+    if is_file_task(task):
+        wrong = [name for name in PAIR_OPTIONS if name in given]
+        if wrong:
+            raise UserError(f"{_flags(wrong)} for the built-in tasks (ioi, induction), but --task {task} reads its "
+                            f"pairs from the file; drop {_them(wrong)}")
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The parameters the user set (on the command line or through the environment), not left at their defaults."""
+    def source(name: str) -> str:  # by name: typer may carry its own copy of click's ParameterSource enum
+        found = ctx.get_parameter_source(name)
+        return "DEFAULT" if found is None else found.name
+
+    return {name for name in ctx.params if source(name) not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def check_reuse(circuit: Optional[Path], out: Optional[Path]) -> None:
     """--out is needed when a method runs (its scores are the result); with --from FILE nothing new is found, so
-    --out is optional (the table and --plot re-use the file) and a method's own options are refused, not ignored.
+    --out is optional (the table and --plot re-use the file).
 
     Raises UserError (MissingFileError for a --from file that is not there) naming the option and the fix."""
     if circuit is None:
@@ -37,19 +93,26 @@ def check_reuse(circuit: Optional[Path], out: Optional[Path], **method_options) 
         return
     checks.existing_path(circuit, "--from", kind="file", fix="give the path of a circuit file (.json or .pt) that "
                          "minineo discover --out or EAP-IG wrote")
-    given = [f"--{name}" for name, value in method_options.items() if value not in (None, False)]
-    if given:
-        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for running a method, but --from "
-                        f"{circuit} re-uses a circuit file as it is; drop {'it' if len(given) == 1 else 'them'}, or "
-                        "drop --from to run the method")
 
 
-def check_acdc_options(method: str, **acdc_options) -> None:
-    """--kl and --state belong to ACDC; with a scoring method they would be ignored, so they are refused (UserError)."""
-    given = [f"--{name}" for name, value in acdc_options.items() if value not in (None, False)]
-    if given and method != "acdc":
-        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ACDC's, but --method is {method}; "
-                        f"drop {'it' if len(given) == 1 else 'them'}, or give --method acdc")
+def read_circuit(circuit: Path, m, model: str, model_given: bool):
+    """The --from file, checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
+    only: the user must say which model it was found on (--model, given explicitly); it is then marked as asserted
+    (`cfg.model_asserted` in a copy written with --out), and stderr says the file carried no identity."""
+    from minineo import report
+    from minineo.discovery import files
+
+    with report.collect():  # load_graph's own note on a file without identity: said below, in the command's words
+        graph = files.load_graph(circuit, m)
+    if graph.model is None:
+        if not model_given:
+            raise UserError(f"--from {circuit} carries no model identity (EAP-IG's own files name none), so whether "
+                            "it was found on this model cannot be checked; say which model it was found on with "
+                            "--model NAME")
+        graph.model, graph.model_asserted = m.source, True
+        report.warn(f"--from {circuit} carries no model identity; checked by shape only, and taken as {model}'s "
+                    "because --model says so (a copy written with --out records the model as asserted)")
+    return graph
 
 
 def curve_table(signed, absolute, title: str):
@@ -67,7 +130,7 @@ def curve_table(signed, absolute, title: str):
 
 
 @app.command("discover")
-def discover(model: str = ModelOption,
+def discover(ctx: typer.Context, model: str = ModelOption,
              task: str = typer.Option("ioi", help="ioi, induction, or a JSONL of {clean, corrupted, answer, wrong} rows"),
              method: str = typer.Option("eap-ig-inputs", help=f"{', '.join(METHODS)}"),
              top: int = typer.Option(20, help="edges in the circuit (at least 1), by |score| (before pruning); not "
@@ -76,7 +139,8 @@ def discover(model: str = ModelOption,
                                                 "every edge's score, the circuit as in_graph; needed when a method "
                                                 "runs, optional with --from"),
              plot: Optional[Path] = typer.Option(None, "--plot", help="draw the circuit and its faithfulness curve"),
-             ig_steps: int = typer.Option(5, help="integrated-gradient steps (eap-ig-inputs, eap-ig-activations)"),
+             ig_steps: int = typer.Option(5, help="integrated-gradient steps (eap-ig-inputs, eap-ig-activations): "
+                                          "1..1000; past 100 the run says its cost on stderr first"),
              threshold: Optional[float] = typer.Option(None, help="acdc: the largest change (normalised metric "
                                                        "units; nats with --kl) an edge may make and be removed "
                                                        "(default 0.01); score methods: keep edges with |score| >= "
@@ -96,13 +160,15 @@ def discover(model: str = ModelOption,
     the faithfulness curve at MIB's edge fractions with CPR and CMD."""
     from minineo import discovery
     from minineo.discovery import circuits, files, tasks
+    from minineo.discovery.attribution import MAX_IG_STEPS
     from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
 
     check_method(method)
-    check_options(top=(top, ">= 1"), ig_steps=(ig_steps, ">= 1"), threshold=(threshold, ">= 0"), n=(n, ">= 1"),
-                  seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
-    check_reuse(circuit, out, threshold=threshold, kl=kl, state=state)
-    check_acdc_options(method, kl=kl, state=state)
+    given = given_options(ctx)
+    check_applicable(given, method, circuit, task)
+    check_options(top=(top, ">= 1"), ig_steps=(ig_steps, f"1..{MAX_IG_STEPS}", "EAP-IG's default is 5"),
+                  threshold=(threshold, ">= 0"), n=(n, ">= 1"), seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
+    check_reuse(circuit, out)
     out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
@@ -116,9 +182,7 @@ def discover(model: str = ModelOption,
         empty = empty_metric(m, graph, pairs, batch_size=batch_size)
     normalised(full, full, empty)  # a UserError when both runs agree
     if circuit is not None:
-        graph = files.load_graph(circuit, m)
-        if graph.model is None:  # EAP-IG's own files name no model; this one fits its shape and is evaluated on it
-            graph.model = m.source
+        graph = read_circuit(circuit, m, model, "model" in given)
         how = f"read from {circuit}"
     elif method == "acdc":
         graph = discovery.acdc(m, pairs, threshold=threshold, kl=kl, state=state, batch_size=batch_size, graph=graph)

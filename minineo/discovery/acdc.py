@@ -18,10 +18,13 @@ Cost: one patched run (two forwards of the pairs) per measured edge, run one aft
 changes C: for models up to a few thousand edges (the zoo's 110 take seconds); GPT-2 small's 32,491 would take hours,
 use `attribute` there. `state` names a JSON file holding every decision so far, written after each one through a
 temporary file and a rename: a crash or Ctrl-C loses at most the edge being measured, and the same call resumes.
+The state records what it was computed on (the model by name, a hash of the pairs, the metric, threshold and mode):
+another run is refused, both named, rather than handed the first run's circuit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -37,7 +40,8 @@ from minineo.discovery.faithfulness import full_metric
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.discovery.engine import Recording
-from minineo.discovery.patched import check_pairs
+from minineo.discovery.files import model_identity
+from minineo.discovery.patched import check_graph, check_pairs
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -100,9 +104,29 @@ class _PatchedRuns:
         return total / sum(len(b) for b in self.batches)
 
 
-def _settings(graph: Graph, threshold: float, kl: bool, absolute: bool, n_pairs: int) -> dict:
-    return {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "d_model": graph.d_model, "model": graph.model,
-            "threshold": threshold, "kl": kl, "absolute": absolute, "n_pairs": n_pairs}
+def pairs_fingerprint(pairs: Pairs) -> str:
+    """A short hash of the pairs' tokens, mask, answers and wrong answers: two sets of pairs share it only if they are
+    the same pairs (another task, n, seed or JSONL gives another)."""
+    digest = hashlib.sha256()
+    for name in ("clean", "corrupted", "attention_mask", "answer", "wrong"):
+        value = getattr(pairs, name)
+        digest.update(name.encode())
+        if value is not None:
+            digest.update(str(tuple(value.shape)).encode())
+            digest.update(value.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def metric_name(metric: Metric) -> str:
+    """The metric as a state file records it: module.qualname (a lambda is `<lambda>` of its module)."""
+    return f"{getattr(metric, '__module__', None) or '?'}.{getattr(metric, '__qualname__', type(metric).__name__)}"
+
+
+def _settings(graph: Graph, threshold: float, kl: bool, absolute: bool, pairs: Pairs, metric: Metric) -> dict:
+    """What an ACDC run was computed on: a state is resumed only by a run with all of these the same."""
+    return {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "d_model": graph.d_model,
+            "model": model_identity(graph.model), "threshold": threshold, "kl": kl, "absolute": absolute,
+            "n_pairs": len(pairs), "pairs": pairs_fingerprint(pairs), "metric": "kl" if kl else metric_name(metric)}
 
 
 def _write_state(path: Path, state: dict) -> None:
@@ -124,9 +148,15 @@ def _read_state(path: Path, settings: dict) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path}: not an ACDC state file (not JSON); delete it to start afresh, or give another "
                         "state path") from None
-    if not isinstance(state, dict) or state.get("settings") != settings:
-        raise UserError(f"{path} holds an ACDC run with other settings ({state.get('settings') if isinstance(state, dict) else state!r:.200}) "
-                        f"than this one ({settings}); delete it to start afresh, or give another state path")
+    saved = state.get("settings") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: not an ACDC state file (no settings); delete it to start afresh, or give another "
+                        "state path")
+    if saved != settings:
+        differ = [key for key in settings if saved.get(key) != settings[key]] + [k for k in saved if k not in settings]
+        said = "; ".join(f"{key}: the state's {saved.get(key)!r}, this run's {settings.get(key)!r}" for key in differ)
+        raise UserError(f"{path} holds an ACDC run computed on something else ({said}; 'pairs' is a hash of the "
+                        "pairs' tokens and answers); delete it to start afresh, or give another state path")
     return state
 
 
@@ -146,10 +176,13 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     (pruned) and whose `scores` hold each measured edge's change d (noising form: m(without e) - m(with e)).
 
     threshold: default DEFAULT_THRESHOLD (normalised metric units) or DEFAULT_KL_THRESHOLD (nats, with `kl`); state:
-    a JSON file to resume from and write to (refused if it holds another run's settings); graph: the graph to start
+    a JSON file to resume from and write to (refused, both named, if it was computed on another model (by name),
+    pairs (a hash of their tokens and answers), metric, threshold or mode); graph: the graph to start
     from (its `model` names the circuit; default Graph.from_model(model)), not changed.
     Raises UserError for a bad threshold, a state file of another run, pairs whose clean and corrupted runs agree."""
     check_pairs(pairs, metric, batch_size)
+    if graph is not None:
+        check_graph(model, graph, "graph")  # attribute's and evaluate's check: another model's graph is refused
     threshold = _check_threshold(DEFAULT_KL_THRESHOLD if kl and threshold is None else
                                  DEFAULT_THRESHOLD if threshold is None else threshold)
     graph = Graph.from_model(model) if graph is None else graph.copy()
@@ -171,7 +204,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
         measure = lambda c: run.mean(c, metric)
 
     order = acdc_order(circuit)
-    settings = _settings(graph, threshold, kl, absolute, len(pairs))
+    settings = _settings(graph, threshold, kl, absolute, pairs, metric)
     path = None if state is None else checks.writable_file(state, "state")
     saved = None if path is None else _read_state(path, settings)
     done = 0

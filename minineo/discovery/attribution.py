@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from minineo import checks
 from minineo import progress
+from minineo import report
 from minineo.discovery.exact import exact_groups, exact_method, reads_last_position
 from minineo.discovery.gradients import EdgeSums, NodeTaps, RunGrads, gradient_run, node_run
 from minineo.discovery.graph import Graph
@@ -119,17 +120,35 @@ def _shard(pairs: Pairs) -> tuple[Pairs | None, int, int]:
     return (pairs[index] if len(index) else None), rank, world
 
 
-def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> tuple[float, str]:
-    """(progress total, its description): edges for exact (with the forward passes of a batch it should cost: a
-    variant starting at layer l runs n_layers - l of the n_layers blocks), backward passes for the gradient methods."""
+MAX_IG_STEPS = 1000  # EAP-IG's papers use 5 to 100; a bound that catches a mistyped count (10**6 ran for minutes)
+MANY_IG_STEPS = 100  # beyond the papers' range: the cost is said up front on stderr, terminal or not
+LONG_RUN = 5000  # passes of a batch after which the cost is said up front whatever the method
+
+
+def _work(method: str, graph: Graph, n: int, batch_size: int, ig_steps: int) -> tuple[float, str, float]:
+    """(progress total, the cost in a few words for the bar, the cost in passes of a batch): edges for exact, with the
+    forward passes they should cost (a variant starting at layer l runs n_layers - l of the n_layers blocks); forward
+    and backward passes for the gradient methods."""
     batches = math.ceil(n / batch_size)
     if method == "exact":
         L = graph.n_layers
         cost = sum(graph.senders_before(rs[0]) * len(rs) * (L - layer) / L for layer, _, rs in exact_groups(graph))
-        return float(graph.n_edges * batches), f"edges, about {cost * batches:.0f} forward passes of a batch"
+        return float(graph.n_edges * batches), f"~{cost * batches:.0f} forward passes", cost * batches
     per_batch = {"eap": 1, "clean-corrupted": 2, "eap-ig-inputs": ig_steps,
                  "eap-ig-activations": (1 + 2 * graph.n_layers) * ig_steps}[method]
-    return float(per_batch * batches), "forward and backward passes"
+    total = float(per_batch * batches)
+    return total, f"{total:.0f} passes", total  # each a forward and a backward: the bar counts them
+
+
+def _say_cost(method: str, n: int, passes: float, ig_steps: int) -> None:
+    """A run of many passes says so before it starts (minineo.report: shown outside a terminal too, where the
+    progress bar is not)."""
+    ig = method.startswith("eap-ig")
+    if passes > LONG_RUN or (ig and ig_steps > MANY_IG_STEPS):
+        steps = f" with ig_steps={ig_steps}" if ig else ""
+        kind = "forward passes" if method == "exact" else "forward and backward passes"
+        report.warn(f"{method}{steps} on {n} pairs costs about {passes:,.0f} {kind} of the model over a batch; this "
+                    "can take a while" + ("; EAP-IG's default is 5 steps" if ig else ""))
 
 
 @checks.typed
@@ -142,7 +161,8 @@ def attribute(
     method: "eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted" or "exact" (module docstring; EAP-IG's
     definitions, hannamw/EAP-IG eap/attribute.py). Scores are per-pair means in metric units (noising form: an
     estimate of m(only the edge corrupted) - m(clean)); 0 where a pair of nodes is no edge. ig_steps: the number of
-    interpolation steps of the two EAP-IG methods (default 5). per_position (gradient methods, prompts of one length,
+    interpolation steps of the two EAP-IG methods (default 5, at most MAX_IG_STEPS = 1000; past 100, or
+    any run of over 5000 passes, the cost is said on stderr through minineo.report before it starts, terminal or not). per_position (gradient methods, prompts of one length,
     no padding): also `graph.position_scores` (pos, n_senders, n_receivers). batch_size: pairs per forward (None: all).
     metric(logits (n, pos, d_vocab), pairs) -> (n,).
 
@@ -153,8 +173,8 @@ def attribute(
     check_pairs(pairs, metric, batch_size)
     if method not in METHODS:
         raise UserError(f"method={method!r} is not a scoring method; give one of {', '.join(METHODS)}")
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
-        raise UserError(f"ig_steps={ig_steps!r} must be a positive int (interpolation steps; EAP-IG's default use is 5)")
+    checks.count(ig_steps, "ig_steps", maximum=MAX_IG_STEPS,
+                 fix="interpolation steps of eap-ig-inputs / eap-ig-activations; EAP-IG's default is 5")
     if per_position and method == "exact":
         raise UserError("per_position=True is for the gradient methods (eap, eap-ig-inputs, eap-ig-activations, "
                         "clean-corrupted); exact scores whole edges, so drop per_position or pick a gradient method")
@@ -168,10 +188,12 @@ def attribute(
     n = torch.zeros((), dtype=torch.float64)
     if mine is not None:
         size = batch_size or len(mine)
-        total, unit = _work(method, graph, len(mine), size, ig_steps)
-        what = f"{method} edge scores: {graph.n_edges} edges, {len(mine)} pairs, {total:.0f} {unit}"
+        total, cost, passes = _work(method, graph, len(mine), size, ig_steps)
+        what = f"{method}: {len(mine)} pair{'s' * (len(mine) != 1)}, {cost}"  # fits 80 columns with its bar
         if world > 1:
-            what += f" (rank {rank} of {world})"
+            what += f" (rank {rank}/{world})"
+        if rank == 0:
+            _say_cost(method, len(mine), passes, ig_steps)
         bar = progress.task(what, total=total, delay=2.0) if rank == 0 else nullcontext(lambda steps=1: None)
         with bar as advance:  # rank 0's share shows the progress of all ranks
             for batch in mine.batches(size):

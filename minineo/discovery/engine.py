@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from minineo import checks
+
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.errors import UserError
@@ -40,9 +42,17 @@ def run_metric(metric: Metric, logits: torch.Tensor, pairs: Pairs) -> torch.Tens
     """metric(logits, pairs), checked to give one value per pair: (n,)."""
     values = metric(logits, pairs)
     if not isinstance(values, torch.Tensor) or values.shape != (len(pairs),):
-        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise UserError(f"the metric returned {shape}, but it must give one value per pair, shape ({len(pairs)},) "
-                        "(e.g. logit_diff; a batch mean is taken by the caller)")
+        shape = f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else checks.describe(values)
+        raise UserError(f"the metric returned {shape}, but it must give one value per pair, a tensor of shape "
+                        f"({len(pairs)},) (e.g. logit_diff; not their mean: the caller takes the mean)")
+    if not values.is_floating_point():
+        raise UserError(f"the metric returned a {values.dtype} tensor; it must give real numbers (a float tensor of "
+                        f"shape ({len(pairs)},)), e.g. a logit difference")
+    bad = ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise UserError(f"the metric returned {float(values[first].detach())} for pair {first} ({int(bad.sum())} of "
+                        f"{len(pairs)} not finite); a metric must give a finite number per pair")
     return values
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from minineo import checks
+from minineo import report
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
@@ -57,6 +58,8 @@ def _cfg(graph: Graph) -> dict[str, Any]:
                            "d_model": graph.d_model}
     if graph.model is not None:
         cfg["model"] = model_identity(graph.model)
+        if graph.model_asserted:
+            cfg["model_asserted"] = True  # named by the user for a file that carried no identity: not checked
     return cfg
 
 
@@ -132,7 +135,8 @@ def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
                         "GPT-Neo run attention then MLP, so this circuit is for another architecture")
     model = cfg.get("model")
     try:
-        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None)
+        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None,
+                     model_asserted=cfg.get("model_asserted") is True and isinstance(model, str))
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
@@ -258,7 +262,11 @@ def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
 
 @checks.typed
 def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
-    """Read an EAP-IG graph file, JSON or `.pt` by its extension; `model` as in `from_json`."""
+    """Read an EAP-IG graph file, JSON or `.pt` by its extension; `model` as in `from_json`.
+
+    A file that names no model (EAP-IG's own) can be checked by shape only: with `model` given it is read if the
+    shape fits, `graph.model` stays None (never filled in from `model`), and minineo.report says on stderr that the
+    file carries no identity; the same in from_json and from_pt."""
     path = Path(path)
     return from_json(path, model) if _suffix(path) == ".json" else from_pt(path, model)
 
@@ -274,3 +282,6 @@ def _check(graph: Graph, model: Model | Graph | None, path: Path) -> None:
     expected = _expected(model)
     if expected is not None:
         check_same_model(graph, expected, str(path))
+        if graph.model is None:  # EAP-IG's own files: only the shape can be checked, and that is said
+            report.warn(f"{path} carries no model identity (EAP-IG's own files name none): checked against "
+                        f"{_describe(expected)} by shape only; graph.model stays None")

@@ -32,8 +32,10 @@ QKV = "qkv"
 
 @checks.typed
 def edge_count(n_layers: int, n_heads: int) -> int:
-    """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula."""
-    L, H = n_layers, n_heads
+    """EAP-IG's edge count E = (3H+1)(L + (H+1)L(L-1)/2) + LH + 1 + L(H+1), computed from the rules, not the formula.
+
+    Raises UserError for a count Graph refuses (n_layers or n_heads not a positive int), through the same check."""
+    L, H = (checks.count(value, f"edge_count: {name}") for value, name in ((n_layers, "n_layers"), (n_heads, "n_heads")))
     heads = sum((1 + l * (H + 1)) * 3 * H for l in range(L))  # q, k, v of H heads, each from input + earlier layers
     mlps = sum(1 + l * (H + 1) + H for l in range(L))  # input, earlier layers, this layer's heads
     return heads + mlps + 1 + L * (H + 1)  # logits read every node
@@ -46,13 +48,15 @@ class Graph:
     `scores` (n_senders, n_receivers) float32: an edge's score (0 where the pair is no edge); `in_graph` (n_senders,
     n_receivers) bool: the circuit's edges; `nodes_in_graph` (n_senders,) bool (EAP-IG's layout: `logits` is always in).
     `real_edges` (n_senders, n_receivers) bool marks which pairs are edges. `model` names the model the graph was made
-    for (its hub id or folder; checked when a circuit file is read back).
+    for (its hub id or folder; checked when a circuit file is read back); `model_asserted` is True when that name
+    was given by the user for a file that carried none (not checked: files write it as `cfg.model_asserted`).
     """
 
     n_layers: int
     n_heads: int
     d_model: int
     model: str | None = None
+    model_asserted: bool = field(default=False, kw_only=True)
     scores: torch.Tensor = field(init=False, repr=False)
     in_graph: torch.Tensor = field(init=False, repr=False)
     nodes_in_graph: torch.Tensor = field(init=False, repr=False)
@@ -62,10 +66,13 @@ class Graph:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
-            checks.count(getattr(self, name), f"Graph: {name}")
+            checks.count(getattr(self, name), f"Graph: {name}")  # edge_count checks n_layers, n_heads the same way
         if self.model is not None and not isinstance(self.model, str):
             raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
                             f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
+        if not isinstance(self.model_asserted, bool):
+            raise WrongTypeError(f"Graph: model_asserted must be True or False (whether the user named the model of a "
+                                 f"file that carried none), got {checks.describe(self.model_asserted)}")
         shape = (self.n_senders, self.n_receivers)
         # receiver r reads exactly the first senders_before(r) senders (the prefix _enumerate walks)
         reach = torch.tensor([self._senders_before(r) for r in range(self.n_receivers)])  # (n_receivers,)
@@ -224,7 +231,7 @@ class Graph:
         return int((self.in_graph & self.real_edges).sum())
 
     def copy(self) -> Graph:
-        new = Graph(self.n_layers, self.n_heads, self.d_model, self.model)
+        new = Graph(self.n_layers, self.n_heads, self.d_model, self.model, model_asserted=self.model_asserted)
         new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
         new.position_scores = None if self.position_scores is None else self.position_scores.clone()
         return new

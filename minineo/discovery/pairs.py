@@ -97,20 +97,20 @@ class Pairs:
             la, lb = len(tokenizer.encode(a)), len(tokenizer.encode(b))
             if la != lb:
                 raise UserError(f"pair {i}: the clean prompt is {la} tokens and the corrupted one {lb}; each pair's "
-                                f"prompts must have the same token length ({a!r:.60} / {b!r:.60})")
+                                f"prompts must have the same token length ({_quoted(a)} / {_quoted(b)})")
         ids = []
         for what, texts in (("answer", answer), ("wrong", wrong)):
             for i, text in enumerate(texts):
                 encoded = tokenizer.encode(text, prepend_bos=False) if text else []
                 if len(encoded) != 1:
-                    raise UserError(f"pair {i}: the {what} {text!r:.40} is {len(encoded)} tokens for this tokenizer; "
+                    raise UserError(f"pair {i}: the {what} {_quoted(text, 40)} is {len(encoded)} tokens for this tokenizer; "
                                     "the metric compares one token, so give a single-token answer")
                 ids.append(encoded[0])
         n = len(clean)
         same = [i for i in range(n) if ids[i] == ids[n + i]]
         if same:
             raise UserError(f"pair {same[0]}: the answer and the wrong answer are the same token "
-                            f"({answer[same[0]]!r:.40}), so its logit difference is 0 in every run; give two different "
+                            f"({_quoted(answer[same[0]], 40)}), so its logit difference is 0 in every run; give two different "
                             "tokens")
         tokens, mask = tokenizer.encode_batch(list(clean), padding_side="left")
         corrupted_tokens, _ = tokenizer.encode_batch(list(corrupted), padding_side="left")
@@ -142,6 +142,11 @@ class Pairs:
         if not rows:
             raise UserError(f"{path} holds no pairs; give at least one row")
         return cls.from_text(model, *([row[k] for row in rows] for k in ("clean", "corrupted", "answer", "wrong")))
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    """`text` in quotes, shortened to `limit` characters inside them (an ellipsis marks a cut): quotes always match."""
+    return repr(text if len(text) <= limit else text[:limit - 1] + "…")
 
 
 @checks.typed

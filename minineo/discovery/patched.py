@@ -20,6 +20,7 @@ skips). `SenderTaps` and `record_corrupted` are the pieces the attribution metho
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -59,12 +60,32 @@ def check_pairs(pairs: Pairs, metric: Callable, batch_size: int | None) -> None:
                              f"got {type(pairs).__name__}")
     if len(pairs) == 0:
         raise UserError("pairs holds no pairs; give at least one clean/corrupted pair")
-    if not callable(metric):
-        raise WrongTypeError(f"metric must be a function (logits (n, pos, d_vocab), pairs) -> (n,), got "
-                             f"{type(metric).__name__}; the default is minineo.discovery.logit_diff")
+    check_metric(metric)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise UserError(f"batch_size={batch_size!r} must be a positive int (pairs per forward pass) or None for all "
                         f"{len(pairs)} pairs at once")
+
+
+METRIC_FORM = "metric(logits (n, pos, d_vocab), pairs) -> one value per pair, a tensor of shape (n,)"
+
+
+def check_metric(metric: Callable) -> None:
+    """UserError unless `metric` is a function that can be called as metric(logits, pairs) (checked by its signature
+    where Python gives one; what it returns is checked on every call, by engine.run_metric)."""
+    if not callable(metric):
+        raise WrongTypeError(f"metric must be a function, {METRIC_FORM}; got {checks.describe(metric)}; the default "
+                             "is minineo.discovery.logit_diff")
+    try:
+        signature = inspect.signature(metric)
+    except (TypeError, ValueError):  # a builtin without a signature: its first call says
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(metric, "__name__", type(metric).__name__)
+        raise UserError(f"metric {name}{signature} cannot be called as metric(logits, pairs): a metric must take the "
+                        f"logits and the Pairs, {METRIC_FORM} (e.g. lambda logits, pairs: logit_diff(logits, pairs))") \
+            from None
 
 
 class SenderTaps:

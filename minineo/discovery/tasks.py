@@ -67,10 +67,15 @@ def task_pairs(model: Model, task: str, n: int = 32, seed: int = 0) -> Pairs:
         return ioi_pairs(model, n, seed)
     if task == "induction":
         return induction_pairs(model, n, seed=seed)
-    if task.endswith(".jsonl") or "/" in task or task.endswith(".json"):
+    if is_file_task(task):
         return Pairs.from_jsonl(model, task)
     raise UserError(f"task {task!r} is not ioi, induction or a .jsonl file of "
                     '{"clean", "corrupted", "answer", "wrong"} rows')
+
+
+def is_file_task(task: str) -> bool:
+    """Whether task_pairs reads `task` as a JSONL file of pairs (then n and seed do not apply)."""
+    return task not in TASKS and (task.endswith((".jsonl", ".json")) or "/" in task)
 
 
 def _check_n(n: int) -> None:
