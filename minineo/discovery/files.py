@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from minineo import checks
+from minineo import checks, outputs
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
@@ -61,15 +59,10 @@ def _cfg(graph: Graph) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write through minineo.outputs (a claim on `path`, a temporary file beside it renamed onto it with the
+    normal umask mode): a crash never leaves half a file, and two writers never replace each other's."""
+    with outputs.replacing(path, "the circuit file") as temp:
+        write(str(temp))
 
 
 def to_document(graph: Graph) -> dict[str, Any]:
