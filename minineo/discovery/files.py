@@ -26,9 +26,10 @@ import torch
 from minineo import checks, outputs
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph
-from minineo.errors import MissingFileError, UserError
+from minineo.errors import MissingFileError, UserError, WrongTypeError
 
 if TYPE_CHECKING:
+    from minineo.discovery.faithfulness import FaithfulnessCurve
     from minineo.forward.model import Model
 
 SUFFIXES = (".json", ".pt")
@@ -65,21 +66,44 @@ def _write_atomic(path: Path, write) -> None:
         write(str(temp))
 
 
-def to_document(graph: Graph) -> dict[str, Any]:
-    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads)."""
+def curve_document(curve: FaithfulnessCurve | None) -> dict[str, Any] | None:
+    """The optional top-level `"faithfulness"` key minineo writes beside EAP-IG's keys (EAP-IG's from_json and
+    from_pt read only theirs, so the file still loads there): the curve's sizes k (top-k edges, before pruning),
+    f at each, the ranking ("absolute": by |score|; "signed": by -score), the edges kept after pruning and the edge
+    fractions. minineo.views.circuit draws it."""
+    from minineo.discovery.faithfulness import FaithfulnessCurve
+
+    if curve is None:
+        return None
+    if not isinstance(curve, FaithfulnessCurve):
+        raise WrongTypeError(f"curve must be a minineo.discovery FaithfulnessCurve (faithfulness_curve(...)) or None, "
+                             f"got {checks.describe(curve)}")
+    return {"n_edges": list(curve.n_edges), "faithfulness": [float(f) for f in curve.faithfulness],
+            "ranking": "absolute" if curve.absolute else "signed", "n_kept": list(curve.n_kept),
+            "fractions": [float(p) for p in curve.fractions]}
+
+
+def to_document(graph: Graph, curve: FaithfulnessCurve | None = None) -> dict[str, Any]:
+    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
+    `curve` as the extra key "faithfulness" when given (see `curve_document`)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
     edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
              for name, s, r in graph.edges()}
-    return {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    faithfulness = curve_document(curve)
+    if faithfulness is not None:
+        document["faithfulness"] = faithfulness
+    return document
 
 
 @checks.typed
-def to_json(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
+def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
+    curve `curve` as an extra key the views read and EAP-IG ignores. Returns the path."""
     path = checks.writable_file(path, "path")
-    document = to_document(graph)
+    document = to_document(graph, curve)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -90,22 +114,27 @@ def to_json(graph: Graph, path: str | Path) -> Path:
 
 
 @checks.typed
-def to_pt(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout)."""
+def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
+    as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with weights_only)."""
     path = checks.writable_file(path, "path")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
+    faithfulness = curve_document(curve)
+    if faithfulness is not None:
+        document["faithfulness"] = faithfulness
     _write_atomic(path, lambda temp: torch.save(document, temp))
     return path
 
 
 @checks.typed
-def save_graph(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other)."""
+def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
+    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws."""
     path = Path(path)
     suffix = _suffix(path)
-    return to_json(graph, path) if suffix == ".json" else to_pt(graph, path)
+    return to_json(graph, path, curve=curve) if suffix == ".json" else to_pt(graph, path, curve=curve)
 
 
 def _suffix(path: Path) -> str:
