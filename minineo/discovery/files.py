@@ -145,7 +145,7 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
+def _graph_from_cfg(cfg: Any, path: Path | str) -> Graph:
     if not isinstance(cfg, dict) or not all(k in cfg for k in ("n_layers", "n_heads", "d_model")):
         raise UserError(f"{path}: 'cfg' must be a dict with n_layers, n_heads and d_model (EAP-IG's graph config), "
                         f"got {cfg!r:.80}")
@@ -153,8 +153,11 @@ def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
         raise UserError(f"{path}: the graph is of a parallel attention/MLP model (parallel_attn_mlp true); GPT-2 and "
                         "GPT-Neo run attention then MLP, so this circuit is for another architecture")
     model = cfg.get("model")
+    if model is not None and not isinstance(model, str):  # read as "no identity", it would fit any model silently
+        raise UserError(f"{path}: cfg's model identity must be the model's name as a string (e.g. \"tiny-gpt2\"), got "
+                        f"{checks.describe(model)}; fix it, or remove the key")
     try:
-        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None)
+        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
@@ -180,46 +183,83 @@ def _expected(model: Model | Graph | None) -> Graph | None:
     return Graph.from_model(model)
 
 
+EAP_IG_JSON_KEYS = ("cfg", "nodes", "edges")
+EAP_IG_PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+
+
 @checks.typed
 def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
     or a Graph), a file for another model is refused with both identities named (UserError)."""
     path = _existing(path)
+    return from_document(_read_json(path), str(path), model)
+
+
+def _read_json(path: Path) -> Any:
     try:
-        document = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not a JSON file ({err}); give a circuit written by EAP-IG's to_json or minineo") from None
-    if not isinstance(document, dict) or not all(k in document for k in ("cfg", "nodes", "edges")):
-        raise UserError(f"{path}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
+
+
+def from_document(document: Any, where: str = "the graph", model: Model | Graph | None = None) -> Graph:
+    """The Graph of EAP-IG's JSON layout as a dict (what `json.load` gives of a `to_json` file): the one check of
+    such a graph, for files and for the dicts minineo.views.circuit is given. Every edge of EAP-IG's edge set for the
+    cfg's shape must be there, each with a finite score (null: 0) and a true/false in_graph, and no other edge; a
+    model identity in cfg must be a string. `where` names the source in messages. UserError otherwise."""
+    if not isinstance(document, dict) or not all(k in document for k in EAP_IG_JSON_KEYS):
+        raise UserError(f"{where}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
     for key in ("nodes", "edges"):
         if not isinstance(document[key], dict):
-            raise UserError(f"{path}: {key!r} must be a JSON object of {{name: {{...}}}}, got a "
+            raise UserError(f"{where}: {key!r} must be a JSON object of {{name: {{...}}}}, got a "
                             f"{type(document[key]).__name__}; give a circuit written by EAP-IG's to_json or minineo")
-    graph = _graph_from_cfg(document["cfg"], path)
-    _check(graph, model, path)
+    graph = _graph_from_cfg(document["cfg"], where)
+    _check(graph, model, where)
     senders = {name: i for i, name in enumerate(graph.sender_names)}
     for name, info in document["nodes"].items():
         if name == "logits":
             continue
         if name not in senders:
-            raise UserError(f"{path}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
+            raise UserError(f"{where}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
                             "graph; node names are input, a{L}.h{H}, m{L} and logits")
         graph.nodes_in_graph[senders[name]] = _flag(info.get("in_graph") if isinstance(info, dict) else info,
-                                                    f"{path}: node {name!r}")
+                                                    f"{where}: node {name!r}")
     index = {name: (s, r) for name, s, r in graph.edges()}  # one lookup table: 32,491 names at GPT-2 small's shape
     for name, info in document["edges"].items():
         if name not in index:
             try:
                 graph.edge_index(name)  # raises, naming the edge
             except UserError as err:
-                raise UserError(f"{path}: {err}") from None
+                raise UserError(f"{where}: {err}") from None
         s, r = index[name]
         if not isinstance(info, dict):
-            raise UserError(f"{path}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
+            raise UserError(f"{where}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
                             f"{checks.describe(info)}")
-        graph.scores[s, r] = _score(info.get("score"), f"{path}: edge {name!r}")
-        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{path}: edge {name!r}")
+        graph.scores[s, r] = _score(info.get("score"), f"{where}: edge {name!r}")
+        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{where}: edge {name!r}")
+    if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
+        missing = [name for name in index if name not in document["edges"]]
+        raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
+                        f"{graph.n_heads}-head graph are missing (first: {', '.join(missing[:3])}); EAP-IG's to_json "
+                        "and minineo write every edge, so this file was cut or is for another shape")
     return graph
+
+
+@checks.typed
+def read_file(path: str | Path, model: Model | Graph | None = None) -> tuple[Graph, dict[str, Any]]:
+    """(the Graph, the file's other top-level keys) of an EAP-IG graph file, JSON or `.pt` by its extension: the
+    extra keys are minineo's optional ones (e.g. "faithfulness", see `curve_document`), which EAP-IG ignores.
+    `model` as in `from_json`."""
+    path = _existing(path)
+    if _suffix(path) == ".json":
+        document = _read_json(path)
+        graph = from_document(document, str(path), model)
+        keys = EAP_IG_JSON_KEYS
+    else:
+        document = _read_pt(path)
+        graph = _from_pt_document(document, path, model)
+        keys = EAP_IG_PT_KEYS
+    return graph, {k: v for k, v in document.items() if k not in keys}
 
 
 def _score(value: Any, where: str) -> float:
@@ -242,12 +282,19 @@ def _flag(value: Any, where: str) -> bool:
 def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
     path = _existing(path)
+    return _from_pt_document(_read_pt(path), path, model)
+
+
+def _read_pt(path: Path) -> Any:
     try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not a torch archive
         raise UserError(f"{path}: not a torch file EAP-IG wrote ({type(err).__name__}: {str(err)[:120]}); "
                         "give a circuit written by EAP-IG's to_pt or minineo") from None
-    required = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+
+
+def _from_pt_document(document: Any, path: Path, model: Model | Graph | None) -> Graph:
+    required = EAP_IG_PT_KEYS
     missing = [k for k in required if not isinstance(document, dict) or k not in document]
     if missing:
         raise UserError(f"{path}: an EAP-IG .pt graph file needs the keys {', '.join(required)}; missing "
@@ -281,8 +328,7 @@ def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
 @checks.typed
 def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read an EAP-IG graph file, JSON or `.pt` by its extension; `model` as in `from_json`."""
-    path = Path(path)
-    return from_json(path, model) if _suffix(path) == ".json" else from_pt(path, model)
+    return read_file(path, model)[0]
 
 
 def _existing(path: str | Path) -> Path:
@@ -292,7 +338,7 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def _check(graph: Graph, model: Model | Graph | None, path: Path) -> None:
+def _check(graph: Graph, model: Model | Graph | None, path: Path | str) -> None:
     expected = _expected(model)
     if expected is not None:
         check_same_model(graph, expected, str(path))
