@@ -3,7 +3,8 @@
 Rows are layers (input at the top, logits at the bottom); nodes are `input`, the heads `a{l}.h{h}`, the MLPs `m{l}`
 and `logits`; an edge into a head ends on its q, k or v port (marked on the node). Edge width and colour follow the
 score (blue negative: removing the edge lowers the metric; red positive; as `minineo discover --plot` draws them).
-A slider keeps the top N edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
+The page opens on the file's own circuit (exactly its in_graph edges) when it has one; a slider keeps the top N
+edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
 clicking a node highlights its edges and lists them with their scores. At most `MAX_DRAWN` edges are drawn (the
 largest); the page says so when more are kept.
 
