@@ -403,6 +403,11 @@ def test_circuit_opens_on_exactly_the_files_in_graph_edges(browser, tmp_path, so
     assert sorted(drawn_names(page)) == sorted(circuit)
     page.click(".node[data-node='logits']")  # the list of a clicked node holds the circuit's edges into it
     assert set(listed(page)) == {e for e in circuit if e.endswith("->logits")}
+    if source.startswith("discover"):  # discover --out writes its |score| curve, and the page shows it (finding 16)
+        curve = json.loads(path.read_text())["faithfulness"]
+        k, f = curve["n_edges"][-2], curve["faithfulness"][-2]
+        set_slider(page, k)
+        assert page.inner_text("#faith").startswith(f"faithfulness {f:.3f} at {k} edges (edges ranked by absolute")
 
 
 def test_circuit_at_gpt2_small_size_draws_the_top_edges_and_opens_fast(browser, tmp_path):
