@@ -267,16 +267,45 @@ def test_every_view_saves_html_under_an_html_name(model, tmp_path, name, written
 
 
 def test_the_circuit_views_static_plot_command_draws_the_file(tmp_path):
-    """The command a refused circuit.png names (`minineo discover --from ... --plot`) does draw the circuit."""
+    """The command a refused circuit.png names (`minineo discover --from ... --plot`, no --out: it is optional with
+    --from) does draw the circuit and writes nothing else."""
     with pytest.raises(UserError) as caught:
         views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json").save(tmp_path / "circuit.png")
-    assert "minineo discover --from GRAPH.json --task TASK --out COPY.json --plot circuit.png" in str(caught.value)
+    assert "`minineo discover --from GRAPH.json --task TASK --plot circuit.png`" in str(caught.value)
     result = CliRunner().invoke(app, ["discover", "--model", "tiny-gpt2", "--from",
                                       str(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"), "--task",
-                                      str(EAP / "tiny-gpt2-ioi16.jsonl"), "--out", str(tmp_path / "copy.json"),
-                                      "--plot", str(tmp_path / "circuit.png")])
+                                      str(EAP / "tiny-gpt2-ioi16.jsonl"), "--plot", str(tmp_path / "circuit.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "circuit.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["circuit.png"]
+
+
+@pytest.mark.parametrize("name, suggested", [("x.html.png", "x.html"), ("x.htm.pdf", "x.htm"), ("x.tar.png", "x.tar.html"),
+                                             ("x.png", "x.html")])
+def test_a_refused_name_suggests_its_stem_as_the_page(model, tmp_path, name, suggested):
+    """The name to use is the stem with .html, unless the stem already is a page's name (x.html.png: x.html)."""
+    for page in every_view(model):
+        with pytest.raises(UserError) as caught:
+            page.save(tmp_path / name)
+        assert f"save it as {suggested};" in str(caught.value) or str(caught.value).endswith(f"save it as {suggested}")
+        assert ".html.html" not in str(caught.value)
+
+
+def test_a_name_that_is_only_an_extension_is_refused_and_a_trailing_dot_is_no_extension(model, tmp_path):
+    for page in every_view(model):
+        for name in (".html", ".HTM"):
+            with pytest.raises(UserError, match="has no name before the extension"):
+                page.save(tmp_path / name)
+        assert page.save(tmp_path / "x.") == tmp_path / "x.html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json"), "--out",
+                                 str(tmp_path / ".html")])
+    assert result.exit_code == 1 and "has no name before the extension" in result.output
+    result = runner.invoke(app, ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json"), "--out",
+                                 str(tmp_path / "y.")])
+    assert result.exit_code == 0 and (tmp_path / "y.html").is_file(), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html", "y.html"]
 
 
 COMMANDS_WRITING_A_VIEW = {
