@@ -71,11 +71,10 @@ def curve_document(curve: FaithfulnessCurve | None) -> dict[str, Any] | None:
     from_pt read only theirs, so the file still loads there): the curve's sizes k (top-k edges, before pruning),
     f at each, the ranking ("absolute": by |score|; "signed": by -score), the edges kept after pruning and the edge
     fractions. minineo.views.circuit draws it."""
-    from minineo.discovery.faithfulness import FaithfulnessCurve
-
     if curve is None:
         return None
-    if not isinstance(curve, FaithfulnessCurve):
+    # by its fields, not isinstance: faithfulness.py imports the patched forward, which imports this module
+    if not all(hasattr(curve, k) for k in ("n_edges", "faithfulness", "absolute", "n_kept", "fractions")):
         raise WrongTypeError(f"curve must be a minineo.discovery FaithfulnessCurve (faithfulness_curve(...)) or None, "
                              f"got {checks.describe(curve)}")
     return {"n_edges": list(curve.n_edges), "faithfulness": [float(f) for f in curve.faithfulness],
