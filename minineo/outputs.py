@@ -141,7 +141,7 @@ def replacing(path: str | os.PathLike, what: str = "the output") -> Iterator[Pat
         os.close(handle)
         try:
             yield Path(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 is for the temporary file only
+            os.chmod(tmp, normal_mode())  # mkstemp's private 0600 is for the temporary file only
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):  # never let the cleanup's own error hide the real one
@@ -158,8 +158,9 @@ def write_text(path: str | os.PathLike, text: str, what: str = "the output") -> 
             os.fsync(handle.fileno())
 
 
-def _umask() -> int:
+def normal_mode(folder: bool = False) -> int:
+    """The mode a plain `open(path, "w")` (or `mkdir`) gives a new file here: 0o666 (0o777 for a folder) less the
+    process's umask. Temporary files and folders are private (0600 / 0700) until renamed; this is what they get."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
-
+    return (0o777 if folder else 0o666) & ~mask

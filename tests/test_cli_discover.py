@@ -292,3 +292,53 @@ def test_many_ig_steps_say_their_cost_on_stderr_before_the_run(tmp_path):
     first = result.output.splitlines()[0]
     assert first.startswith("warning: eap-ig-inputs with ig_steps=120 on 2 pairs costs about 120 forward and "
                             "backward passes"), result.output
+
+
+# ---- the faithfulness table: each ranking's own size; the file holds the curve the view draws ----------------------
+
+def _on_a_path(kept: list[str]) -> set[str]:
+    """The edges of `kept` on some path input -> logits (what pruning leaves), by plain graph search over the names."""
+    parts = [(name.split("->")[0], name.split("->")[1].split("<")[0], name) for name in kept]
+    forward, backward = {"input"}, {"logits"}
+    for _ in range(len(parts) + 1):  # to the fixed point
+        forward |= {r for s, r, _ in parts if s in forward}
+        backward |= {s for s, r, _ in parts if r in backward}
+    return {name for s, r, name in parts if s in forward and r in backward}
+
+
+def _pruned_top(scores: dict[str, float], k: int, key) -> int:
+    ranked = sorted(scores, key=key, reverse=True)
+    return len(_on_a_path(ranked[:k]))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_the_table_gives_each_ranking_its_own_pruned_size_and_the_file_holds_the_curve(tmp_path, suffix):
+    out = tmp_path / f"circuit{suffix}"
+    result = invoke("discover", "--model", "tiny-gpt2", "--task", "ioi", "--n", "8", "--method", "eap-ig-inputs",
+                    "--top", "30", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    header_lines = [[c.strip() for c in line.strip("┃ ").split("┃")] for line in result.output.splitlines()
+                    if line.startswith("┃")]  # a narrow terminal wraps a header over two lines
+    header = [" ".join(c for c in column if c) for column in zip(*header_lines)]
+    assert header == [
+        "fraction", "top edges", "kept |score|", "f |score|", "kept -score", "f -score"]
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in result.output.splitlines()
+            if line.startswith("│")]
+    graph = files.load_graph(out)
+    scores = graph.edge_scores()
+    assert len(rows) == 10
+    for fraction, top, by_abs, f_abs, by_signed, f_signed in rows:
+        k = int(float(fraction) * 110)
+        assert int(top) == k
+        assert int(by_abs) == _pruned_top(scores, k, lambda e: abs(scores[e])), fraction
+        assert int(by_signed) == _pruned_top(scores, k, lambda e: -scores[e]), fraction
+    # the file: EAP-IG's keys as they were, and the |score| curve beside them, the table's numbers
+    document = json.loads(out.read_text()) if suffix == ".json" else torch.load(out, weights_only=True)
+    curve = document.pop("faithfulness")
+    assert curve["ranking"] == "absolute" and curve["n_edges"] == [int(r[1]) for r in rows]
+    assert curve["n_kept"] == [int(r[2]) for r in rows]
+    assert [f"{f:.3f}" for f in curve["faithfulness"]] == [r[3] for r in rows]
+    if suffix == ".json":
+        assert document == files.to_document(graph)  # nothing else changed: EAP-IG's from_json reads cfg/nodes/edges
+    else:
+        assert sorted(document) == ["cfg", "dst_nodes", "edges_in_graph", "edges_scores", "nodes_in_graph", "src_nodes"]

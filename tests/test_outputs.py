@@ -160,6 +160,81 @@ def test_a_download_waits_for_another_download_of_the_same_model(tmp_path):
     assert (other / "abc.incomplete").read_text() == "another download in flight"
 
 
+# ---- every file written gets the mode a plain open() gives it -------------------------------------------
+
+def _plain_mode(folder: Path) -> int:
+    """The mode of a file made by a plain open() in `folder` (the independent expectation: the umask's)."""
+    reference = folder / "plain-open-reference"
+    with open(reference, "w"):
+        pass
+    mode = reference.stat().st_mode & 0o777
+    reference.unlink()
+    return mode
+
+
+def _assert_plain_modes(out: Path) -> None:
+    """`out` (a file, or every file of a folder) has the mode a plain open() gives a file beside it."""
+    expected = _plain_mode(out.parent)
+    written = [p for p in out.rglob("*") if p.is_file()] if out.is_dir() else [out]
+    assert written
+    for path in written:
+        assert oct(path.stat().st_mode & 0o777) == oct(expected), path
+
+
+def _library_writers():
+    """(name, a function writing the path it is given): every library function that writes a user's file."""
+    import torch
+
+    import minineo
+    from minineo import discovery, views
+
+    def acdc_state(path):
+        model = minineo.load("tiny-gpt2")
+        discovery.acdc(model, discovery.ioi_pairs(model, 2), threshold=1e6, state=path)
+
+    def cache(path):
+        model = minineo.load()
+        model.run_with_cache(model.to_tokens("hi"), names=["blocks.0.resid_post"])[1].save(path)
+
+    def replaced(path):
+        with outputs.replacing(path) as tmp:
+            tmp.write_bytes(b"x")
+
+    graph = discovery.load_graph(EAP_IG_JSON)
+    return [
+        ("outputs.write_text", "x.txt", lambda path: outputs.write_text(path, "x")),
+        ("outputs.replacing", "x.bin", replaced),
+        ("discovery.to_json", "c.json", lambda path: discovery.to_json(graph, path)),
+        ("discovery.to_pt", "c.pt", lambda path: discovery.to_pt(graph, path)),
+        ("discovery.save_graph", "c.json", lambda path: discovery.save_graph(graph, path)),
+        ("discovery.acdc state", "state.json", acdc_state),
+        ("Cache.save", "c.safetensors", cache),
+        ("View.save", "v.html", lambda path: views.circuit(EAP_IG_JSON).save(path)),
+        ("TunedLens.save", "lens", lambda path: _tuned_lens().save(path)),
+    ]
+
+
+def _tuned_lens():
+    import minineo
+    from minineo import analysis
+
+    return analysis.TunedLens(minineo.load())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_every_library_writer_gives_its_file_the_umasks_mode_as_open_does(tmp_path, umask):
+    """Not mkstemp's private 0600: collaborators on a shared disk read what minineo wrote (finding 6)."""
+    old = os.umask(umask)
+    try:
+        for name, filename, write in _library_writers():
+            write(tmp_path / filename)
+            _assert_plain_modes(tmp_path / filename)
+            expected = 0o666 & ~umask
+            assert _plain_mode(tmp_path) == expected, name
+    finally:
+        os.umask(old)
+
+
 # ---- every command that writes, with two real writers ---------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -276,6 +351,7 @@ def test_a_second_writer_of_the_same_path_fails_and_the_first_keeps_its_file(tmp
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     whole(out)  # the first writer's file, whole
+    _assert_plain_modes(out)  # with the mode a plain open() gives a file there, not a temporary file's 0600
     assert not outputs.lock_file(out).exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
 

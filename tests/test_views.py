@@ -102,28 +102,86 @@ def test_the_edge_count_formula_is_the_shared_readmes():
 
 
 def graph_with(edges: dict, **extra) -> dict:
-    return {"cfg": {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 128}, "nodes": {},
-            "edges": {name: {"score": score, "in_graph": False} for name, score in edges.items()}, **extra}
+    """EAP-IG's own file of the 2 x 4 zoo shape (every one of its 110 edges), with `edges` scored (or added)."""
+    document = json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())
+    document["edges"].update({name: {"score": score, "in_graph": False} for name, score in edges.items()})
+    return {**document, **extra}
 
 
-@pytest.mark.parametrize("edge, message", [
-    ("a0.h1->a0.h2<q>", "from layer 0 to layer 0"),       # a head never reads its own layer
-    ("m1->m0", "from layer 1 to layer 0"),
-    ("a0.h9->m1", "outside the graph's cfg"),             # 4 heads
-    ("a0.h1->a3.h0<q>", "outside the graph's cfg"),       # 2 layers
-    ("a0.h1->a1.h0<x>", "not an EAP-IG edge name"),
-    ("a0.h1-->m1", "not an EAP-IG edge name"),
+@pytest.mark.parametrize("edge", [
+    "a0.h1->a0.h2<q>",   # a head never reads its own layer
+    "m1->m0",
+    "a0.h9->m1",         # 4 heads
+    "a0.h1->a3.h0<q>",   # 2 layers
+    "a0.h1->a1.h0<x>",
+    "a0.h1-->m1",
 ])
-def test_circuit_refuses_edges_eap_ig_does_not_have(edge, message):
-    with pytest.raises(UserError, match=re.escape(message)):
+def test_circuit_refuses_edges_eap_ig_does_not_have(edge):
+    with pytest.raises(UserError, match=re.escape(f"edge name {edge!r} is not an edge of this 2-layer, 4-head graph")):
         views.circuit(graph_with({edge: 0.1}))
+
+
+def _refusal(call) -> str:
+    with pytest.raises(UserError) as caught:
+        call()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("change", ["delete an edge", "cfg model 12", "rename an edge", "score a string"])
+def test_circuit_checks_a_graph_as_the_discovery_reader_does_one_check(tmp_path, change):
+    """views.circuit (a dict or a file, JSON or .pt) and discovery.load_graph refuse the same graphs with the same
+    message (finding 14): the one validator of minineo.discovery.files."""
+    from minineo import discovery
+
+    document = json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())
+    first = next(iter(document["edges"]))
+    if change == "delete an edge":
+        del document["edges"][first]
+    elif change == "cfg model 12":
+        document["cfg"]["model"] = 12
+    elif change == "rename an edge":
+        document["edges"]["a1.h0->a0.h0<q>"] = document["edges"].pop(first)
+    else:
+        document["edges"][first]["score"] = "0.5"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    reader = _refusal(lambda: discovery.load_graph(path))
+    assert _refusal(lambda: views.circuit(path)) == reader
+    assert _refusal(lambda: views.circuit(document)) == reader.replace(str(path), "the graph")
+    expected = {"delete an edge": f"1 of the 110 edges of a 2-layer, 4-head graph are missing (first: {first})",
+                "cfg model 12": "model identity must be the model's name as a string",
+                "rename an edge": "'a1.h0->a0.h0<q>' is not an edge", "score a string": "has the score '0.5'"}[change]
+    assert expected in reader, reader
+
+
+def test_circuit_refuses_a_top_level_model_that_is_not_a_name():
+    with pytest.raises(UserError, match="\"model\" key must be the model's name as a string"):
+        views.circuit(graph_with({}, model=12))
+
+
+def test_circuit_reads_the_pt_files_discover_and_eap_ig_write(tmp_path):
+    """EAP-IG's own .pt and .json of one graph give the same page (finding 11); so do discover --out x.pt's."""
+    for stem in ("eap-ig-tiny-gpt2-ioi16-eap", "eap-ig-tiny-gpt2-ioi16-eap-top20"):
+        from_pt, from_json = views.circuit(EAP / f"{stem}.pt"), views.circuit(EAP / f"{stem}.json")
+        assert from_pt.html.replace(f"{stem}.pt", f"{stem}.json") == from_json.html
+    out = tmp_path / "x.pt"
+    result = CliRunner().invoke(app, ["discover", "--model", "tiny-gpt2", "--task", "ioi", "--n", "4", "--method",
+                                      "eap", "--top", "10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["view-circuit", str(out), "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "x.html").read_text()
+    assert '"faithfulness":{"n_edges":[0,0,0,1,2,5,11,22,55,110]' in page and "tiny-gpt2" in page
+    (tmp_path / "x.txt").write_bytes(out.read_bytes())
+    with pytest.raises(UserError, match="a circuit file is EAP-IG's .json or .pt, not '.txt'"):
+        views.circuit(tmp_path / "x.txt")
 
 
 def test_circuit_refuses_bad_files_and_keys(tmp_path):
     with pytest.raises(MissingFileError):
         views.circuit(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="not a JSON file"):
         views.circuit(tmp_path / "bad.json")
     with pytest.raises(UserError, match="needs the keys"):
         views.circuit({"edges": {}})
@@ -209,16 +267,45 @@ def test_every_view_saves_html_under_an_html_name(model, tmp_path, name, written
 
 
 def test_the_circuit_views_static_plot_command_draws_the_file(tmp_path):
-    """The command a refused circuit.png names (`minineo discover --from ... --plot`) does draw the circuit."""
+    """The command a refused circuit.png names (`minineo discover --from ... --plot`, no --out: it is optional with
+    --from) does draw the circuit and writes nothing else."""
     with pytest.raises(UserError) as caught:
         views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json").save(tmp_path / "circuit.png")
-    assert "minineo discover --from GRAPH.json --task TASK --out COPY.json --plot circuit.png" in str(caught.value)
+    assert "`minineo discover --from GRAPH.json --task TASK --plot circuit.png`" in str(caught.value)
     result = CliRunner().invoke(app, ["discover", "--model", "tiny-gpt2", "--from",
                                       str(EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"), "--task",
-                                      str(EAP / "tiny-gpt2-ioi16.jsonl"), "--out", str(tmp_path / "copy.json"),
-                                      "--plot", str(tmp_path / "circuit.png")])
+                                      str(EAP / "tiny-gpt2-ioi16.jsonl"), "--plot", str(tmp_path / "circuit.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "circuit.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["circuit.png"]
+
+
+@pytest.mark.parametrize("name, suggested", [("x.html.png", "x.html"), ("x.htm.pdf", "x.htm"), ("x.tar.png", "x.tar.html"),
+                                             ("x.png", "x.html")])
+def test_a_refused_name_suggests_its_stem_as_the_page(model, tmp_path, name, suggested):
+    """The name to use is the stem with .html, unless the stem already is a page's name (x.html.png: x.html)."""
+    for page in every_view(model):
+        with pytest.raises(UserError) as caught:
+            page.save(tmp_path / name)
+        assert f"save it as {suggested};" in str(caught.value) or str(caught.value).endswith(f"save it as {suggested}")
+        assert ".html.html" not in str(caught.value)
+
+
+def test_a_name_that_is_only_an_extension_is_refused_and_a_trailing_dot_is_no_extension(model, tmp_path):
+    for page in every_view(model):
+        for name in (".html", ".HTM"):
+            with pytest.raises(UserError, match="has no name before the extension"):
+                page.save(tmp_path / name)
+        assert page.save(tmp_path / "x.") == tmp_path / "x.html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json"), "--out",
+                                 str(tmp_path / ".html")])
+    assert result.exit_code == 1 and "has no name before the extension" in result.output
+    result = runner.invoke(app, ["view-circuit", str(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json"), "--out",
+                                 str(tmp_path / "y.")])
+    assert result.exit_code == 0 and (tmp_path / "y.html").is_file(), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html", "y.html"]
 
 
 COMMANDS_WRITING_A_VIEW = {

@@ -94,9 +94,9 @@ def _replace_folder(path: Path, write) -> None:
     old = path.with_name(f".{path.name}.old")
     try:
         write(tmp)
-        tmp.chmod(0o755)  # mkdtemp's private 0700 is for the temporary folder only
+        tmp.chmod(outputs.normal_mode(folder=True))  # mkdtemp's private 0700 is for the temporary folder only
         for file in tmp.iterdir():
-            file.chmod(0o644)
+            file.chmod(outputs.normal_mode())
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)

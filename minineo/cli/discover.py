@@ -118,13 +118,15 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
 def curve_table(signed, absolute, title: str):
     """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
     table = titled_table(title)
-    for column in ("edge fraction", "top edges", "pruned", "f by |score|", "f by -score"):
+    # each ranking keeps its own edges after pruning, so each f column has its own count beside it (fits 80 columns)
+    for column in ("fraction", "top edges", "kept |score|", "f |score|", "kept -score", "f -score"):
         table.add_column(column, justify="right")
     for i, p in enumerate(absolute.fractions):
         table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), f"{absolute.faithfulness[i]:.3f}",
-                      f"{signed.faithfulness[i]:.3f}")
-    table.caption = (f"f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f by -score, higher is "
-                     f"better) {signed.area:.3f}; CMD (area between f by |score| and 1, 0 is best) "
+                      str(signed.n_kept[i]), f"{signed.faithfulness[i]:.3f}")
+    table.caption = (f"top edges: int(fraction x all edges); kept: left after pruning, edges ranked by |score| or "
+                     f"by -score; f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f -score, higher is "
+                     f"better) {signed.area:.3f}; CMD (area between f |score| and 1, 0 is best) "
                      f"{absolute.area_from_one:.3f}")
     return table
 
@@ -200,14 +202,14 @@ def discover(ctx: typer.Context, model: str = ModelOption,
             how = f"{method}, top {top} by |score|"
     before, after = circuits.prune(graph)
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
-    if out is not None:
-        files.save_graph(graph, out)
+    signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
+    absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
+    if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
+        files.save_graph(graph, out, curve=absolute)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
                   "(mean logit difference answer - wrong at the last position)")
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
                   f"{plural(int(graph.nodes_in_graph.sum()), 'node')}; faithfulness {value:.3f}")
-    signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
-    absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     console.print(curve_table(signed, absolute, f"faithfulness curve of the {method if circuit is None else 'file'} "
                                                 "scores (MIB's edge fractions)"))
     if out is not None:

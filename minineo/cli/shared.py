@@ -258,8 +258,16 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
 
 
 def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
-    """The checked HTML page to write (.html or .htm; no extension: .html), before any work; None stays None."""
-    return None if path is None else output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
+    """The checked HTML page to write (.html or .htm; no extension: .html; "x." is x.html), before any work; None
+    stays None. A name that is only the extension (".html") is a UserError."""
+    if path is None:
+        return None
+    if path.name.lower() in (".html", ".htm") or not path.name.strip("."):
+        raise UserError(f"{option} {path}: {path.name!r} has no name before the extension; give a name such as "
+                        f"{path.with_name('page.html') if path.name.strip('.') else path / 'page.html'}")
+    if path.name.endswith("."):  # "x." names no extension: x.html, not x..html
+        path = path.with_name(path.name.rstrip("."))
+    return output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
 
 
 HtmlOption = typer.Option(None, "--html", help="also write an interactive HTML page to this path (one self-contained "

@@ -32,12 +32,13 @@ def view(prompt: str, model: str = ModelOption,
 
 
 @app.command("view-circuit")
-def view_circuit(graph: Path = typer.Argument(..., help="an EAP-IG graph JSON (Graph.to_json, or minineo discover)"),
+def view_circuit(graph: Path = typer.Argument(..., help="an EAP-IG graph file, .json or .pt (Graph.to_json / to_pt, or "
+                                                  "minineo discover --out)"),
                  out: Path = typer.Option(..., "--out", "-o", help="the HTML page to write (.html)"),
                  name: Optional[str] = typer.Option(None, "--name", help="the model's name on the page (default: the "
                                                     "file's \"model\" key, else its shape)")) -> None:
-    """The circuit page of an EAP-IG graph file: a layered graph, a slider for the edges kept, click a node for its
-    edges and scores."""
+    """The circuit page of an EAP-IG graph file (.json or .pt): a layered graph opening on the file's circuit, a slider
+    for the top N edges, click a node for its edges and scores."""
     out = html_path(out, "--out")
     page = views.circuit(graph, name=name)
     page.save(out)

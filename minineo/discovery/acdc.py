@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from minineo import checks
+from minineo import checks, outputs
 from minineo import progress
 from minineo.discovery import circuits
 from minineo.discovery.faithfulness import full_metric
@@ -130,14 +128,7 @@ def _settings(graph: Graph, threshold: float, kl: bool, absolute: bool, pairs: P
 
 
 def _write_state(path: Path, state: dict) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    outputs.write_text(path, json.dumps(state), "the ACDC state file")  # whole or not at all, the umask's mode
 
 
 def _read_state(path: Path, settings: dict) -> dict | None:

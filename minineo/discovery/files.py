@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from minineo import checks
-from minineo import report
+from minineo import checks, outputs, report
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph
-from minineo.errors import MissingFileError, UserError
+from minineo.errors import MissingFileError, UserError, WrongTypeError
 
 if TYPE_CHECKING:
+    from minineo.discovery.faithfulness import FaithfulnessCurve
     from minineo.forward.model import Model
 
 SUFFIXES = (".json", ".pt")
@@ -64,32 +62,49 @@ def _cfg(graph: Graph) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write through minineo.outputs (a claim on `path`, a temporary file beside it renamed onto it with the
+    normal umask mode): a crash never leaves half a file, and two writers never replace each other's."""
+    with outputs.replacing(path, "the circuit file") as temp:
+        write(str(temp))
 
 
-def to_document(graph: Graph) -> dict[str, Any]:
-    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads)."""
+def curve_document(curve: FaithfulnessCurve | None) -> dict[str, Any] | None:
+    """The optional top-level `"faithfulness"` key minineo writes beside EAP-IG's keys (EAP-IG's from_json and
+    from_pt read only theirs, so the file still loads there): the curve's sizes k (top-k edges, before pruning),
+    f at each, the ranking ("absolute": by |score|; "signed": by -score), the edges kept after pruning and the edge
+    fractions. minineo.views.circuit draws it."""
+    if curve is None:
+        return None
+    # by its fields, not isinstance: faithfulness.py imports the patched forward, which imports this module
+    if not all(hasattr(curve, k) for k in ("n_edges", "faithfulness", "absolute", "n_kept", "fractions")):
+        raise WrongTypeError(f"curve must be a minineo.discovery FaithfulnessCurve (faithfulness_curve(...)) or None, "
+                             f"got {checks.describe(curve)}")
+    return {"n_edges": list(curve.n_edges), "faithfulness": [float(f) for f in curve.faithfulness],
+            "ranking": "absolute" if curve.absolute else "signed", "n_kept": list(curve.n_kept),
+            "fractions": [float(p) for p in curve.fractions]}
+
+
+def to_document(graph: Graph, curve: FaithfulnessCurve | None = None) -> dict[str, Any]:
+    """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
+    `curve` as the extra key "faithfulness" when given (see `curve_document`)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
     edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
              for name, s, r in graph.edges()}
-    return {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
+    faithfulness = curve_document(curve)
+    if faithfulness is not None:
+        document["faithfulness"] = faithfulness
+    return document
 
 
 @checks.typed
-def to_json(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph). Returns the path."""
+def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
+    curve `curve` as an extra key the views read and EAP-IG ignores. Returns the path."""
     path = checks.writable_file(path, "path")
-    document = to_document(graph)
+    document = to_document(graph, curve)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -100,22 +115,27 @@ def to_json(graph: Graph, path: str | Path) -> Path:
 
 
 @checks.typed
-def to_pt(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout)."""
+def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
+    as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with weights_only)."""
     path = checks.writable_file(path, "path")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
+    faithfulness = curve_document(curve)
+    if faithfulness is not None:
+        document["faithfulness"] = faithfulness
     _write_atomic(path, lambda temp: torch.save(document, temp))
     return path
 
 
 @checks.typed
-def save_graph(graph: Graph, path: str | Path) -> Path:
-    """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other)."""
+def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+    """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
+    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws."""
     path = Path(path)
     suffix = _suffix(path)
-    return to_json(graph, path) if suffix == ".json" else to_pt(graph, path)
+    return to_json(graph, path, curve=curve) if suffix == ".json" else to_pt(graph, path, curve=curve)
 
 
 def _suffix(path: Path) -> str:
@@ -126,7 +146,7 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
+def _graph_from_cfg(cfg: Any, path: Path | str) -> Graph:
     if not isinstance(cfg, dict) or not all(k in cfg for k in ("n_layers", "n_heads", "d_model")):
         raise UserError(f"{path}: 'cfg' must be a dict with n_layers, n_heads and d_model (EAP-IG's graph config), "
                         f"got {cfg!r:.80}")
@@ -134,6 +154,9 @@ def _graph_from_cfg(cfg: Any, path: Path) -> Graph:
         raise UserError(f"{path}: the graph is of a parallel attention/MLP model (parallel_attn_mlp true); GPT-2 and "
                         "GPT-Neo run attention then MLP, so this circuit is for another architecture")
     model = cfg.get("model")
+    if model is not None and not isinstance(model, str):  # read as "no identity", it would fit any model silently
+        raise UserError(f"{path}: cfg's model identity must be the model's name as a string (e.g. \"tiny-gpt2\"), got "
+                        f"{checks.describe(model)}; fix it, or remove the key")
     try:
         return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None,
                      model_asserted=cfg.get("model_asserted") is True and isinstance(model, str))
@@ -162,46 +185,83 @@ def _expected(model: Model | Graph | None) -> Graph | None:
     return Graph.from_model(model)
 
 
+EAP_IG_JSON_KEYS = ("cfg", "nodes", "edges")
+EAP_IG_PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+
+
 @checks.typed
 def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
     or a Graph), a file for another model is refused with both identities named (UserError)."""
     path = _existing(path)
+    return from_document(_read_json(path), str(path), model)
+
+
+def _read_json(path: Path) -> Any:
     try:
-        document = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not a JSON file ({err}); give a circuit written by EAP-IG's to_json or minineo") from None
-    if not isinstance(document, dict) or not all(k in document for k in ("cfg", "nodes", "edges")):
-        raise UserError(f"{path}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
+
+
+def from_document(document: Any, where: str = "the graph", model: Model | Graph | None = None) -> Graph:
+    """The Graph of EAP-IG's JSON layout as a dict (what `json.load` gives of a `to_json` file): the one check of
+    such a graph, for files and for the dicts minineo.views.circuit is given. Every edge of EAP-IG's edge set for the
+    cfg's shape must be there, each with a finite score (null: 0) and a true/false in_graph, and no other edge; a
+    model identity in cfg must be a string. `where` names the source in messages. UserError otherwise."""
+    if not isinstance(document, dict) or not all(k in document for k in EAP_IG_JSON_KEYS):
+        raise UserError(f"{where}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
     for key in ("nodes", "edges"):
         if not isinstance(document[key], dict):
-            raise UserError(f"{path}: {key!r} must be a JSON object of {{name: {{...}}}}, got a "
+            raise UserError(f"{where}: {key!r} must be a JSON object of {{name: {{...}}}}, got a "
                             f"{type(document[key]).__name__}; give a circuit written by EAP-IG's to_json or minineo")
-    graph = _graph_from_cfg(document["cfg"], path)
-    _check(graph, model, path)
+    graph = _graph_from_cfg(document["cfg"], where)
+    _check(graph, model, where)
     senders = {name: i for i, name in enumerate(graph.sender_names)}
     for name, info in document["nodes"].items():
         if name == "logits":
             continue
         if name not in senders:
-            raise UserError(f"{path}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
+            raise UserError(f"{where}: node {name!r} is not a node of a {graph.n_layers}-layer, {graph.n_heads}-head "
                             "graph; node names are input, a{L}.h{H}, m{L} and logits")
         graph.nodes_in_graph[senders[name]] = _flag(info.get("in_graph") if isinstance(info, dict) else info,
-                                                    f"{path}: node {name!r}")
+                                                    f"{where}: node {name!r}")
     index = {name: (s, r) for name, s, r in graph.edges()}  # one lookup table: 32,491 names at GPT-2 small's shape
     for name, info in document["edges"].items():
         if name not in index:
             try:
                 graph.edge_index(name)  # raises, naming the edge
             except UserError as err:
-                raise UserError(f"{path}: {err}") from None
+                raise UserError(f"{where}: {err}") from None
         s, r = index[name]
         if not isinstance(info, dict):
-            raise UserError(f"{path}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
+            raise UserError(f"{where}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
                             f"{checks.describe(info)}")
-        graph.scores[s, r] = _score(info.get("score"), f"{path}: edge {name!r}")
-        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{path}: edge {name!r}")
+        graph.scores[s, r] = _score(info.get("score"), f"{where}: edge {name!r}")
+        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{where}: edge {name!r}")
+    if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
+        missing = [name for name in index if name not in document["edges"]]
+        raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
+                        f"{graph.n_heads}-head graph are missing (first: {', '.join(missing[:3])}); EAP-IG's to_json "
+                        "and minineo write every edge, so this file was cut or is for another shape")
     return graph
+
+
+@checks.typed
+def read_file(path: str | Path, model: Model | Graph | None = None) -> tuple[Graph, dict[str, Any]]:
+    """(the Graph, the file's other top-level keys) of an EAP-IG graph file, JSON or `.pt` by its extension: the
+    extra keys are minineo's optional ones (e.g. "faithfulness", see `curve_document`), which EAP-IG ignores.
+    `model` as in `from_json`."""
+    path = _existing(path)
+    if _suffix(path) == ".json":
+        document = _read_json(path)
+        graph = from_document(document, str(path), model)
+        keys = EAP_IG_JSON_KEYS
+    else:
+        document = _read_pt(path)
+        graph = _from_pt_document(document, path, model)
+        keys = EAP_IG_PT_KEYS
+    return graph, {k: v for k, v in document.items() if k not in keys}
 
 
 def _score(value: Any, where: str) -> float:
@@ -224,12 +284,19 @@ def _flag(value: Any, where: str) -> bool:
 def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
     path = _existing(path)
+    return _from_pt_document(_read_pt(path), path, model)
+
+
+def _read_pt(path: Path) -> Any:
     try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not a torch archive
         raise UserError(f"{path}: not a torch file EAP-IG wrote ({type(err).__name__}: {str(err)[:120]}); "
                         "give a circuit written by EAP-IG's to_pt or minineo") from None
-    required = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+
+
+def _from_pt_document(document: Any, path: Path, model: Model | Graph | None) -> Graph:
+    required = EAP_IG_PT_KEYS
     missing = [k for k in required if not isinstance(document, dict) or k not in document]
     if missing:
         raise UserError(f"{path}: an EAP-IG .pt graph file needs the keys {', '.join(required)}; missing "
@@ -267,8 +334,7 @@ def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
     A file that names no model (EAP-IG's own) can be checked by shape only: with `model` given it is read if the
     shape fits, `graph.model` stays None (never filled in from `model`), and minineo.report says on stderr that the
     file carries no identity; the same in from_json and from_pt."""
-    path = Path(path)
-    return from_json(path, model) if _suffix(path) == ".json" else from_pt(path, model)
+    return read_file(path, model)[0]
 
 
 def _existing(path: str | Path) -> Path:
@@ -278,7 +344,7 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def _check(graph: Graph, model: Model | Graph | None, path: Path) -> None:
+def _check(graph: Graph, model: Model | Graph | None, path: Path | str) -> None:
     expected = _expected(model)
     if expected is not None:
         check_same_model(graph, expected, str(path))

@@ -3,11 +3,12 @@
 Rows are layers (input at the top, logits at the bottom); nodes are `input`, the heads `a{l}.h{h}`, the MLPs `m{l}`
 and `logits`; an edge into a head ends on its q, k or v port (marked on the node). Edge width and colour follow the
 score (blue negative: removing the edge lowers the metric; red positive; as `minineo discover --plot` draws them).
-A slider keeps the top N edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
+The page opens on the file's own circuit (exactly its in_graph edges) when it has one; a slider keeps the top N
+edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
 clicking a node highlights its edges and lists them with their scores. At most `MAX_DRAWN` edges are drawn (the
 largest); the page says so when more are kept.
 
-The file format is EAP-IG's `Graph.to_json` (/work/shared/discovery/README.md): `{"cfg": {"n_layers", "n_heads",
+The file format is EAP-IG's `Graph.to_json` (or its `.pt`, `to_pt`) (/work/shared/discovery/README.md): `{"cfg": {"n_layers", "n_heads",
 ...}, "nodes": {name: {"in_graph"}}, "edges": {"sender->receiver": {"score", "in_graph"}}}`. Optional keys, which
 EAP-IG ignores when it reads the file (docs/views.md):
 
@@ -18,23 +19,19 @@ EAP-IG ignores when it reads the file (docs/views.md):
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from minineo import checks
-from minineo.discovery.files import to_document
+from minineo.discovery import files
 from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
 from minineo.views.page import View, asset, pack_float32, pack_uint16, render
 
 MAX_DRAWN = 3000
-SENDER = re.compile(r"^(input|a(\d+)\.h(\d+)|m(\d+))$")
-RECEIVER = re.compile(r"^(logits|a(\d+)\.h(\d+)<([qkv])>|m(\d+))$")
 PORTS = {"q": 0, "k": 1, "v": 2}
 
 
@@ -52,55 +49,23 @@ def node_names(n_layers: int, n_heads: int) -> list[str]:
     return names + ["logits"]
 
 
-def _layer_of_sender(match: re.Match) -> int:
-    """-1 for input, the layer of a head or an MLP."""
-    if match.group(1) == "input":
-        return -1
-    return int(match.group(2) if match.group(2) is not None else match.group(4))
-
-
-def _parse_edge(name: str, n_layers: int, n_heads: int, source: str) -> tuple[str, str, int]:
-    """(sender node, receiver node, port: 0 q, 1 k, 2 v, 3 none) of an EAP-IG edge name; a UserError otherwise."""
-    sender, arrow, receiver = name.partition("->")
-    s, r = SENDER.match(sender), RECEIVER.match(receiver)
-    if not arrow or s is None or r is None:
-        raise UserError(f"{source}: the edge {name!r} is not an EAP-IG edge name ('input->a0.h1<q>', 'a0.h1->m0', "
-                        "'m1->logits'); give a graph written by EAP-IG's to_json or minineo's discovery")
-    s_layer = _layer_of_sender(s)
-    s_head = int(s.group(3)) if s.group(3) is not None else None
-    if r.group(1) == "logits":
-        r_layer, r_head, port, r_name = n_layers, None, 3, "logits"
-    elif r.group(2) is not None:
-        r_layer, r_head, port = int(r.group(2)), int(r.group(3)), PORTS[r.group(4)]
-        r_name = f"a{r_layer}.h{r_head}"
-    else:
-        r_layer, r_head, port, r_name = int(r.group(5)), None, 3, f"m{r.group(5)}"
-    for layer, head in ((s_layer, s_head), (r_layer, r_head)):
-        if layer >= n_layers + (1 if head is None else 0) or (head is not None and head >= n_heads):
-            raise UserError(f"{source}: the edge {name!r} names a node outside the graph's cfg ({n_layers} layers "
-                            f"of {n_heads} heads); the file's cfg and edges disagree")
-    same_layer_ok = r_name.startswith("m") and s_head is not None  # MLP l reads the heads of its own layer
-    if not (s_layer < r_layer or (s_layer == r_layer and same_layer_ok)):
-        raise UserError(f"{source}: the edge {name!r} goes from layer {s_layer} to layer {r_layer}, which no "
-                        "EAP-IG graph has (a sender must come before its receiver)")
-    return sender, r_name, port
-
-
-def _read(graph: str | Path | dict | Graph) -> tuple[dict, str]:
-    if isinstance(graph, dict):
-        return graph, "the graph"
+def _read(graph: str | Path | dict | Graph) -> tuple[Graph, dict, str]:
+    """(the graph, the source's other top-level keys, the source's name), checked by the discovery file reader
+    (minineo.discovery.files: one check of EAP-IG's names, edge set and cfg for files, dicts and `.pt` alike)."""
     if isinstance(graph, Graph):  # what minineo.discovery returned, drawn without a file in between
-        return to_document(graph), "the graph"
+        return graph, {}, "the graph"
+    if isinstance(graph, dict):
+        extras = {k: v for k, v in graph.items() if k not in files.EAP_IG_JSON_KEYS}
+        return files.from_document(graph, "the graph"), extras, "the graph"
     if not isinstance(graph, (str, Path)):
-        raise UserError(f"graph must be a path to an EAP-IG JSON file or its dict, got {type(graph).__name__}")
+        raise UserError(f"graph must be a path to an EAP-IG graph file (.json or .pt), its dict, or a "
+                        f"minineo.discovery Graph; got {type(graph).__name__}")
     path = Path(graph).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"graph file {path} does not exist or is not a file; give the JSON that EAP-IG's "
-                               "Graph.to_json (or `minineo discover`) wrote")
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), str(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"graph file {path} is not valid JSON ({err}); give an EAP-IG graph JSON file") from None
+        raise MissingFileError(f"graph file {path} does not exist or is not a file; give the .json or .pt that "
+                               "EAP-IG's Graph.to_json / to_pt (or `minineo discover --out`) wrote")
+    found, extras = files.read_file(path)
+    return found, extras, str(path)
 
 
 def _faithfulness(raw: Any, source: str) -> dict | None:
@@ -122,51 +87,45 @@ def _faithfulness(raw: Any, source: str) -> dict | None:
 
 @checks.typed
 def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_drawn: int = MAX_DRAWN) -> View:
-    """The circuit page of an EAP-IG graph: a minineo.discovery Graph, a path to its JSON (`to_json`) or the parsed dict.
+    """The circuit page of an EAP-IG graph: a minineo.discovery Graph, a path to its file (`.json` or `.pt`, as
+    `to_json` / `to_pt` or `minineo discover --out` write them) or the parsed JSON dict.
 
-    Every edge name is checked against the file's cfg (EAP-IG's naming and edge set); `name` labels the model
-    (default: the file's optional "model" key, else its shape). Raises MissingFileError for a missing file and
-    UserError for a file that is not an EAP-IG graph (naming the first bad edge or key).
+    The graph is checked by the discovery file reader (minineo.discovery.files.from_document / read_file): every
+    edge of EAP-IG's edge set for the cfg's shape, no other, a finite score each, a model identity that is a string.
+    `name` labels the model (default: the file's optional "model" key, else cfg's model, else its shape). Raises
+    MissingFileError for a missing file and UserError for a file that is not an EAP-IG graph (naming the first bad
+    edge or key).
     """
     if name is not None and not isinstance(name, str):
         raise UserError(f"name must be a str (or None), got {type(name).__name__}")
-    data, source = _read(graph)
-    if not isinstance(data, dict) or not isinstance(data.get("cfg"), dict) or not isinstance(data.get("edges"), dict):
-        raise UserError(f"{source} is not an EAP-IG graph: it needs the keys \"cfg\" (n_layers, n_heads) and "
-                        "\"edges\" ({name: {score, in_graph}})")
-    cfg = data["cfg"]
-    n_layers, n_heads = cfg.get("n_layers"), cfg.get("n_heads")
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (n_layers, n_heads)):
-        raise UserError(f"{source}: cfg needs positive integers n_layers and n_heads, got {n_layers!r} and {n_heads!r}")
-    if cfg.get("parallel_attn_mlp"):
-        raise UserError(f"{source}: parallel_attn_mlp graphs (GPT-J style) are not drawn; GPT-2 and GPT-Neo have "
-                        "sequential attention and MLP")
+    found, extras, source = _read(graph)
+    n_layers, n_heads = found.n_layers, found.n_heads
     checks.count(max_drawn, "max_drawn", fix=f"default {MAX_DRAWN}")
     names = node_names(n_layers, n_heads)
     index = {n: i for i, n in enumerate(names)}
-    senders, receivers, ports, scores, in_graph, edge_names = [], [], [], [], [], []
-    for edge, value in data["edges"].items():
-        sender, receiver, port = _parse_edge(edge, n_layers, n_heads, source)
-        score = value.get("score") if isinstance(value, dict) else None
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise UserError(f"{source}: the edge {edge!r} has the score {score!r}; every edge needs a finite number")
-        senders.append(index[sender]); receivers.append(index[receiver]); ports.append(port)
-        scores.append(float(score)); in_graph.append(bool(value.get("in_graph", False))); edge_names.append(edge)
-    if not scores:
-        raise UserError(f"{source} has no edges; give a graph with scored edges")
-    score_t = torch.tensor(scores, dtype=torch.float64)
+    senders, receivers, ports, rows, columns = [], [], [], [], []
+    for edge, s, r in found.edges():  # EAP-IG's order; the names were checked by the reader
+        sender, _, receiver = edge.partition("->")
+        port = PORTS[receiver[-2]] if receiver.endswith(">") else 3
+        senders.append(index[sender]); receivers.append(index[receiver[:-3] if port < 3 else receiver])
+        ports.append(port); rows.append(s); columns.append(r)
+    score_t = found.scores[rows, columns].to(torch.float64)
+    in_graph = found.in_graph[rows, columns]
     order = torch.argsort(score_t.abs(), descending=True, stable=True)  # the slider's top N is a prefix
-    total = edge_count(n_layers, n_heads)
-    faith = _faithfulness(data.get("faithfulness"), source)
-    cfg_model = data.get("cfg", {}).get("model") if isinstance(data.get("cfg"), dict) else None  # minineo's files
-    model = name or data.get("model") or cfg_model or f"{n_layers}-layer x {n_heads}-head model"
+    faith = _faithfulness(extras.get("faithfulness"), source)
+    label = extras.get("model")
+    if label is not None and not isinstance(label, str):
+        raise UserError(f"{source}: the optional \"model\" key must be the model's name as a string, got {label!r}")
+    model = name or label or (files.model_identity(found.model) if found.model else None) \
+        or f"{n_layers}-layer x {n_heads}-head model"
+    data_note = extras.get("data")
     payload = {
-        "n_layers": n_layers, "n_heads": n_heads, "nodes": names, "n_edges_full": total,
+        "n_layers": n_layers, "n_heads": n_heads, "nodes": names, "n_edges_full": edge_count(n_layers, n_heads),
         "senders": pack_uint16(torch.tensor(senders)[order]), "receivers": pack_uint16(torch.tensor(receivers)[order]),
         "ports": pack_uint16(torch.tensor(ports)[order]), "scores": pack_float32(score_t[order]),
-        "in_graph": [i for i, k in enumerate(order.tolist()) if in_graph[k]], "max_drawn": max_drawn,
+        "in_graph": torch.nonzero(in_graph[order]).flatten().tolist(), "max_drawn": max_drawn,
         "faithfulness": faith, "source": Path(source).name if source != "the graph" else None,
-        "data_note": data.get("data") if isinstance(data.get("data"), str) else None,
+        "data_note": data_note if isinstance(data_note, str) else None,
     }
     page = render("circuit", "Circuit", str(model), None, payload, BODY, asset("circuit.js"))
     return View(page, "circuit", height=820)

@@ -179,7 +179,7 @@ STATIC_PLOTS = {
     "lens": "minineo lens PROMPT --plot {name}",
     "attributions": "minineo attribute PROMPT --answer A --wrong B --plot {name}",
     "patching": "minineo patch CLEAN CORRUPTED --answer A --wrong B --plot {name} (or path-patch ... --plot {name})",
-    "circuit": "minineo discover --from GRAPH.json --task TASK --out COPY.json --plot {name}",
+    "circuit": "minineo discover --from GRAPH.json --task TASK --plot {name}",  # --out is optional with --from
 }
 
 
@@ -187,11 +187,17 @@ def html_file(path: Path, kind: str) -> Path:
     """`path` as the HTML page of a `kind` view: .html or .htm as given, no extension -> .html. Raises UserError
     for any other extension, naming it, the .html name to use instead and, for an image, the command that draws
     the view's static plot."""
+    if path.name.lower() in PAGE_SUFFIXES or not path.name.strip("."):  # ".html": an extension with no name
+        raise UserError(f"cannot save the {kind} view as {path}: {path.name!r} has no name before the extension; give "
+                        f"a name such as {path.with_name(kind + '.html')}")
+    if path.name.endswith("."):  # "x." names no extension: "x.html", not "x..html"
+        path = path.with_name(path.name.rstrip("."))
     if not path.suffix:
         return path.with_name(path.name + ".html")
     if path.suffix.lower() in PAGE_SUFFIXES:
         return path
-    fix = f"save it as {path.with_suffix('.html').name}"
+    stem = Path(path.stem)  # x.html.png: the page is x.html (not x.html.html)
+    fix = f"save it as {stem.name if stem.suffix.lower() in PAGE_SUFFIXES else stem.name + '.html'}"
     if path.suffix.lower() in IMAGE_SUFFIXES:
         plot = STATIC_PLOTS.get(kind)
         fix += (f"; for a static {path.suffix[1:].upper()} image run `{plot.format(name=path.name)}`" if plot else

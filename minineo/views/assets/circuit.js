@@ -46,47 +46,64 @@ NODES.forEach((name, i) => {
 svg.innerHTML = html + `</g>`;
 const edgeGroup = svg.querySelector("#edges");
 
+const fileButton = document.getElementById("file-circuit");
 const slider = document.getElementById("keep"), number = document.getElementById("keep-number");
 slider.max = E; number.max = E;
-let kept = 0, focus = null;
-const inGraph = new Set(DATA.in_graph);
+const FILE = DATA.in_graph;                               // the file's circuit (in_graph), largest |score| first
+let mode = FILE.length > 0 ? "file" : "top", kept = 0, focus = null;
 
 function width(e) { return (0.6 + 4.4 * Math.abs(SCORE[e]) / MAXABS).toFixed(2); }
 // blue: removing the edge lowers the metric (score < 0 in the noising form), as `minineo discover --plot` draws it
 function colour(e) { return SCORE[e] < 0 ? "#2166ac" : "#b2182b"; }
+// the edges shown: the file's own circuit, exactly its in_graph edges; or the top N by |score| (the slider)
+function shown() {
+  if (mode === "file") return FILE;
+  const list = new Array(kept);
+  for (let e = 0; e < kept; e++) list[e] = e;
+  return list;
+}
+const filePrefix = FILE.every((e, i) => e === i);        // is the file's circuit a top-N by |score|?
 
 function drawEdges() {
-  const drawn = Math.min(kept, DATA.max_drawn);
+  const list = shown(), n = list.length, drawn = Math.min(n, DATA.max_drawn);
   let out = "";
-  for (let e = drawn - 1; e >= 0; e--) {                // smallest first, so the largest lie on top
+  for (let i = drawn - 1; i >= 0; i--) {                // smallest first, so the largest lie on top
+    const e = list[i];
     const touches = focus === null || SRC[e] === focus || DST[e] === focus;
     const opacity = focus === null ? 0.35 + 0.6 * Math.abs(SCORE[e]) / MAXABS : (touches ? 0.95 : 0.06);
-    out += `<path class="edge" data-edge="${e}" d="${pathOf(e)}" fill="none" stroke="${colour(e)}" ` +
-           `stroke-width="${width(e)}" stroke-opacity="${opacity.toFixed(2)}"/>`;
+    out += `<path class="edge" data-edge="${e}" data-name="${esc(edgeName(e))}" d="${pathOf(e)}" fill="none" ` +
+           `stroke="${colour(e)}" stroke-width="${width(e)}" stroke-opacity="${opacity.toFixed(2)}"/>`;
   }
   edgeGroup.innerHTML = out;
-  svg.dataset.drawn = drawn; svg.dataset.kept = kept;
+  svg.dataset.drawn = drawn; svg.dataset.kept = n; svg.dataset.mode = mode;
   const used = new Set();
-  for (let e = 0; e < kept; e++) { used.add(SRC[e]); used.add(DST[e]); }
+  for (const e of list) { used.add(SRC[e]); used.add(DST[e]); }
   svg.querySelectorAll(".node").forEach(g => {
     const i = +g.dataset.index;
-    g.style.opacity = kept === 0 || used.has(i) ? 1 : 0.35;
+    g.style.opacity = n === 0 || used.has(i) ? 1 : 0.35;
     g.querySelector("rect").setAttribute("stroke-width", i === focus ? 3 : 1);
   });
   const full = DATA.n_edges_full;
-  let status = `kept ${kept.toLocaleString("en")} of ${E.toLocaleString("en")} edges in the file` +
-    (E !== full ? ` (a full ${L} x ${H} graph has ${full.toLocaleString("en")})` : "") + `; drawn: ${drawn.toLocaleString("en")}`;
-  if (kept > DATA.max_drawn) status += ` — only the ${DATA.max_drawn.toLocaleString("en")} largest |score| are drawn, ` +
-    `the other ${(kept - drawn).toLocaleString("en")} kept edges are listed when you click a node`;
-  if (kept > 0) status += `; smallest kept |score| ${Math.abs(SCORE[kept - 1]).toPrecision(3)}`;
+  let status = mode === "file"
+    ? `showing the file's circuit: its ${n.toLocaleString("en")} in_graph edges` +
+      (filePrefix ? " (the top " + n + " by |score|)" : " (not a top-N by |score|; the slider shows top-N circuits)")
+    : `kept the top ${n.toLocaleString("en")} of ${E.toLocaleString("en")} edges by |score|` +
+      (E !== full ? ` (a full ${L} x ${H} graph has ${full.toLocaleString("en")})` : "");
+  status += `; drawn: ${drawn.toLocaleString("en")}`;
+  if (n > DATA.max_drawn) status += ` — only the ${DATA.max_drawn.toLocaleString("en")} largest |score| are drawn, ` +
+    `the other ${(n - drawn).toLocaleString("en")} kept edges are listed when you click a node`;
+  if (n > 0) status += `; smallest kept |score| ${Math.abs(SCORE[list[n - 1]]).toPrecision(3)}`;
   document.getElementById("status").textContent = status;
-  document.getElementById("faith").textContent = faithText();
-  drawCurve();
+  document.getElementById("faith").textContent = faithText(n);
+  drawCurve(n);
+  fileButton.disabled = mode === "file";
   if (focus !== null) listEdges(focus);
 }
-function faithText() {
+function faithText(kept) {
   const f = DATA.faithfulness;
   if (!f) return "faithfulness: the file has no curve (optional key \"faithfulness\")";
+  if (mode === "file" && !filePrefix)
+    return `faithfulness curve: of top-k circuits by ${f.ranking} score; the file's circuit is not one (move the slider)`;
   let best = -1;
   for (let i = 0; i < f.n_edges.length; i++) if (f.n_edges[i] <= kept) best = i;
   const exact = best >= 0 && f.n_edges[best] === kept;
@@ -94,7 +111,7 @@ function faithText() {
   return `faithfulness ${f.faithfulness[best].toFixed(3)} at ${f.n_edges[best]} edges` +
     (exact ? "" : ` (the largest measured size up to ${kept})`) + ` (edges ranked by ${f.ranking} score)`;
 }
-function drawCurve() {                            // the file's faithfulness curve, the current size marked
+function drawCurve(kept) {                        // the file's faithfulness curve, the current size marked
   const f = DATA.faithfulness, box = document.getElementById("curve");
   if (!f) { box.hidden = true; return; }
   const w = 260, h = 90, x0 = 34, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
@@ -111,8 +128,7 @@ function drawCurve() {                            // the file's faithfulness cur
   box.innerHTML = out;
 }
 function listEdges(i) {
-  const rows = [];
-  for (let e = 0; e < kept; e++) if (SRC[e] === i || DST[e] === i) rows.push(e);
+  const rows = shown().filter(e => SRC[e] === i || DST[e] === i);
   document.getElementById("list-title").textContent = `${NODES[i]}: ${rows.length} kept edge${rows.length === 1 ? "" : "s"}`;
   let out = "<table>";
   for (const e of rows.slice(0, 1000))
@@ -121,9 +137,15 @@ function listEdges(i) {
   if (rows.length > 1000) out += `<tr><td>... and ${rows.length - 1000} more</td></tr>`;
   document.getElementById("edge-list").innerHTML = out + "</table>";
 }
-function setKept(n) {
+function setKept(n) {                                     // the slider's choice: the top n by |score|
+  mode = "top";
   kept = Math.max(0, Math.min(E, n | 0));
   slider.value = kept; number.value = kept;
+  drawEdges();
+}
+function showFile() {                                     // the file's own circuit, exactly its in_graph edges
+  mode = "file";
+  slider.value = FILE.length; number.value = FILE.length;
   drawEdges();
 }
 slider.addEventListener("input", () => setKept(+slider.value));
@@ -141,16 +163,12 @@ svg.addEventListener("mousemove", ev => {
   const e = +p.dataset.edge;
   showTip(`${esc(edgeName(e))}: ${fmt(SCORE[e])}`, ev);
 });
-const fileButton = document.getElementById("file-circuit");
-if (inGraph.size > 0) {
-  // the file's own circuit (in_graph) as a top-N when it is one; else say how many edges it has
-  let prefix = true;
-  for (let e = 0; e < inGraph.size; e++) if (!inGraph.has(e)) prefix = false;
+if (FILE.length > 0) {
   fileButton.hidden = false;
-  fileButton.textContent = `the file's circuit: ${inGraph.size} edges` + (prefix ? "" : " (not a top-N by |score|; showing the top N of that size)");
-  fileButton.addEventListener("click", () => setKept(inGraph.size));
+  fileButton.textContent = `the file's circuit: ${FILE.length} edges` + (filePrefix ? "" : " (its in_graph edges)");
+  fileButton.addEventListener("click", showFile);
 }
 document.getElementById("source").textContent = [DATA.source ? `file: ${DATA.source}` : "",
   DATA.data_note ? `scores computed on: ${DATA.data_note}` : ""].filter(x => x).join("; ");
-setKept(inGraph.size > 0 ? inGraph.size : Math.min(E, 50));
+if (FILE.length > 0) showFile(); else setKept(Math.min(E, 50));
 document.body.dataset.ready = "1";
