@@ -35,7 +35,8 @@ MODEL_EOS = _ModelEos()
 
 
 @torch.inference_mode()
-@checks.typed(own=("max_new_tokens", "temperature", "top_k", "pad_token_id"))  # their checks state the range too
+# their own checks state the range too
+@checks.typed(own=("max_new_tokens", "temperature", "top_k", "eos_token_id", "pad_token_id"))
 def generate(
     model: Model, tokens: TokenInput, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
     do_sample: bool = False, attention_mask: torch.Tensor | None = None,
