@@ -248,12 +248,7 @@ def _outcome(call, arguments: dict) -> Any:
 
 # entry points that still refuse a numpy / 0-d tensor integer, each with where the fix lies; the test fails when one
 # of them starts to work (take it out then)
-NUMPY_INTEGERS_PENDING = {
-    ("minineo.discovery.Graph", "n_heads"): "Graph.__post_init__ checks its sizes with checks.count but keeps the "
-                                             "value given, not the int returned (minineo/discovery/graph.py)",
-    ("minineo.discovery.Graph.senders_before", "receiver"): "checks.integer's returned int is dropped "
-                                                             "(minineo/discovery/graph.py)",
-}
+NUMPY_INTEGERS_PENDING: dict[tuple[str, str], str] = {}  # (function, argument): why it does not take them yet
 
 
 def test_numpy_integers_and_0d_tensors_are_integers_everywhere():

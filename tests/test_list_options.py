@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
+import minineo
 from minineo.boundary import ScriptParser, ScriptUsageError
 from minineo.cli import app
 
@@ -55,6 +57,7 @@ def test_a_repeated_item_in_a_cli_list_option_is_one_error(case, tmp_path, monke
 
 SCRIPT_CASES = {  # (module, option): argv repeating an item of the option
     ("minineo.zoo.compare", "--models"): ["--models", "tiny-neo", "tiny-neo"],
+    ("minineo.discovery.compare", "--models"): ["--models", "tiny-neo", "tiny-neo"],
     ("minineo.zoo.check_recipe", "--seeds"): ["--seeds", "0", "1", "0"],
     ("benchmarks.run", "--models"): ["--models", "gpt2-small,gpt2-small"],
     ("benchmarks.run", "--dtypes"): ["--dtypes", "float32,float32"],
@@ -66,7 +69,7 @@ SCRIPT_CASES = {  # (module, option): argv repeating an item of the option
     ("benchmarks.commands", "--only"): ["--only", "run", "run"],
 }
 
-SCRIPTS = ("minineo.zoo.compare", "minineo.zoo.check_recipe", "minineo.zoo.train_tiny", "benchmarks.run",
+SCRIPTS = ("minineo.zoo.compare", "minineo.discovery.compare", "minineo.zoo.check_recipe", "minineo.zoo.train_tiny", "benchmarks.run",
            "benchmarks.circuits", "benchmarks.commands", "benchmarks.device", "benchmarks.discovery",
            "benchmarks.discovery_worker", "benchmarks.evaluation", "benchmarks.harvest", "benchmarks.local_attention",
            "benchmarks.patching", "benchmarks.path_patching")
@@ -107,3 +110,12 @@ def test_a_repeated_item_in_a_script_list_option_is_one_error(case, tmp_path, mo
     module, option = case
     with pytest.raises(ScriptUsageError, match=rf"{re.escape(option)}.* names .* twice; give each item once"):
         importlib.import_module(module).main(SCRIPT_CASES[case])
+
+
+def test_every_minineo_script_is_walked():
+    """A new `python -m minineo.X` script (a module with a __main__ guard) joins SCRIPTS, so its list options are
+    checked too."""
+    package = Path(minineo.__file__).parent
+    scripts = {".".join(("minineo", *p.relative_to(package).with_suffix("").parts)) for p in package.rglob("*.py")
+               if 'if __name__ == "__main__":' in p.read_text() and p.name != "__main__.py"}
+    assert scripts <= set(SCRIPTS), sorted(scripts - set(SCRIPTS))

@@ -12,7 +12,6 @@ tests/test_discovery_compare.py checks the quote is this output. One CPU thread,
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
@@ -101,11 +100,15 @@ def table(models: list[str] = list(MODELS)) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    print(table(parser.parse_args().models))
+def main(argv: list[str] | None = None) -> None:
+    from minineo.boundary import ScriptParser
+
+    parser = ScriptParser("minineo.discovery.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="zoo names, hub ids or folders")
+    print(table(parser.parse_args(argv).models))
 
 
 if __name__ == "__main__":
-    main()
+    from minineo.boundary import run_script
+
+    run_script(main)

@@ -66,7 +66,8 @@ class Graph:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
-            checks.count(getattr(self, name), f"Graph: {name}")  # edge_count checks n_layers, n_heads the same way
+            # edge_count checks n_layers, n_heads the same way; the int it returns is kept (a numpy size is a size)
+            object.__setattr__(self, name, checks.count(getattr(self, name), f"Graph: {name}"))
         if self.model is not None and not isinstance(self.model, str):
             raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
                             f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
@@ -144,8 +145,8 @@ class Graph:
         """How many senders (a prefix of the forward index) can reach the receiver with backward index `receiver`.
 
         Raises UserError for an index outside 0..logits_index."""
-        checks.integer(receiver, "receiver", low=0, high=self.logits_index,
-                       fix="a receiver's backward index in this graph (receiver_index gives one)")
+        receiver = checks.integer(receiver, "receiver", low=0, high=self.logits_index,
+                                  fix="a receiver's backward index in this graph (receiver_index gives one)")
         return self._senders_before(receiver)
 
     def _senders_before(self, receiver: int) -> int:  # unchecked, for the loop over every receiver
