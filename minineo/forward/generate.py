@@ -75,7 +75,8 @@ def generate(
         temperature = checks.number(temperature, "temperature", low=0, low_open=True,
                                     fix="use do_sample=False for greedy decoding")
     else:
-        checks.number(temperature, "temperature")
+        checks.number(temperature, "temperature",
+                      fix="it divides the logits when sampling; leave it at 1.0 for greedy decoding")
         _refuse_sampling_options(temperature, top_k, generator)
     stop_ids = _stop_ids(model, eos_token_id)
     pad = _pad_id(model, pad_token_id, stop_ids)
