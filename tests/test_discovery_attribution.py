@@ -56,8 +56,9 @@ def test_eap_reproduces_the_scores_eap_ig_wrote():
     assert float((graph.scores - pt).abs().max()) <= 1e-6 * float(pt.abs().max())
 
 
-def moved_metric(model, graph, pairs, s, r, eps, runs) -> float:
-    """Mean metric of the clean run with receiver r's input moved by eps * (corrupted - clean output of sender s)."""
+def moved_metric(model, graph, pairs, s, r, eps, runs, metric=None) -> float:
+    """Mean metric of the clean run with receiver r's input moved by eps * (corrupted - clean output of sender s);
+    `metric(logits, pairs)` -> (n,), by default the logit difference at the last position."""
     clean, corrupted = runs
     delta = sender_output(corrupted, graph, model, s) - sender_output(clean, graph, model, s)
     site, head = receiver_site(graph, r)
@@ -71,6 +72,8 @@ def moved_metric(model, graph, pairs, s, r, eps, runs) -> float:
 
     with torch.no_grad():
         logits = model(pairs.clean, attention_mask=pairs.attention_mask, patch={site: patch})
+    if metric is not None:
+        return float(metric(logits, pairs).mean())
     return float((logits[:, -1, pairs.answer] .diagonal() - logits[:, -1, pairs.wrong].diagonal()).mean())
 
 

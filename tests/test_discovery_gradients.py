@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from minineo.discovery import Graph, attribute
 from minineo.discovery.gradients import RunGrads, head_input_grads, layer_norm_parts
-from test_discovery_attribution import random_model
-from test_discovery_patched import caches, random_pairs, receiver_site, sender_output
+from test_discovery_attribution import moved_metric, random_model
+from test_discovery_patched import caches, random_pairs
 
 
 def autograd_head_input_grads(model, layer: int, resid_pre: torch.Tensor, dq, dk, dv) -> torch.Tensor:
@@ -75,19 +75,8 @@ def test_eap_under_a_metric_of_every_position_is_a_finite_difference(arch):
     clean, corrupted = caches(model, pairs)
     eps, scale = 1e-5, float(graph.scores.abs().max())
     for name, s, r in graph.edges()[::7]:
-        delta = sender_output(corrupted, graph, model, s) - sender_output(clean, graph, model, s)
-        site, head = receiver_site(graph, r)
-
         def moved(step: float) -> float:
-            def patch(x):
-                x = x.clone()
-                if head is None:
-                    return x + step * delta
-                x[:, :, head] += step * delta
-                return x
-            with torch.no_grad():
-                logits = model(pairs.clean, attention_mask=pairs.attention_mask, patch={site: patch})
-            return float(every_position_logit_diff(logits, pairs).mean())
+            return moved_metric(model, graph, pairs, s, r, step, (clean, corrupted), every_position_logit_diff)
 
         derivative = (moved(eps) - moved(-eps)) / (2 * eps)
         assert abs(float(graph.scores[s, r]) - derivative) <= 1e-6 * scale, name
