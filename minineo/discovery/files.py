@@ -158,8 +158,8 @@ def _graph_from_cfg(cfg: Any, path: Path | str) -> Graph:
         raise UserError(f"{path}: cfg's model identity must be the model's name as a string (e.g. \"tiny-gpt2\"), got "
                         f"{checks.describe(model)}; fix it, or remove the key")
     try:
-        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model if isinstance(model, str) else None,
-                     model_asserted=cfg.get("model_asserted") is True and isinstance(model, str))
+        return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model,
+                     model_asserted=cfg.get("model_asserted") is True and model is not None)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
