@@ -125,6 +125,9 @@ class Attention(nn.Module):
         if isinstance(x, tuple):  # per-head inputs: head h's query is x_q[:, :, h] @ W_Q[h] + b_Q[h]
             batch, pos = x[0].shape[:2]
             parts = [self._project_per_head(x_h, index) for index, x_h in enumerate(x)]
+        elif all(rec.fixed(p + name) for name in "qkv"):  # all three replaced by tensors: no projection
+            batch, pos, _ = x.shape
+            parts = (x.new_zeros(()).expand(batch, pos, cfg.n_heads, cfg.d_head),) * 3  # stand-ins for the shape check
         else:
             batch, pos, _ = x.shape
             parts = affine(x, self.W_QKV, self.b_QKV).view(batch, pos, 3, cfg.n_heads, cfg.d_head).unbind(2)
@@ -183,9 +186,11 @@ class Block(nn.Module):
         resid_pre = rec(p + "resid_pre", x)
         if any(rec.wants(p + site) for site in HEAD_INPUTS):
             attn_out = self.attn(self._head_inputs(resid_pre, rec, p), rec, mask, explicit, kv)
-        elif rec.fixed(p + "attn_out") and kv is None and not rec.wants_any((p + "attn.", p + "ln1.")):
-            # attn_out is replaced by a tensor and nothing inside attention is asked for: skip computing it
-            # (path patching freezes heads this way). resid_pre stands in only for the patch's shape check.
+        elif rec.fixed(p + "attn_out") and (kv is None or not kv.holds(self.layer)) \
+                and not rec.wants_any((p + "attn.", p + "ln1.")):
+            # attn_out is replaced by a tensor and nothing inside attention is asked for (nor its keys and values
+            # by a cache): skip computing it (path patching freezes heads this way). resid_pre stands in only for
+            # the patch's shape check.
             attn_out = resid_pre
         else:
             attn_out = self.attn(self.ln1(resid_pre, rec, p + "ln1."), rec, mask, explicit, kv)

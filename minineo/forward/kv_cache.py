@@ -12,6 +12,8 @@ own keys and values (no torch.cat of everything so far). Two modes:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from minineo.forward.attention import allowed_keys, window_masks
@@ -28,9 +30,11 @@ class KVCache:
             raise ValueError(f"a key/value cache of {max_len} positions exceeds the model's context n_ctx={config.n_ctx}")
         shape = (batch, max_len, config.n_heads, config.d_head)
         used = range(config.n_layers) if layers is None else layers
-        # zeros, not empty: in static mode unwritten slots are read (masked), and 0 * garbage could be NaN
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
+        # static: zeros, not empty, as unwritten slots are read (masked), and 0 * garbage could be NaN; a dynamic
+        # cache reads only the slots written
+        alloc = torch.zeros if static else torch.empty
+        self.keys = [alloc(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
+        self.values = [alloc(shape, device=device, dtype=dtype) if l in used else None for l in range(config.n_layers)]
         self.key_mask = torch.ones(batch, max_len, device=device, dtype=torch.long)  # 0 where a slot is padding
         self.windows, self.max_len, self.static = config.windows, max_len, static
         self.length, self.padded = 0, False  # slots filled so far (host-side count); any padding among them
@@ -71,7 +75,24 @@ class KVCache:
         self.values[layer][:, self.length:end] = v
         return self.keys[layer][:, :end], self.values[layer][:, :end]  # (batch, end, head, d_head), views
 
+    def holds(self, layer: int) -> bool:
+        """Whether this cache keeps the keys and values of `layer` (a cache made for some layers keeps no others)."""
+        return self.keys[layer] is not None
+
     def advance(self, n: int) -> None:
         """Mark `n` more slots as filled (after every layer has written them)."""
         self.length += n
         self.slot += n
+
+    def repeated(self, times: int = 1, layers: range | None = None) -> KVCache:
+        """A new cache holding this one's slots, filled so far, with every row repeated `times` times (row i of copy j
+        at j * batch + i, as Tensor.repeat), of `layers` only (default: every layer this one holds): a run continued
+        from it writes its own buffers, not this cache's."""
+        if self.static:
+            raise ValueError("a static key/value cache is captured in place; repeat a dynamic one")
+        out = copy.copy(self)
+        kept = range(len(self.keys)) if layers is None else layers
+        out.keys = [None if t is None or l not in kept else t.repeat(times, 1, 1, 1) for l, t in enumerate(self.keys)]
+        out.values = [None if t is None or l not in kept else t.repeat(times, 1, 1, 1) for l, t in enumerate(self.values)]
+        out.key_mask, out.slot = self.key_mask.repeat(times, 1), self.slot.clone()
+        return out
