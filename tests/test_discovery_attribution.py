@@ -77,12 +77,13 @@ def moved_metric(model, graph, pairs, s, r, eps, runs, metric=None) -> float:
     return float((logits[:, -1, pairs.answer] .diagonal() - logits[:, -1, pairs.wrong].diagonal()).mean())
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(arch=st.sampled_from(["gpt2", "gpt_neo"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
-       padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
-def test_eap_is_a_finite_difference_directional_derivative(arch, layers, heads, padded, seed, data):
+       padded=st.booleans(), shared=st.integers(0, 6), seed=st.integers(0, 2**16), data=st.data())
+def test_eap_is_a_finite_difference_directional_derivative(arch, layers, heads, padded, shared, seed, data):
+    """`shared`: a prefix both prompts share, which every run skips (minineo.discovery.prefix)."""
     model = random_model(arch, seed, torch.float64, layers=layers, heads=heads, d_head=8, window=3)
-    pairs = random_pairs(seed, 3, 7, padded=padded)
+    pairs = random_pairs(seed, 3, 7, padded=padded, shared=shared)
     graph = attribute(model, Graph.from_model(model), pairs, method="eap")
     runs = caches(model, pairs)
     edges = graph.edges()
@@ -110,10 +111,12 @@ def test_an_edge_out_of_a_head_with_zero_W_O_scores_zero_by_every_method(name):
 
 @settings(max_examples=4, deadline=None)
 @given(arch=st.sampled_from(["gpt2", "gpt_neo"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
-       window=st.integers(1, 4), padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
-def test_exact_is_the_one_edge_out_brute_force(arch, layers, heads, window, padded, seed, data):
+       window=st.integers(1, 4), padded=st.booleans(), shared=st.integers(0, 7), seed=st.integers(0, 2**16),
+       data=st.data())
+def test_exact_is_the_one_edge_out_brute_force(arch, layers, heads, window, padded, shared, seed, data):
+    """`shared`: a prefix both prompts share, which every variant skips (its keys and values the clean run's)."""
     model = random_model(arch, seed, layers=layers, heads=heads, d_head=8, window=window)
-    pairs = random_pairs(seed, 3, 8, padded=padded)
+    pairs = random_pairs(seed, 3, 8, padded=padded, shared=shared)
     graph = attribute(model, Graph.from_model(model), pairs, method="exact", batch_size=2)
     runs = caches(model, pairs)
     with torch.no_grad():

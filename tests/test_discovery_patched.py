@@ -28,11 +28,13 @@ def random_model(arch: str, seed: int, **shape) -> minineo.Model:
         return minineo.load(save_hf(build_hf(hf_config(arch, **shape), seed=seed), Path(tmp) / arch))
 
 
-def random_pairs(seed: int, n: int, pos: int, vocab: int = 97, padded: bool = False) -> Pairs:
+def random_pairs(seed: int, n: int, pos: int, vocab: int = 97, padded: bool = False, shared: int = 0) -> Pairs:
+    """n random pairs of pos tokens; the corrupted prompt differs at about a third of the positions from `shared` on
+    (the first `shared` positions are a prefix both prompts share, as an IOI pair's opening)."""
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(0, vocab, (n, pos), generator=g)
     corrupted = clean.clone()
-    changed = torch.randperm(pos, generator=g)[: max(1, pos // 3)]
+    changed = shared + torch.randperm(pos - shared, generator=g)[: max(1, (pos - shared) // 3)]
     corrupted[:, changed] = torch.randint(0, vocab, (n, len(changed)), generator=g)
     mask = None
     if padded and n > 1:  # left padding of different lengths: rows of different prompt lengths
@@ -151,7 +153,8 @@ def check_model(model, pairs: Pairs, data) -> None:
        pos=st.integers(2, 12), padded=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
 def test_gpt2_random_shapes(layers, heads, act, pos, padded, seed, data):
     model = random_model("gpt2", seed, layers=layers, heads=heads, d_head=8, act=act)
-    check_model(model, random_pairs(seed, 3, pos, padded=padded), data)
+    shared = data.draw(st.integers(0, pos - 1), "shared prefix")  # positions both prompts share: runs skip them
+    check_model(model, random_pairs(seed, 3, pos, padded=padded, shared=shared), data)
 
 
 @settings(max_examples=6, deadline=None)
@@ -160,7 +163,8 @@ def test_gpt2_random_shapes(layers, heads, act, pos, padded, seed, data):
 def test_neo_random_shapes_and_windows(layers, heads, window, pos, padded, seed, data):
     kinds = data.draw(st.lists(st.sampled_from(["global", "local"]), min_size=layers, max_size=layers), "kinds")
     model = random_model("gpt_neo", seed, layers=layers, heads=heads, d_head=8, window=window, kinds=kinds)
-    check_model(model, random_pairs(seed, 3, pos, padded=padded), data)
+    shared = data.draw(st.integers(0, pos - 1), "shared prefix")
+    check_model(model, random_pairs(seed, 3, pos, padded=padded, shared=shared), data)
 
 
 @pytest.mark.parametrize("name, receiver", [("tiny-gpt2", "logits"), ("tiny-neo", "a1.h2<k>")])
@@ -279,7 +283,7 @@ def test_any_circuit_equals_the_edge_by_edge_brute_force(arch, layers, heads, po
         kinds = data.draw(st.lists(st.sampled_from(["global", "local"]), min_size=layers, max_size=layers), "kinds")
         shape.update(window=window, kinds=kinds)
     model = random_model(arch, seed, **shape)
-    pairs = random_pairs(seed, 3, pos, padded=padded)
+    pairs = random_pairs(seed, 3, pos, padded=padded, shared=data.draw(st.integers(0, pos - 1), "shared prefix"))
     graph = Graph.from_model(model)
     scale = float(plain_metric(model, pairs.clean, pairs).abs().max())
     circuits = []

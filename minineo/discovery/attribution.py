@@ -14,7 +14,9 @@ with g_r a gradient of the metric at receiver r's input (the head's own q/k/v in
   outputs k/m clean + (1 - k/m) corrupted, k = 1..m, taken over every node and step ((1 + 2 n_layers) m runs; EAP-IG's
   get_scores_ig_activations);
 - "clean-corrupted": the mean of g on the clean run and g on the corrupted run.
-Their engine (one gradient run, ln1's backward in closed form per head, the contraction) is minineo.discovery.gradients.
+Their engine (one gradient run, ln1's backward in closed form per head, the contraction) is minineo.discovery.gradients;
+with a metric of the last position, every run of a batch (gradient methods and exact) computes only the positions from
+the prompts' first difference on (minineo.discovery.prefix).
 "exact" patches every edge alone through the exact edge-patched forward's recipe (minineo.discovery.patched): a
 variant starts at its receiver's layer from the clean run's recorded residual (`Model.run_from`), with the receiver's
 input moved by (corrupted - clean) output of the sender; variants are batched; senders whose two outputs are equal score
@@ -45,6 +47,7 @@ from minineo.discovery.gradients import EdgeSums, NodeTaps, RunGrads, gradient_r
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.discovery.patched import check_graph, check_pairs
+from minineo.discovery.prefix import SharedPrefix
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -66,18 +69,19 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
     clean ones; "eap-ig-activations" one forward on each and (1 + 2 n_layers) m gradient runs."""
     # logit_diff reads logits[:, -1] by definition; another metric is probed (51 MB of random logits at GPT-2's vocab)
     last = metric is logit_diff or reads_last_position(metric, batch, model.config.d_vocab)
-    mask = batch.attention_mask
+    # with a metric of the last position, every run starts where the prompts first differ (minineo.discovery.prefix)
+    prefix = SharedPrefix.of(model, batch, enabled=last)
 
     def run(tokens: torch.Tensor, patch: dict | None = None, nodes: NodeTaps | None = None) -> RunGrads:
-        grads = gradient_run(model, graph, tokens, batch, metric, patch, last, nodes)
+        grads = gradient_run(model, graph, tokens, batch, metric, patch, prefix if last else None, nodes)
         advance(1)
         return grads
 
     def sums(corrupted: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]) -> EdgeSums:
-        return EdgeSums(model, graph, corrupted, clean, per_position)
+        return EdgeSums(model, graph, corrupted, clean, per_position, prefix.length)
 
     if method == "eap":
-        corrupted, clean = node_run(model, graph, batch.corrupted, mask), NodeTaps(graph.n_layers)
+        corrupted, clean = node_run(model, graph, batch.corrupted, prefix), NodeTaps(graph.n_layers)
         grads = run(batch.clean, nodes=clean)
         edges = sums(corrupted, clean.values)
         edges.add(grads)
@@ -92,7 +96,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
     if method == "eap-ig-inputs":
         corrupted = NodeTaps(graph.n_layers)
         first = run(batch.corrupted, nodes=corrupted)  # k = 0
-        clean = node_run(model, graph, batch.clean, mask)
+        clean = node_run(model, graph, batch.clean, prefix)
         edges = sums(corrupted.values, clean)
         edges.add(first)
         clean_embed, corrupted_embed = clean["embed"], corrupted.values["embed"]  # (batch, pos, d_model)
@@ -100,7 +104,7 @@ def gradient_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, me
             edges.add(run(batch.clean, {"embed": corrupted_embed + (k / ig_steps) * (clean_embed - corrupted_embed)}))
         return edges.total() / ig_steps
     # eap-ig-activations: one node at a time (the input, a layer's heads together as z, an MLP), interpolated
-    clean, corrupted = node_run(model, graph, batch.clean, mask), node_run(model, graph, batch.corrupted, mask)
+    clean, corrupted = node_run(model, graph, batch.clean, prefix), node_run(model, graph, batch.corrupted, prefix)
     edges = sums(corrupted, clean)
     sites = NodeTaps(graph.n_layers).sites
     for site in sites:

@@ -30,6 +30,7 @@ from minineo import checks
 
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.prefix import SharedPrefix
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -126,25 +127,24 @@ class Recording:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.mask = batch.attention_mask
         self.last_only = reads_last_position(metric, batch, model.config.d_vocab)
+        # with a metric of the last position, runs compute the positions from the prompts' first difference on
+        self.prefix = SharedPrefix.of(model, batch, enabled=self.last_only)
         embeds: list[torch.Tensor] = []
         self.clean_resid = self._embed(batch.clean, embeds)  # (batch, pos, d_model)
         self.clean_embed = embeds[0]
         self._recorded = False
 
     def _embed(self, tokens: torch.Tensor, out: list[torch.Tensor]) -> torch.Tensor:
-        """blocks.0.resid_pre of `tokens` (batch, pos, d_model); the token embedding is appended to `out`."""
+        """blocks.0.resid_pre of `tokens` (batch, pos - prefix length, d_model); the token embedding is appended to
+        `out`."""
         def keep(x: torch.Tensor) -> torch.Tensor:
             out.append(x)
             return x
-        return self.model(tokens, attention_mask=self.mask, patch={"embed": keep}, stop_at_layer=0)
+        return self.prefix.embed(self.model, tokens, {"embed": keep})
 
     def logits_at(self, rows: int) -> torch.Tensor | None:
-        """The (rows, pos) bool mask of the positions to unembed, or None for all of them."""
-        if not self.last_only:
-            return None
-        at = torch.zeros(rows, self.batch.clean.shape[1], dtype=torch.bool, device=self.clean_resid.device)
-        at[:, -1] = True
-        return at
+        """The (rows, pos - prefix length) bool mask of the positions to unembed, or None for all of them."""
+        return self.prefix.last_position(rows) if self.last_only else None
 
     def values(self, logits: torch.Tensor) -> torch.Tensor:
         """The metric per pair (n,) of logits (n, pos, d_vocab), or (n, d_vocab) of the last position."""
@@ -167,7 +167,8 @@ class Recording:
 
         names = [f"blocks.{l}.{site}" for l in range(L) for site in ("resid_pre", "mlp_in", "attn.z", "mlp_out")]
         patch = {name: keep(name) for name in names + [f"blocks.{L - 1}.resid_post"]}
-        logits = model.run_from(0, resid, patch=patch, attention_mask=self.mask, logits_at=self.logits_at(len(self.batch)))
+        logits = model.run_from(0, resid, patch=patch, attention_mask=self.mask, kv=self.prefix.cache(),
+                                logits_at=self.logits_at(len(self.batch)))
         self.corrupted_values = self.values(logits)
         self.resid_pre = [store[f"blocks.{l}.resid_pre"] for l in range(L)]
         self.mlp_in = [store[f"blocks.{l}.mlp_in"] for l in range(L)]
@@ -202,6 +203,7 @@ class Recording:
             last = layer == L - 1
             patch = {} if plan.is_full else _LayerPatches(self, plan, layer).patches(x)
             x = self.model.run_from(layer, x, patch=patch, attention_mask=self.mask,
+                                    kv=self.prefix.cache(range(layer, layer + 1)),
                                     stop_at_layer=None if last else layer + 1,
                                     logits_at=self.logits_at(len(self.batch)) if last else None)
         return self.values(x)

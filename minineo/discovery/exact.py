@@ -4,10 +4,13 @@ The recipe of the exact edge-patched forward (minineo.discovery.patched) for one
 starts at its receiver's layer from the clean run's recorded residual (`Model.run_from`) with the receiver's input moved
 by the sender's (corrupted - clean) output; variants are batched up to VARIANT_FLOATS residual floats per forward; a
 sender whose two outputs are equal scores exactly 0 without a forward; edges into an MLP or the logits skip their
-layer's attention (attn_out fixed to the clean run's). When the metric reads only the last position (logit_diff), the
-last block runs its queries, attention output and MLP there alone (`_Variants`): the keys and values of the earlier
-positions come from the clean run when only a query moves, else from a pass with attention and the MLP skipped (z and
-mlp_out fixed); the last layer's MLP and logits receivers run one position. Measured at GPT-2-small shape (16 pairs x
+layer's attention (attn_out fixed to the clean run's); a head's moved q, k or v enters with the other two fixed, so the
+receiver's layer runs no projection. When the metric reads only the last position (logit_diff), only the positions
+from the prompts' first difference on are computed (minineo.discovery.prefix: the shared prefix's keys and values are
+the clean run's), and the last block runs its queries, attention output and MLP at the last position alone
+(`_Variants`): the keys and values of the earlier positions come from the clean run when only a query moves, else from
+a pass with attention and the MLP skipped (z and mlp_out fixed); the last layer's MLP and logits receivers run one
+position. Measured at GPT-2-small shape (16 pairs x
 16 tokens) and on the zoo (64 IOI pairs): benchmarks/README.md.
 """
 
@@ -21,6 +24,7 @@ from minineo.discovery.engine import reads_last_position, run_metric
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs
 from minineo.discovery.patched import SenderTaps, record_corrupted
+from minineo.discovery.prefix import shared_length
 from minineo.forward.kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -60,11 +64,24 @@ class _Variants:
     receivers, from the clean run with the moved head's replaced; its MLP and logits receivers need no attention."""
 
     def __init__(self, model: Model, graph: Graph, batch: Pairs, cache: dict[str, torch.Tensor], delta: torch.Tensor,
-                 last_only: bool, layer: int, site: str, first: int):
+                 last_only: bool, layer: int, site: str, first: int, start: int):
         self.model, self.graph, self.batch, self.cache, self.delta = model, graph, batch, cache, delta
         self.last_only, self.tail = last_only, last_only and batch.clean.shape[1] > 1
         self.layer, self.site, self.first = layer, site, first
+        self.start = start  # the shared prefix's length: positions before it are the clean run's in every variant
         self.last = graph.n_layers - 1
+
+    def _prefix_kv(self, v: int, layers: range) -> KVCache:
+        """A key/value cache of `layers` for v variants of the batch holding the clean run's keys and values of the
+        shared prefix (positions ..start - 1), its length `start`."""
+        (b, pos), p, d = self.batch.clean.shape, self.start, self.delta
+        kv = KVCache(self.model.config, v * b, pos, device=d.device, dtype=d.dtype, layers=layers)
+        if p:
+            for l in layers:
+                kv.keys[l][:, :p] = self.cache[f"blocks.{l}.attn.k"][:, :p].repeat(v, 1, 1, 1)
+                kv.values[l][:, :p] = self.cache[f"blocks.{l}.attn.v"][:, :p].repeat(v, 1, 1, 1)
+            kv.advance(p)
+        return kv
 
     def _skip_attention_and_mlp(self, rows: int, pos: int) -> dict[str, torch.Tensor]:
         """Patches fixing z and mlp_out of the layer being run, so that it computes only ln1 and q, k, v."""
@@ -72,27 +89,26 @@ class _Variants:
         return {"attn.z": zero.expand(rows, pos, cfg.n_heads, cfg.d_head), "mlp_out": zero.expand(rows, pos, cfg.d_model)}
 
     def _moved_qkv(self, part: list[tuple[int, int]], mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """{"q" / "k" / "v": (variant * batch, pos, head, d_head)} for the sites some variant moves: the clean run's
-        values, each variant's head replaced by the projection of its moved input."""
-        model, layer, H, (b, pos) = self.model, self.layer, self.graph.n_heads, self.batch.clean.shape
+        """{"q", "k", "v": (variant * batch, pos - start, head, d_head)}: the clean run's values, each variant's head
+        replaced (at its site) by the projection of its moved input."""
+        model, layer, H, (b, pos), p = self.model, self.layer, self.graph.n_heads, self.batch.clean.shape, self.start
         senders = sorted({s for _, s in part})
         u, v = len(senders), len(part)
-        moved_in = self.cache[f"blocks.{layer}.resid_pre"].repeat(u, 1, 1) + \
-            self.delta[senders].reshape(u * b, pos, -1)  # (sender * batch, pos, d_model)
-        patch = {f"blocks.{layer}.{k}": t for k, t in self._skip_attention_and_mlp(u * b, pos).items()}
+        moved_in = self.cache[f"blocks.{layer}.resid_pre"][:, p:].repeat(u, 1, 1) + \
+            self.delta[senders][:, :, p:].reshape(u * b, pos - p, -1)  # (sender * batch, pos - start, d_model)
+        patch = {f"blocks.{layer}.{k}": t for k, t in self._skip_attention_and_mlp(u * b, pos - p).items()}
         names = [f"blocks.{layer}.attn.{x}" for x in "qkv"]
-        _, projected = model.run_from(layer, moved_in, patch=patch, names=names, stop_at_layer=layer + 1,
-                                      attention_mask=None if mask is None else mask.repeat(u, 1))
+        # q, k, v are per position: the attention this pass skips (z fixed) needs no mask and no earlier keys
+        _, projected = model.run_from(layer, moved_in, patch=patch, names=names, stop_at_layer=layer + 1)
         index = {s: i for i, s in enumerate(senders)}
         out = {}
-        for x_i, x in enumerate("qkv"):
+        for x_i, x in enumerate("qkv"):  # all three, so that the block runs no projection of its own
+            clean = self.cache[names[x_i]][:, p:]  # (batch, pos - start, head, d_head)
+            values = clean.repeat(v, 1, 1, 1)  # (variant * batch, pos - start, head, d_head)
             mine = [(j, (r - self.first) % H, index[s]) for j, (r, s) in enumerate(part) if (r - self.first) // H == x_i]
-            if not mine:
-                continue
-            js, hs, us = (torch.tensor(c, device=moved_in.device) for c in zip(*mine))
-            clean = self.cache[names[x_i]]  # (batch, pos, head, d_head)
-            values = clean.repeat(v, 1, 1, 1)  # (variant * batch, pos, head, d_head)
-            values.view(v, *clean.shape)[js, :, :, hs] = projected[names[x_i]].view(u, *clean.shape)[us, :, :, hs]
+            if mine:
+                js, hs, us = (torch.tensor(c, device=moved_in.device) for c in zip(*mine))
+                values.view(v, *clean.shape)[js, :, :, hs] = projected[names[x_i]].view(u, *clean.shape)[us, :, :, hs]
             out[x] = values
         return out
 
@@ -104,56 +120,55 @@ class _Variants:
                 name: self.cache[name][:, at].repeat(v, 1, 1) + d}
 
     def run(self, part: list[tuple[int, int]]) -> torch.Tensor:
-        """Logits of the chunk's variants: (variant * batch, pos or 1, d_vocab) (1: the last position only)."""
-        model, v, mask = self.model, len(part), self.batch.attention_mask
+        """Logits of the chunk's variants: (variant * batch, pos or 1, d_vocab) (1: the last position only). Positions
+        from `start` on are computed, on the prefix's keys and values."""
+        model, v, mask, p = self.model, len(part), self.batch.attention_mask, self.start
         rows = None if mask is None else mask.repeat(v, 1)  # (variant * batch, pos)
-        resid = self.cache[f"blocks.{self.layer}.resid_pre"].repeat(v, 1, 1)  # (variant * batch, pos, d_model)
+        resid = self.cache[f"blocks.{self.layer}.resid_pre"][:, p:].repeat(v, 1, 1)  # (variant * batch, pos - start, d_model)
         moved = self._moved_qkv(part, mask) if self.site == "qkv_input" else {}
         sites = {f"blocks.{self.layer}.attn.{x}": t for x, t in moved.items()}
-        everywhere = sites if self.site == "qkv_input" else self._patch(part, slice(None))
-        if not self.tail:
+        everywhere = sites if self.site == "qkv_input" else self._patch(part, slice(p, None))
+        if not self.tail:  # every position unembedded: no prefix (start is 0)
             at = None
             if self.last_only:
                 at = torch.zeros(resid.shape[:2], dtype=torch.bool, device=resid.device)
                 at[:, -1] = True
             out = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, logits_at=at)
             return out[:, None] if at is not None else out
-        if self.layer < self.last:
-            x = model.run_from(self.layer, resid, patch=everywhere, attention_mask=rows, stop_at_layer=self.last)
+        if self.layer < self.last:  # (an MLP receiver's layer keeps the clean attn_out: it needs no keys)
+            first = self.layer + (self.site != "qkv_input")
+            kv = self._prefix_kv(v, range(first, self.last)) if p else None
+            x = model.run_from(self.layer, resid, patch=everywhere, kv=kv, attention_mask=rows, stop_at_layer=self.last)
             return self._last_block(x, rows)
         last = slice(-1, None)
         if self.site != "qkv_input":  # only the last position's MLP input or final residual moves
             return model.run_from(self.last, resid[:, last], patch=self._patch(part, last),
                                   attention_mask=None if rows is None else rows[:, last])
-        kv = self._kv(resid.shape[0], resid.shape[1])  # the earlier positions' keys and values, moved heads included
         L = self.last
-        kv.update(L, *(moved[x][:, :-1] if x in moved else self.cache[f"blocks.{L}.attn.{x}"][:, :-1].repeat(v, 1, 1, 1)
-                       for x in "kv"))
+        kv = self._prefix_kv(v, range(L, L + 1))  # the earlier positions' keys and values, moved heads included
+        kv.update(L, moved["k"][:, :-1], moved["v"][:, :-1])
         kv.advance(resid.shape[1] - 1)
         return model.run_from(L, resid[:, last], kv=kv, patch={k: t[:, last] for k, t in sites.items()},
                               attention_mask=rows)
 
-    def _kv(self, rows: int, pos: int) -> KVCache:
-        """An empty key/value cache of the last layer alone."""
-        d = self.delta
-        return KVCache(self.model.config, rows, pos, device=d.device, dtype=d.dtype, layers=range(self.last, self.last + 1))
-
     def _last_block(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """The last block on x (variant * batch, pos, d_model), queries at the last position only: logits
-        (variant * batch, 1, d_vocab). The earlier positions' keys and values come from a pass that skips attention
-        and the MLP."""
-        model, L, pos = self.model, self.last, x.shape[1]
-        kv, early = self._kv(x.shape[0], pos), slice(0, pos - 1)
-        patch = {f"blocks.{L}.{k}": t for k, t in self._skip_attention_and_mlp(x.shape[0], pos - 1).items()}
-        model.run_from(L, x[:, early], kv=kv, patch=patch, attention_mask=None if rows is None else rows[:, early],
-                       stop_at_layer=L + 1)
-        return model.run_from(L, x[:, pos - 1:], kv=kv, attention_mask=rows)
+        """The last block on x (variant * batch, pos - start, d_model), queries at the last position only: logits
+        (variant * batch, 1, d_vocab). The keys and values of the positions before come from the prefix and, from
+        `start` on, from a pass that skips attention and the MLP."""
+        model, L, n = self.model, self.last, x.shape[1]
+        kv = self._prefix_kv(x.shape[0] // self.batch.clean.shape[0], range(L, L + 1))
+        if n > 1:
+            patch = {f"blocks.{L}.{k}": t for k, t in self._skip_attention_and_mlp(x.shape[0], n - 1).items()}
+            model.run_from(L, x[:, :-1], kv=kv, patch=patch, stop_at_layer=L + 1,
+                           attention_mask=None if rows is None else rows[:, :-1])
+        return model.run_from(L, x[:, -1:], kv=kv, attention_mask=rows)
 
 
 def _chunks(graph: Graph, variants: list[tuple[int, int]], layer: int, site: str, first: int, tail: bool,
             b: int, pos: int, d_model: int) -> list[list[tuple[int, int]]]:
-    """The group's variants in forwards of about VARIANT_FLOATS residual floats (b * pos tokens each; with `tail`, the
-    last layer's MLP and logits variants run b tokens, its q/k/v ones count half their keys and values)."""
+    """The group's variants in forwards of about VARIANT_FLOATS residual floats (b * pos tokens each, pos counted from
+    the shared prefix on; with `tail`, the last layer's MLP and logits variants run b tokens, its q/k/v ones count half
+    their keys and values)."""
     budget = max(1, VARIANT_FLOATS // d_model)  # tokens per forward
     if tail and layer == graph.n_layers - 1:  # the last layer's receivers run the last position
         tokens = b if site != "qkv_input" else max(1, b * pos // 2)  # (q/k/v: their keys and values are stored)
@@ -179,6 +194,7 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     clean_metric = run_metric(metric, logits, batch)  # (batch,)
     last_only = reads_last_position(metric, batch, model.config.d_vocab)
     tail = last_only and pos > 1
+    start = shared_length(batch) if tail else 0  # positions before it: the clean run's in every variant
     delta = corrupted_out - clean_out  # (n_senders, batch, pos, d_model): corrupted - clean
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
@@ -187,8 +203,8 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
         # one edge each, sender-major: a chunk's variants share few senders, so few projections of moved inputs
         variants = [(r, s) for s in range(n) if bool(moved[s]) for r in receivers]
         advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
-        runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0])
-        for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos, model.config.d_model):
+        runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0], start)
+        for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos - start, model.config.d_model):
             rows = _repeat(batch, len(part))
             values = (run_metric(metric, runner.run(part), rows).view(len(part), b) - clean_metric).double().sum(1).cpu()
             for (r, s), value in zip(part, values):  # (variant,)

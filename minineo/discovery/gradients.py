@@ -12,6 +12,9 @@ LayerNorm's backward in closed form, the formula PyTorch's native_layer_norm_bac
 head inputs take it together (`head_input_grads`) on one reused (3 * head, pos * batch, d_model) buffer: one bmm and
 two passes, with no copy of resid_pre per head (TransformerLens's use_split_qkv_input costs memory x n_heads).
 
+With a metric of the last position only, every run starts at the prompts' first difference on the shared prefix's keys
+and values (minineo.discovery.prefix), so every tensor below covers the positions from there on.
+
 Senders enter only through their (corrupted - clean) outputs, so a run keeps its nodes compactly (`NodeTaps`: the token
 embedding, each layer's z and mlp_out) and `sender_differences` writes the one buffer that the contraction (`EdgeSums`)
 reads, a head's rows as (z_corrupted - z_clean)[:, :, h] @ W_O[h] (b_O cancels). Positions before the first one at
@@ -30,6 +33,7 @@ import torch
 from minineo.discovery.graph import Graph
 from minineo.discovery.pairs import Metric, Pairs
 from minineo.discovery.patched import run_metric
+from minineo.discovery.prefix import SharedPrefix
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -77,10 +81,11 @@ class NodeTaps:
 
 
 @torch.no_grad()
-def node_run(model: Model, graph: Graph, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """NodeTaps' values of one forward on `tokens`, stopped before ln_final (nothing unembedded)."""
+def node_run(model: Model, graph: Graph, tokens: torch.Tensor, prefix: SharedPrefix) -> dict[str, torch.Tensor]:
+    """NodeTaps' values of one forward on `tokens` from the prefix on (positions prefix.length..), stopped before
+    ln_final (nothing unembedded)."""
     taps = NodeTaps(graph.n_layers)
-    model(tokens, attention_mask=attention_mask, patch=taps.patches(), stop_at_layer=graph.n_layers)
+    prefix.run(model, tokens, taps.patches(), stop_at_layer=graph.n_layers)
     return taps.values
 
 
@@ -157,27 +162,24 @@ class RunGrads:
     resid_post: torch.Tensor
 
 
-def logits_of(model: Model, tokens: torch.Tensor, batch: Pairs, patch: dict, last_only: bool) -> torch.Tensor:
-    """model(tokens, patch=patch) logits (n, pos, d_vocab), or with last_only (n, 1, d_vocab): the same forward split
-    at blocks.0.resid_pre so that `run_from` unembeds the last position only."""
-    if not last_only:
+def logits_of(model: Model, tokens: torch.Tensor, batch: Pairs, patch: dict, prefix: SharedPrefix | None) -> torch.Tensor:
+    """The logits of `tokens` with `patch`: with a prefix (a metric of the last position only) the last position's
+    (n, 1, d_vocab) from a run of positions prefix.length.. on its keys and values; else model(tokens, patch=patch)'s
+    (n, pos, d_vocab)."""
+    if prefix is None:
         return model(tokens, attention_mask=batch.attention_mask, patch=patch)
-    first = {k: v for k, v in patch.items() if k in ("embed", "pos_embed")}
-    rest = {k: v for k, v in patch.items() if k not in first}
-    resid = model(tokens, attention_mask=batch.attention_mask, patch=first, stop_at_layer=0)  # (n, pos, d_model)
-    at = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
-    at[:, -1] = True
-    return model.run_from(0, resid, patch=rest, attention_mask=batch.attention_mask, logits_at=at)[:, None]
+    return prefix.run(model, tokens, patch)
 
 
 def gradient_run(
     model: Model, graph: Graph, tokens: torch.Tensor, batch: Pairs, metric: Metric,
-    patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor] | None = None, last_only: bool = False,
-    nodes: NodeTaps | None = None,
+    patch: dict[str, Callable[[torch.Tensor], torch.Tensor] | torch.Tensor] | None = None,
+    prefix: SharedPrefix | None = None, nodes: NodeTaps | None = None,
 ) -> RunGrads:
     """d sum_pairs metric / d (each receiver's input) in one forward and one backward on `tokens` with `patch`.
-    last_only: the metric reads only the last position, which alone is unembedded. nodes: also keep this run's node
-    outputs (a run whose nodes are not patched).
+    prefix: the metric reads only the last position, which alone is unembedded, and the run starts at the batch's
+    shared prefix (every tensor recorded, and every gradient, then covers positions prefix.length.. only; None: all
+    positions). nodes: also keep this run's node outputs (a run whose nodes are not patched).
 
     The token embedding enters as a leaf that requires grad (its value unchanged), so the graph exists whatever the
     parameters' requires_grad; a receiver with no path to the metric (its head's z replaced) gets zeros."""
@@ -194,7 +196,7 @@ def gradient_run(
     patch["embed"] = embed_leaf
     patch.update(taps.patches())
     with torch.enable_grad():
-        logits = logits_of(model, tokens, batch, patch, last_only)  # (batch, pos or 1, d_vocab)
+        logits = logits_of(model, tokens, batch, patch, prefix)  # (batch, pos or 1, d_vocab)
         value = run_metric(metric, logits, batch).sum()
         inputs = [taps.inputs[name] for name in taps.names]
         grads = torch.autograd.grad(value, inputs, allow_unused=True)
@@ -238,17 +240,18 @@ class EdgeSums:
     input: `total()` (n_senders, n_receivers), or with per_position (pos, n_senders, n_receivers) summed over pairs only.
 
     corrupted, clean: two runs' NodeTaps values, whose difference the sums read (sender_differences, from the first
-    moved position on). Runs added are kept compact (RunGrads) and contracted RUNS_KEPT at a time, a layer at a time:
+    moved position on); they and the runs' gradients start at position `offset` of the prompts (SharedPrefix). Runs added are kept compact (RunGrads) and contracted RUNS_KEPT at a time, a layer at a time:
     the layer's summed head-input gradients (3 * head rows), the previous MLP's summed mlp_in gradient (MLP l reads the
     senders before layer l + 1 but m_l itself) and, in the last layer, the last MLP's and the logits' share one buffer
     and one product with the difference's first rows."""
 
     def __init__(self, model: Model, graph: Graph, corrupted: dict[str, torch.Tensor], clean: dict[str, torch.Tensor],
-                 per_position: bool):
+                 per_position: bool, offset: int = 0):
         self.model, self.graph, self.per_position = model, graph, per_position
         self.first = first_moved_position(corrupted, clean)
         self.difference = sender_differences(model, graph, corrupted, clean, self.first)  # (n_senders, moved, batch, d_model)
-        pos = corrupted["embed"].shape[1]
+        self.offset = offset  # the runs' values start at this position of the prompts (a shared prefix's length)
+        pos = offset + corrupted["embed"].shape[1]
         self._total = torch.zeros((pos,) * per_position + (graph.n_senders, graph.n_receivers), dtype=torch.float64)
         self._runs: list[RunGrads] = []
 
@@ -302,7 +305,7 @@ class EdgeSums:
         return out.double().cpu()
 
     def _scatter(self, products: torch.Tensor, receivers: list[int]) -> None:
-        total = self._total[self.first:] if self.per_position else self._total
+        total = self._total[self.offset + self.first:] if self.per_position else self._total
         for column, receiver in enumerate(receivers):  # each receiver reads its own first senders
             n = self.graph.senders_before(receiver)
             total[..., :n, receiver] += products[..., :n, column]
