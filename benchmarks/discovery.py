@@ -123,8 +123,8 @@ def measure_case(name: str, tmp: Path, args) -> dict:
             common += ["--circuits", str(work / "circuits.pt")]
         ours_out, peer_out = work / f"minineo-{method}.pt", work / f"eapig-{method}.pt"
         argv = [*common, "--out", str(ours_out)]
-        if method == "exact" and not zoo and args.exact_receivers:
-            argv += ["--exact-receivers", str(args.exact_receivers)]
+        if method == "exact" and not zoo and args.exact_sample > 1:
+            argv += ["--exact-sample", str(args.exact_sample)]
         if args.in_process:
             from benchmarks.discovery_worker import measure
 
@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--peer", default=PEER_PYTHON, help="EAP-IG venv's python, or 'none'")
     parser.add_argument("--peer-exact-sample", type=int, default=8, help="edges EAP-IG's exact is timed on (full shapes)")
-    parser.add_argument("--exact-receivers", type=int, default=0,
-                        help="at the full shapes, time minineo's exact on this many receivers and scale (0: all edges)")
+    parser.add_argument("--exact-sample", type=int, default=1,
+                        help="at the full shapes, run 1 of every N of minineo's exact forwards per receiver group and "
+                             "scale (1: every edge)")
     parser.add_argument("--exact-timeout", type=float, default=3600, help="seconds before minineo's exact is stopped")
     parser.add_argument("--reuse-peer", action="store_true",
                         help="take EAP-IG's results already in --model-dir (from an earlier run) instead of rerunning it")
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--combine", type=Path, nargs="+", help="no measuring: report these runs' JSON together")
     args = parser.parse_args(argv)
+    if args.exact_sample < 1:
+        parser.error(f"--exact-sample {args.exact_sample}: give a count of 1 or more (1 runs every edge)")
     if args.combine:
         run = combine(args.combine, args.model_dir)
         print_report(run)

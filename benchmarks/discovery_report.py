@@ -43,14 +43,16 @@ def derived(entry: dict, case: dict, method: str) -> dict:
     count = {"evaluate": entry.get("n_circuits") or case["n_circuits"],
              "exact": entry.get("n_edges_timed") or case["n_edges"]}.get(method, 1)
     unit = entry["seconds"] / count
-    if "scale_to_all_edges" in entry:  # minineo's exact timed on sampled receivers: the estimate for all of them
+    if "estimated_seconds" in entry:  # minineo's exact on sampled chunks of variants: the estimate for all edges
+        unit = entry["estimated_seconds"] / case["n_edges"]
+    elif "scale_to_all_edges" in entry:  # (older runs: sampled receiver groups, scaled by their count)
         unit = entry["seconds"] * entry["scale_to_all_edges"] / case["n_edges"]
     out = {"unit_seconds": unit, "forward_equivalents": unit / entry["forward_seconds"],
            "peak_extra_mb": entry.get("peak_extra_mb"), "seconds": entry["seconds"], "count": count,
            "wall_seconds": entry.get("wall_seconds")}
     if method == "exact":
         out["all_edges_seconds"] = unit * case["n_edges"]
-        out["estimated"] = count < case["n_edges"] or "scale_to_all_edges" in entry
+        out["estimated"] = count < case["n_edges"] or "scale_to_all_edges" in entry or "estimated_seconds" in entry
     return out
 
 

@@ -7,14 +7,16 @@ peak memory is this method's alone:
 Methods: eap, eap-ig-inputs, clean-corrupted, exact (`attribute`, every edge), evaluate (`evaluate` of each circuit
 in --circuits). PAIRS.pt holds unpadded token lists (benchmarks/eap_ig_peer.py's docstring); they are left-padded
 here, as minineo pads. Rounds interleave a plain forward (`model(tokens)`, the fast path) of the same clean batch
-with the method; the first call's peak extra memory is the process RSS sampled every ms (benchmarks/memory.py).
+with the method (benchmarks/rounds.py); an untimed first call gives the peak extra memory, the process RSS sampled
+every ms (benchmarks/memory.py).
 """
 
 from __future__ import annotations
 
 
 import json
-from contextlib import contextmanager, nullcontext
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -49,24 +51,36 @@ def load_pairs(path: str | Path) -> Pairs:
 
 
 @contextmanager
-def sampled_receivers(graph: Graph, n: int) -> Iterator[dict]:
-    """Within the block, `exact` scores only n of its groups of receivers, evenly spread over its order (so over the
-    layers): minineo.discovery.exact.exact_groups is wrapped from the outside, and restored after. Its time over
-    every edge is then estimated as the sampled time x (groups / sampled groups). Each group is run as `exact` runs
-    all of them, but groups differ in cost (a layer's 3 x n_heads q/k/v receivers, one MLP, the logits), so with
-    few groups this is a rough estimate; --exact-receivers 0 times every edge. Yields what the result records."""
+def sampled_chunks(every: int) -> Iterator[dict]:
+    """Within the block, `exact` runs one of every `every` forwards of variants (chunks) of each group of receivers
+    (minineo.discovery.exact._chunks wrapped from the outside, restored after), and the yielded dict gets the estimate
+    of the run over every edge: the fixed part (the recordings, before the first group) plus, group by group, the
+    group's CPU time x (its variants / the variants run). A group's chunks have the same receivers and size (but its
+    last), so the same cost: the estimate is stratified by group, with little bias; every=1 runs (and times) all."""
     from minineo.discovery import exact
 
-    every = exact.exact_groups
-    groups = every(graph)
-    picked = torch.linspace(0, len(groups) - 1, min(n, len(groups))).round().long().unique().tolist()
-    receivers = sorted(r for i in picked for r in groups[i][-1])
-    exact.exact_groups = lambda g: [every(g)[i] for i in picked]
+    chunks = exact._chunks
+    marks: list[tuple[float, int, int]] = []  # per group: (CPU time at its start, its variants, variants run)
+
+    def some(*args, **kwargs):
+        every_chunk = chunks(*args, **kwargs)
+        picked = every_chunk[::every]
+        marks.append((time.thread_time(), sum(map(len, every_chunk)), sum(map(len, picked))))
+        return picked
+
+    info: dict = {}
+    start = time.thread_time()
+    exact._chunks = some
     try:
-        yield {"receivers_timed": receivers, "n_edges_timed": sum(graph.senders_before(r) for r in receivers),
-               "scale_to_all_edges": len(groups) / len(picked)}
+        yield info
     finally:
-        exact.exact_groups = every
+        end = time.thread_time()
+        exact._chunks = chunks
+    ends = [t for t, _, _ in marks[1:]] + [end]
+    fixed = (marks[0][0] if marks else end) - start
+    groups = sum((stop - t) * n / max(run, 1) for (t, n, run), stop in zip(marks, ends))
+    info.update({"exact_sample": every, "n_variants": sum(n for _, n, _ in marks),
+                 "n_variants_timed": sum(run for _, _, run in marks), "estimated_seconds": fixed + groups})
 
 
 def measure(argv: list[str] | None = None) -> dict:
@@ -77,12 +91,14 @@ def measure(argv: list[str] | None = None) -> dict:
     parser.add_argument("--method", required=True, choices=[*METHODS, "evaluate"])
     parser.add_argument("--ig-steps", type=int, default=5)
     parser.add_argument("--circuits", help="evaluate: a .pt (n_circuits, n_senders, n_receivers) bool tensor")
-    parser.add_argument("--exact-receivers", type=int, default=0,
-                        help="exact: time only this many receivers spread over the layers and scale (0: every edge)")
+    parser.add_argument("--exact-sample", type=int, default=1,
+                        help="exact: run 1 of every N forwards of variants of each receiver group and scale (1: all)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.exact_sample < 1:
+        parser.error(f"--exact-sample {args.exact_sample}: give a count of 1 or more (1 runs every edge)")
     torch.set_num_threads(args.threads)
     model = minineo.load(args.folder)
     pairs = load_pairs(args.pairs)
@@ -105,13 +121,16 @@ def measure(argv: list[str] | None = None) -> dict:
     else:
         from minineo.discovery import attribute
 
-        sample = args.method == "exact" and args.exact_receivers > 0
+        sample = args.method == "exact" and args.exact_sample > 1
 
         def call():
             graph.scores[:] = 0
-            with sampled_receivers(graph, args.exact_receivers) if sample else nullcontext() as info:
-                result.update(info or {})
+            if not sample:
                 return attribute(model, graph, pairs, method=args.method, ig_steps=args.ig_steps).scores.clone()
+            with sampled_chunks(args.exact_sample) as info:
+                scores = attribute(model, graph, pairs, method="exact").scores.clone()
+            result.update(info)
+            return scores
         if args.method == "eap-ig-inputs":
             result["ig_steps"] = args.ig_steps
 
@@ -129,7 +148,7 @@ def measure(argv: list[str] | None = None) -> dict:
                                                  pairs).mean())
     if args.out:
         torch.save({"values" if args.method == "evaluate" else "scores": value.float(),
-                    "receivers": result.get("receivers_timed")}, args.out)
+                    "sampled": "exact_sample" in result}, args.out)
         result["out"] = str(args.out)
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks.run import main
@@ -79,28 +80,34 @@ def test_discovery_benchmark_says_when_the_eap_ig_venv_is_absent(tmp_path, capsy
     assert "EAP-IG not measured" in capsys.readouterr().out
 
 
-def test_exact_timed_on_sampled_receivers_scores_them_as_the_full_run_does(tmp_path):
-    """The benchmark's estimate of exact at full shapes runs some receivers only: those get the scores that exact over
-    every edge gives them (the oracle: the full run), the rest stay 0, and the wrapper is undone afterwards."""
+def test_exact_timed_on_sampled_chunks_scores_them_as_the_full_run_does(tmp_path):
+    """The benchmark's estimate of exact at full shapes runs one of every N forwards of variants per receiver group:
+    the edges run get the scores that exact over every edge gives them (the oracle: the full run), the rest stay 0, the
+    counts say how many ran, and the wrapper is undone afterwards."""
     from benchmarks.discovery import build_model, ioi_pairs
     from benchmarks.discovery_worker import measure
+    from minineo.boundary import ScriptUsageError
     from minineo.discovery import exact
 
-    before = exact.exact_groups
+    before = exact._chunks
     folder = str(build_model("tiny-gpt2", tmp_path))
     torch.save(ioi_pairs(minineo.load(folder), 4), tmp_path / "pairs.pt")
     base = [folder, str(tmp_path / "pairs.pt"), "--method", "exact"]
     full = measure([*base, "--out", str(tmp_path / "full.pt")])
-    sampled = measure([*base, "--exact-receivers", "2", "--out", str(tmp_path / "sampled.pt")])
-    assert exact.exact_groups is before
-    groups = before(Graph.from_model(minineo.load(folder)))
-    receivers = sampled["receivers_timed"]
-    assert receivers == sorted(groups[0][-1] + groups[-1][-1]) and sampled["scale_to_all_edges"] == len(groups) / 2
+    budget = exact.VARIANT_FLOATS
+    exact.VARIANT_FLOATS = 4 * 4 * 80 * 128  # a few variants per forward, so that groups have several chunks
+    try:
+        sampled = measure([*base, "--exact-sample", "3", "--out", str(tmp_path / "sampled.pt")])
+    finally:
+        exact.VARIANT_FLOATS = budget
+    assert exact._chunks is before
     a, b = torch.load(tmp_path / "full.pt")["scores"], torch.load(tmp_path / "sampled.pt")["scores"]
-    assert torch.equal(a[:, receivers], b[:, receivers]) and a[:, receivers].abs().sum() > 0
-    rest = [r for r in range(a.shape[1]) if r not in receivers]
-    assert not b[:, rest].any()
-    assert "receivers_timed" not in full
+    run = b != 0
+    assert torch.equal(a[run], b[run]) and int(run.sum()) < int((a != 0).sum())
+    assert 0 < sampled["n_variants_timed"] < sampled["n_variants"] <= Graph.from_model(minineo.load(folder)).n_edges
+    assert sampled["estimated_seconds"] > sampled["seconds"] / 2 and "estimated_seconds" not in full
+    with pytest.raises(ScriptUsageError, match="--exact-sample 0: give a count of 1 or more"):
+        measure([*base, "--exact-sample", "0"])
 
 
 def test_python_m_benchmarks_is_run_from_the_repository_root_as_the_docs_say(tmp_path):
