@@ -15,7 +15,9 @@ Only the senders that feed a mixed receiver have their difference (this run's ou
 the heads' as (z - z_corrupted) @ W_O[h] (linear in z). Layers before the first one with an edge into it start from
 the corrupted residual plus the clean embedding (what they would compute: their receivers all see corrupted inputs).
 A circuit without an edge into `logits` gives the corrupted metric without a forward; with a metric that reads only
-the last position (`logit_diff`) only that position is unembedded. Source of the semantics: Hanna et al., COLM 2024
+the last position (`logit_diff`) only that position is unembedded, and every run (the corrupted one and each circuit's)
+computes only the positions from the prompts' first difference on, on the shared prefix's keys and values
+(minineo.discovery.prefix): the recorded tensors below then cover those positions. Source of the semantics: Hanna et al., COLM 2024
 (EAP-IG's `evaluate_graph`); the brute-force oracle is tests/test_discovery_patched.py.
 """
 
