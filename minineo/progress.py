@@ -1,5 +1,7 @@
-"""Progress bars for anything that can take more than ~2 s: rich, on stderr, and only when stderr is a
-terminal (so never in tests, pipes or redirected output).
+"""Progress bars for anything that can take more than ~2 s: rich, on stderr, when stderr is a terminal. Elsewhere
+(a notebook, a pipe, a log file, a batch job) a task with a known total that runs longer than LOG_AFTER seconds
+writes one plain line every LOG_EVERY seconds instead: what runs, done/total, elapsed and the time left (so quick
+work, and the tests, print nothing).
 
     with progress.task("mean |cos| of W_E", total=n_blocks) as advance:
         for ...:
@@ -14,7 +16,9 @@ allows one live display per console), and each line disappears when its task end
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -24,6 +28,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 
 T = TypeVar("T")
+
+LOG_AFTER = 30.0  # s: outside a terminal, a task's first plain progress line comes after this long
+LOG_EVERY = 30.0  # s: and the next ones this far apart
 
 _display: Progress | None = None  # the live display while any task is open
 _open = 0
@@ -41,6 +48,42 @@ def _start() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _Count(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
                     transient=True, disable=not console.is_terminal)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+class _Lines:
+    """Plain progress lines on stderr for a task outside a terminal: a daemon thread wakes after LOG_AFTER s, then
+    every LOG_EVERY s, and writes `description: done/total (p%), 0:01:05 elapsed, about 0:02:10 left`."""
+
+    def __init__(self, description: str, total: float):
+        self.description, self.total, self.done = description, total, 0.0
+        self.start, self.stopped = time.monotonic(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def advance(self, steps: float = 1) -> None:
+        self.done += steps
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        left = elapsed * (self.total - self.done) / self.done if self.done else None
+        count = f"{self.done:g}/{self.total:g} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done:g}"
+        eta = f", about {_clock(left)} left" if left is not None else ""
+        return f"{self.description}: {count}, {_clock(elapsed)} elapsed{eta}"
+
+    def _run(self) -> None:
+        wait = LOG_AFTER
+        while not self.stopped.wait(wait):
+            print(self.line(), file=sys.stderr, flush=True)
+            wait = LOG_EVERY
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 @contextmanager
@@ -62,9 +105,17 @@ def task(description: str, total: float | None = None, delay: float = 0.0) -> It
     display = _display
     _open += 1
     task_id = display.add_task(description, total=total)
+    lines = _Lines(description, total) if display.disable and total is not None else None
+
+    def advance(steps: float = 1) -> None:
+        display.advance(task_id, steps)
+        if lines is not None:
+            lines.advance(steps)
     try:
-        yield lambda steps=1: display.advance(task_id, steps)
+        yield advance
     finally:
+        if lines is not None:
+            lines.stop()
         if timer is not None:
             timer.cancel()
         display.remove_task(task_id)
