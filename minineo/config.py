@@ -50,6 +50,9 @@ class Config:
     windows: tuple[int | None, ...] = ()  # per layer: None = global, W = sees keys i-W < j <= i
     qkv_bias: bool = True  # GPT-Neo's q/k/v projections have no bias
     upcast_attn: bool = False  # compute q.k and softmax in float32 (GPT-Neo always; GPT-2 with reorder_and_upcast_attn)
+    # the fast path's attention by HF eager's operations, not SDPA's fused kernel (GPT-Neo: HF runs only eager
+    # attention, so this keeps the fast path HF float32 bit for bit; tests/test_fast_path_precision.py)
+    eager_attention: bool = False
     tie_unembed: bool = True  # W_U is W_E.T
     ln_weights: bool = True  # LayerNorms have a weight w and bias b (False after fold_ln: TransformerLens's LNPre)
     unembed_bias: bool = False  # the logits add b_U (d_vocab,): fold_ln creates it from ln_final's bias
@@ -183,7 +186,7 @@ def _from_gpt_neo(hf: dict[str, Any]) -> Config:
         layer_norm_eps=_eps(hf),
         attn_scales=(1.0,) * n_layers,  # GPT-Neo does not scale q.k by 1/sqrt(d_head)
         windows=tuple(window if kind == "local" else None for kind in kinds),
-        qkv_bias=False, upcast_attn=True, tie_unembed=bool(hf.get("tie_word_embeddings", True)),
+        qkv_bias=False, upcast_attn=True, eager_attention=True, tie_unembed=bool(hf.get("tie_word_embeddings", True)),
         bos_token_id=hf.get("bos_token_id"), eos_token_id=_first(hf.get("eos_token_id")),
         eos_token_ids=_all(hf.get("eos_token_id")), pad_token_id=hf.get("pad_token_id"),
     )

@@ -138,7 +138,8 @@ class Attention(nn.Module):
         if rec.fixed(p + "z") and not (explicit or rec.wants(p + "scores") or rec.wants(p + "pattern")):
             z = q  # z is replaced by a tensor: the attention itself is skipped (q, k, v still computed, a kv cache
             # still filled); q stands in for the patch's shape check
-        elif explicit or rec.wants(p + "scores") or rec.wants(p + "pattern"):
+        elif explicit or cfg.eager_attention or rec.wants(p + "scores") or rec.wants(p + "pattern"):
+            # (GPT-Neo: HF runs eager attention only; its operations make the fast path HF float32 bit for bit)
             z = attend_explicit(q, k, v, mask, scale, upcast, rec, p)
         elif use_block_sparse(cfg.windows[self.layer], mask, q.shape[1], k.shape[1]):
             z = attend_block_sparse(q, k, v, mask, scale, upcast)  # local layer under torch.compile

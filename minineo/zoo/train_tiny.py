@@ -42,7 +42,7 @@ _COMMON = dict(d_model=128, n_layers=2, n_heads=4, d_mlp=512, n_ctx=128, d_vocab
 CONFIGS = {
     # GPT-Neo: no 1/sqrt(d_head) scaling, q/k/v without bias, layer 0 local (window 8), layer 1 global.
     "tiny-neo": Config(architecture="gpt_neo", attn_scales=(1.0,) * 2, windows=(8, None), qkv_bias=False,
-                       upcast_attn=True, **_COMMON),
+                       upcast_attn=True, eager_attention=True, **_COMMON),
     # GPT-2: 1/sqrt(d_head) scaling, q/k/v biases, both layers global.
     "tiny-gpt2": Config(architecture="gpt2", qkv_bias=True, **_COMMON),
 }
