@@ -40,7 +40,7 @@ def eval_command(
     between the ranks and the sums reduced (the figures equal a 1-process run's).
     """
     check_positive(batch_size=batch_size, max_tokens=max_tokens)
-    json_file = output_path(json_path, "--json file") if json_path is not None else None
+    json_file = output_path(json_path, "--json file", kind="eval") if json_path is not None else None
     try:
         from minineo.checkpoints.loading import load
         from minineo.data import evaluation
@@ -113,7 +113,7 @@ def sae_eval_command(
     from minineo.data.corpus import pack_rows, read_documents, require_datasets
 
     check_positive(batch_size=batch_size, max_tokens=max_tokens)
-    json_file = output_path(json_path, "--json file") if json_path is not None else None
+    json_file = output_path(json_path, "--json file", kind="sae-eval") if json_path is not None else None
     require_datasets()
     m = load(model, device=device)
     autoencoder = saes.load(sae, device=device)

@@ -239,14 +239,29 @@ def claim_output(path: Path, what: str) -> None:
         _state["claimed"][key] = what
 
 
-def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
+def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "",
+                kind: str | None = None) -> Path:
     """The file to write: its folder must exist and be writable, and it must not be a folder.
 
-    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. The path is
-    claimed for the rest of the command (`claim_output`): a second command writing it meanwhile fails at once.
+    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. With `kind` (one
+    of minineo.outputs.KINDS: "plot", "circuit", "eval"...), an existing file is replaced only when it holds that kind
+    of artefact (minineo.outputs.refuse_replacing); every command passes its kind. The path is claimed for the rest
+    of the command (`claim_output`): a second command writing it meanwhile fails at once.
     """
     path = checks.writable_file(path, what, suffixes, default_suffix)
     claim_output(path, what)
+    if kind is not None:
+        outputs.refuse_replacing(path, kind, what)
+    return path
+
+
+def output_folder(path: Path, what: str, kind: str) -> Path:
+    """The folder to write (`harvest --out`, `tune-lens --out`): its parent must exist (checks.writable_folder); it
+    is claimed for the rest of the command, and an existing one is replaced only when it holds that `kind` of
+    artefact (minineo.outputs.refuse_replacing), all before any work."""
+    path = checks.writable_folder(path, what)
+    claim_output(path, what)
+    outputs.refuse_replacing(path, kind, what)
     return path
 
 
@@ -254,7 +269,7 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
     """The checked plot file (before any work is done), or None."""
     from minineo.cli.plots import SUFFIXES
 
-    return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
+    return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png", kind="plot")
 
 
 def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
@@ -267,7 +282,7 @@ def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
                         f"{path.with_name('page.html') if path.name.strip('.') else path / 'page.html'}")
     if path.name.endswith("."):  # "x." names no extension: x.html, not x..html
         path = path.with_name(path.name.rstrip("."))
-    return output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
+    return output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html", kind="page")
 
 
 HtmlOption = typer.Option(None, "--html", help="also write an interactive HTML page to this path (one self-contained "
