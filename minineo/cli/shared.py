@@ -3,7 +3,8 @@ scripts, is minineo.boundary).
 
 Every command registered on `app` runs inside the boundary. A `UserError` (a mistake the user can fix)
 or an OSError (a path that cannot be read or written) prints one `error: ...` paragraph on stderr and
-exits with code 1; any other exception is a bug and keeps its traceback. `--debug` (before the
+exits with code 1; any other exception is a bug and keeps its traceback. A command line typer cannot parse
+(`--top 1.5` for an integer, an unknown option, a missing argument) is one `error:` line too, exit code 2 (`_Group`). `--debug` (before the
 sub-command) or MININEO_DEBUG=1 shows the traceback of user errors too.
 
 Options are checked at the door: `check_options` checks every numeric option (its range in the message), the
@@ -19,14 +20,19 @@ import contextlib
 import functools
 import inspect
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
+
+from typer.core import Abort, TyperGroup
+from typer.core import _click  # the click that typer runs on (typer 0.2x vendors its own copy)
 
 from minineo import checks, outputs, progress, report
 from minineo.boundary import debugging_by_environment, err_console, print_error
@@ -117,7 +123,7 @@ def help_paragraphs(doc: str | None) -> str:
 def _flags_show_no_type() -> None:
     """Help shows a flag as a flag (`--debug`, `--kl`), not with a value placeholder (`--debug <bool>`): typer 0.29
     renders every option's type in the help's type column, flags included, although a flag takes no value."""
-    from typer.core import TyperOption
+    from typer.core import TyperOption  # noqa: F811
 
     rendered = TyperOption.display_type_rich
     if getattr(rendered, "minineo_flags", False):
@@ -133,6 +139,55 @@ def _flags_show_no_type() -> None:
 _flags_show_no_type()
 
 
+def _given_value(err: Exception, args: list[str]) -> str | None:
+    """The text the user gave for the option a BadParameter is about (`--top 1.5` or `--top=1.5`), or None."""
+    param = getattr(err, "param", None)
+    if not isinstance(err, _click.exceptions.BadParameter) or param is None or not getattr(param, "opts", None):
+        return None
+    for i, arg in enumerate(args):
+        for opt in param.opts:
+            if arg == opt and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1:]
+    return None
+
+
+class _Group(TyperGroup):
+    """The app's click group: a usage error (an option typer cannot parse, `--top 1.5` for an integer, an unknown
+    option, a missing argument) is one `error:` line naming the option, the value and where to look (`minineo
+    COMMAND --help`), exit status 2 as click's; typer would draw a multi-line usage box."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.NoArgsIsHelpError as err:  # a bare `minineo` (or group): the help, as typer shows it
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(err)
+            sys.exit(err.exit_code)
+        except _click.exceptions.UsageError as err:
+            if debugging():
+                raise
+            where = err.ctx.command_path if err.ctx is not None else "minineo"
+            message = err.format_message().strip().rstrip(".")
+            value = _given_value(err, sys.argv[1:] if args is None else list(args))
+            if value is not None:  # `Invalid value for '--top' (got '1.5'): Input should be a valid integer`
+                message = message.replace(":", f" (got {value!r}):", 1)
+            print_error(UserError(f"{message} (see `{where} --help`)"))
+            sys.exit(err.exit_code)
+        except _click.exceptions.ClickException as err:  # another of click's errors (a file option it could not open)
+            print_error(UserError(err.format_message()))
+            sys.exit(err.exit_code)
+        except Abort:  # end of input at a prompt (typer's KeyboardInterrupt is Exit(130), returned as the code)
+            err_console.print(Text("aborted", style="bold red"))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 class App(typer.Typer):
     """A Typer app whose every command runs inside the error boundary."""
 
@@ -146,7 +201,7 @@ class App(typer.Typer):
 
 
 app = App(help="minineo: look inside GPT-2 and GPT-Neo. The default model is the embedded tiny GPT-Neo.",
-          no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+          cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
 @app.callback()
