@@ -34,7 +34,7 @@ def harvest(
     shard_rows: Optional[int] = typer.Option(None, help="rows per shard file (default: ~256 MiB of activations)"),
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK where GPUs exist, else cpu), cpu, cuda"),
 ) -> None:
-    """Activations of NAMES over CORPUS, written as a datasets folder SAE trainers read (see minineo.harvest).
+    """Activations of NAMES over CORPUS, written as a datasets folder SAE trainers read (see minineo.data.harvest).
 
     Run on many processes with `torchrun --nproc_per_node N -m minineo harvest ...`; re-run the same
     command after a crash to continue.
