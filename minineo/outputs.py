@@ -16,6 +16,11 @@ lock file it leaves is reused. `replacing` writes beside the target and renames 
 POSIX), so a reader sees the old file or the new one, never half of one.
 
 Same pattern as the harvest's shards (minineo/data/shards.py): temporary name, flush, rename.
+
+What is replaced: `refuse_replacing(path, kind, what)`, called by every writing command at its door (before any
+work), lets an existing path be replaced only when it holds the kind of artefact the command writes (KINDS: a plot
+by --plot, a circuit file by discover, a model folder by train_tiny, a harvest folder by harvest, ...); anything
+else is refused with the path, what it holds, and the fix (another path, or delete it).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from minineo.errors import UserError
 
@@ -164,3 +170,187 @@ def normal_mode(folder: bool = False) -> int:
     mask = os.umask(0)
     os.umask(mask)
     return (0o777 if folder else 0o666) & ~mask
+
+
+# ---- what an existing output holds: only the same kind of artefact is replaced -------------------------------------
+#
+# Every command that writes checks its outputs at the door, before any work (`refuse_replacing`): an existing path is
+# replaced only when it already holds the kind of artefact the command writes (a plot by --plot, a circuit file by
+# discover, a model folder by train_tiny...); anything else (a torch.save file, a JSON of corpus text, an SAE folder)
+# is refused with the path, what it holds, and the fix. A missing path, an empty file and an empty folder are free.
+
+_SNIFF = 1 << 20  # bytes read to recognise a text file (the page's header, an image's magic)
+_MAX_DOCUMENT = 256 << 20  # a JSON document over this is no output of minineo's (they are kilobytes to megabytes)
+_IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "a PNG image", b"%PDF": "a PDF document", b"\xff\xd8\xff": "a JPEG image"}
+
+
+def _head(path: Path, size: int = _SNIFF) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _image(path: Path) -> bool:
+    head = _head(path, 4096)
+    return any(head.startswith(magic) for magic in _IMAGE_MAGIC) or b"<svg" in head
+
+
+def _json(path: Path) -> object:
+    """The file's JSON document, or None when it is not one (or too large to be an output of minineo's)."""
+    if path.stat().st_size > _MAX_DOCUMENT:
+        return None
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _json_with(*keys: str, without: tuple[str, ...] = ()) -> Callable[[Path], bool]:
+    def recognise(path: Path) -> bool:
+        document = _json(path)
+        return isinstance(document, dict) and all(k in document for k in keys) and not any(k in document for k in without)
+
+    return recognise
+
+
+def _safetensors_names(path: Path) -> list[str] | None:
+    """The tensor names of a .safetensors file (its JSON header), or None when it is not one."""
+    head = _head(path, 8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "little")
+    if not 2 <= size <= min(path.stat().st_size - 8, 100 << 20):
+        return None
+    try:
+        header = json.loads(_head(path, 8 + size)[8:])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return [name for name in header if name != "__metadata__"] if isinstance(header, dict) else None
+
+
+_CACHE_TOP = {"embed", "pos_embed", "ln_final.scale", "ln_final.normalized", "unembed.in", "logits"}
+
+
+def _activation_cache(path: Path) -> bool:
+    names = _safetensors_names(path)
+    return bool(names) and all(n in _CACHE_TOP or n.startswith("blocks.") and not n.endswith((".weight", ".bias"))
+                               for n in names)
+
+
+def _circuit(path: Path) -> bool:
+    """EAP-IG's graph file, as minineo.discovery.files writes it: JSON (cfg, nodes, edges) or torch.save (cfg, edges_scores)."""
+    document = _json(path)
+    if document is None and path.stat().st_size <= _MAX_DOCUMENT:
+        import torch
+
+        try:
+            document = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - torch raises several types for a file that is not its archive
+            return False
+    if not isinstance(document, dict) or not isinstance(document.get("cfg"), dict):
+        return False
+    return "n_layers" in document["cfg"] and ("edges" in document or "edges_scores" in document)
+
+
+def _page(path: Path) -> bool:
+    return _head(path).lstrip()[:15].lower() == b"<!doctype html>" and b"made by minineo" in _head(path)
+
+
+def _folder_with(*files: str) -> Callable[[Path], bool]:
+    return lambda path: path.is_dir() and all((path / f).is_file() for f in files)
+
+
+def _model_folder(path: Path) -> bool:
+    document = _json(path / "config.json") if (path / "config.json").is_file() else None
+    return (isinstance(document, dict) and document.get("model_type") in ("gpt2", "gpt_neo")
+            and not (path / "cfg.json").exists())  # an SAE folder is not a model folder
+
+
+def _tuned_lens(path: Path) -> bool:
+    from minineo.analysis.tuned_lens_files import META, PACKAGE_CONFIG, PACKAGE_PARAMS
+
+    return path.is_dir() and ((path / META).is_file() or {p.name for p in path.iterdir()} <= {PACKAGE_CONFIG, PACKAGE_PARAMS})
+
+
+# kind -> (what it is, in a message; is it a folder; does an existing path hold one)
+KINDS: dict[str, tuple[str, bool, Callable[[Path], bool]]] = {
+    "plot": ("a plot image (PNG, PDF, SVG or JPEG)", False, _image),
+    "page": ("an HTML page minineo wrote", False, _page),
+    "cache": ("an activation cache (.safetensors of recorded activations)", False, _activation_cache),
+    "circuit": ("a circuit file (EAP-IG's graph .json or .pt)", False, _circuit),
+    "eval": ("a `minineo eval` JSON report", False, _json_with("model", "corpus", without=("sae",))),
+    "sae-eval": ("a `minineo sae-eval` JSON report", False, _json_with("sae", "model", "corpus")),
+    "harvest": ("a harvest folder (harvest.json and shards)", True, _folder_with("harvest.json")),
+    "tuned-lens": ("a tuned-lens folder", True, _tuned_lens),
+    "model": ("a model folder (config.json, model.safetensors, tokenizer.json)", True, _model_folder),
+}
+
+
+def _recognises(kind: str, path: Path) -> bool:
+    try:
+        return KINDS[kind][2](path)
+    except OSError:
+        return False
+
+
+def holding(path: str | os.PathLike) -> str:
+    """What an existing `path` holds, in words for a message: one of KINDS's descriptions when one recognises it,
+    else what the file looks like ("a torch.save file", "a JSON file", "a folder of 3 files: a, b, c")."""
+    path = Path(path)
+    found = next((KINDS[kind][0] for kind in KINDS if KINDS[kind][1] == path.is_dir() and _recognises(kind, path)), None)
+    if found is not None:
+        return found
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir())
+        if "cfg.json" in names and any(n.endswith(".safetensors") for n in names):
+            return f"an SAE folder ({', '.join(names[:4])})"
+        return (f"a folder of {len(names)} {'entry' if len(names) == 1 else 'entries'} ({', '.join(names[:4])}"
+                f"{', ...' if len(names) > 4 else ''})")
+    try:
+        head = _head(path, 512)
+    except OSError as err:
+        return f"a file that cannot be read ({err.strerror or err})"
+    if head[:2] == b"\x80\x02" or head.startswith(b"PK\x03\x04") and _torch_archive(path):
+        return "a torch.save file"
+    if _safetensors_names(path) is not None:
+        return "a .safetensors file of other tensors"
+    if _json(path) is not None:
+        return "a JSON file"
+    if any(head.startswith(magic) for magic in _IMAGE_MAGIC):
+        return next(what for magic, what in _IMAGE_MAGIC.items() if head.startswith(magic))
+    try:
+        head.decode()
+        return f"a text file ({path.stat().st_size} bytes)"
+    except UnicodeDecodeError:
+        return f"a file of {path.stat().st_size} bytes"
+
+
+def _torch_archive(path: Path) -> bool:
+    """A zip holding `.../data.pkl`: torch.save's format."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def refuse_replacing(path: str | os.PathLike, kind: str, what: str = "the output") -> Path:
+    """`path`, unless it exists and holds something other than a `kind` artefact (see KINDS): then a UserError
+    naming the option (`what`), the path, what it holds and the fix. Called at a command's door, before any work.
+
+    A missing path, an empty file and an empty folder are free; a folder where a file is written (or the reverse)
+    is refused like any other artefact.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(KINDS)}")
+    path = Path(path).expanduser()
+    description, folder, _ = KINDS[kind]
+    if not path.exists() and not path.is_symlink():
+        return path
+    if path.is_dir() == folder:
+        empty = not any(path.iterdir()) if folder else path.stat().st_size == 0
+        if empty or _recognises(kind, path):
+            return path
+    raise UserError(f"{what} {path} already holds {holding(path)}, not {description}, so it is not replaced; give "
+                    f"another path, or delete {path} first if you mean to replace it")

@@ -175,3 +175,22 @@ def test_every_flag_reads_as_a_flag_without_a_value_placeholder(command, width):
     for flag in flags:  # the flag's row: its name, then (after any --no- twin) straight to its help
         for row in (line for line in output.splitlines() if flag in line):  # a long name may fold at 80 columns
             assert not re.search(rf"{re.escape(flag)}\s+(--no-\S+\s+)?<", row), row
+
+
+def test_no_help_text_names_a_moved_import_path():
+    """`minineo --help` said "(see minineo.harvest)", a deprecated path (minineo.moved): help names current modules."""
+    import re
+
+    import typer.main
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+    from minineo.moved import MOVED
+
+    group = typer.main.get_command(app)
+    texts = {name: " ".join((command.help or "").split()) for name, command in group.commands.items()}
+    texts["--help"] = " ".join(CliRunner().invoke(app, ["--help"], terminal_width=300).output.split())
+    for name, text in texts.items():
+        for old in MOVED:
+            assert not re.search(re.escape(old) + r"(?![\w.])", text), f"{name}'s help names {old}: use {MOVED[old]}"
+    assert "minineo.data.harvest" in texts["harvest"]

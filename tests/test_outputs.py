@@ -351,6 +351,7 @@ def test_a_second_writer_of_the_same_path_fails_and_the_first_keeps_its_file(tmp
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     whole(out)  # the first writer's file, whole
+    assert outputs.refuse_replacing(out, KIND[name]) == out  # the same command may replace it: it holds its kind
     _assert_plain_modes(out)  # with the mode a plain open() gives a file there, not a temporary file's 0600
     assert not outputs.lock_file(out).exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
@@ -367,3 +368,96 @@ def test_two_outputs_of_one_command_naming_one_file_are_refused(tmp_path):
                 shared.claim_output(out, "--json")
         finally:
             shared._state["outputs"], shared._state["claimed"] = None, {}
+
+
+# ---- an existing output is replaced only by the same kind of artefact (minineo.outputs.refuse_replacing) ----------
+
+# each command's kind of output: what it may replace (WRITERS' order)
+KIND = {"cache": "cache", "embeddings": "plot", "lens": "plot", "heads": "plot", "attribute": "plot", "ablate": "plot",
+        "ioi": "plot", "patch": "plot", "path-patch": "plot", "circuits": "plot", "eval": "eval", "sae-eval": "sae-eval",
+        "harvest": "harvest", "view": "page", "discover": "circuit", "view-circuit": "page", "tune-lens": "tuned-lens"}
+
+
+def test_every_writer_declares_the_kind_it_replaces():
+    assert set(KIND) == {name for name, *_ in WRITERS} and set(KIND.values()) <= set(outputs.KINDS)
+
+
+def _fingerprint(path: Path) -> str:
+    return repr(sorted((p.name, p.read_bytes()) for p in path.iterdir()) if path.is_dir() else path.read_bytes())
+
+
+def _foreign(path: Path, folder: bool) -> str:
+    """Put something the command does not write at `path`: an SAE folder for a folder output, a torch.save file
+    for a file output. Returns a fingerprint of it."""
+    import shutil
+
+    import torch
+
+    if folder:
+        shutil.copytree(SAE, path)
+    else:
+        torch.save(torch.zeros(3), path)
+    return _fingerprint(path)
+
+
+@pytest.mark.parametrize("name, arguments, output, whole", WRITERS, ids=[w[0] for w in WRITERS])
+def test_an_output_holding_another_artefact_is_refused_before_any_work(tmp_path, corpus, monkeypatch, name,
+                                                                       arguments, output, whole):
+    """`discover --out tensor.pt` replaced an unrelated torch.save file: now every writing command refuses an existing
+    path that holds another kind of artefact, naming the path, what it holds and the fix, before loading the model."""
+    from minineo.checkpoints import loading
+
+    if name in ("eval", "sae-eval", "harvest", "tune-lens"):
+        pytest.importorskip("datasets", reason="the corpus commands need pip install 'minineo[harvest]'")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded: the output was checked after work began")
+
+    monkeypatch.setattr(loading, "load", no_work)
+    monkeypatch.setattr(shared, "load", no_work)
+    out = tmp_path / output
+    folder = outputs.KINDS[KIND[name]][1]
+    before = _foreign(out, folder)
+    args = [a.format(out=out, corpus=corpus, big_graph=EAP_IG_JSON) for a in arguments]
+    result = CliRunner().invoke(app, args, terminal_width=300)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert text.startswith("error:") and text.count("error:") == 1 and "Traceback" not in result.output
+    holds = "an SAE folder" if folder else "a torch.save file"
+    assert f"{out} already holds {holds}" in text and f", not {outputs.KINDS[KIND[name]][0]}, " in text, text
+    assert "give another path, or delete" in text
+    assert _fingerprint(out) == before  # untouched
+
+
+def test_train_tiny_refuses_an_sae_folder_before_training(tmp_path, monkeypatch):
+    """`python -m minineo.zoo.train_tiny --out my-sae` trained, then wrote a model INTO the SAE folder: now refused
+    before training, the folder untouched; a model folder (the shipped one's copy) may be replaced."""
+    import shutil
+
+    from minineo.boundary import ScriptUsageError
+    from minineo.checkpoints.hub import EMBEDDED_DIR
+    from minineo.zoo import train_tiny
+
+    monkeypatch.setattr(train_tiny, "train", lambda *a, **k: pytest.fail("it trained before checking --out"))
+    sae = tmp_path / "my-sae"
+    shutil.copytree(SAE, sae)
+    names = sorted(p.name for p in sae.iterdir())
+    with pytest.raises(ScriptUsageError, match=f"--out {sae} already holds an SAE folder .*, not a model folder"):
+        train_tiny.main(["--steps", "3", "--out", str(sae), "--report", "0"])
+    assert sorted(p.name for p in sae.iterdir()) == names
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED_DIR, model)  # the shipped tiny-neo: what train_tiny writes
+    assert outputs.refuse_replacing(model, "model", "--out") == model
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    with pytest.raises(ScriptUsageError, match="already holds a text file"):
+        train_tiny.main(["--steps", "3", "--out", str(file), "--report", "0"])
+
+
+@pytest.mark.parametrize("kind", ["plot", "circuit", "eval", "harvest", "model"])
+def test_a_missing_path_an_empty_file_and_an_empty_folder_are_free(tmp_path, kind):
+    folder = outputs.KINDS[kind][1]
+    empty = tmp_path / "empty"
+    empty.mkdir() if folder else empty.touch()
+    assert outputs.refuse_replacing(tmp_path / "new", kind) == tmp_path / "new"
+    assert outputs.refuse_replacing(empty, kind) == empty

@@ -225,7 +225,7 @@ def test_a_corpus_too_small_for_one_step_is_a_clear_error_and_writes_nothing(tmp
 def test_tune_lens_refuses_an_output_path_that_is_not_a_lens_before_training(tmp_path, corpus):
     (tmp_path / "notes.txt").write_text("mine")
     result = CliRunner().invoke(app, ["tune-lens", str(corpus), "--out", str(tmp_path)])
-    assert_user_error(result, "not a minineo tuned-lens folder")
+    assert_user_error(result, "(notes.txt), not a tuned-lens folder")
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

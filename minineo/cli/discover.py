@@ -171,7 +171,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     check_options(top=(top, ">= 1"), ig_steps=(ig_steps, f"1..{MAX_IG_STEPS}", "EAP-IG's default is 5"),
                   threshold=(threshold, ">= 0"), n=(n, ">= 1"), seed=(seed, ">= 0"), batch_size=(batch_size, ">= 1"))
     check_reuse(circuit, out)
-    out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json")
+    out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json", kind="circuit")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)

@@ -12,7 +12,7 @@ import torch
 import typer
 from rich.table import Table
 
-from minineo import checks, outputs
+from minineo import checks, outputs, report
 from minineo.cli.shared import ModelOption, app, check_positive, console, output_path
 from minineo.errors import UserError
 
@@ -40,7 +40,7 @@ def eval_command(
     between the ranks and the sums reduced (the figures equal a 1-process run's).
     """
     check_positive(batch_size=batch_size, max_tokens=max_tokens)
-    json_file = output_path(json_path, "--json file") if json_path is not None else None
+    json_file = output_path(json_path, "--json file", kind="eval") if json_path is not None else None
     try:
         from minineo.checkpoints.loading import load
         from minineo.data import evaluation
@@ -113,11 +113,15 @@ def sae_eval_command(
     from minineo.data.corpus import pack_rows, read_documents, require_datasets
 
     check_positive(batch_size=batch_size, max_tokens=max_tokens)
-    json_file = output_path(json_path, "--json file") if json_path is not None else None
+    json_file = output_path(json_path, "--json file", kind="sae-eval") if json_path is not None else None
     require_datasets()
     m = load(model, device=device)
     autoencoder = saes.load(sae, device=device)
     autoencoder.check_model(m)  # an SAE made for another model or site width: refused before any work
+    if not autoencoder.metadata.get("model_name"):  # as discovery says of a circuit file that names no model
+        report.warn(f"{sae} carries no model identity (its cfg.json has no metadata.model_name): checked against "
+                    f"{model} by its site and width only; record the model it was trained on by adding "
+                    f"\"metadata\": {{\"model_name\": \"{model}\"}} to {Path(sae) / 'cfg.json'}")
     if context is None:
         context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
     checks.context_length(context, m.config.n_ctx, "--context")

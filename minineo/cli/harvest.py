@@ -12,7 +12,8 @@ import typer
 
 from minineo import checks
 from minineo.cli.display import plural
-from minineo.cli.shared import ModelOption, app, check_options, claim_output, console, list_items, load_or_exit
+from minineo.cli.shared import (ModelOption, app, check_options, console, list_items, load_or_exit,
+                                output_folder)
 from minineo.errors import UserError
 
 QUIET_RANK_WAIT_S = 5.0  # how long a rank other than 0 waits to be ended by torchrun before saying its own error
@@ -33,7 +34,7 @@ def harvest(
     shard_rows: Optional[int] = typer.Option(None, help="rows per shard file (default: ~256 MiB of activations)"),
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK where GPUs exist, else cpu), cpu, cuda"),
 ) -> None:
-    """Activations of NAMES over CORPUS, written as a datasets folder SAE trainers read (see minineo.harvest).
+    """Activations of NAMES over CORPUS, written as a datasets folder SAE trainers read (see minineo.data.harvest).
 
     Run on many processes with `torchrun --nproc_per_node N -m minineo harvest ...`; re-run the same
     command after a crash to continue.
@@ -49,9 +50,11 @@ def harvest(
         if dtype is not None and dtype not in DTYPES:
             raise UserError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         rank, world, chosen = harvesting.init_distributed(device)
-        out = checks.writable_folder(out, "--out")  # a missing parent folder is refused, not created
-        if rank == 0:  # held until the summary is printed (the harvest itself claims it too, re-entrantly)
-            claim_output(out, "--out")
+        if rank == 0:  # held until the summary is printed (the harvest itself claims it too, re-entrantly); an
+            # existing --out that is not a harvest folder is refused now, before the model loads
+            out = output_folder(out, "--out", kind="harvest")
+        else:
+            out = checks.writable_folder(out, "--out")  # a missing parent folder is refused, not created
         try:
             m = load_or_exit(model, str(chosen), dtype=DTYPES[dtype or "float32"])
         except (FileNotFoundError, ValueError) as err:

@@ -35,6 +35,15 @@ def parse_receivers(text: str) -> str | list[tuple[int, int, str]]:
     return out
 
 
+def _unscored(grid, last: int):
+    """(layer, head) bool: the heads of layer `last` and later, which have no path to the receivers (not scored)."""
+    import torch
+
+    unscored = torch.zeros(grid.shape, dtype=torch.bool)
+    unscored[last:] = True
+    return unscored
+
+
 @app.command("path-patch")
 def path_patch(clean: str, corrupted: str,
                answer: str = typer.Option(..., help="the clean prompt's answer, e.g. ' Mary'"),
@@ -79,7 +88,7 @@ def path_patch(clean: str, corrupted: str,
         plots.patching_heatmap(change, plot, f"{model}: path patching every head -> {target}",
                                [f"H{h}" for h in range(m.config.n_heads)],
                                "change in normalised logit difference\n(0 = no effect, -1 = the corrupted run)", "head",
-                               anchors=plots.CHANGE)
+                               anchors=plots.CHANGE, unscored=_unscored(grid, last))
         console.print(f"wrote {plot}")
     if html:
         from minineo import views

@@ -146,9 +146,14 @@ NORMALISED = {0.0: "0 corrupted", 1.0: "1 clean"}  # activation patching: the no
 CHANGE = {0.0: "0 no effect", -1.0: "-1 corrupted"}  # path patching: its change from the clean run
 
 
+UNSCORED_COLOUR = "#9e9e9e"  # a mid grey: RdBu's 0 is near-white (246, 246, 246), so the two never look alike
+UNSCORED_LABEL = "not scored: no path"
+
+
 def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list[str], metric_name: str,
                      column_title: str = "position", anchors: dict[float, str] = NORMALISED,
-                     rows: list[str] | None = None, row_title: str = "layer") -> None:
+                     rows: list[str] | None = None, row_title: str = "layer",
+                     unscored: torch.Tensor | None = None) -> None:
     """Layer (down) x position or head (across) heatmap of patching results, colour scale centred at zero.
 
     `rows` labels the rows (default: the layer numbers), e.g. "L1H2" for a (layer, head) x position grid; like
@@ -156,6 +161,9 @@ def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list
     Columns labelled "clean/corrupted" (where the prompts differ) always keep their tick label.
     The scale always reaches the `anchors` (NORMALISED: 0 = the corrupted run, 1 = the clean one; CHANGE:
     0 = no effect, -1 = the corrupted run), which are ticks labelled with what they mean.
+    `unscored` (bool, the shape of `values`) marks cells that were not measured (path patching: heads with no path
+    to the receivers): drawn hatched in grey, outside the colour scale, and named in a legend ("not scored: no
+    path"), never as the scale's 0.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -165,8 +173,21 @@ def patching_heatmap(values: torch.Tensor, path: Path, title: str, columns: list
     width = min(MAX_WIDTH_IN, max(6.0, 0.3 * n_columns + 3))
     height = min(MAX_WIDTH_IN, max(3.5, (0.4 if rows is None else 0.2) * n_layers + 2.5))
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    limit = max([float(values.abs().max())] + [abs(t) for t in anchors])
-    image = ax.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch, Rectangle
+
+    hidden = torch.zeros(values.shape, dtype=torch.bool) if unscored is None else unscored.detach().cpu().bool()
+    scored = values[~hidden]
+    limit = max([float(scored.abs().max()) if scored.numel() else 0.0] + [abs(t) for t in anchors])
+    cmap = colormaps["RdBu"].with_extremes(bad=UNSCORED_COLOUR)
+    image = ax.imshow(np.ma.masked_array(values.numpy(), mask=hidden.numpy()), cmap=cmap, vmin=-limit, vmax=limit,
+                      aspect="auto")
+    for row, column in hidden.nonzero().tolist():
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.35", lw=0))
+    if bool(hidden.any()):
+        ax.legend(handles=[Patch(facecolor=UNSCORED_COLOUR, hatch="//", edgecolor="0.35", label=UNSCORED_LABEL)],
+                  loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False, fontsize="small")
     _position_ticks(ax, columns, width, keep=frozenset(i for i, c in enumerate(columns) if "/" in c))
     if rows is None:
         ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])

@@ -3,7 +3,8 @@ scripts, is minineo.boundary).
 
 Every command registered on `app` runs inside the boundary. A `UserError` (a mistake the user can fix)
 or an OSError (a path that cannot be read or written) prints one `error: ...` paragraph on stderr and
-exits with code 1; any other exception is a bug and keeps its traceback. `--debug` (before the
+exits with code 1; any other exception is a bug and keeps its traceback. A command line typer cannot parse
+(`--top 1.5` for an integer, an unknown option, a missing argument) is one `error:` line too, exit code 2 (`_Group`). `--debug` (before the
 sub-command) or MININEO_DEBUG=1 shows the traceback of user errors too.
 
 Options are checked at the door: `check_options` checks every numeric option (its range in the message), the
@@ -19,14 +20,19 @@ import contextlib
 import functools
 import inspect
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
+
+from typer.core import Abort, TyperGroup
+from typer.core import _click  # the click that typer runs on (typer 0.2x vendors its own copy)
 
 from minineo import checks, outputs, progress, report
 from minineo.boundary import debugging_by_environment, err_console, print_error
@@ -117,7 +123,7 @@ def help_paragraphs(doc: str | None) -> str:
 def _flags_show_no_type() -> None:
     """Help shows a flag as a flag (`--debug`, `--kl`), not with a value placeholder (`--debug <bool>`): typer 0.29
     renders every option's type in the help's type column, flags included, although a flag takes no value."""
-    from typer.core import TyperOption
+    from typer.core import TyperOption  # noqa: F811
 
     rendered = TyperOption.display_type_rich
     if getattr(rendered, "minineo_flags", False):
@@ -133,6 +139,55 @@ def _flags_show_no_type() -> None:
 _flags_show_no_type()
 
 
+def _given_value(err: Exception, args: list[str]) -> str | None:
+    """The text the user gave for the option a BadParameter is about (`--top 1.5` or `--top=1.5`), or None."""
+    param = getattr(err, "param", None)
+    if not isinstance(err, _click.exceptions.BadParameter) or param is None or not getattr(param, "opts", None):
+        return None
+    for i, arg in enumerate(args):
+        for opt in param.opts:
+            if arg == opt and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1:]
+    return None
+
+
+class _Group(TyperGroup):
+    """The app's click group: a usage error (an option typer cannot parse, `--top 1.5` for an integer, an unknown
+    option, a missing argument) is one `error:` line naming the option, the value and where to look (`minineo
+    COMMAND --help`), exit status 2 as click's; typer would draw a multi-line usage box."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.NoArgsIsHelpError as err:  # a bare `minineo` (or group): the help, as typer shows it
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(err)
+            sys.exit(err.exit_code)
+        except _click.exceptions.UsageError as err:
+            if debugging():
+                raise
+            where = err.ctx.command_path if err.ctx is not None else "minineo"
+            message = err.format_message().strip().rstrip(".")
+            value = _given_value(err, sys.argv[1:] if args is None else list(args))
+            if value is not None:  # `Invalid value for '--top' (got '1.5'): Input should be a valid integer`
+                message = message.replace(":", f" (got {value!r}):", 1)
+            print_error(UserError(f"{message} (see `{where} --help`)"))
+            sys.exit(err.exit_code)
+        except _click.exceptions.ClickException as err:  # another of click's errors (a file option it could not open)
+            print_error(UserError(err.format_message()))
+            sys.exit(err.exit_code)
+        except Abort:  # end of input at a prompt (typer's KeyboardInterrupt is Exit(130), returned as the code)
+            err_console.print(Text("aborted", style="bold red"))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 class App(typer.Typer):
     """A Typer app whose every command runs inside the error boundary."""
 
@@ -146,7 +201,7 @@ class App(typer.Typer):
 
 
 app = App(help="minineo: look inside GPT-2 and GPT-Neo. The default model is the embedded tiny GPT-Neo.",
-          no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+          cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
 @app.callback()
@@ -239,14 +294,29 @@ def claim_output(path: Path, what: str) -> None:
         _state["claimed"][key] = what
 
 
-def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "") -> Path:
+def output_path(path: Path, what: str, suffixes: tuple[str, ...] = (), default_suffix: str = "",
+                kind: str | None = None) -> Path:
     """The file to write: its folder must exist and be writable, and it must not be a folder.
 
-    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. The path is
-    claimed for the rest of the command (`claim_output`): a second command writing it meanwhile fails at once.
+    With `suffixes`, its extension must be one of them; a name without one gets `default_suffix`. With `kind` (one
+    of minineo.outputs.KINDS: "plot", "circuit", "eval"...), an existing file is replaced only when it holds that kind
+    of artefact (minineo.outputs.refuse_replacing); every command passes its kind. The path is claimed for the rest
+    of the command (`claim_output`): a second command writing it meanwhile fails at once.
     """
     path = checks.writable_file(path, what, suffixes, default_suffix)
     claim_output(path, what)
+    if kind is not None:
+        outputs.refuse_replacing(path, kind, what)
+    return path
+
+
+def output_folder(path: Path, what: str, kind: str) -> Path:
+    """The folder to write (`harvest --out`, `tune-lens --out`): its parent must exist (checks.writable_folder); it
+    is claimed for the rest of the command, and an existing one is replaced only when it holds that `kind` of
+    artefact (minineo.outputs.refuse_replacing), all before any work."""
+    path = checks.writable_folder(path, what)
+    claim_output(path, what)
+    outputs.refuse_replacing(path, kind, what)
     return path
 
 
@@ -254,7 +324,7 @@ def plot_path(plot: Optional[Path]) -> Optional[Path]:
     """The checked plot file (before any work is done), or None."""
     from minineo.cli.plots import SUFFIXES
 
-    return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png")
+    return None if plot is None else output_path(plot, "plot", SUFFIXES, default_suffix=".png", kind="plot")
 
 
 def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
@@ -267,7 +337,7 @@ def html_path(path: Optional[Path], option: str = "--html") -> Optional[Path]:
                         f"{path.with_name('page.html') if path.name.strip('.') else path / 'page.html'}")
     if path.name.endswith("."):  # "x." names no extension: x.html, not x..html
         path = path.with_name(path.name.rstrip("."))
-    return output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html")
+    return output_path(path, f"{option} page", (".html", ".htm"), default_suffix=".html", kind="page")
 
 
 HtmlOption = typer.Option(None, "--html", help="also write an interactive HTML page to this path (one self-contained "

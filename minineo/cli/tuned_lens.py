@@ -7,10 +7,9 @@ from typing import Optional
 
 import typer
 
-from minineo import checks
 from minineo.analysis.tuned_lens import train_tuned_lens
-from minineo.analysis.tuned_lens_files import check_output
-from minineo.cli.shared import DeviceOption, ModelOption, app, check_options, claim_output, console, load_or_exit
+from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit,
+                                output_folder)
 
 
 @app.command("tune-lens")
@@ -28,9 +27,9 @@ def tune_lens(
 ) -> None:
     """Train a tuned lens (one affine translator per layer) for a model on a corpus, and save it."""
     check_options(steps=(steps, ">= 1"), batch_size=(batch_size, ">= 1"), context=(context, ">= 2"), lr=(lr, "> 0"))
-    out = checks.writable_folder(out, "--out")  # a missing parent folder is refused, not created
-    check_output(out)  # before training, not after: a wrong --out must not waste the run
-    claim_output(out, "--out")  # held until the lens is written and reported
+    # a missing parent folder is refused, not created; an existing --out that is not a tuned-lens folder is refused
+    # before training, not after (a wrong --out must not waste the run); held until the lens is written and reported
+    out = output_folder(out, "--out", kind="tuned-lens")
     m = load_or_exit(model, device)
     lens = train_tuned_lens(m, corpus, steps=steps, batch_size=batch_size, context=context, optimizer=optimizer,
                             lr=lr, text_field=text_field)

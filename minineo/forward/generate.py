@@ -60,7 +60,8 @@ def generate(
       row needed. `pad_token_id` defaults, as in HF, to the model's (`model.generation_config.pad_token_id`,
       from the same file as its stop ids), else the first stop id.
 
-    Raises UserError for a negative `max_new_tokens`, a prompt that does not fit n_ctx with the new
+    Raises UserError for a right-padded `attention_mask` (a 0 after a row's real tokens: pad on the left), a
+    negative `max_new_tokens`, a prompt that does not fit n_ctx with the new
     tokens, a non-positive sampling temperature, a bad `top_k`, a stop/pad id that is not a token id
     of the vocabulary (0..d_vocab-1; a bool or float is not an id, a numpy integer is; a set of stop ids is
     not a list), or a sampling option (`temperature` other than 1.0, `top_k`, `generator`) without
@@ -81,6 +82,8 @@ def generate(
     stop_ids = _stop_ids(model, eos_token_id)
     pad = _pad_id(model, pad_token_id, stop_ids)
     tokens, attention_mask = model.token_batch(tokens, attention_mask)
+    if attention_mask is not None:
+        _refuse_right_padding(attention_mask)
     batch, prompt = tokens.shape
     if prompt + max_new_tokens > model.config.n_ctx:
         raise UserError(f"prompt ({prompt}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.config.n_ctx}")
@@ -108,6 +111,20 @@ def generate(
         position_ids = position_ids + 1  # every new token is real: the next position of its row
         logits = model.decode(next_token[:, None], kv, position_ids)
     return out
+
+
+def _refuse_right_padding(attention_mask: torch.Tensor) -> None:
+    """A mask with a 0 after a 1 in a row (right padding, [1, 1, 1, 0, 0]) is a UserError: every row continues from
+    the batch's last position, so a right-padded row would continue after its pads (HF's generate only warns)."""
+    mask = attention_mask.bool()
+    after = mask[:, :-1] & ~mask[:, 1:]  # (batch, pos - 1): a real token followed by a pad
+    if bool(after.any()):
+        row = int(after.any(-1).nonzero()[0, 0])
+        position = int(after[row].nonzero()[0, 0]) + 1
+        raise UserError(f"attention_mask row {row} is right-padded (a 0 at position {position} after real tokens, "
+                        f"{attention_mask[row].tolist()[:12]}{'...' if attention_mask.shape[1] > 12 else ''}): "
+                        "generation continues every row from the last position, so pad on the left (HF: "
+                        "tokenizer.padding_side = 'left'; a list of texts given to generate is padded on the left)")
 
 
 def _stop_ids(model: Model, eos_token_id: object) -> list[int] | None:

@@ -143,8 +143,6 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{name} must be at least 1 (got {value})")
     if not args.lr > 0:
         parser.error(f"--lr must be positive (got {args.lr})")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file; give a folder (it is created if missing)")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     recipe = Recipe(steps=args.steps, lr=args.lr)
@@ -153,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.ExitStack() as claims:
         try:  # held from before training to the card: a second run writing the same folder fails now, not after it
             claims.enter_context(outputs.claim(out, "--out"))
+            # a file, an SAE folder, any folder that is not a model's: refused now, not after training into it
+            outputs.refuse_replacing(out, "model", "--out")
         except UserError as err:
             parser.error(str(err))
         start = time.time()
