@@ -86,8 +86,13 @@ def _sizes(parts: int, example: str):
 
 
 def main(argv: list[str] | None = None) -> Run:
+    from minineo import report
     from minineo.boundary import ScriptParser
     from minineo.cli.shared import check_device_option
+
+    import transformers  # noqa: F401 (imported first, so that its progress bars can be switched off)
+
+    report.quiet_third_parties()  # HF's "Loading weights" / "Writing model shards" bars stay out of the report
 
     models_known = tuple(hf_configs(False))
     parser = ScriptParser("benchmarks", description=description(__doc__))
