@@ -262,21 +262,22 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
 
 
 def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
-    """UserError unless every in-circuit edge's sender and receiver nodes are in the circuit (`logits` always is):
-    an edge marked in while a node it touches is marked out is a file whose two records disagree."""
-    from minineo.discovery.circuits import receiver_nodes  # circuits imports nothing of this module
+    """UserError when a node is marked out of the circuit although it has an in-circuit edge in and one out (`input`:
+    one out): EAP-IG's apply_topn marks such a node in, and prune keeps it, so the file's two records disagree. (An
+    unpruned file may hold edges into a node without an edge out, or out of one without an edge in: EAP-IG's own
+    unpruned circuits do; those nodes are out, and pruning removes those edges.)"""
+    from minineo.discovery.circuits import _nodes_with_edges_in_and_out, receiver_nodes  # no cycle: circuits
+    # imports nothing of this module
 
     owner = receiver_nodes(graph)
-    edges = graph.in_graph & graph.real_edges
-    receiver_out = torch.zeros(graph.n_receivers, dtype=torch.bool)
-    receiver_out[owner >= 0] = ~graph.nodes_in_graph[owner[owner >= 0]]
-    bad = edges & (~graph.nodes_in_graph[:, None] | receiver_out[None, :])
+    bad = _nodes_with_edges_in_and_out(graph, owner) & ~graph.nodes_in_graph
     if bool(bad.any()):
-        s, r = bad.nonzero()[0].tolist()
-        node = graph.sender_names[s] if not graph.nodes_in_graph[s] else graph.sender_names[int(owner[r])]
-        raise UserError(f"{where}: {field} marks node {node!r} out of the circuit (in_graph false), but "
-                        f"{int(bad.sum())} of its edges are in_graph true (first: {graph.sender_names[s]}->"
-                        f"{graph.receiver_names[r]}); the two records disagree: mark the node in, or its edges out")
+        node = int(bad.nonzero()[0])
+        edges = graph.in_graph & graph.real_edges
+        n = int(edges[node].sum()) + int(edges[:, owner == node].sum())
+        raise UserError(f"{where}: {field} marks node {graph.sender_names[node]!r} out of the circuit (in_graph "
+                        f"false), but {n} of its edges, in and out, are in_graph true; the two records disagree: "
+                        "mark the node in, or its edges out")
 
 
 TASK_KEYS = {"name": str, "n_pairs": int, "pairs": str}
