@@ -109,5 +109,5 @@ def test_a_task_written_is_read_back(tmp_path):
     graph = files.load_graph(EAP_IG.with_suffix(".json"))
     task = files.task_document("ioi", 8, "0123456789abcdef", n=8, seed=0)
     for suffix in (".json", ".pt"):
-        path = files.save_graph(graph, tmp_path / f"c{suffix}", task=task)
+        path = files.save_graph(graph, tmp_path / f"c{suffix}", computed_on=task)
         assert files.read_file(path)[1]["task"] == task

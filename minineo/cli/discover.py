@@ -263,17 +263,19 @@ def discover(ctx: typer.Context, model: str = ModelOption,
             raise UserError(f"ACDC's --threshold {threshold if threshold is not None else 0.01:g} keeps no edge "
                             "(every edge changed the metric by less); an empty circuit is the corrupted run, not a "
                             "finding; give a smaller --threshold")
-        elif threshold is not None:
-            raise UserError(f"--threshold {threshold:g} keeps {plural(before, 'edge')} but none after pruning (none "
-                            "lies on a path from input to logits); give a smaller --threshold, or --top N")
+        elif threshold is not None:  # apply_threshold refused a threshold keeping nothing; pruning emptied it
+            report.warn(f"--threshold {threshold:g} keeps {plural(before, 'edge')} but none after pruning (none lies "
+                        "on a path from input to logits), so the circuit is empty and its faithfulness 0 by "
+                        "construction, not a finding; give a smaller --threshold, or --top N")
         else:
-            raise UserError(f"--top {top} keeps no edge after pruning (its {plural(before, 'edge')} lie on no path "
-                            f"from input to logits, so the circuit is empty); give a larger --top")
+            report.warn(f"--top {top} keeps no edge after pruning (its {plural(before, 'edge')} lie on no path from "
+                        "input to logits), so the circuit is empty and its faithfulness 0 by construction, not a "
+                        "finding; give a larger --top")
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
     signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
-        files.save_graph(graph, out, curve=absolute, task=record)
+        files.save_graph(graph, out, curve=absolute, computed_on=record)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
                   "(mean logit difference answer - wrong at the last position)")
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "

@@ -85,9 +85,9 @@ def curve_document(curve: FaithfulnessCurve | None) -> dict[str, Any] | None:
 
 
 def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
-                task: dict[str, Any] | None = None) -> dict[str, Any]:
+                computed_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
-    `curve` as the extra key "faithfulness" when given (see `curve_document`) and `task` as the extra key "task"
+    `curve` as the extra key "faithfulness" when given (see `curve_document`) and `computed_on` as the extra key "task"
     (see `task_document`)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
@@ -98,19 +98,19 @@ def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
     faithfulness = curve_document(curve)
     if faithfulness is not None:
         document["faithfulness"] = faithfulness
-    if task is not None:
-        document["task"] = check_extras({"task": task}, "task")["task"]
+    if computed_on is not None:
+        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
     return document
 
 
 @checks.typed
 def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
-            task: dict | None = None) -> Path:
+            computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
-    curve `curve` as an extra key the views read and EAP-IG ignores (`task`: the extra key "task", see
+    curve `curve` as an extra key the views read and EAP-IG ignores (`computed_on`: the extra key "task", see
     `task_document`). Returns the path."""
     path = checks.writable_file(path, "path")
-    document = to_document(graph, curve, task)
+    document = to_document(graph, curve, computed_on)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -122,9 +122,9 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
 
 @checks.typed
 def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
-          task: dict | None = None) -> Path:
+          computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
-    and `task` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
+    and `computed_on` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
     weights_only)."""
     path = checks.writable_file(path, "path")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
@@ -133,22 +133,22 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
     faithfulness = curve_document(curve)
     if faithfulness is not None:
         document["faithfulness"] = faithfulness
-    if task is not None:
-        document["task"] = check_extras({"task": task}, "task")["task"]
+    if computed_on is not None:
+        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
     _write_atomic(path, lambda temp: torch.save(document, temp))
     return path
 
 
 @checks.typed
 def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
-               task: dict | None = None) -> Path:
+               computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
-    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws, `task` (see
+    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws, `computed_on` (see
     `task_document`) in the extra key "task"."""
     path = Path(path)
     suffix = _suffix(path)
     write = to_json if suffix == ".json" else to_pt
-    return write(graph, path, curve=curve, task=task)
+    return write(graph, path, curve=curve, computed_on=computed_on)
 
 
 def _suffix(path: Path) -> str:
