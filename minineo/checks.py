@@ -747,3 +747,29 @@ def fields(instance: Any) -> None:
         if alternatives and all(alt is not None for alt in alternatives) and not any(t(value) for t, _ in alternatives):
             words = " or ".join(dict.fromkeys(words for _, words in alternatives))
             raise WrongTypeError(f"{type(instance).__name__}: {field.name} must be {words}, got {describe(value)}")
+
+
+SMALL_GAP = 0.1  # metric units (nats of logit difference): below this, normalising by the gap magnifies noise
+SMALL_GAP_SHARE = 0.01  # or below 1% of the larger of the two values' magnitudes
+
+
+def metric_gap_warnings(clean: float, corrupted: float, clean_name: str = "m(clean)",
+                        corrupted_name: str = "m(corrupted)") -> list[str]:
+    """The warnings (messages; the caller says them through minineo.report.warn) for numbers normalised by
+    (value - corrupted) / (clean - corrupted): one when the gap |clean - corrupted| is below SMALL_GAP metric units
+    or below SMALL_GAP_SHARE of max(|clean|, |corrupted|) (the normalised numbers then divide noise by almost
+    nothing), one when clean < corrupted (the task's direction is reversed: 1 and 0 swap meaning, and a "faithful"
+    circuit is one that prefers the wrong answer). [] for a gap of a clear sign and size. The one rule of
+    `minineo discover`, minineo.discovery and path patching."""
+    said = []
+    gap = clean - corrupted
+    if abs(gap) < max(SMALL_GAP, SMALL_GAP_SHARE * max(abs(clean), abs(corrupted))):
+        said.append(f"{clean_name} {clean:+.3f} and {corrupted_name} {corrupted:+.3f} differ by only {abs(gap):.3f} "
+                    f"(under {SMALL_GAP:g} metric units or 1% of their size), so the normalised numbers, divided by "
+                    "that gap, are unreliable; choose prompts and answers whose runs differ clearly")
+    if gap < 0:
+        said.append(f"{clean_name} {clean:+.3f} is below {corrupted_name} {corrupted:+.3f}: the task's direction is "
+                    "reversed (the clean run prefers the answer less than the corrupted run does), so 1 and 0 of the "
+                    "normalised numbers swap meaning; check the answer and the wrong answer (a leading space?), or "
+                    "swap them")
+    return said

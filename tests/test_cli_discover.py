@@ -335,6 +335,8 @@ def test_the_table_gives_each_ranking_its_own_pruned_size_and_the_file_holds_the
     # the file: EAP-IG's keys as they were, and the |score| curve beside them, the table's numbers
     document = json.loads(out.read_text()) if suffix == ".json" else torch.load(out, weights_only=True)
     curve = document.pop("faithfulness")
+    task = document.pop("task")  # what the scores were computed on, another extra key EAP-IG ignores
+    assert task["n_pairs"] == 8 and set(task) >= {"name", "pairs"}
     assert curve["ranking"] == "absolute" and curve["n_edges"] == [int(r[1]) for r in rows]
     assert curve["n_kept"] == [int(r[2]) for r in rows]
     assert [f"{f:.3f}" for f in curve["faithfulness"]] == [r[3] for r in rows]

@@ -11,7 +11,7 @@ import minineo
 from minineo.discovery import Graph
 from minineo.discovery.patched import evaluate
 from minineo.discovery.acdc import _PatchedRuns, acdc, acdc_order, kl_metric
-from minineo.discovery.faithfulness import faithfulness
+from minineo.discovery.faithfulness import empty_metric, faithfulness, full_metric
 from minineo.discovery.pairs import logit_diff
 from minineo.discovery.tasks import induction_pairs, ioi_pairs
 from minineo.errors import UserError
@@ -51,7 +51,9 @@ def test_default_acdc_keeps_a_faithful_smaller_circuit_on_ioi(name):
     # every removed, measured edge changed the metric by less than the threshold when it was removed; every kept
     # edge's measured change was at least the threshold (or it was pruned away later)
     kept = circuit.in_graph & circuit.real_edges
-    assert bool((circuit.scores[kept].abs() >= 0.01).all())  # a kept edge was measured at or above the threshold
+    gap = full_metric(model, pairs) - empty_metric(model, Graph.from_model(model), pairs)
+    # scores are metric units; the threshold reads them divided by m(full) - m(empty)
+    assert bool((circuit.scores[kept].abs() >= 0.01 * abs(gap) * (1 - 1e-5)).all())
 
 
 def test_threshold_zero_keeps_everything_and_a_huge_one_nothing(gpt2):

@@ -104,7 +104,7 @@ def test_an_edge_out_of_a_head_with_zero_W_O_scores_zero_by_every_method(name):
     graph = Graph.from_model(model)
     s = graph.sender_index(0, 2)
     for method in METHODS:
-        attribute(model, graph, pairs, method=method, ig_steps=2)
+        attribute(model, graph, pairs, method=method, **({"ig_steps": 2} if method.startswith("eap-ig") else {}))
         assert bool((graph.scores[s] == 0).all()), method
         assert bool(graph.scores[graph.sender_index(0, 1)].ne(0).any()), method  # the other heads still score
 
@@ -156,8 +156,9 @@ def test_eap_ig_inputs_converges_to_exact_where_integrated_gradients_is_exact():
 def test_per_position_scores_sum_to_the_edge_scores(method):
     model = minineo.load("tiny-neo")
     pairs = random_pairs(1, 3, 9, vocab=model.config.d_vocab)
-    whole = attribute(model, Graph.from_model(model), pairs, method=method, ig_steps=2).scores
-    graph = attribute(model, Graph.from_model(model), pairs, method=method, ig_steps=2, per_position=True)
+    steps = {"ig_steps": 2} if method.startswith("eap-ig") else {}
+    whole = attribute(model, Graph.from_model(model), pairs, method=method, **steps).scores
+    graph = attribute(model, Graph.from_model(model), pairs, method=method, per_position=True, **steps)
     assert graph.position_scores.shape == (9, graph.n_senders, graph.n_receivers)
     assert float((graph.position_scores.sum(0) - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
     into_logits = graph.position_scores[:, :, graph.logits_index]  # the metric reads the last position only

@@ -128,7 +128,10 @@ def path_patching(
     model: Model, clean_tokens, corrupted_tokens, metric: Metric, senders="heads", receivers="logits", *,
     attention_mask: torch.Tensor | None = None, memory_budget: int = 2**30,
 ) -> torch.Tensor:
-    """Path patching's metric: (layer, head) for senders="heads", a 0-d tensor for an explicit sender set."""
+    """Path patching's metric: (layer, head) for senders="heads", a 0-d tensor for an explicit sender set.
+
+    When the metric's values on the clean and the corrupted run are close (or the clean one is lower), minineo.report
+    warns that results normalised by their gap are unreliable (checks.metric_gap_warnings)."""
     checks.function(metric, "metric", "logits (batch, pos, d_vocab) -> a scalar")
     variants = check_senders(model, senders)
     receivers = check_receivers(model, receivers)
@@ -138,8 +141,9 @@ def path_patching(
     clean_names = [f"blocks.{layer}.{site}" for layer in layers
                    for site in ("resid_pre", "attn_out", "attn.z", "attn.k", "attn.v")]
     clean_logits, clean_cache = model.run_with_cache(clean, names=clean_names, attention_mask=mask)
-    _, corrupted_cache = model.run_with_cache(corrupted, names=[f"blocks.{layer}.attn.z" for layer in layers],
-                                              attention_mask=mask)
+    corrupted_logits, corrupted_cache = model.run_with_cache(
+        corrupted, names=[f"blocks.{layer}.attn.z" for layer in layers], attention_mask=mask)
+    _say_gap(metric, clean_logits, corrupted_logits)
     # each head's change of output: (batch, pos, head, d_model) from z and W_O (the caches' attn.result), and
     # where it is nonzero, (batch, pos, head)
     delta, changed = {}, {}
@@ -153,6 +157,18 @@ def path_patching(
     if senders == "heads":
         return torch.tensor(values, dtype=torch.float64).view(cfg.n_layers, cfg.n_heads)
     return torch.tensor(values[0], dtype=torch.float64)
+
+
+def _say_gap(metric: Metric, clean_logits: torch.Tensor, corrupted_logits: torch.Tensor) -> None:
+    """minineo.report's warnings of checks.metric_gap_warnings on the metric of the clean and the corrupted run: a
+    gap near 0 or of the wrong sign makes normalised results meaningless (a scalar metric only)."""
+    from minineo import report
+
+    values = [metric(logits) for logits in (clean_logits, corrupted_logits)]
+    if all(isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point() for v in values):
+        for message in checks.metric_gap_warnings(float(values[0]), float(values[1]), "the metric on the clean run",
+                                                  "on the corrupted run"):
+            report.warn(message)
 
 
 class _Sweep:

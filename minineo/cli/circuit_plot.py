@@ -3,7 +3,8 @@
 Rows from the bottom: `input`, then per layer a row of heads and above it the layer's MLP, `logits` on top. Every
 node of the model is a faint dot; the circuit's nodes are boxes. A head's box has its name on top and three cells
 below, q, k and v: an edge into the head ends at the cell of the input it feeds (a used cell is shaded), so query,
-key and value composition read apart at 12 x 12 heads. An edge's width follows |score| (the legend gives the scale)
+key and value composition read apart at 12 x 12 heads. An edge's width follows |score| (the legend gives the scale
+in the scores' unit; with no edge drawn it says so and gives none)
 and its colour the sign, as the HTML circuit view draws them: blue when removing the edge lowers the metric (score
 < 0 in EAP-IG's noising form, the usual kind of important edge), red when removing it raises the metric.
 """
@@ -120,27 +121,32 @@ def _draw_node(ax, name: str, x: float, y: float) -> None:
     ax.text(x, y, name, ha="center", va="center", fontsize=NAME_PT, zorder=6, gid=f"node {name}")
 
 
-def _legend(fig, top: float) -> None:
-    """What colour and width mean (with the |score| scale) and where an edge into a head ends."""
+def _legend(fig, top: float | None, unit: str) -> None:
+    """What colour and width mean (with the |score| scale in `unit`) and where an edge into a head ends. With no edge
+    drawn (`top` None) there is no width scale to give, and the legend says so instead of inventing one."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     handles = [Line2D([], [], color=NEGATIVE, lw=3, label="blue: score < 0, removing the edge lowers the metric"),
                Line2D([], [], color=POSITIVE, lw=3, label="red: score > 0, removing the edge raises the metric")]
-    for share in (1.0, 0.5, 0.1):
-        width = edge_style(share * top, top)["linewidth"]
-        handles.append(Line2D([], [], color="#555555", lw=width, label=f"width: |score| {share * top:.3g}"
-                              + (" (the largest)" if share == 1.0 else "")))
+    if top is None:
+        handles.append(Line2D([], [], color="none", label="no edge in the circuit: no width scale"))
+    else:
+        for share in (1.0, 0.5, 0.1):
+            width = edge_style(share * top, top)["linewidth"]
+            handles.append(Line2D([], [], color="#555555", lw=width, label=f"width: |score| {share * top:.3g} {unit}"
+                                  + (" (the largest)" if share == 1.0 else "")))
     handles.append(Patch(fc=PORT_USED, ec="black", label="q / k / v cell of a head: the input an edge feeds"))
     fig.legend(handles=handles, loc="outside lower left", fontsize=AXIS_PT, frameon=False, ncol=3, handlelength=3)
 
 
-def _graph_panel(ax, graph: Graph) -> float:
-    """Draw the layered graph on `ax`; returns the largest |score| drawn (the width scale's top)."""
+def _graph_panel(ax, graph: Graph) -> float | None:
+    """Draw the layered graph on `ax`; returns the largest |score| drawn (the width scale's top), None when no edge
+    (or only edges of score 0) is drawn."""
     pos = positions(graph)
     edges = circuit_edges(graph)
-    top = max((abs(score) for _, score in edges), default=1.0) or 1.0
-    _draw_edges(ax, edges, pos, top)
+    top = max((abs(score) for _, score in edges), default=0.0) or None
+    _draw_edges(ax, edges, pos, top or 1.0)
     _draw_nodes(ax, graph, pos, edges)
     L = graph.n_layers
     ax.set_xlim(-0.6, graph.n_heads - 0.4)
@@ -175,15 +181,17 @@ def figure_size(graph: Graph, with_curve: bool) -> tuple[float, float]:
     return graph_w + (5.5 if with_curve else 0.0), graph_h + 2.0  # + the legend below the graph
 
 
-def circuit_figure(graph: Graph, curve: FaithfulnessCurve | None, path: Path, title: str) -> None:
+def circuit_figure(graph: Graph, curve: FaithfulnessCurve | None, path: Path, title: str,
+                   unit: str = "(logit difference)") -> None:
     """Draw `graph`'s circuit (its in_graph edges and nodes_in_graph) and, when given, the faithfulness curve, to
-    `path` (its extension names the format: minineo.cli.plots.SUFFIXES)."""
+    `path` (its extension names the format: minineo.cli.plots.SUFFIXES); `unit` is the scores' unit, said in the
+    legend's width scale."""
     plt = plots._pyplot()
     width, height = figure_size(graph, curve is not None)
     fig = plt.figure(figsize=(width, height), layout="constrained")
     grid = fig.add_gridspec(1, 2 if curve is not None else 1, width_ratios=[width - 5.5, 5.5] if curve else [1])
     top = _graph_panel(fig.add_subplot(grid[0, 0]), graph)
-    _legend(fig, top)
+    _legend(fig, top, unit)
     if curve is not None:
         _curve_panel(fig.add_subplot(grid[0, 1]), curve)
     plots._title(fig, title)

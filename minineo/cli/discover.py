@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-from minineo import checks
+import math
+
+from minineo import checks, report
 from minineo.cli.display import plural, titled_table
 from minineo.cli.circuit_plot import circuit_figure
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path,
@@ -95,15 +97,46 @@ def check_reuse(circuit: Optional[Path], out: Optional[Path]) -> None:
                          "minineo discover --out or EAP-IG wrote")
 
 
+DEFAULT_BATCH = 32  # pairs per forward: memory stays bounded (about 3.6 MB a pair at once on eap-ig-inputs)
+LARGE_RUN = 1000  # pairs past which the cost is said up front
+
+
+def task_record(task: str, n: int, seed: int, pairs) -> dict:
+    """The "task" key of the written file (files.task_document): what the scores were computed on."""
+    from minineo.discovery import files, tasks
+    from minineo.discovery.acdc import pairs_fingerprint
+
+    more = {} if tasks.is_file_task(task) else {"n": n, "seed": seed}
+    return files.task_document(task, len(pairs), pairs_fingerprint(pairs), **more)
+
+
+def task_text(record: dict) -> str:
+    name = record["name"]
+    if "n" in record and "seed" in record:
+        return f"--task {name} --n {record['n']} --seed {record['seed']}"
+    return f"--task {name} ({record['n_pairs']} pairs)"
+
+
+def say_other_pairs(circuit: Path, extras: dict, here: dict) -> None:
+    """One line on stderr when the --from file was found on other pairs than the ones it is evaluated on now."""
+    from minineo import report
+
+    found = extras.get("task")
+    if found is not None and found["pairs"] != here["pairs"]:
+        report.warn(f"--from {circuit} was found on {task_text(found)}; it is evaluated here on other pairs, "
+                    f"{task_text(here)}, so its faithfulness can differ from the one at discovery; give "
+                    f"{task_text(found)} to evaluate it on its own pairs")
+
+
 def read_circuit(circuit: Path, m, model: str, model_given: bool):
-    """The --from file, checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
+    """(the graph, the file's extra keys) of the --from file, checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
     only: the user must say which model it was found on (--model, given explicitly); it is then marked as asserted
     (`cfg.model_asserted` in a copy written with --out), and stderr says the file carried no identity."""
     from minineo import report
     from minineo.discovery import files
 
-    with report.collect():  # load_graph's own note on a file without identity: said below, in the command's words
-        graph = files.load_graph(circuit, m)
+    with report.collect():  # read_file's own note on a file without identity: said below, in the command's words
+        graph, extras = files.read_file(circuit, m)
     if graph.model is None:
         if not model_given:
             raise UserError(f"--from {circuit} carries no model identity (EAP-IG's own files name none), so whether "
@@ -112,7 +145,7 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
         graph.model, graph.model_asserted = m.source, True
         report.warn(f"--from {circuit} carries no model identity; checked by shape only, and taken as {model}'s "
                     "because --model says so (a copy written with --out records the model as asserted)")
-    return graph
+    return graph, extras
 
 
 def curve_table(signed, absolute, title: str):
@@ -153,7 +186,9 @@ def discover(ctx: typer.Context, model: str = ModelOption,
                                                     "instead of running a method: its scores and circuit"),
              n: int = typer.Option(32, "--n", help="pairs for ioi / induction"),
              seed: int = typer.Option(0, help="seed of the ioi / induction pairs"),
-             batch_size: Optional[int] = typer.Option(None, help="pairs per forward pass (default: all)"),
+             batch_size: Optional[int] = typer.Option(None, help=f"pairs per forward pass (default "
+                                                     f"{DEFAULT_BATCH}: memory stays bounded; the results do not "
+                                                     "depend on it beyond float round-off)"),
              device: str = DeviceOption) -> None:
     """Find the circuit of a task: the edges between embeddings, heads' q/k/v inputs, MLPs and logits that carry it.
 
@@ -173,21 +208,40 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     check_reuse(circuit, out)
     out = None if out is None else output_path(out, "--out circuit file", files.SUFFIXES, default_suffix=".json", kind="circuit")
     plot = plot_path(plot)
+    if state is not None:  # claimed (another run's collision names its pid) and checked before any work
+        from minineo.discovery.acdc import load_state
+
+        state = output_path(state, "--state file")
+        load_state(state)
+    batch_size = batch_size or DEFAULT_BATCH
     m = load_or_exit(model, device)
     graph = discovery.Graph.from_model(m)
     if top > graph.n_edges:
         raise UserError(f"--top must be between 1 and the model's {graph.n_edges} edges, got {top}")
     with working(f"tokenizing the {task} pairs"):
         pairs = tasks.task_pairs(m, task, n, seed)
+    if len(pairs) > LARGE_RUN:
+        report.warn(f"{len(pairs)} pairs: every pass runs in {math.ceil(len(pairs) / batch_size)} batches of "
+                    f"{batch_size} (--batch-size), and the time grows with the pairs (thousands take minutes, "
+                    f"ACDC far longer); give a smaller --n (or fewer rows) for a quick look")
     with working("m(full) and m(empty)"):
         full = full_metric(m, pairs, batch_size=batch_size)
         empty = empty_metric(m, graph, pairs, batch_size=batch_size)
     normalised(full, full, empty)  # a UserError when both runs agree
+    for message in checks.metric_gap_warnings(full, empty, "m(full)", "m(empty)"):
+        report.warn(f"{message} (faithfulness is normalised by m(full) - m(empty))")
+    record = task_record(task, n, seed, pairs)
     if circuit is not None:
-        graph = read_circuit(circuit, m, model, "model" in given)
+        graph, extras = read_circuit(circuit, m, model, "model" in given)
+        say_other_pairs(circuit, extras, record)
         how = f"read from {circuit}"
     elif method == "acdc":
-        graph = discovery.acdc(m, pairs, threshold=threshold, kl=kl, state=state, batch_size=batch_size, graph=graph)
+        with report.collect() as said:  # its note on an empty circuit is this command's error below
+            graph = discovery.acdc(m, pairs, threshold=threshold, kl=kl, state=state, batch_size=batch_size,
+                                   graph=graph)
+        for message in said:
+            if "keeps no edge" not in message:
+                report.warn(message)
         how = f"ACDC, threshold {threshold if threshold is not None else 0.01:g}{' (KL)' if kl else ''}"
     else:
         from minineo.discovery.attribution import attribute
@@ -201,11 +255,27 @@ def discover(ctx: typer.Context, model: str = ModelOption,
             circuits.apply_topn(graph, top, absolute=True, prune=False)
             how = f"{method}, top {top} by |score|"
     before, after = circuits.prune(graph)
+    if not after:
+        if circuit is not None:
+            report.warn(f"the circuit of --from {circuit} has no edge after pruning: its faithfulness is 0 by "
+                        "construction (the corrupted run), not a finding")
+        elif method == "acdc":
+            raise UserError(f"ACDC's --threshold {threshold if threshold is not None else 0.01:g} keeps no edge "
+                            "(every edge changed the metric by less); an empty circuit is the corrupted run, not a "
+                            "finding; give a smaller --threshold")
+        elif threshold is not None:  # apply_threshold refused a threshold keeping nothing; pruning emptied it
+            report.warn(f"--threshold {threshold:g} keeps {plural(before, 'edge')} but none after pruning (none lies "
+                        "on a path from input to logits), so the circuit is empty and its faithfulness 0 by "
+                        "construction, not a finding; give a smaller --threshold, or --top N")
+        else:
+            report.warn(f"--top {top} keeps no edge after pruning (its {plural(before, 'edge')} lie on no path from "
+                        "input to logits), so the circuit is empty and its faithfulness 0 by construction, not a "
+                        "finding; give a larger --top")
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
     signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
-        files.save_graph(graph, out, curve=absolute)
+        files.save_graph(graph, out, curve=absolute, computed_on=record)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
                   "(mean logit difference answer - wrong at the last position)")
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
@@ -215,7 +285,8 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     if out is not None:
         console.print(f"wrote {out}")
     if plot:
-        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}")
+        unit = "nats (KL)" if method == "acdc" and kl and circuit is None else "(logit difference)"
+        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}", unit)
         console.print(f"wrote {plot}")
 
 

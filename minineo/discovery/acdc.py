@@ -4,35 +4,40 @@ the full graph edge by edge with the exact edge-patched forward (`evaluate`).
 Receivers are visited in reverse topological order (`logits`, then `m{L-1}`, the heads of layer L-1 (their q, k, v
 inputs), `m{L-2}`, ...), and each receiver's incoming edges from its latest sender to its earliest. Each edge is
 removed from the current circuit C and the patched run measured:
-  - metric mode (default): the change d = m(C without e) - m(C) of the mean metric, in units of the gap
-    m(full) - m(empty), so thresholds read as fractions of the behaviour; the edge goes when |d| < threshold
+  - metric mode (default): the change m(C without e) - m(C) of the mean metric, divided by the gap
+    m(full) - m(empty) to give d, so thresholds read as fractions of the behaviour; the edge goes when |d| < threshold
     (`absolute=True`, the default: it moves the behaviour neither way), or when d > -threshold (`absolute=False`,
     ACDC's signed rule: removing it does not lower the metric by threshold or more);
   - KL mode (`kl=True`, ACDC's default objective): d = KL(C without e) - KL(C), KL(full clean logits || circuit
     logits) at the last position, mean over pairs, in nats; the edge goes when d < threshold.
 Once removed an edge stays out and C is updated. A node none of whose outgoing edges is left cannot affect the
 output, so its incoming edges are removed without a forward (exact: its children read its corrupted output). Each
-edge's measured d goes into `graph.scores` (0 for those removed unmeasured); the result is pruned as EAP-IG prunes.
+measured edge's change goes into `graph.scores` in the metric's own units, like every other method's scores (metric
+mode: m(C without e) - m(C), not divided by the gap; KL mode: KL(C without e) - KL(C) in nats), 0 for those removed
+unmeasured; the result is pruned as EAP-IG prunes. Unlike `attribute`'s scores (one edge corrupted in the full
+graph), each is measured against the circuit left at the edge's turn.
 
 Cost: one patched run (two forwards of the pairs) per measured edge, run one after another since each decision
 changes C: for models up to a few thousand edges (the zoo's 110 take seconds); GPT-2 small's 32,491 would take hours,
 use `attribute` there. `state` names a JSON file holding every decision so far, written after each one through a
 temporary file and a rename: a crash or Ctrl-C loses at most the edge being measured, and the same call resumes.
 The state records what it was computed on (the model by name, a hash of the pairs, the metric, threshold and mode):
-another run is refused, both named, rather than handed the first run's circuit.
+another run is refused, both named, rather than handed the first run's circuit. A damaged state (a field of the wrong
+type, out of range, not finite, or decisions that do not fit the visiting order) is refused, naming the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from minineo import checks, outputs
-from minineo import progress
+from minineo import progress, report
 from minineo.discovery import circuits
 from minineo.discovery.faithfulness import full_metric
 from minineo.discovery.graph import Graph
@@ -47,6 +52,10 @@ if TYPE_CHECKING:
 
 DEFAULT_THRESHOLD = 0.01  # normalised metric units; keeps a faithful circuit on both zoo models' IOI (docs/discovery.md)
 DEFAULT_KL_THRESHOLD = 0.01  # nats
+# what graph.scores (and a state file's "scores" / "removed") hold: recorded in the state's settings, so a state of an
+# older minineo (whose scores were divided by m(full) - m(empty)) is refused rather than mixed in
+SCORE_UNIT = "metric: m(C without e) - m(C)"
+SCORE_UNIT_KL = "nats: KL(C without e) - KL(C)"
 
 
 @checks.typed
@@ -124,31 +133,91 @@ def _settings(graph: Graph, threshold: float, kl: bool, absolute: bool, pairs: P
     """What an ACDC run was computed on: a state is resumed only by a run with all of these the same."""
     return {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "d_model": graph.d_model,
             "model": model_identity(graph.model), "threshold": threshold, "kl": kl, "absolute": absolute,
-            "n_pairs": len(pairs), "pairs": pairs_fingerprint(pairs), "metric": "kl" if kl else metric_name(metric)}
+            "n_pairs": len(pairs), "pairs": pairs_fingerprint(pairs), "metric": "kl" if kl else metric_name(metric),
+            "score_unit": SCORE_UNIT_KL if kl else SCORE_UNIT}
 
 
 def _write_state(path: Path, state: dict) -> None:
     outputs.write_text(path, json.dumps(state), "the ACDC state file")  # whole or not at all, the umask's mode
 
 
-def _read_state(path: Path, settings: dict) -> dict | None:
+STATE_KEYS = ("settings", "done", "current", "removed", "scores")
+
+
+def _damaged(path: Path, why: str) -> UserError:
+    return UserError(f"{path}: not an ACDC state file ({why}); delete it to start afresh, or give another state path")
+
+
+def load_state(path: str | Path) -> dict | None:
+    """The ACDC state file at `path` checked field by field (None when there is no file): a JSON object with
+    "settings" (an object), "done" (an integer >= 0: the edges decided), "current" (a finite number: m(C) or KL(C)
+    of the circuit so far), "removed" and "scores" (objects of edge name -> finite number). What each field must be
+    against a run (done <= the graph's edges, the names its edges) is checked by `acdc`. UserError naming the file
+    and the field otherwise (the CLI checks its --state file with this before any work)."""
+    path = Path(path)
     if not path.exists():
         return None
+    if not path.is_file():
+        raise UserError(f"state {path} is not a file; give the path of an ACDC state file (it is created if missing)")
     try:
         state = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not an ACDC state file (not JSON); delete it to start afresh, or give another "
-                        "state path") from None
-    saved = state.get("settings") if isinstance(state, dict) else None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path}: not an ACDC state file (no settings); delete it to start afresh, or give another "
-                        "state path")
+        raise _damaged(path, "not JSON") from None
+    if not isinstance(state, dict):
+        raise _damaged(path, f"a JSON {type(state).__name__}, not an object")
+    if not isinstance(state.get("settings"), dict):
+        raise _damaged(path, "no settings")
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise _damaged(path, f"no {', '.join(repr(k) for k in missing)}")
+    done = state["done"]
+    if not checks.is_integer(done) or done < 0:
+        raise _damaged(path, f"\"done\" must be a whole number >= 0 (the edges decided), got {checks.describe(done)}")
+    if not _finite(state["current"]):
+        raise _damaged(path, f"\"current\" must be a finite number (the circuit's metric), got "
+                             f"{checks.describe(state['current'])}")
+    for key in ("removed", "scores"):
+        table = state[key]
+        if not isinstance(table, dict):
+            raise _damaged(path, f"{key!r} must be an object of edge name -> number, got {checks.describe(table)}")
+        for name, value in table.items():
+            if not _finite(value):
+                raise _damaged(path, f"{key!r}: edge {name!r} has {checks.describe(value)}, not a finite number")
+    return state
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _read_state(path: Path, settings: dict) -> dict | None:
+    state = load_state(path)
+    if state is None:
+        return None
+    saved = state["settings"]
     if saved != settings:
         differ = [key for key in settings if saved.get(key) != settings[key]] + [k for k in saved if k not in settings]
         said = "; ".join(f"{key}: the state's {saved.get(key)!r}, this run's {settings.get(key)!r}" for key in differ)
         raise UserError(f"{path} holds an ACDC run computed on something else ({said}; 'pairs' is a hash of the "
                         "pairs' tokens and answers); delete it to start afresh, or give another state path")
     return state
+
+
+def _check_decisions(path: Path, state: dict, order: list[str]) -> None:
+    """The state's decisions against this graph's visiting order: done <= the edges; every removed or scored
+    name is an edge among the first `done` visited, and each of those is in one of them."""
+    done = state["done"]
+    if done > len(order):
+        raise _damaged(path, f"\"done\" is {done}, past the graph's {len(order)} edges")
+    decided = set(order[:done])
+    recorded = set(state["removed"]) | set(state["scores"])
+    stray = sorted(recorded - decided)
+    if stray:
+        where = "not an edge of this graph" if stray[0] not in order else f"not among the first {done} edges decided"
+        raise _damaged(path, f"edge {stray[0]!r} is {where}")
+    undecided = [name for name in order[:done] if name not in recorded]
+    if undecided:
+        raise _damaged(path, f"\"done\" is {done} but edge {undecided[0]!r}, decided by then, has no record")
 
 
 def _check_threshold(threshold: float) -> float:
@@ -164,13 +233,17 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
          kl: bool = False, absolute: bool = True, state: str | Path | None = None,
          batch_size: int | None = None, graph: Graph | None = None) -> Graph:
     """ACDC's circuit of `model` on `pairs` (see the module docstring): a Graph whose `in_graph` is the circuit
-    (pruned) and whose `scores` hold each measured edge's change d (noising form: m(without e) - m(with e)).
+    (pruned) and whose `scores` hold each measured edge's change in metric units (noising form: m(C without e) -
+    m(C), not normalised; with `kl`, the change of KL in nats); the threshold compares that change divided by
+    m(full) - m(empty) (with `kl`: in nats). A threshold that keeps no edge gives an empty circuit and says so
+    through minineo.report.
 
     threshold: default DEFAULT_THRESHOLD (normalised metric units) or DEFAULT_KL_THRESHOLD (nats, with `kl`); state:
     a JSON file to resume from and write to (refused, both named, if it was computed on another model (by name),
     pairs (a hash of their tokens and answers), metric, threshold or mode); graph: the graph to start
     from (its `model` names the circuit; default Graph.from_model(model)), not changed.
-    Raises UserError for a bad threshold, a state file of another run, pairs whose clean and corrupted runs agree."""
+    Raises UserError for a bad threshold, a state file of another run or a damaged one (naming the field), pairs
+    whose clean and corrupted runs agree."""
     check_pairs(pairs, metric, batch_size)
     if graph is not None:
         check_graph(model, graph, "graph")  # attribute's and evaluate's check: another model's graph is refused
@@ -200,22 +273,19 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     saved = None if path is None else _read_state(path, settings)
     done = 0
     current: float | None = None
+    names = {(s, r): name for name, s, r in circuit.edges()}
     if saved is not None:
-        done, current = int(saved["done"]), saved["current"]
+        _check_decisions(path, saved, [names[e] for e in order])
+        done, current = int(saved["done"]), float(saved["current"])
         index = {name: (s, r) for name, s, r in circuit.edges()}
-        try:
-            for name in saved["removed"]:
-                circuit.in_graph[index[name]] = False
-            for name, d in saved["scores"].items():
-                circuit.scores[index[name]] = d
-        except KeyError as err:
-            raise UserError(f"{path}: {err} is not an edge of this graph; the state file is damaged, delete it to "
-                            "start afresh") from None
+        for name in saved["removed"]:
+            circuit.in_graph[index[name]] = False
+        for name, d in saved["scores"].items():
+            circuit.scores[index[name]] = d
     if current is None:
         current = measure(circuit)
     removed = {} if saved is None else dict(saved["removed"])
     scores = {} if saved is None else dict(saved["scores"])
-    names = {(s, r): name for name, s, r in circuit.edges()}
     owner = circuits.receiver_nodes(circuit)
 
     with progress.task(f"ACDC: {len(order)} edges, threshold {threshold:g}", total=len(order)) as advance:
@@ -229,13 +299,14 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
             else:
                 circuit.in_graph[s, r] = False
                 value = measure(circuit)
-                d = (value - current) / scale  # KL: nats; metric: normalised units
-                circuit.scores[s, r] = d
-                scores[names[s, r]] = d
+                change = value - current  # the score: metric units (KL: nats)
+                d = change / scale  # what the threshold reads: normalised units (KL: nats)
+                circuit.scores[s, r] = change
+                scores[names[s, r]] = change
                 gone = d < threshold if kl else (abs(d) < threshold if absolute else d > -threshold)
                 if gone:
                     current = value
-                    removed[names[s, r]] = d
+                    removed[names[s, r]] = change
                 else:
                     circuit.in_graph[s, r] = True
             if path is not None:
@@ -243,4 +314,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
                                     "removed": removed, "scores": scores})
             advance()
     circuits.prune(circuit)
+    if not circuit.n_edges_in_graph:
+        report.warn(f"ACDC's threshold {threshold:g} keeps no edge (every edge changed the metric by less); the "
+                    "empty circuit is the corrupted run, not a finding; give a smaller threshold")
     return circuit

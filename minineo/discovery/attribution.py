@@ -170,7 +170,8 @@ def attribute(
     no padding): also `graph.position_scores` (pos, n_senders, n_receivers). batch_size: pairs per forward (None: all).
     metric(logits (n, pos, d_vocab), pairs) -> (n,).
 
-    Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, per_position with exact or
+    Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, an ig_steps other than
+    the default 5 with a method that takes none, per_position with exact or
     with padded prompts, a graph of another model's shape, pairs or metric of the wrong type.
     """
     check_graph(model, graph, "graph")
@@ -179,6 +180,9 @@ def attribute(
         raise UserError(f"method={method!r} is not a scoring method; give one of {', '.join(METHODS)}")
     checks.count(ig_steps, "ig_steps", maximum=MAX_IG_STEPS,
                  fix="interpolation steps of eap-ig-inputs / eap-ig-activations; EAP-IG's default is 5")
+    if ig_steps != 5 and not method.startswith("eap-ig"):
+        raise UserError(f"ig_steps={ig_steps!r} is for eap-ig-inputs and eap-ig-activations, but method is "
+                        f"{method!r}, which takes no steps; drop ig_steps, or give an eap-ig method")
     if per_position and method == "exact":
         raise UserError("per_position=True is for the gradient methods (eap, eap-ig-inputs, eap-ig-activations, "
                         "clean-corrupted); exact scores whole edges, so drop per_position or pick a gradient method")

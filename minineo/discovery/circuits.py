@@ -74,6 +74,14 @@ def _ranking_scores(graph: Graph, absolute: bool) -> torch.Tensor:
     return scores.masked_fill(~graph.real_edges, -torch.inf)  # (n_senders, n_receivers)
 
 
+def _check_scored(graph: Graph, what: str) -> None:
+    """UserError unless some edge has a nonzero score: a ranking of all-0 scores picks edges arbitrarily."""
+    if not bool(graph.scores[graph.real_edges].ne(0).any()):
+        raise UserError(f"{what} ranks edges by score, but the graph has no edge scores (all 0), so it would pick "
+                        "edges arbitrarily; score it first with minineo.discovery.attribute(model, graph, pairs, "
+                        "method=...)")
+
+
 def _check_count(n: int, graph: Graph, what: str) -> int:
     return checks.count(n, what, minimum=0, maximum=graph.n_edges, fix=f"the graph has {graph.n_edges} edges")
 
@@ -88,8 +96,11 @@ def _finish(graph: Graph, do_prune: bool) -> Graph:
 @checks.typed(own=("n",))  # _check_count states the range for a wrong type too
 def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of the `n` highest-scoring edges (by |score| when `absolute`, else by signed score), then pruned
-    (EAP-IG's `apply_topn(n, absolute, level='edge', reset=True, prune)`). In place; returns `graph`."""
+    (EAP-IG's `apply_topn(n, absolute, level='edge', reset=True, prune)`). In place; returns `graph`. A graph with
+    no edge scores (all 0) is a UserError for n > 0: its top n would be arbitrary."""
     n = _check_count(n, graph, "n (the number of edges)")
+    if n:
+        _check_scored(graph, "apply_topn")
     order = _ranking_scores(graph, absolute).flatten().argsort(descending=True, stable=True)
     graph.in_graph = torch.zeros_like(graph.in_graph)
     graph.in_graph.view(-1)[order[:n]] = True
@@ -125,8 +136,11 @@ def _threshold(graph: Graph, threshold: float, absolute: bool, prune: bool, name
 def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """EAP-IG's greedy circuit: grown from `logits` upwards, each step adds the best-scoring edge into a node already
     in the circuit (first only edges into `logits`); a sender joining the circuit makes its own incoming edges
-    candidates. `n` edges (fewer if the candidates run out), then pruned. In place; returns `graph`."""
+    candidates. `n` edges (fewer if the candidates run out), then pruned. In place; returns `graph`. A graph with
+    no edge scores (all 0) is a UserError, as in apply_topn."""
     n = _check_count(n, graph, "n (the number of edges)")
+    if n:
+        _check_scored(graph, "apply_greedy")
     ranking = _ranking_scores(graph, absolute)
     owner = receiver_nodes(graph)
     incoming: dict[int, list[int]] = {s: [] for s in range(graph.n_senders)}  # node -> receivers it owns
@@ -170,7 +184,9 @@ def node_index(graph: Graph, name: str) -> int:
 @checks.typed
 def apply_nodes(graph: Graph, nodes: Iterable[str], prune: bool = True) -> Graph:
     """The node circuit of `nodes` (names; `logits` is always in): every edge between two of them is in, every
-    edge of a node left out is out (a node out = all its edges out). Then pruned. In place; returns `graph`."""
+    edge of a node left out is out (a node out = all its edges out). Then pruned. In place; returns `graph`. A
+    name given twice is a UserError (as repeated items are everywhere in minineo)."""
+    nodes = checks.distinct(list(nodes), "nodes")
     keep = torch.zeros(graph.n_senders, dtype=torch.bool)
     for name in nodes:
         if name != "logits":

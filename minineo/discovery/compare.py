@@ -1,12 +1,12 @@
-"""The seed's question, answered by a command: the IOI and induction circuits of both zoo models side by side.
+"""The IOI and induction circuits of GPT-2 and GPT-Neo models side by side: ACDC, EAP and EAP-IG at equal size.
 
     python -m minineo.discovery.compare [--models tiny-neo tiny-gpt2]     (also: minineo discover-compare)
 
 For each model and task (16 pairs, seed 0; `minineo.discovery.tasks`): m(full) and m(empty); ACDC's circuit (default
 threshold) and its edges after pruning, N; the faithfulness of ACDC's circuit and of EAP's and EAP-IG-inputs' (5
 steps) top-N circuits (by |score|, pruned), so the methods are compared at equal size; the heads in EAP-IG's circuit;
-and the share of that circuit's edge score (sum of |EAP-IG score| over its edges) on edges into or out of an MLP (the
-seed's claim: GPT-Neo does IOI through MLP composition). Prints a Markdown table; docs/discovery.md quotes it and
+and the share of that circuit's edge score (sum of |EAP-IG score| over its edges) on edges into or out of an MLP (to test
+whether GPT-Neo does IOI more through its MLPs than GPT-2 does). Prints a Markdown table; docs/discovery.md quotes it and
 tests/test_discovery_compare.py checks the quote is this output. One CPU thread, so the numbers are reproducible.
 """
 

@@ -84,9 +84,11 @@ def curve_document(curve: FaithfulnessCurve | None) -> dict[str, Any] | None:
             "fractions": [float(p) for p in curve.fractions]}
 
 
-def to_document(graph: Graph, curve: FaithfulnessCurve | None = None) -> dict[str, Any]:
+def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
+                computed_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
-    `curve` as the extra key "faithfulness" when given (see `curve_document`)."""
+    `curve` as the extra key "faithfulness" when given (see `curve_document`) and `computed_on` as the extra key "task"
+    (see `task_document`)."""
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
@@ -96,15 +98,19 @@ def to_document(graph: Graph, curve: FaithfulnessCurve | None = None) -> dict[st
     faithfulness = curve_document(curve)
     if faithfulness is not None:
         document["faithfulness"] = faithfulness
+    if computed_on is not None:
+        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
     return document
 
 
 @checks.typed
-def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
+            computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
-    curve `curve` as an extra key the views read and EAP-IG ignores. Returns the path."""
+    curve `curve` as an extra key the views read and EAP-IG ignores (`computed_on`: the extra key "task", see
+    `task_document`). Returns the path."""
     path = checks.writable_file(path, "path")
-    document = to_document(graph, curve)
+    document = to_document(graph, curve, computed_on)
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -115,9 +121,11 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
 
 
 @checks.typed
-def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
+          computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
-    as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with weights_only)."""
+    and `computed_on` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
+    weights_only)."""
     path = checks.writable_file(path, "path")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
@@ -125,17 +133,22 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
     faithfulness = curve_document(curve)
     if faithfulness is not None:
         document["faithfulness"] = faithfulness
+    if computed_on is not None:
+        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
     _write_atomic(path, lambda temp: torch.save(document, temp))
     return path
 
 
 @checks.typed
-def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None) -> Path:
+def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = None,
+               computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
-    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws."""
+    faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws, `computed_on` (see
+    `task_document`) in the extra key "task"."""
     path = Path(path)
     suffix = _suffix(path)
-    return to_json(graph, path, curve=curve) if suffix == ".json" else to_pt(graph, path, curve=curve)
+    write = to_json if suffix == ".json" else to_pt
+    return write(graph, path, curve=curve, computed_on=computed_on)
 
 
 def _suffix(path: Path) -> str:
@@ -239,6 +252,7 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
                             f"{checks.describe(info)}")
         graph.scores[s, r] = _score(info.get("score"), f"{where}: edge {name!r}")
         graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{where}: edge {name!r}")
+    _check_consistent(graph, where, "nodes")
     if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
         missing = [name for name in index if name not in document["edges"]]
         raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
@@ -247,11 +261,68 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
     return graph
 
 
+def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
+    """UserError when a node is marked out of the circuit although it has an in-circuit edge in and one out (`input`:
+    one out): EAP-IG's apply_topn marks such a node in, and prune keeps it, so the file's two records disagree. (An
+    unpruned file may hold edges into a node without an edge out, or out of one without an edge in: EAP-IG's own
+    unpruned circuits do; those nodes are out, and pruning removes those edges.)"""
+    from minineo.discovery.circuits import _nodes_with_edges_in_and_out, receiver_nodes  # no cycle: circuits
+    # imports nothing of this module
+
+    owner = receiver_nodes(graph)
+    bad = _nodes_with_edges_in_and_out(graph, owner) & ~graph.nodes_in_graph
+    if bool(bad.any()):
+        node = int(bad.nonzero()[0])
+        edges = graph.in_graph & graph.real_edges
+        n = int(edges[node].sum()) + int(edges[:, owner == node].sum())
+        raise UserError(f"{where}: {field} marks node {graph.sender_names[node]!r} out of the circuit (in_graph "
+                        f"false), but {n} of its edges, in and out, are in_graph true; the two records disagree: "
+                        "mark the node in, or its edges out")
+
+
+TASK_KEYS = {"name": str, "n_pairs": int, "pairs": str}
+
+
+def task_document(name: str, n_pairs: int, pairs: str, **more: Any) -> dict[str, Any]:
+    """The optional top-level `"task"` key minineo writes beside EAP-IG's (which EAP-IG ignores): what the scores were
+    computed on. `name` ("ioi", "induction" or the JSONL's path), `n_pairs`, `pairs` (a hash of the pairs' tokens and
+    answers: minineo.discovery.acdc.pairs_fingerprint), and for the built-in tasks `n` and `seed`."""
+    return {"name": name, "n_pairs": n_pairs, "pairs": pairs, **more}
+
+
+def check_extras(extras: dict[str, Any], where: Path | str) -> dict[str, Any]:
+    """minineo's optional keys of a circuit file, checked: "faithfulness" (see `curve_document`) and "task" (see
+    `task_document`); UserError naming the key otherwise. Other keys pass (EAP-IG ignores them too)."""
+    raw = extras.get("faithfulness")
+    if raw is not None:
+        ok = isinstance(raw, dict) and isinstance(raw.get("n_edges"), list) and isinstance(raw.get("faithfulness"),
+                                                                                           list)
+        if ok:
+            sizes, values = raw["n_edges"], raw["faithfulness"]
+            ok = (len(sizes) == len(values) and len(sizes) > 0
+                  and all(checks.is_integer(k) and k >= 0 for k in sizes)
+                  and all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in values)
+                  and raw.get("ranking", "absolute") in ("absolute", "signed"))
+        if not ok:
+            raise UserError(f"{where}: the optional \"faithfulness\" key must be {{\"n_edges\": [k, ...], "
+                            "\"faithfulness\": [f, ...], \"ranking\": \"absolute\" or \"signed\"} with as many "
+                            "finite values as sizes k (whole numbers >= 0); fix or remove it")
+    task = extras.get("task")
+    if task is not None:
+        ok = isinstance(task, dict) and all(isinstance(task.get(k), t) and not isinstance(task.get(k), bool)
+                                            for k, t in TASK_KEYS.items())
+        if not ok:
+            raise UserError(f"{where}: the optional \"task\" key must be {{\"name\": str, \"n_pairs\": int, "
+                            f"\"pairs\": str, ...}} (what the scores were computed on), got {checks.describe(task)}; "
+                            "fix or remove it")
+    return extras
+
+
 @checks.typed
 def read_file(path: str | Path, model: Model | Graph | None = None) -> tuple[Graph, dict[str, Any]]:
     """(the Graph, the file's other top-level keys) of an EAP-IG graph file, JSON or `.pt` by its extension: the
-    extra keys are minineo's optional ones (e.g. "faithfulness", see `curve_document`), which EAP-IG ignores.
-    `model` as in `from_json`."""
+    extra keys are minineo's optional ones ("faithfulness", see `curve_document`; "task", see `task_document`),
+    which EAP-IG ignores, checked (`check_extras`). `model` as in `from_json`."""
     path = _existing(path)
     if _suffix(path) == ".json":
         document = _read_json(path)
@@ -261,7 +332,7 @@ def read_file(path: str | Path, model: Model | Graph | None = None) -> tuple[Gra
         document = _read_pt(path)
         graph = _from_pt_document(document, path, model)
         keys = EAP_IG_PT_KEYS
-    return graph, {k: v for k, v in document.items() if k not in keys}
+    return graph, check_extras({k: v for k, v in document.items() if k not in keys}, path)
 
 
 def _score(value: Any, where: str) -> float:
@@ -321,9 +392,19 @@ def _from_pt_document(document: Any, path: Path, model: Model | Graph | None) ->
     if list(document["src_nodes"]) != graph.sender_names or list(document["dst_nodes"]) != graph.receiver_names:
         raise UserError(f"{path}: src_nodes / dst_nodes are not EAP-IG's order for this shape; the matrices cannot be "
                         "read in its layout")
+    for key in ("edges_in_graph", "nodes_in_graph"):
+        if document[key].dtype != torch.bool:
+            raise UserError(f"{path}: {key} must be a bool tensor (EAP-IG's), got a {document[key].dtype} tensor")
     graph.scores = document["edges_scores"].to(torch.float32).clone()
-    graph.in_graph = document["edges_in_graph"].to(torch.bool).clone()
-    graph.nodes_in_graph = document["nodes_in_graph"].to(torch.bool).clone()
+    graph.in_graph = document["edges_in_graph"].clone()
+    graph.nodes_in_graph = document["nodes_in_graph"].clone()
+    impossible = graph.in_graph & ~graph.real_edges
+    if bool(impossible.any()):
+        s, r = impossible.nonzero()[0].tolist()
+        raise UserError(f"{path}: edges_in_graph is true at {int(impossible.sum())} cells that are no edge (first: "
+                        f"{graph.sender_names[s]} -> {graph.receiver_names[r]}, which does not feed it: a sender "
+                        "reaches only later layers' inputs); the file is damaged, write it again")
+    _check_consistent(graph, path, "nodes_in_graph")
     return graph
 
 

@@ -87,14 +87,19 @@ class Pairs:
     @checks.typed
     def from_text(cls, model: Model, clean: list[str], corrupted: list[str], answer: list[str], wrong: list[str]) -> Pairs:
         """Tokenize pairs (BOS prepended, left-padded). Each answer and wrong must be a single token of the model's
-        tokenizer; each clean prompt and its corrupted one must have the same token length (UserError otherwise)."""
+        tokenizer; each clean prompt and its corrupted one must have the same token length, at most the model's
+        n_ctx (UserError otherwise)."""
         tokenizer = model._require_tokenizer()
         if not (len(clean) == len(corrupted) == len(answer) == len(wrong)) or not clean:
             raise UserError(f"pairs need as many clean prompts, corrupted prompts, answers and wrong answers, and at "
                             f"least one; got clean {len(clean)}, corrupted {len(corrupted)}, answer {len(answer)} "
                             f"and wrong {len(wrong)}")
+        n_ctx = model.config.n_ctx
         for i, (a, b) in enumerate(zip(clean, corrupted)):
             la, lb = len(tokenizer.encode(a)), len(tokenizer.encode(b))
+            if max(la, lb) > n_ctx:
+                raise UserError(f"pair {i}: the prompts are {max(la, lb)} tokens (with BOS), longer than the model's "
+                                f"context of {n_ctx} positions; shorten that pair's prompts ({_quoted(a)})")
             if la != lb:
                 raise UserError(f"pair {i}: the clean prompt is {la} tokens and the corrupted one {lb}; each pair's "
                                 f"prompts must have the same token length ({_quoted(a)} / {_quoted(b)})")
@@ -122,10 +127,11 @@ class Pairs:
     def from_jsonl(cls, model: Model, path: str | Path) -> Pairs:
         """Read rows {"clean", "corrupted", "answer", "wrong"} (the format of EAP-IG-style task files).
 
-        Raises MissingFileError for a path that is no file, UserError for a row that is not a pair."""
+        Raises MissingFileError for a path that is no file, UserError for a row that is not a pair or a pair longer
+        than the model's context (naming the file and line)."""
         path = checks.existing_path(path, "path", kind="file", fix='give a JSONL of {"clean": ..., "corrupted": ..., '
                                     '"answer": ..., "wrong": ...} rows')
-        rows = []
+        rows, rows_at = [], []
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -139,8 +145,16 @@ class Pairs:
                 raise UserError(f"{path}, line {number}: {', '.join(missing)} missing or not a string; each row needs "
                                 '"clean", "corrupted", "answer" and "wrong" strings')
             rows.append(row)
+            rows_at.append((number, row))
         if not rows:
             raise UserError(f"{path} holds no pairs; give at least one row")
+        tokenizer, n_ctx = model._require_tokenizer(), model.config.n_ctx
+        for number, row in rows_at:
+            length = max(len(tokenizer.encode(row["clean"])), len(tokenizer.encode(row["corrupted"])))
+            if length > n_ctx:
+                raise UserError(f"{path}, line {number}: the pair is {length} tokens (with BOS), longer than the "
+                                f"model's context of {n_ctx} positions; shorten that pair's prompts to at most "
+                                f"{n_ctx} tokens")
         return cls.from_text(model, *([row[k] for row in rows] for k in ("clean", "corrupted", "answer", "wrong")))
 
 

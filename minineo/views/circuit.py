@@ -14,12 +14,12 @@ EAP-IG ignores when it reads the file (docs/views.md):
 
 - `"faithfulness": {"n_edges": [k, ...], "faithfulness": [f, ...], "ranking": "absolute" | "signed"}`: the
   normalised faithfulness f of the top-k circuit for each size k (the curve of MIB's CPR / CMD);
-- `"model"`: the model's name, shown on the page; `"data"`: what the scores were computed on.
+- `"task"`: what the scores were computed on (`minineo discover` writes it: files.task_document);
+- `"model"`: the model's name, shown on the page; `"data"`: a note on what the scores were computed on.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +69,13 @@ def _read(graph: str | Path | dict | Graph) -> tuple[Graph, dict, str]:
 
 
 def _faithfulness(raw: Any, source: str) -> dict | None:
+    """The optional curve, checked by the discovery file reader's check (files.check_extras), sorted by size."""
     if raw is None:
         return None
-    ok = isinstance(raw, dict) and isinstance(raw.get("n_edges"), list) and isinstance(raw.get("faithfulness"), list)
-    if ok:
-        sizes, values = raw["n_edges"], raw["faithfulness"]
-        ok = (len(sizes) == len(values) and len(sizes) > 0
-              and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in sizes)
-              and all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in values))
-    if not ok:
-        raise UserError(f"{source}: the optional \"faithfulness\" key must be {{\"n_edges\": [k, ...], "
-                        "\"faithfulness\": [f, ...]}} with as many finite values as sizes; fix or remove it")
+    files.check_extras({"faithfulness": raw}, source)
+    sizes, values = raw["n_edges"], raw["faithfulness"]
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
-    return {"n_edges": [sizes[i] for i in order], "faithfulness": [float(values[i]) for i in order],
+    return {"n_edges": [int(sizes[i]) for i in order], "faithfulness": [float(values[i]) for i in order],
             "ranking": str(raw.get("ranking", "absolute"))}
 
 
@@ -92,12 +86,16 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
 
     The graph is checked by the discovery file reader (minineo.discovery.files.from_document / read_file): every
     edge of EAP-IG's edge set for the cfg's shape, no other, a finite score each, a model identity that is a string.
-    `name` labels the model (default: the file's optional "model" key, else cfg's model, else its shape). Raises
+    `name` labels the model (default: the file's optional "model" key, else cfg's model, else its shape; an empty
+    or blank name is a UserError). Raises
     MissingFileError for a missing file and UserError for a file that is not an EAP-IG graph (naming the first bad
     edge or key).
     """
     if name is not None and not isinstance(name, str):
         raise UserError(f"name must be a str (or None), got {type(name).__name__}")
+    if name is not None and not name.strip():
+        raise UserError(f"name (--name) is {name!r}, an empty model name for the page; give the model's name (e.g. "
+                        "--name tiny-gpt2), or leave it out to use the file's")
     found, extras, source = _read(graph)
     n_layers, n_heads = found.n_layers, found.n_heads
     checks.count(max_drawn, "max_drawn", fix=f"default {MAX_DRAWN}")

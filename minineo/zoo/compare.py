@@ -1,4 +1,4 @@
-"""The zoo page's side-by-side table (docs/zoo.md): the seed's GPT-2 vs GPT-Neo comparisons, one column per model.
+"""The zoo page's side-by-side table (docs/zoo.md): GPT-2 and GPT-Neo models compared command by command, one column per model.
 
     python -m minineo.zoo.compare [--models tiny-neo tiny-gpt2 [gpt2 EleutherAI/gpt-neo-125M]]
 

@@ -119,7 +119,7 @@ function drawCurve(kept) {                        // the file's faithfulness cur
   const X = k => x0 + pw * Math.log10(k + 1) / Math.log10(xmax + 1), Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
   let out = `<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>` +
     `<text x="2" y="${Y(hi) + 8}" font-size="9">${hi.toFixed(1)}</text><text x="2" y="${Y(lo)}" font-size="9">${lo.toFixed(1)}</text>` +
-    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges (log scale)</text>` +
+    `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges (axis: log of 1 + edges)</text>` +
     `<polyline fill="none" stroke="#333" points="${f.n_edges.map((k, i) => `${X(k).toFixed(1)},${Y(f.faithfulness[i]).toFixed(1)}`).join(" ")}"/>` +
     `<line x1="${X(kept)}" x2="${X(kept)}" y1="${y0}" y2="${y0 + ph}" stroke="#d07000"/>`;
   let best = -1;
