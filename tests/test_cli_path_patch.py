@@ -51,3 +51,17 @@ def test_path_patch_bad_receivers_are_one_paragraph_errors():
         result = runner.invoke(app, ["path-patch", CLEAN, CORRUPTED, "--answer", " Mary", "--wrong", " John",
                                      "--receivers", receivers], terminal_width=200)
         assert result.exit_code == 1 and message in " ".join(result.output.split()), (receivers, result.output)
+
+
+def test_a_near_zero_reversed_gap_is_said_before_the_normalised_effects():
+    """The newcomer's case: answers without their leading space give clean -0.086 / corrupted -0.006, whose
+    normalised effects (+1.171, -0.821) mean nothing; the one rule (checks.metric_gap_warnings) says so on stderr."""
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    result = CliRunner().invoke(app, ["path-patch", "When Mary and John went to the store, John gave a drink to",
+                                      "When Mary and John went to the store, Mary gave a drink to",
+                                      "--answer", "Mary", "--wrong", "John", "--receivers", "1.3:k"])
+    assert result.exit_code == 0, result.output
+    assert "differ by only" in result.output and "direction is reversed" in result.output

@@ -390,6 +390,11 @@ def normalised_logit_diff(m, clean_tokens: torch.Tensor, corrupted_tokens: torch
     if abs(clean_ld - corrupted_ld) < 1e-6:
         raise UserError(f"the logit difference {show(answer)} - {show(wrong)} is the same on both prompts "
                         f"({clean_ld:+.4f}), so nothing can be recovered; choose prompts whose answers differ")
+    from minineo import checks, report
+
+    for message in checks.metric_gap_warnings(clean_ld, corrupted_ld, "the clean logit difference",
+                                              "the corrupted one"):
+        report.warn(message)  # a near-zero or reversed gap makes every normalised number below meaningless
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return (logit_diff(logits) - corrupted_ld) / (clean_ld - corrupted_ld)
