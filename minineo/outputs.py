@@ -265,10 +265,13 @@ def _model_folder(path: Path) -> bool:
             and not (path / "cfg.json").exists())  # an SAE folder is not a model folder
 
 
-def _tuned_lens(path: Path) -> bool:
-    from minineo.analysis.tuned_lens_files import META, PACKAGE_CONFIG, PACKAGE_PARAMS
+# a tuned-lens folder's files (minineo.analysis.tuned_lens_files' META, PACKAGE_CONFIG, PACKAGE_PARAMS: named here, as
+# this low-level module imports nothing of the analyses; tests/test_outputs.py checks that they agree)
+TUNED_LENS_META, TUNED_LENS_PACKAGE = "lens.json", {"config.json", "params.pt"}
 
-    return path.is_dir() and ((path / META).is_file() or {p.name for p in path.iterdir()} <= {PACKAGE_CONFIG, PACKAGE_PARAMS})
+
+def _tuned_lens(path: Path) -> bool:
+    return path.is_dir() and ((path / TUNED_LENS_META).is_file() or {p.name for p in path.iterdir()} <= TUNED_LENS_PACKAGE)
 
 
 # kind -> (what it is, in a message; is it a folder; does an existing path hold one)

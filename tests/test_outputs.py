@@ -461,3 +461,10 @@ def test_a_missing_path_an_empty_file_and_an_empty_folder_are_free(tmp_path, kin
     empty.mkdir() if folder else empty.touch()
     assert outputs.refuse_replacing(tmp_path / "new", kind) == tmp_path / "new"
     assert outputs.refuse_replacing(empty, kind) == empty
+
+
+def test_the_tuned_lens_file_names_outputs_knows_are_the_writers_own():
+    from minineo import outputs
+    from minineo.analysis.tuned_lens_files import META, PACKAGE_CONFIG, PACKAGE_PARAMS
+
+    assert outputs.TUNED_LENS_META == META and outputs.TUNED_LENS_PACKAGE == {PACKAGE_CONFIG, PACKAGE_PARAMS}

@@ -50,7 +50,7 @@ def test_a_scripts_mistake_is_one_error_line(module, args, words):
 IN_PROCESS_CASES = [
     (train_tiny.main, ["--model", "gpt"], ["python -m minineo.zoo.train_tiny", "invalid choice", "--help"]),
     (train_tiny.main, ["--lr", "-1"], ["--lr must be positive"]),
-    (train_tiny.main, ["--out", __file__], ["is a file"]),
+    (train_tiny.main, ["--out", __file__], ["already holds a text file", "not a model folder"]),
     ("compare", ["--models"], ["python -m minineo.zoo.compare", "--models"]),
     ("check_recipe", ["--reuse"], ["--reuse needs --keep"]),
     ("benchmarks", ["--device", "cuda:99"], ["--device cuda:99"]),

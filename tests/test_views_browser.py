@@ -380,6 +380,8 @@ def test_circuit_opens_on_exactly_the_files_in_graph_edges(browser, tmp_path, so
         document = json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())
         for name in sorted(document["edges"], key=lambda e: abs(document["edges"][e]["score"]))[:12]:
             document["edges"][name]["in_graph"] = True
+            for node in name.split("->"):  # a consistent file: the edge's two nodes are in (files.read_file checks)
+                document["nodes"][node.split("<")[0]]["in_graph"] = True
         path = tmp_path / "picked.json"
         path.write_text(json.dumps(document))
     else:
