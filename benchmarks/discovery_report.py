@@ -22,8 +22,12 @@ def compare(method: str, graph: Graph, ours_path: Path, peer_path: Path) -> dict
         a, b = ours["values"].double(), peer["values"].double()  # (n_circuits, n)
     elif method == "exact":  # the edges both scored (minineo may have timed only some receivers)
         index = [(k, *graph.edge_index(name)) for k, name in enumerate(peer["edges"])]
-        if ours.get("receivers") is not None:
+        if ours.get("receivers") is not None:  # (runs that sampled receiver groups)
             index = [(k, s, r) for k, s, r in index if r in set(ours["receivers"])]
+        if ours.get("ran") is not None:  # --exact-sample: the edges whose variants ran
+            index = [(k, s, r) for k, s, r in index if bool(ours["ran"][s, r])]
+        elif ours.get("sampled"):  # (a sampled run's file without the mask: an edge not run is exactly 0)
+            index = [(k, s, r) for k, s, r in index if float(ours["scores"][s, r]) != 0]
         if not index:
             return {"n": 0}
         a = torch.stack([ours["scores"][s, r] for _, s, r in index]).double()

@@ -61,10 +61,12 @@ def sampled_chunks(every: int) -> Iterator[dict]:
 
     chunks = exact._chunks
     marks: list[tuple[float, int, int]] = []  # per group: (CPU time at its start, its variants, variants run)
+    skipped: list[tuple[int, int]] = []  # the (receiver, sender) variants not run: their scores stay 0
 
     def some(*args, **kwargs):
         every_chunk = chunks(*args, **kwargs)
         picked = every_chunk[::every]
+        skipped.extend(v for i, chunk in enumerate(every_chunk) if i % every for v in chunk)
         marks.append((time.thread_time(), sum(map(len, every_chunk)), sum(map(len, picked))))
         return picked
 
@@ -79,7 +81,7 @@ def sampled_chunks(every: int) -> Iterator[dict]:
     ends = [t for t, _, _ in marks[1:]] + [end]
     fixed = (marks[0][0] if marks else end) - start
     groups = sum((stop - t) * n / max(run, 1) for (t, n, run), stop in zip(marks, ends))
-    info.update({"exact_sample": every, "n_variants": sum(n for _, n, _ in marks),
+    info.update({"exact_sample": every, "skipped": skipped, "n_variants": sum(n for _, n, _ in marks),
                  "n_variants_timed": sum(run for _, _, run in marks), "estimated_seconds": fixed + groups})
 
 
@@ -122,6 +124,7 @@ def measure(argv: list[str] | None = None) -> dict:
         from minineo.discovery import attribute
 
         sample = args.method == "exact" and args.exact_sample > 1
+        ran = torch.ones(graph.n_senders, graph.n_receivers, dtype=torch.bool)
 
         def call():
             graph.scores[:] = 0
@@ -129,6 +132,9 @@ def measure(argv: list[str] | None = None) -> dict:
                 return attribute(model, graph, pairs, method=args.method, ig_steps=args.ig_steps).scores.clone()
             with sampled_chunks(args.exact_sample) as info:
                 scores = attribute(model, graph, pairs, method="exact").scores.clone()
+            ran[:] = True  # the edges scored (the parity compares only those)
+            for r, s in info.pop("skipped"):
+                ran[s, r] = False
             result.update(info)
             return scores
         if args.method == "eap-ig-inputs":
@@ -147,8 +153,10 @@ def measure(argv: list[str] | None = None) -> dict:
         result["m_corrupted"] = float(logit_diff(model(pairs.corrupted, attention_mask=pairs.attention_mask),
                                                  pairs).mean())
     if args.out:
-        torch.save({"values" if args.method == "evaluate" else "scores": value.float(),
-                    "sampled": "exact_sample" in result}, args.out)
+        saved = {"values" if args.method == "evaluate" else "scores": value.float(), "sampled": "exact_sample" in result}
+        if "exact_sample" in result:
+            saved["ran"] = ran  # (n_senders, n_receivers) bool: the edges exact scored
+        torch.save(saved, args.out)
         result["out"] = str(args.out)
     return result
 

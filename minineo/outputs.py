@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,12 +58,17 @@ def lock_file(path: str | os.PathLike) -> Path:
 
 
 def _holder(lock: Path) -> str:
-    """What the lock file says about the process that holds it ('pid 123: minineo patch ...'), or ''."""
-    try:
-        text = lock.read_text().strip()
-    except OSError:
-        return ""
-    return f" (pid {text})" if text else ""
+    """What the lock file says about the process that holds it ('pid 123: minineo patch ...'), or ''. The holder
+    writes its pid just after taking the lock, so an empty file is read again for up to a second."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            text = lock.read_text().strip()
+        except OSError:
+            return ""
+        if text or time.monotonic() > deadline:
+            return f" (pid {text})" if text else ""
+        time.sleep(0.02)
 
 
 def _acquire(lock: Path, what: str, target: Path, wait: bool) -> int:

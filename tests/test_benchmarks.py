@@ -104,6 +104,8 @@ def test_exact_timed_on_sampled_chunks_scores_them_as_the_full_run_does(tmp_path
     a, b = torch.load(tmp_path / "full.pt")["scores"], torch.load(tmp_path / "sampled.pt")["scores"]
     run = b != 0
     assert torch.equal(a[run], b[run]) and int(run.sum()) < int((a != 0).sum())
+    ran = torch.load(tmp_path / "sampled.pt")["ran"]  # the edges run, which the parity compares
+    assert bool(ran[run].all()) and not bool(ran.all()) and not b[~ran].any()
     assert 0 < sampled["n_variants_timed"] < sampled["n_variants"] <= Graph.from_model(minineo.load(folder)).n_edges
     assert sampled["estimated_seconds"] > sampled["seconds"] / 2 and "estimated_seconds" not in full
     with pytest.raises(ScriptUsageError, match="--exact-sample 0: give a count of 1 or more"):
