@@ -1,6 +1,6 @@
 """What GPT-Neo's eager attention costs the fast path: minineo's `model(tokens)` with HF eager's attention operations
 (Config.eager_attention, the default, which makes the fast path HF float32 bit for bit) against the same forward with
-SDPA's fused kernel (eager_attention=False), and HF eager itself, on a GPT-Neo-125M-shaped random model:
+SDPA's fused kernel (eager_attention=False), and HF eager itself, on a GPT-Neo-125M-shaped random model.
 
     python -m benchmarks.neo_attention [--shapes 1x128,1x1024,8x128] [--rounds 5] [--threads 1]
 
@@ -25,23 +25,31 @@ from minineo.boundary import ScriptParser, comma_list, run_script
 
 
 def shape(text: str) -> tuple[int, int]:
+    import argparse
+
     batch, _, pos = text.partition("x")
     if not (batch.isdigit() and pos.isdigit() and int(batch) > 0 and 0 < int(pos) <= 2048):
-        raise ValueError(f"{text!r} is not BATCHxPOS (e.g. 1x1024; pos at most 2048)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not BATCHxPOS with batch >= 1 and 1 <= pos <= 2048 (GPT-Neo's "
+                                         "context), e.g. 1x1024")
     return int(batch), int(pos)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = ScriptParser("benchmarks.neo_attention", description=description(__doc__))
-    parser.add_argument("--shapes", type=comma_list(None, shape), default=[(1, 128), (1, 1024), (8, 128)])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shapes", type=comma_list(None, shape), default=[(1, 128), (1, 1024), (8, 128)],
+                        help="comma-separated BATCHxPOS token shapes (default 1x128,1x1024,8x128)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds (the median is reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         parser.error("--rounds and --threads must be 1 or more")
     torch.set_num_threads(args.threads)
+    import transformers  # noqa: F401 (imported first, so that its progress bars can be switched off)
     from transformers import AutoModelForCausalLM
 
+    from minineo import report
+
+    report.quiet_third_parties()
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_random_model(hf_configs(False)["gpt-neo-125M"], Path(tmp) / "gpt-neo-125M")
         model = minineo.load(folder)

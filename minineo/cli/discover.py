@@ -234,6 +234,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     if circuit is not None:
         graph, extras = read_circuit(circuit, m, model, "model" in given)
         say_other_pairs(circuit, extras, record)
+        record = extras.get("task")  # a copy keeps what its scores were computed on (None: not recorded, as EAP-IG's)
         how = f"read from {circuit}"
     elif method == "acdc":
         with report.collect() as said:  # its note on an empty circuit is this command's error below

@@ -125,6 +125,8 @@ def _open(corpus: str | Path, datasets):
     if len(kinds) > 1:
         raise UserError(f"the corpus glob {text!r} mixes file kinds ({sorted(kinds)}); match one kind of file")
     what = files[0] if len(files) == 1 else f"{text!r} ({len(files)} files)"
+    if all(Path(f).stat().st_size == 0 for f in files):  # datasets' JSON builder raises a bare StopIteration here
+        raise UserError(f"the corpus {what} holds no documents (the file is empty); give a non-empty corpus")
     return datasets.load_dataset(_builder(files[0]), data_files=files, split="train", streaming=True), what
 
 

@@ -141,6 +141,9 @@ def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric 
     is not changed. One patched forward per fraction and batch, one corrupted forward per batch for all of them."""
     if not fractions or any(not 0 <= p <= 1 for p in fractions):
         raise UserError(f"fractions must be edge fractions between 0 and 1, got {list(fractions)}")
+    if len(fractions) < 2 or any(b <= a for a, b in zip(fractions, fractions[1:])):
+        raise UserError(f"fractions must be at least 2 increasing edge fractions (a curve and its areas, CPR and CMD, "
+                        f"need two points), got {list(fractions)}; e.g. MIB's {list(MIB_FRACTIONS)[:3]}...")
     _check_inputs(pairs, metric, batch_size, full, empty)
     _check_scored(graph)
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full

@@ -108,8 +108,9 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
             computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
     curve `curve` as an extra key the views read and EAP-IG ignores (`computed_on`: the extra key "task", see
-    `task_document`). Returns the path."""
+    `task_document`). Returns the path. UserError for a path whose extension is not .json (the reader goes by it)."""
     path = checks.writable_file(path, "path")
+    _suffix(path, ".json")
     document = to_document(graph, curve, computed_on)
 
     def write(temp: str) -> None:
@@ -125,8 +126,9 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
           computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
     and `computed_on` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
-    weights_only)."""
+    weights_only). UserError for a path whose extension is not .pt (the reader goes by it)."""
     path = checks.writable_file(path, "path")
+    _suffix(path, ".pt")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
@@ -151,8 +153,16 @@ def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | Non
     return write(graph, path, curve=curve, computed_on=computed_on)
 
 
-def _suffix(path: Path) -> str:
+def _suffix(path: Path, expected: str | None = None) -> str:
+    """The circuit file's extension (.json or .pt; `expected`: that one only); a UserError otherwise."""
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise UserError(f"path {path} is a folder; give the circuit file to write, e.g. {path / 'circuit.json'}")
+    if expected is not None and suffix != expected:
+        other = "to_pt" if expected == ".json" else "to_json"
+        raise UserError(f"path {path}: this writer writes EAP-IG's {expected} file, but the name ends in "
+                        f"{suffix or 'no extension'!r} (the reader goes by the extension); name it circuit{expected}, "
+                        f"or use {other} / save_graph")
     if suffix not in SUFFIXES:
         raise UserError(f"path {path}: a circuit file is EAP-IG's .json or .pt, not "
                         f"{suffix or 'a file without extension'!r}; name it circuit.json or circuit.pt")
@@ -167,9 +177,10 @@ def _graph_from_cfg(cfg: Any, path: Path | str) -> Graph:
         raise UserError(f"{path}: the graph is of a parallel attention/MLP model (parallel_attn_mlp true); GPT-2 and "
                         "GPT-Neo run attention then MLP, so this circuit is for another architecture")
     model = cfg.get("model")
-    if model is not None and not isinstance(model, str):  # read as "no identity", it would fit any model silently
-        raise UserError(f"{path}: cfg's model identity must be the model's name as a string (e.g. \"tiny-gpt2\"), got "
-                        f"{checks.describe(model)}; fix it, or remove the key")
+    if model is not None and not (isinstance(model, str) and model.strip()):  # read as "no identity", it would fit
+        # any model silently
+        raise UserError(f"{path}: cfg's model identity must be the model's name as a non-empty string (e.g. "
+                        f"\"tiny-gpt2\"), got {checks.describe(model)}; fix it, or remove the key")
     try:
         return Graph(cfg["n_layers"], cfg["n_heads"], cfg["d_model"], model,
                      model_asserted=cfg.get("model_asserted") is True and model is not None)

@@ -68,9 +68,10 @@ class Graph:
         for name in ("n_layers", "n_heads", "d_model"):
             # edge_count checks n_layers, n_heads the same way; the int it returns is kept (a numpy size is a size)
             object.__setattr__(self, name, checks.count(getattr(self, name), f"Graph: {name}"))
-        if self.model is not None and not isinstance(self.model, str):
-            raise UserError(f"Graph: model must be the model's name (a str such as 'gpt2') or None, got "
-                            f"{checks.describe(self.model)}; for a loaded model use Graph.from_model(model)")
+        if self.model is not None and not (isinstance(self.model, str) and self.model.strip()):
+            raise UserError(f"Graph: model must be the model's name (a non-empty str such as 'gpt2') or None (no "
+                            f"identity), got {checks.describe(self.model)}; for a loaded model use "
+                            "Graph.from_model(model)")
         if not isinstance(self.model_asserted, bool):
             raise WrongTypeError(f"Graph: model_asserted must be True or False (whether the user named the model of a "
                                  f"file that carried none), got {checks.describe(self.model_asserted)}")

@@ -94,9 +94,9 @@ class Pairs:
             raise UserError(f"pairs need as many clean prompts, corrupted prompts, answers and wrong answers, and at "
                             f"least one; got clean {len(clean)}, corrupted {len(corrupted)}, answer {len(answer)} "
                             f"and wrong {len(wrong)}")
-        n_ctx = model.config.n_ctx
+        n_ctx, bos = model.config.n_ctx, int(tokenizer.bos_token_id is not None)  # encode_batch prepends BOS
         for i, (a, b) in enumerate(zip(clean, corrupted)):
-            la, lb = len(tokenizer.encode(a)), len(tokenizer.encode(b))
+            la, lb = len(tokenizer.encode(a)) + bos, len(tokenizer.encode(b)) + bos
             if max(la, lb) > n_ctx:
                 raise UserError(f"pair {i}: the prompts are {max(la, lb)} tokens (with BOS), longer than the model's "
                                 f"context of {n_ctx} positions; shorten that pair's prompts ({_quoted(a)})")
@@ -149,8 +149,9 @@ class Pairs:
         if not rows:
             raise UserError(f"{path} holds no pairs; give at least one row")
         tokenizer, n_ctx = model._require_tokenizer(), model.config.n_ctx
+        bos = int(tokenizer.bos_token_id is not None)  # from_text's encode_batch prepends it
         for number, row in rows_at:
-            length = max(len(tokenizer.encode(row["clean"])), len(tokenizer.encode(row["corrupted"])))
+            length = max(len(tokenizer.encode(row["clean"])), len(tokenizer.encode(row["corrupted"]))) + bos
             if length > n_ctx:
                 raise UserError(f"{path}, line {number}: the pair is {length} tokens (with BOS), longer than the "
                                 f"model's context of {n_ctx} positions; shorten that pair's prompts to at most "

@@ -109,6 +109,11 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
         ports.append(port); rows.append(s); columns.append(r)
     score_t = found.scores[rows, columns].to(torch.float64)
     in_graph = found.in_graph[rows, columns]
+    if not bool(in_graph.any()):  # nothing to open on: the page opens on the top N by |score| instead, and says so
+        from minineo import report
+
+        report.warn(f"{source} marks no edge in_graph (an empty circuit), so the page opens on the top "
+                    f"{min(50, len(rows))} edges by |score| instead of the file's circuit")
     order = torch.argsort(score_t.abs(), descending=True, stable=True)  # the slider's top N is a prefix
     faith = _faithfulness(extras.get("faithfulness"), source)
     label = extras.get("model")
