@@ -96,3 +96,15 @@ def test_the_page_of_an_empty_circuit_says_it_opens_on_the_top_edges_instead(tmp
     with report.collect() as said:
         views.circuit(path)
     assert len(said) == 1 and "marks no edge in_graph" in said[0] and "top 50 edges" in said[0]
+
+
+def test_a_kl_metric_made_for_another_model_is_refused():
+    from minineo.discovery import evaluate, kl_metric
+
+    neo, gpt2 = minineo.load("tiny-neo"), minineo.load("tiny-gpt2")
+    pairs = Pairs.from_text(neo, ["ab"], ["cb"], ["a"], ["c"])
+    with pytest.raises(UserError, match="the metric was made for tiny-gpt2"):
+        attribute(neo, Graph.from_model(neo), pairs, metric=kl_metric(gpt2))
+    with pytest.raises(UserError, match="the metric was made for tiny-gpt2"):
+        evaluate(neo, Graph.from_model(neo), pairs, kl_metric(gpt2))
+    assert attribute(neo, Graph.from_model(neo), pairs, metric=kl_metric(neo)).scores.abs().sum() > 0

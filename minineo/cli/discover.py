@@ -269,7 +269,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
                         "on a path from input to logits), so the circuit is empty and its faithfulness 0 by "
                         "construction, not a finding; give a smaller --threshold, or --top N")
         else:
-            report.warn(f"--top {top} keeps no edge after pruning (its {plural(before, 'edge')} lie on no path from "
+            report.warn(f"--top {top} keeps no edge after pruning (its {plural(before, 'edge')} {'lies' if before == 1 else 'lie'} on no path from "
                         "input to logits), so the circuit is empty and its faithfulness 0 by construction, not a "
                         "finding; give a larger --top")
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)

@@ -67,7 +67,7 @@ def new_tokens(generate: int | None, prompt: int, n_ctx: int, model: str) -> int
     if generate is not None:
         if generate > room:
             fail(f"--generate {generate} does not fit: the prompt is {plural(prompt, 'token')} (with BOS) and {model} "
-                 f"reads at most n_ctx={n_ctx}, so " + (f"at most {plural(room, 'new token')} fit; give --generate "
+                 f"reads at most n_ctx={n_ctx}, so " + (f"at most {plural(room, 'new token')} {'fits' if room == 1 else 'fit'}; give --generate "
                  f"{room} or less, or shorten the prompt" if room else "no new token fits; shorten the prompt, or "
                  "give --generate 0"))
         return generate

@@ -76,6 +76,7 @@ def kl_metric(model: Model) -> Metric:
         log = torch.log_softmax(logits[:, -1].double(), dim=-1)
         return (clean_log.exp() * (clean_log - log)).sum(-1).float()  # (n,)
 
+    metric.model = model  # type: ignore[attr-defined]  (attribute / acdc / evaluate refuse it for another model)
     return metric
 
 
@@ -244,7 +245,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     from (its `model` names the circuit; default Graph.from_model(model)), not changed.
     Raises UserError for a bad threshold, a state file of another run or a damaged one (naming the field), pairs
     whose clean and corrupted runs agree."""
-    check_pairs(pairs, metric, batch_size)
+    check_pairs(pairs, metric, batch_size, model)
     if graph is not None:
         check_graph(model, graph, "graph")  # attribute's and evaluate's check: another model's graph is refused
     threshold = _check_threshold(DEFAULT_KL_THRESHOLD if kl and threshold is None else

@@ -175,7 +175,7 @@ def attribute(
     with padded prompts, a graph of another model's shape, pairs or metric of the wrong type.
     """
     check_graph(model, graph, "graph")
-    check_pairs(pairs, metric, batch_size)
+    check_pairs(pairs, metric, batch_size, model)
     if method not in METHODS:
         raise UserError(f"method={method!r} is not a scoring method; give one of {', '.join(METHODS)}")
     checks.count(ig_steps, "ig_steps", maximum=MAX_IG_STEPS,

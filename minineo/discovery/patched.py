@@ -53,8 +53,13 @@ def check_graph(model: Model, graph: Graph, what: str = "circuit") -> None:
     check_same_model(graph, Graph.from_model(model), what)  # one shape, but made for another model: refused
 
 
-def check_pairs(pairs: Pairs, metric: Callable, batch_size: int | None) -> None:
-    """UserError for pairs that are not Pairs, a metric that is not callable, or a batch size that is not a positive int."""
+def check_pairs(pairs: Pairs, metric: Callable, batch_size: int | None, model: Model | None = None) -> None:
+    """UserError for pairs that are not Pairs, a metric that is not callable, a metric made for another model than
+    `model` (kl_metric keeps its model as `metric.model`), or a batch size that is not a positive int."""
+    made_for = getattr(metric, "model", None)
+    if model is not None and made_for is not None and made_for is not model:
+        raise UserError(f"the metric was made for {made_for.identity()} (kl_metric(model) compares with that model's "
+                        f"clean run), but it scores {model.identity()}; make it with kl_metric(this model)")
     if not isinstance(pairs, Pairs):
         raise WrongTypeError(f"pairs must be minineo.discovery.Pairs (Pairs.from_text or Pairs.from_jsonl), "
                              f"got {type(pairs).__name__}")
@@ -182,7 +187,7 @@ def evaluate(
         raise UserError("evaluate got an empty list of circuits; give a Graph or a non-empty list of them")
     for c in circuits:
         check_graph(model, c)
-    check_pairs(pairs, metric, batch_size)
+    check_pairs(pairs, metric, batch_size, model)
     device = model.W_E.device
     values: list[list[torch.Tensor]] = [[] for _ in circuits]
     for batch in pairs.batches(batch_size or len(pairs)):
