@@ -100,7 +100,7 @@ def test_an_empty_acdc_circuit_is_refused_and_an_empty_top_n_warned(tmp_path):
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "t.png").exists()
     result = invoke("--n", "4", "--top", "1", "--out", str(tmp_path / "t.json"))
     assert result.exit_code == 0, result.output
-    assert ("warning: --top 1 keeps no edge after pruning (its 1 edge lie on no path from input to logits), so the "
+    assert ("warning: --top 1 keeps no edge after pruning (its 1 edge lies on no path from input to logits), so the "
             "circuit is empty and its faithfulness 0 by construction, not a finding; give a larger --top"
             in " ".join(result.output.split()))
 

@@ -108,3 +108,24 @@ def test_a_kl_metric_made_for_another_model_is_refused():
     with pytest.raises(UserError, match="the metric was made for tiny-gpt2"):
         evaluate(neo, Graph.from_model(neo), pairs, kl_metric(gpt2))
     assert attribute(neo, Graph.from_model(neo), pairs, metric=kl_metric(neo)).scores.abs().sum() > 0
+
+
+def test_acdc_kl_scores_are_ranked_and_labelled_as_kl_in_the_table_the_file_and_the_page(tmp_path):
+    """A KL score is positive where removing the edge hurts (the KL from the clean run rises), the opposite sense of a
+    logit difference: the signed ranking is by +score, the file records the unit, the page says what the scores are,
+    and the file read back with --from gives the same CPR."""
+    from minineo import views
+
+    out = tmp_path / "kl.json"
+    base = ["discover", "--model", "tiny-neo", "--task", "induction", "--n", "8"]
+    first = RUNNER.invoke(app, [*base, "--method", "acdc", "--kl", "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "kept +score" in first.output and "area under f +score" in first.output
+    task = json.loads(out.read_text())["task"]
+    assert task["method"] == "acdc" and task["score_unit"] == "KL divergence from the clean run, nats"
+    again = RUNNER.invoke(app, [*base, "--from", str(out)])
+    cpr = [line for line in first.output.splitlines() if "CPR" in line]
+    assert again.exit_code == 0 and "kept +score" in again.output, again.output
+    assert cpr and cpr == [line for line in again.output.splitlines() if "CPR" in line]
+    page = views.circuit(out).html if hasattr(views.circuit(out), "html") else str(views.circuit(out)._repr_html_())
+    assert "Scores are ACDC" in page and "nats" in page

@@ -97,6 +97,7 @@ def check_reuse(circuit: Optional[Path], out: Optional[Path]) -> None:
                          "minineo discover --out or EAP-IG wrote")
 
 
+LOGIT_UNIT, KL_UNIT = "logit difference", "KL divergence from the clean run, nats"  # the file's task["score_unit"]
 DEFAULT_BATCH = 32  # pairs per forward: memory stays bounded (about 3.6 MB a pair at once on eap-ig-inputs)
 LARGE_RUN = 1000  # pairs past which the cost is said up front
 
@@ -148,17 +149,18 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
     return graph, extras
 
 
-def curve_table(signed, absolute, title: str):
-    """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption."""
+def curve_table(signed, absolute, title: str, sign: str = "-"):
+    """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption. `sign`: the signed
+    ranking's, "-" (a logit difference: removing a needed edge lowers it) or "+" (a KL divergence: it raises it)."""
     table = titled_table(title)
     # each ranking keeps its own edges after pruning, so each f column has its own count beside it (fits 80 columns)
-    for column in ("fraction", "top edges", "kept |score|", "f |score|", "kept -score", "f -score"):
+    for column in ("fraction", "top edges", "kept |score|", "f |score|", f"kept {sign}score", f"f {sign}score"):
         table.add_column(column, justify="right")
     for i, p in enumerate(absolute.fractions):
         table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), f"{absolute.faithfulness[i]:.3f}",
                       str(signed.n_kept[i]), f"{signed.faithfulness[i]:.3f}")
     table.caption = (f"top edges: int(fraction x all edges); kept: left after pruning, edges ranked by |score| or "
-                     f"by -score; f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f -score, higher is "
+                     f"by {sign}score; f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f {sign}score, higher is "
                      f"better) {signed.area:.3f}; CMD (area between f |score| and 1, 0 is best) "
                      f"{absolute.area_from_one:.3f}")
     return table
@@ -231,6 +233,9 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     for message in checks.metric_gap_warnings(full, empty, "m(full)", "m(empty)"):
         report.warn(f"{message} (faithfulness is normalised by m(full) - m(empty))")
     record = task_record(task, n, seed, pairs)
+    kl_scores = method == "acdc" and kl and circuit is None
+    if circuit is None:  # what the scores mean (a --from file keeps its own record, below)
+        record.update(method=method, score_unit=KL_UNIT if kl_scores else LOGIT_UNIT)
     if circuit is not None:
         graph, extras = read_circuit(circuit, m, model, "model" in given)
         say_other_pairs(circuit, extras, record)
@@ -273,7 +278,14 @@ def discover(ctx: typer.Context, model: str = ModelOption,
                         "input to logits), so the circuit is empty and its faithfulness 0 by construction, not a "
                         "finding; give a larger --top")
     value = faithfulness(m, graph, pairs, full=full, empty=empty, batch_size=batch_size)
-    signed = faithfulness_curve(m, graph, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
+    if record is not None and record.get("score_unit") == KL_UNIT:
+        kl_scores = True  # (a --from file scored by ACDC with --kl)
+    # the signed ranking puts first the edge whose removal hurts most: the most negative logit-difference score,
+    # but the most positive KL score (removing a needed edge raises the KL from the clean run)
+    ranked = graph.copy() if kl_scores else graph
+    if kl_scores:
+        ranked.scores = -graph.scores
+    signed = faithfulness_curve(m, ranked, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
         files.save_graph(graph, out, curve=absolute, computed_on=record)
@@ -282,11 +294,11 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
                   f"{plural(int(graph.nodes_in_graph.sum()), 'node')}; faithfulness {value:.3f}")
     console.print(curve_table(signed, absolute, f"faithfulness curve of the {method if circuit is None else 'file'} "
-                                                "scores (MIB's edge fractions)"))
+                                                "scores (MIB's edge fractions)", "+" if kl_scores else "-"))
     if out is not None:
         console.print(f"wrote {out}")
     if plot:
-        unit = "nats (KL)" if method == "acdc" and kl and circuit is None else "(logit difference)"
+        unit = "nats (KL)" if kl_scores else "(logit difference)"
         circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}", unit)
         console.print(f"wrote {plot}")
 

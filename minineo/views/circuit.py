@@ -20,6 +20,8 @@ EAP-IG ignores when it reads the file (docs/views.md):
 
 from __future__ import annotations
 
+import html
+
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,22 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
         "faithfulness": faith, "source": Path(source).name if source != "the graph" else None,
         "data_note": data_note if isinstance(data_note, str) else None,
     }
-    page = render("circuit", "Circuit", str(model), None, payload, BODY, asset("circuit.js"))
+    page = render("circuit", "Circuit", str(model), None, payload, BODY.replace("__SCORES__", _scores_note(extras)),
+                  asset("circuit.js"))
     return View(page, "circuit", height=820)
+
+
+def _scores_note(extras: dict) -> str:
+    """What the file's scores are, from the task minineo recorded in it (EAP-IG's own files record none)."""
+    task = extras.get("task") or {}
+    unit = task.get("score_unit") if isinstance(task.get("score_unit"), str) else None
+    if task.get("method") == "acdc":
+        text = ("Scores are ACDC's: the change in the metric, m(circuit without the edge) - m(circuit), when ACDC "
+                "visited the edge")
+    else:
+        text = ("Scores are EAP-IG's noising form: the change in the metric when that edge alone is corrupted "
+                "(estimated; exact for the exact method)")
+    return html.escape(text + (f", in {unit}." if unit else "."))
 
 
 BODY = """
@@ -148,6 +164,5 @@ BODY = """
   <div class="edge-list"><h2 id="list-title">click a node</h2><div id="edge-list"></div></div>
 </div>
 <p class="note">Rows are layers (input at the top, logits at the bottom). Edge width follows |score|, colour its sign
-(blue negative: removing the edge lowers the metric; red positive). An edge into a head ends on the head's q, k or v port. Scores are EAP-IG's noising
-form: the change in the metric when that edge alone is corrupted (estimated).</p>
+(blue negative: removing the edge lowers the metric; red positive). An edge into a head ends on the head's q, k or v port. __SCORES__</p>
 """
