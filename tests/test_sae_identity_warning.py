@@ -45,3 +45,17 @@ def test_an_sae_with_no_model_identity_is_evaluated_with_a_warning_naming_the_fi
 def test_an_sae_that_names_its_model_is_evaluated_silently(corpus):
     result = sae_eval(SAE, corpus)
     assert result.exit_code == 0 and "carries no model identity" not in result.stderr, result.output
+
+
+@pytest.mark.parametrize("recorded", [1000, 0])
+def test_a_bad_recorded_context_size_names_the_cfg_json_not_an_option_not_given(tmp_path, corpus, recorded):
+    pytest.importorskip("datasets", reason="sae-eval needs pip install 'minineo[harvest]'")
+    sae = tmp_path / "my-sae"
+    shutil.copytree(SAE, sae)
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["metadata"]["context_size"] = recorded
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["sae-eval", str(sae), str(corpus), "--max-tokens", "256", "--model", "tiny-neo"],
+                                terminal_width=300)
+    assert result.exit_code == 1, result.output
+    assert "metadata.context_size (the default of --context)" in result.output and "--context must" not in result.output

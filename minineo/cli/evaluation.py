@@ -123,7 +123,12 @@ def sae_eval_command(
                     f"{model} by its site and width only; record the model it was trained on by adding "
                     f"\"metadata\": {{\"model_name\": \"{model}\"}} to {Path(sae) / 'cfg.json'}")
     if context is None:
-        context = int(autoencoder.metadata.get("context_size") or min(1024, m.config.n_ctx))
+        recorded = autoencoder.metadata.get("context_size")
+        if recorded is None:
+            context = min(1024, m.config.n_ctx)
+        else:  # the SAE's own record: a bad value is the cfg.json's to fix, not an option the user gave
+            what = f"{Path(sae) / 'cfg.json'}'s metadata.context_size (the default of --context)"
+            context = checks.context_length(recorded, m.config.n_ctx, what)
     checks.context_length(context, m.config.n_ctx, "--context")
     if max_tokens < context:
         raise UserError(f"--max-tokens {max_tokens} is less than one row of --context {context}")
