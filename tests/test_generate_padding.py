@@ -27,8 +27,8 @@ def test_a_right_padded_mask_is_refused_with_the_row_and_the_fix(model):
 def test_the_second_row_is_named(model):
     tokens = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8]])
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 1]])
-    with pytest.raises(UserError, match=r"row 1 is right-padded \(a 0 at position 2"):
-        model.generate(tokens, 2, attention_mask=mask)
+    with pytest.raises(UserError, match=r"row 1 has padding between real tokens \(a 0 at position 2"):
+        model.generate(tokens, 2, attention_mask=mask)  # [1, 1, 0, 1]: a gap, not right padding
 
 
 def test_left_padding_still_generates_what_the_unpadded_row_generates(model):

@@ -121,7 +121,8 @@ def _refuse_right_padding(attention_mask: torch.Tensor) -> None:
     if bool(after.any()):
         row = int(after.any(-1).nonzero()[0, 0])
         position = int(after[row].nonzero()[0, 0]) + 1
-        raise UserError(f"attention_mask row {row} is right-padded (a 0 at position {position} after real tokens, "
+        kind = "is right-padded" if not bool(mask[row, position:].any()) else "has padding between real tokens"
+        raise UserError(f"attention_mask row {row} {kind} (a 0 at position {position} after real tokens, "
                         f"{attention_mask[row].tolist()[:12]}{'...' if attention_mask.shape[1] > 12 else ''}): "
                         "generation continues every row from the last position, so pad on the left (HF: "
                         "tokenizer.padding_side = 'left'; a list of texts given to generate is padded on the left)")
