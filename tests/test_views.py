@@ -149,7 +149,7 @@ def test_circuit_checks_a_graph_as_the_discovery_reader_does_one_check(tmp_path,
     assert _refusal(lambda: views.circuit(path)) == reader
     assert _refusal(lambda: views.circuit(document)) == reader.replace(str(path), "the graph")
     expected = {"delete an edge": f"1 of the 110 edges of a 2-layer, 4-head graph are missing (first: {first})",
-                "cfg model 12": "model identity must be the model's name as a string",
+                "cfg model 12": "model identity must be the model's name as a non-empty string",
                 "rename an edge": "'a1.h0->a0.h0<q>' is not an edge", "score a string": "has the score '0.5'"}[change]
     assert expected in reader, reader
 
