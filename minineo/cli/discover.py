@@ -248,6 +248,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         for message in said:
             if "keeps no edge" not in message:
                 report.warn(message)
+        acdc_note = next((m_ for m_ in said if "keeps no edge" in m_), "")
         how = f"ACDC, threshold {threshold if threshold is not None else 0.01:g}{' (KL)' if kl else ''}"
     else:
         from minineo.discovery.attribution import attribute
@@ -266,9 +267,11 @@ def discover(ctx: typer.Context, model: str = ModelOption,
             report.warn(f"the circuit of --from {circuit} has no edge after pruning: its faithfulness is 0 by "
                         "construction (the corrupted run), not a finding")
         elif method == "acdc":
+            why = acdc_note[acdc_note.find("(") + 1:acdc_note.find(")")] if "(" in acdc_note else \
+                "every edge changed the metric by less"
             raise UserError(f"ACDC's --threshold {threshold if threshold is not None else 0.01:g} keeps no edge "
-                            "(every edge changed the metric by less); an empty circuit is the corrupted run, not a "
-                            "finding; give a smaller --threshold")
+                            f"({why}); an empty circuit is the corrupted run, not a finding; give a smaller "
+                            "--threshold")
         elif threshold is not None:  # apply_threshold refused a threshold keeping nothing; pruning emptied it
             report.warn(f"--threshold {threshold:g} keeps {plural(before, 'edge')} but none after pruning (none lies "
                         "on a path from input to logits), so the circuit is empty and its faithfulness 0 by "

@@ -314,8 +314,11 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
                 _write_state(path, {"settings": settings, "done": index + 1, "current": current,
                                     "removed": removed, "scores": scores})
             advance()
-    circuits.prune(circuit)
+    kept, _ = circuits.prune(circuit)
     if not circuit.n_edges_in_graph:
-        report.warn(f"ACDC's threshold {threshold:g} keeps no edge (every edge changed the metric by less); the "
-                    "empty circuit is the corrupted run, not a finding; give a smaller threshold")
+        why = ("every edge changed the metric by less" if not kept else
+               f"it kept {kept} edge{'s' * (kept != 1)}, but none lies on a path from input to logits, so pruning "
+               "removed them")
+        report.warn(f"ACDC's threshold {threshold:g} keeps no edge ({why}); the empty circuit is the corrupted run, "
+                    "not a finding; give a smaller threshold")
     return circuit
