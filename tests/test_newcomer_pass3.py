@@ -129,3 +129,17 @@ def test_acdc_kl_scores_are_ranked_and_labelled_as_kl_in_the_table_the_file_and_
     assert cpr and cpr == [line for line in again.output.splitlines() if "CPR" in line]
     page = views.circuit(out).html if hasattr(views.circuit(out), "html") else str(views.circuit(out)._repr_html_())
     assert "Scores are ACDC" in page and "nats" in page
+
+
+def test_a_circuit_file_edge_without_in_graph_is_refused(tmp_path):
+    from minineo.discovery import load_graph
+
+    model = minineo.load("tiny-gpt2")
+    path = tmp_path / "c.json"
+    to_json(Graph.from_model(model), path)
+    document = json.loads(path.read_text())
+    first = next(iter(document["edges"]))
+    del document["edges"][first]["in_graph"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(UserError, match=rf"edge '{first}' has no \"in_graph\""):
+        load_graph(path, model)

@@ -262,7 +262,10 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
             raise UserError(f"{where}: edge {name!r} must be {{\"score\": number, \"in_graph\": true/false}}, got "
                             f"{checks.describe(info)}")
         graph.scores[s, r] = _score(info.get("score"), f"{where}: edge {name!r}")
-        graph.in_graph[s, r] = _flag(info.get("in_graph", False), f"{where}: edge {name!r}")
+        if "in_graph" not in info:  # EAP-IG writes it for every edge: read as false, a circuit would lose the edge
+            raise UserError(f"{where}: edge {name!r} has no \"in_graph\" (EAP-IG writes true or false for every "
+                            "edge); add it")
+        graph.in_graph[s, r] = _flag(info["in_graph"], f"{where}: edge {name!r}")
     _check_consistent(graph, where, "nodes")
     if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
         missing = [name for name in index if name not in document["edges"]]
