@@ -22,8 +22,8 @@ What was measured (CPU AVX-512, torch 2.13, transformers 5.24, 4 x 128-token bat
   the fast path is HF eager float32 with `gelu_pytorch_tanh`, bit for bit (tested below), one of the envelope's
   members. Before, it ran SDPA's fused CPU kernel (the kernel HF's GPT-2 runs by default), whose causal layers put
   the logit RMS up to 0.3% above HF eager's on random GPT-Neo models (max error within); eager attention costs
-  nothing measurable on a GPT-Neo-125M-shaped forward at 128 tokens and 12-40% at 1024 tokens, depending on the
-  machine's load (one thread; benchmarks/README.md), for a fast path that is exactly HF's computation.
+  2% of a GPT-Neo-125M-shaped forward at 128 tokens and 16% at 1024 tokens on a quiet machine (up to 40%
+  under heavy load) (one thread; benchmarks/README.md), for a fast path that is exactly HF's computation.
 
 The explicit path runs HF eager's own float32 operations, so its error is HF's, exactly.
 """
