@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -58,28 +57,28 @@ def _clock(seconds: float) -> str:
 
 class _Lines:
     """Plain progress lines on stderr for a task outside a terminal: a daemon thread wakes after LOG_AFTER s, then
-    every LOG_EVERY s, and writes `description: done/total (p%), 0:01:05 elapsed, about 0:02:10 left`."""
+    every LOG_EVERY s, and writes `description: done/total (p%), 0:01:05 elapsed, about 0:02:10 left`, read from the
+    (disabled) rich display's own task, which counts and times it as it does on a terminal."""
 
-    def __init__(self, description: str, total: float):
-        self.description, self.total, self.done = description, total, 0.0
-        self.start, self.stopped = time.monotonic(), threading.Event()
+    def __init__(self, display: Progress, task_id):
+        self.display, self.task_id, self.stopped = display, task_id, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def advance(self, steps: float = 1) -> None:
-        self.done += steps
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        left = elapsed * (self.total - self.done) / self.done if self.done else None
-        count = f"{self.done:g}/{self.total:g} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done:g}"
+    def line(self) -> str | None:
+        task = next((t for t in self.display.tasks if t.id == self.task_id), None)
+        if task is None:  # ended while this thread woke
+            return None
+        done, total, elapsed = task.completed, task.total, task.elapsed or 0.0
+        left = elapsed * (total - done) / done if done else None
+        count = f"{done:g}/{total:g} ({100 * done / total:.0f}%)" if total else f"{done:g}"
         eta = f", about {_clock(left)} left" if left is not None else ""
-        return f"{self.description}: {count}, {_clock(elapsed)} elapsed{eta}"
+        return f"{task.description}: {count}, {_clock(elapsed)} elapsed{eta}"
 
     def _run(self) -> None:
         wait = LOG_AFTER
-        while not self.stopped.wait(wait):
-            print(self.line(), file=sys.stderr, flush=True)
+        while not self.stopped.wait(wait) and (line := self.line()) is not None:
+            print(line, file=sys.stderr, flush=True)
             wait = LOG_EVERY
 
     def stop(self) -> None:
@@ -105,14 +104,9 @@ def task(description: str, total: float | None = None, delay: float = 0.0) -> It
     display = _display
     _open += 1
     task_id = display.add_task(description, total=total)
-    lines = _Lines(description, total) if display.disable and total is not None else None
-
-    def advance(steps: float = 1) -> None:
-        display.advance(task_id, steps)
-        if lines is not None:
-            lines.advance(steps)
+    lines = _Lines(display, task_id) if display.disable and total is not None else None
     try:
-        yield advance
+        yield lambda steps=1: display.advance(task_id, steps)
     finally:
         if lines is not None:
             lines.stop()
