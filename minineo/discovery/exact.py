@@ -64,24 +64,18 @@ class _Variants:
     receivers, from the clean run with the moved head's replaced; its MLP and logits receivers need no attention."""
 
     def __init__(self, model: Model, graph: Graph, batch: Pairs, cache: dict[str, torch.Tensor], delta: torch.Tensor,
-                 last_only: bool, layer: int, site: str, first: int, start: int):
+                 last_only: bool, layer: int, site: str, first: int, prefix: KVCache):
         self.model, self.graph, self.batch, self.cache, self.delta = model, graph, batch, cache, delta
         self.last_only, self.tail = last_only, last_only and batch.clean.shape[1] > 1
         self.layer, self.site, self.first = layer, site, first
-        self.start = start  # the shared prefix's length: positions before it are the clean run's in every variant
+        # the shared prefix's keys and values (the clean run's, of every layer); positions before its length `start`
+        # are the clean run's in every variant
+        self.prefix, self.start = prefix, prefix.length
         self.last = graph.n_layers - 1
 
     def _prefix_kv(self, v: int, layers: range) -> KVCache:
-        """A key/value cache of `layers` for v variants of the batch holding the clean run's keys and values of the
-        shared prefix (positions ..start - 1), its length `start`."""
-        (b, pos), p, d = self.batch.clean.shape, self.start, self.delta
-        kv = KVCache(self.model.config, v * b, pos, device=d.device, dtype=d.dtype, layers=layers)
-        if p:
-            for l in layers:
-                kv.keys[l][:, :p] = self.cache[f"blocks.{l}.attn.k"][:, :p].repeat(v, 1, 1, 1)
-                kv.values[l][:, :p] = self.cache[f"blocks.{l}.attn.v"][:, :p].repeat(v, 1, 1, 1)
-            kv.advance(p)
-        return kv
+        """The prefix's cache of `layers` for v variants of the batch (each variant's rows a copy), its length `start`."""
+        return self.prefix.repeated(v, layers)
 
     def _skip_attention_and_mlp(self, rows: int, pos: int) -> dict[str, torch.Tensor]:
         """Patches fixing z and mlp_out of the layer being run, so that it computes only ln1 and q, k, v."""
@@ -178,6 +172,19 @@ def _chunks(graph: Graph, variants: list[tuple[int, int]], layer: int, site: str
     return [variants[i:i + size] for i in range(0, len(variants), size)]
 
 
+def _prefix_cache(model: Model, cache: dict[str, torch.Tensor], batch: Pairs, start: int) -> KVCache:
+    """A key/value cache of every layer holding the clean run's recorded keys and values of the first `start`
+    positions (the prompts' shared prefix), its length `start`; each forward of variants repeats it (KVCache.repeated)."""
+    (b, pos), W = batch.clean.shape, model.W_E
+    kv = KVCache(model.config, b, pos, device=W.device, dtype=W.dtype)
+    if start:
+        for l in range(model.config.n_layers):
+            kv.keys[l][:, :start] = cache[f"blocks.{l}.attn.k"][:, :start]
+            kv.values[l][:, :start] = cache[f"blocks.{l}.attn.v"][:, :start]
+        kv.advance(start)
+    return kv
+
+
 @torch.no_grad()
 def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advance: Callable[[float], None]) -> torch.Tensor:
     """One batch's sum over pairs of m(only s -> r corrupted) - m(clean) for every edge, float64 (n_senders, n_receivers)."""
@@ -194,7 +201,7 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
     clean_metric = run_metric(metric, logits, batch)  # (batch,)
     last_only = reads_last_position(metric, batch, model.config.d_vocab)
     tail = last_only and pos > 1
-    start = shared_length(batch) if tail else 0  # positions before it: the clean run's in every variant
+    prefix = _prefix_cache(model, cache, batch, shared_length(batch) if tail else 0)
     delta = corrupted_out - clean_out  # (n_senders, batch, pos, d_model): corrupted - clean
     moved = delta.flatten(1).abs().amax(1) > 0  # (n_senders,): senders whose output differs at all
     sums = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float64)
@@ -203,8 +210,9 @@ def exact_method(model: Model, graph: Graph, batch: Pairs, metric: Metric, advan
         # one edge each, sender-major: a chunk's variants share few senders, so few projections of moved inputs
         variants = [(r, s) for s in range(n) if bool(moved[s]) for r in receivers]
         advance(n * len(receivers) - len(variants))  # edges whose sender does not change: exactly 0
-        runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0], start)
-        for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos - start, model.config.d_model):
+        runner = _Variants(model, graph, batch, cache, delta, last_only, layer, site, receivers[0], prefix)
+        for part in _chunks(graph, variants, layer, site, receivers[0], tail, b, pos - prefix.length,
+                            model.config.d_model):
             rows = _repeat(batch, len(part))
             values = (run_metric(metric, runner.run(part), rows).view(len(part), b) - clean_metric).double().sum(1).cpu()
             for (r, s), value in zip(part, values):  # (variant,)
