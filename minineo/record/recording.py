@@ -30,6 +30,9 @@ class Recorder:
         self.patch = patch or {}
         self.store: dict[str, torch.Tensor] = {}
         self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
+        # per patched floating site: a 0-dim bool, True when the patch put a NaN where the forward had none (kept as
+        # tensors, read once by check_patches: no device sync per site)
+        self._nan_from_patch: list[tuple[str, torch.Tensor]] = []
 
     def wants(self, name: str) -> bool:
         """True when the site must be materialised (recorded or patched)."""
@@ -49,10 +52,28 @@ class Recorder:
 
     def __call__(self, name: str, value: torch.Tensor) -> torch.Tensor:
         if name in self.patch:
-            value = _apply_patch(name, self.patch[name], value)
+            new = _apply_patch(name, self.patch[name], value)
+            if new.is_floating_point():
+                self._nan_from_patch.append((name, torch.isnan(new).any() & ~torch.isnan(value).any()))
+            value = new
         if name in self.keep:
             self.store[name] = value
         return value
+
+    def check_patches(self) -> None:
+        """UserError naming the first patched site whose patch brought a NaN into a forward that had none there
+        (its logits would be NaN, silently); called at the end of each forward that takes `patch=`."""
+        if not self._nan_from_patch:
+            return
+        names = [name for name, _ in self._nan_from_patch]
+        flags = torch.stack([flag for _, flag in self._nan_from_patch])  # (n_patched,)
+        self._nan_from_patch = []
+        if bool(flags.any()):
+            name = names[int(flags.to(torch.uint8).argmax())]
+            what = "patch tensor for" if isinstance(self.patch[name], torch.Tensor) else "patch function for"
+            raise UserError(f"{what} {name!r} put NaN into the site, where the forward had none, so every value "
+                            "computed from it (the logits too) would be NaN; give finite values (e.g. "
+                            "torch.nan_to_num)")
 
 
 def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Tensor:
