@@ -38,7 +38,7 @@ def test_a_jsonl_pair_one_token_past_the_context_with_bos_is_refused_naming_its_
     rows = [{"clean": "a" * 127 + " ", "corrupted": "b" * 127 + " ", "answer": "a", "wrong": "b"}]
     path = tmp_path / "edge.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(UserError, match=r"edge.jsonl, line 1: the pair is 129 tokens \(with BOS\)"):
+    with pytest.raises(UserError, match=r"edge.jsonl, line 1: the prompts are 129 tokens \(with BOS\)"):
         Pairs.from_jsonl(model, path)
     rows = [{"clean": "a" * 126 + " ", "corrupted": "b" * 126 + " ", "answer": "a", "wrong": "b"}]  # 128 with BOS
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from minineo import checks
+from minineo import checks, report
 from minineo.errors import UserError
 
 if TYPE_CHECKING:
@@ -88,35 +88,41 @@ class Pairs:
     def from_text(cls, model: Model, clean: list[str], corrupted: list[str], answer: list[str], wrong: list[str]) -> Pairs:
         """Tokenize pairs (BOS prepended, left-padded). Each answer and wrong must be a single token of the model's
         tokenizer; each clean prompt and its corrupted one must have the same token length, at most the model's
-        n_ctx (UserError otherwise)."""
-        tokenizer = model._require_tokenizer()
+        n_ctx (UserError otherwise, naming the pair by its 0-based index)."""
         if not (len(clean) == len(corrupted) == len(answer) == len(wrong)) or not clean:
             raise UserError(f"pairs need as many clean prompts, corrupted prompts, answers and wrong answers, and at "
                             f"least one; got clean {len(clean)}, corrupted {len(corrupted)}, answer {len(answer)} "
                             f"and wrong {len(wrong)}")
+        return cls._tokenize(model, clean, corrupted, answer, wrong, lambda i: f"pair {i}")
+
+    @classmethod
+    def _tokenize(cls, model: Model, clean: list[str], corrupted: list[str], answer: list[str], wrong: list[str],
+                  where: Callable[[int], str]) -> Pairs:
+        """from_text's work; `where(i)` names pair i in a message ("pair 3", or "tasks.jsonl, line 4")."""
+        tokenizer = model._require_tokenizer()
         n_ctx, bos = model.config.n_ctx, int(tokenizer.bos_token_id is not None)  # encode_batch prepends BOS
         for i, (a, b) in enumerate(zip(clean, corrupted)):
             la, lb = len(tokenizer.encode(a)) + bos, len(tokenizer.encode(b)) + bos
             if max(la, lb) > n_ctx:
-                raise UserError(f"pair {i}: the prompts are {max(la, lb)} tokens (with BOS), longer than the model's "
-                                f"context of {n_ctx} positions; shorten that pair's prompts ({_quoted(a)})")
+                raise UserError(f"{where(i)}: the prompts are {max(la, lb)} tokens (with BOS), longer than the "
+                                f"model's context of {n_ctx} positions; shorten that pair's prompts ({_quoted(a)})")
             if la != lb:
-                raise UserError(f"pair {i}: the clean prompt is {la} tokens and the corrupted one {lb}; each pair's "
+                raise UserError(f"{where(i)}: the clean prompt is {la} tokens and the corrupted one {lb}; each pair's "
                                 f"prompts must have the same token length ({_quoted(a)} / {_quoted(b)})")
         ids = []
         for what, texts in (("answer", answer), ("wrong", wrong)):
             for i, text in enumerate(texts):
                 encoded = tokenizer.encode(text, prepend_bos=False) if text else []
                 if len(encoded) != 1:
-                    raise UserError(f"pair {i}: the {what} {_quoted(text, 40)} is {len(encoded)} tokens for this tokenizer; "
-                                    "the metric compares one token, so give a single-token answer")
+                    raise UserError(f"{where(i)}: the {what} {_quoted(text, 40)} is {len(encoded)} tokens for this "
+                                    "tokenizer; the metric compares one token, so give a single-token answer")
                 ids.append(encoded[0])
         n = len(clean)
         same = [i for i in range(n) if ids[i] == ids[n + i]]
         if same:
-            raise UserError(f"pair {same[0]}: the answer and the wrong answer are the same token "
-                            f"({_quoted(answer[same[0]], 40)}), so its logit difference is 0 in every run; give two different "
-                            "tokens")
+            raise UserError(f"{where(same[0])}: the answer and the wrong answer are the same token "
+                            f"({_quoted(answer[same[0]], 40)}), so its logit difference is 0 in every run; give two "
+                            "different tokens")
         tokens, mask = tokenizer.encode_batch(list(clean), padding_side="left")
         corrupted_tokens, _ = tokenizer.encode_batch(list(corrupted), padding_side="left")
         mask = None if bool(mask.all()) else mask
@@ -127,11 +133,12 @@ class Pairs:
     def from_jsonl(cls, model: Model, path: str | Path) -> Pairs:
         """Read rows {"clean", "corrupted", "answer", "wrong"} (the format of EAP-IG-style task files).
 
-        Raises MissingFileError for a path that is no file, UserError for a row that is not a pair or a pair longer
-        than the model's context (naming the file and line)."""
+        Raises MissingFileError for a path that is no file, UserError for a row that is not a pair, a pair longer
+        than the model's context, of unequal token lengths or with a multi-token answer (naming the file and
+        line). Other keys of a row are not read; a warning names them."""
         path = checks.existing_path(path, "path", kind="file", fix='give a JSONL of {"clean": ..., "corrupted": ..., '
                                     '"answer": ..., "wrong": ...} rows')
-        rows, rows_at = [], []
+        rows, numbers, extra = [], [], {}
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -139,24 +146,25 @@ class Pairs:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}, line {number}: not JSON ({err.msg}); each line is one pair object") from None
-            missing = [k for k in ("clean", "corrupted", "answer", "wrong") if not isinstance(row, dict)
-                       or not isinstance(row.get(k), str)]
+            missing = [k for k in _KEYS if not isinstance(row, dict) or not isinstance(row.get(k), str)]
             if missing:
                 raise UserError(f"{path}, line {number}: {', '.join(missing)} missing or not a string; each row needs "
                                 '"clean", "corrupted", "answer" and "wrong" strings')
+            for key in row.keys() - set(_KEYS):
+                extra.setdefault(key, number)
             rows.append(row)
-            rows_at.append((number, row))
+            numbers.append(number)
         if not rows:
             raise UserError(f"{path} holds no pairs; give at least one row")
-        tokenizer, n_ctx = model._require_tokenizer(), model.config.n_ctx
-        bos = int(tokenizer.bos_token_id is not None)  # from_text's encode_batch prepends it
-        for number, row in rows_at:
-            length = max(len(tokenizer.encode(row["clean"])), len(tokenizer.encode(row["corrupted"]))) + bos
-            if length > n_ctx:
-                raise UserError(f"{path}, line {number}: the pair is {length} tokens (with BOS), longer than the "
-                                f"model's context of {n_ctx} positions; shorten that pair's prompts to at most "
-                                f"{n_ctx} tokens")
-        return cls.from_text(model, *([row[k] for row in rows] for k in ("clean", "corrupted", "answer", "wrong")))
+        if extra:
+            named = ", ".join(f"{key!r} (first on line {line})" for key, line in sorted(extra.items(), key=lambda kv: kv[1]))
+            report.warn(f"{path}: the rows' keys {named} are not read; a pair is its \"clean\", \"corrupted\", "
+                        "\"answer\" and \"wrong\" (check the spelling if one of those was meant)")
+        return cls._tokenize(model, *([row[k] for row in rows] for k in _KEYS),
+                             lambda i: f"{path}, line {numbers[i]}")
+
+
+_KEYS = ("clean", "corrupted", "answer", "wrong")
 
 
 def _quoted(text: str, limit: int = 60) -> str:
