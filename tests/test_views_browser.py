@@ -365,6 +365,21 @@ def test_circuit_of_eap_igs_own_files(browser, name, tmp_path):
         screenshot(opened, "circuit-tiny-gpt2.png")
 
 
+def test_circuit_page_draws_the_layers_upwards_as_the_png_does(browser, tmp_path):
+    """Input at the bottom, logits on top, layer L above layer L - 1, each layer's MLP above its heads, every edge
+    running upwards from its sender to its receiver: the orientation of `discover --plot`'s PNG (which draws input at
+    the bottom), so the two pictures of one circuit read the same way."""
+    opened = open_page(browser, views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").save(tmp_path / "c.html"))
+    page = opened.page
+    y = dict(page.eval_on_selector_all(".node", "els => els.map(e => [e.dataset.node, "
+                                                   "+e.querySelector('rect').getAttribute('y')])"))
+    assert y["logits"] < y["m1"] < y["a1.h0"] < y["m0"] < y["a0.h0"] < y["input"]  # smaller y is higher on screen
+    set_slider(page, 110)
+    ends = page.eval_on_selector_all("path.edge", "els => els.map(e => { const n = e.getAttribute('d')"
+                                                  ".match(/-?[0-9.]+/g).map(Number); return [n[1], n[n.length - 1]]; })")
+    assert len(ends) == 110 and all(end < start for start, end in ends)
+
+
 def drawn_names(page) -> list[str]:
     return page.eval_on_selector_all("path.edge", "els => els.map(e => e.dataset.name)")
 

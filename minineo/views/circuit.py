@@ -1,7 +1,7 @@
 """The circuit view: an EAP-IG graph file (or dict) as a layered graph, one HTML page.
 
-Rows are layers (input at the top, logits at the bottom); nodes are `input`, the heads `a{l}.h{h}`, the MLPs `m{l}`
-and `logits`; an edge into a head ends on its q, k or v port (marked on the node). Edge width and colour follow the
+Rows are layers (input at the bottom, logits on top, as the PNG of `discover --plot` draws them); nodes are `input`,
+the heads `a{l}.h{h}`, the MLPs `m{l}` and `logits`; an edge into a head ends on its q, k or v port (marked on the node). Edge width and colour follow the
 score (blue negative: removing the edge lowers the metric; red positive; as `minineo discover --plot` draws them).
 The page opens on the file's own circuit (exactly its in_graph edges) when it has one; a slider keeps the top N
 edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from minineo import checks
+from minineo import checks, report
 from minineo.discovery import files
 from minineo.discovery.graph import Graph
 from minineo.errors import MissingFileError, UserError
@@ -112,8 +112,6 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
     score_t = found.scores[rows, columns].to(torch.float64)
     in_graph = found.in_graph[rows, columns]
     if not bool(in_graph.any()):  # nothing to open on: the page opens on the top N by |score| instead, and says so
-        from minineo import report
-
         report.warn(f"{source} marks no edge in_graph (an empty circuit), so the page opens on the top "
                     f"{min(50, len(rows))} edges by |score| instead of the file's circuit")
     order = torch.argsort(score_t.abs(), descending=True, stable=True)  # the slider's top N is a prefix
@@ -121,8 +119,11 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
     label = extras.get("model")
     if label is not None and not isinstance(label, str):
         raise UserError(f"{source}: the optional \"model\" key must be the model's name as a string, got {label!r}")
-    model = name or label or (files.model_identity(found.model) if found.model else None) \
-        or f"{n_layers}-layer x {n_heads}-head model"
+    recorded = label or (files.model_identity(found.model) if found.model else None)
+    if name is not None and recorded is not None and name != recorded:
+        report.warn(f"the page calls the model {name!r} (--name), but {source} records {recorded!r}: the scores are "
+                    f"{recorded!r}'s; leave --name out to label the page with the file's model")
+    model = name or recorded or f"{n_layers}-layer x {n_heads}-head model"
     data_note = extras.get("data")
     payload = {
         "n_layers": n_layers, "n_heads": n_heads, "nodes": names, "n_edges_full": edge_count(n_layers, n_heads),
@@ -163,6 +164,6 @@ BODY = """
   <div><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
   <div class="edge-list"><h2 id="list-title">click a node</h2><div id="edge-list"></div></div>
 </div>
-<p class="note">Rows are layers (input at the top, logits at the bottom). Edge width follows |score|, colour its sign
+<p class="note">Rows are layers (input at the bottom, logits on top). Edge width follows |score|, colour its sign
 (blue negative: removing the edge lowers the metric; red positive). An edge into a head ends on the head's q, k or v port. __SCORES__</p>
 """

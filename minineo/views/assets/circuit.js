@@ -9,13 +9,16 @@ const W = COL * (H + 1) + 40, HEIGHT = ROW * (L + 1) + 60;
 const svg = document.getElementById("graph");
 svg.setAttribute("width", W); svg.setAttribute("height", HEIGHT); svg.setAttribute("viewBox", `0 0 ${W} ${HEIGHT}`);
 
+// rows from the bottom, as `minineo discover --plot` draws them: input, then per layer its heads and above them its
+// MLP, logits on top; edges run upwards, into a head's q / k / v cell at its foot
+function rowY(layer) { return HEIGHT - 24 - ROW * (layer + 1); }
 const pos = NODES.map(name => {                          // centre of each node
-  if (name === "input") return {x: W / 2, y: 24, w: 120};
-  if (name === "logits") return {x: W / 2, y: HEIGHT - 30, w: 120};
+  if (name === "input") return {x: W / 2, y: HEIGHT - 24, w: 120};
+  if (name === "logits") return {x: W / 2, y: 30, w: 120};
   let m = /^a(\d+)\.h(\d+)$/.exec(name);
-  if (m) return {x: 20 + COL * (+m[2] + 0.5), y: 24 + ROW * (+m[1] + 1) - 18, w: NW};
+  if (m) return {x: 20 + COL * (+m[2] + 0.5), y: rowY(+m[1]) + 18, w: NW};
   m = /^m(\d+)$/.exec(name);
-  return {x: 20 + COL * (H + 0.5), y: 24 + ROW * (+m[1] + 1) + 18, w: NW};
+  return {x: 20 + COL * (H + 0.5), y: rowY(+m[1]) - 18, w: NW};
 });
 function edgeName(e) {
   const port = PORT[e] < 3 ? `<${"qkv"[PORT[e]]}>` : "";
@@ -23,15 +26,15 @@ function edgeName(e) {
 }
 function pathOf(e) {
   const s = pos[SRC[e]], r = pos[DST[e]];
-  const x1 = s.x, y1 = s.y + NH / 2;
-  const x2 = r.x + (PORT[e] < 3 ? (PORT[e] - 1) * (r.w / 3) : 0), y2 = r.y - NH / 2;
-  const dy = Math.max(20, (y2 - y1) / 2);
-  return `M${x1.toFixed(1)},${y1.toFixed(1)} C${x1.toFixed(1)},${(y1 + dy).toFixed(1)} ${x2.toFixed(1)},${(y2 - dy).toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`;
+  const x1 = s.x, y1 = s.y - NH / 2;                      // from the sender's top ...
+  const x2 = r.x + (PORT[e] < 3 ? (PORT[e] - 1) * (r.w / 3) : 0), y2 = r.y + NH / 2;  // ... to the receiver's foot
+  const dy = Math.max(20, (y1 - y2) / 2);
+  return `M${x1.toFixed(1)},${y1.toFixed(1)} C${x1.toFixed(1)},${(y1 - dy).toFixed(1)} ${x2.toFixed(1)},${(y2 + dy).toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`;
 }
 
 // static layers: row labels and nodes; edges go in their own group under the nodes
 let html = `<g id="labels">`;
-for (let l = 0; l < L; l++) html += `<text x="2" y="${24 + ROW * (l + 1)}" fill="#888">L${l}</text>`;
+for (let l = 0; l < L; l++) html += `<text x="2" y="${rowY(l) + 4}" fill="#888">L${l}</text>`;
 html += `</g><g id="edges"></g><g id="nodes">`;
 NODES.forEach((name, i) => {
   const p = pos[i], head = name.startsWith("a");
@@ -40,7 +43,7 @@ NODES.forEach((name, i) => {
     `width="${p.w}" height="${NH}" rx="4" fill="${fill}" stroke="#777"/>` +
     `<text x="${p.x}" y="${p.y + 4}" text-anchor="middle">${name}</text>`;
   if (head) for (let k = 0; k < 3; k++)
-    html += `<text x="${p.x + (k - 1) * p.w / 3}" y="${p.y - NH / 2 - 2}" text-anchor="middle" font-size="9" fill="#555">${"qkv"[k]}</text>`;
+    html += `<text x="${p.x + (k - 1) * p.w / 3}" y="${p.y + NH / 2 + 10}" text-anchor="middle" font-size="9" fill="#555">${"qkv"[k]}</text>`;
   html += `</g>`;
 });
 svg.innerHTML = html + `</g>`;
