@@ -93,7 +93,7 @@ def other_lines(report: dict) -> list[str]:
     for g in report["generation"]:
         b, p, n = g["shape"]
         lines.append(f"| {g['model']} | {g['device']} | {b}x{p}+{n} | {g['variant']} | {g['tokens_per_s']:.1f} | "
-                     f"{g['ratio_to_hf']:.2f}x | {g['same_tokens_as_hf']} |")
+                     f"{g['ratio_to_hf']:.2f}x | {'-' if g['same_tokens_as_hf'] is None else g['same_tokens_as_hf']} |")
     patching = report.get("patching")
     lines += ["", "## Patching engine vs its brute-force loop (resid_pre per position)", ""]
     if patching:

@@ -30,7 +30,7 @@ def bench_generation(run, name, model, hf, device, dtype, shape, rounds, label: 
     for variant, ts in times.items():
         median = statistics.median(ts)
         result = GenerationResult(name, device, str(dtype)[6:], shape, variant, median, batch * new / median,
-                                  hf_median / median, same)
+                                  hf_median / median, None if variant == "HF generate" else same)
         run.generation.append(result)
         print(f"{name} {device} {result.dtype} generate {batch}x{prompt}+{new} {variant}: {result.tokens_per_s:.1f} tok/s, "
-              f"{result.ratio_to_hf:.2f}x HF, same tokens: {same}", flush=True)
+              f"{result.ratio_to_hf:.2f}x HF" + ("" if result.same_tokens_as_hf is None else f", same tokens: {same}"), flush=True)

@@ -58,14 +58,15 @@ def print_table(run: Run) -> None:
             table.add_column(column, justify="left" if column in ("model", "variant") else "right")
         for g in run.generation:
             table.add_row(g.model, g.device, g.dtype, f"{g.shape[0]}x{g.shape[1]}+{g.shape[2]}", g.variant,
-                          f"{g.median_s:.2f}", f"{g.tokens_per_s:.1f}", f"{g.ratio_to_hf:.2f}x", str(g.same_tokens_as_hf))
+                          f"{g.median_s:.2f}", f"{g.tokens_per_s:.1f}", f"{g.ratio_to_hf:.2f}x",
+                          "-" if g.same_tokens_as_hf is None else str(g.same_tokens_as_hf))
         console.print(table)
     console.print("matmul peak measured in this run (GFLOP/s): " +
                   ", ".join(f"{k} {v:.0f}" for k, v in run.matmul_peak_gflops.items()) +
                   ". % peak = the forward's model FLOPs per second over that one square matmul's rate, measured once: "
                   "above 100% when the matmul's measurement met more load than the forward (a shared machine) or "
                   "the forward's shapes suit the kernels better; compare rows of one run, not runs.")
-    if any(not g.same_tokens_as_hf for g in run.generation):
+    if any(g.same_tokens_as_hf is False for g in run.generation):
         console.print("same tokens as HF: False in a bfloat16 row is rounding, not a bug: bfloat16 keeps 8 bits of "
                       "mantissa, so two libraries' different (both valid) summation orders can flip a near-tie "
                       "argmax, after which the continuations differ; float32 rows say True.")

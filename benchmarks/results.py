@@ -32,7 +32,7 @@ class GenerationResult:
     median_s: float
     tokens_per_s: float  # new tokens (batch x new) per second
     ratio_to_hf: float
-    same_tokens_as_hf: bool
+    same_tokens_as_hf: bool | None  # None on HF's own row: the reference compares with nothing
 
 
 @dataclass

@@ -35,6 +35,8 @@ def test_quick_benchmark_runs_and_reports_every_variant(tmp_path):
         for dtype in ("float32", "bfloat16"):
             assert {(model, dtype, "minineo generate"), (model, dtype, "HF generate")} <= set(generation)
         assert generation[(model, "float32", "minineo generate")]["same_tokens_as_hf"]  # greedy float32: identical
+        for dtype in ("float32", "bfloat16"):  # HF's own row compares with nothing: no verdict, not a True
+            assert generation[(model, dtype, "HF generate")]["same_tokens_as_hf"] is None
 
 
 def test_flop_count_matches_a_hand_count_for_one_layer():
