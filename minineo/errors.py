@@ -24,5 +24,14 @@ class UnknownNameError(UserError, KeyError):
         return ValueError.__str__(self)
 
 
+class EmptyCircuitError(UserError):
+    """A circuit search kept no edge (acdc(..., on_empty="raise")); `reason` says why, in words a caller can put in its
+    own message (the command line names its --threshold option with it)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class WrongTypeError(UserError, TypeError):
     """An argument of the wrong type (e.g. a patch function that returns no tensor); also a TypeError."""

@@ -133,7 +133,7 @@ def test_a_jsonl_pair_longer_than_the_context_names_the_file_and_line(tmp_path):
             {"clean": "a" * (n_ctx + 5), "corrupted": "b" * (n_ctx + 5), "answer": "M", "wrong": "J"}]
     task.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     line = error_line(invoke("--task", str(task), "--out", str(tmp_path / "c.json")))
-    assert line.startswith(f"error: {task}, line 2: the pair is ") and "shorten that pair's prompts" in line, line
+    assert line.startswith(f"error: {task}, line 2: the prompts are ") and "shorten that pair's prompts" in line, line
 
 
 def test_the_default_batch_is_bounded_and_a_large_run_says_its_cost(tmp_path, monkeypatch):

@@ -113,3 +113,15 @@ def test_a_threshold_that_keeps_nothing_says_so(gpt2, pairs):
     assert found.n_edges_in_graph == 0
     assert said == ["ACDC's threshold 1e+06 keeps no edge (every edge changed the metric by less); the empty circuit "
                     "is the corrupted run, not a finding; give a smaller threshold"]
+
+
+def test_on_empty_raise_hands_the_reason_over_as_an_exception(gpt2, pairs):
+    """A caller that wants an error (the command line words it with its --threshold) gets EmptyCircuitError, whose
+    `reason` is the why of the warning: no parsing of a message."""
+    from minineo.errors import EmptyCircuitError, UserError
+
+    with report.collect() as said, pytest.raises(EmptyCircuitError) as err:
+        acdc(gpt2, pairs, threshold=1e6, on_empty="raise")
+    assert err.value.reason == "every edge changed the metric by less" and said == []
+    with pytest.raises(UserError, match="on_empty"):
+        acdc(gpt2, pairs, threshold=1e6, on_empty="quiet")

@@ -15,7 +15,7 @@ from minineo.cli.display import plural, titled_table
 from minineo.cli.circuit_plot import circuit_figure
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path,
                                 plot_path, working)
-from minineo.errors import UserError
+from minineo.errors import EmptyCircuitError, UserError
 
 SCORE_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact")
 METHODS = SCORE_METHODS + ("acdc",)
@@ -242,13 +242,13 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         record = extras.get("task")  # a copy keeps what its scores were computed on (None: not recorded, as EAP-IG's)
         how = f"read from {circuit}"
     elif method == "acdc":
-        with report.collect() as said:  # its note on an empty circuit is this command's error below
+        try:
             graph = discovery.acdc(m, pairs, threshold=threshold, kl=kl, state=state, batch_size=batch_size,
-                                   graph=graph)
-        for message in said:
-            if "keeps no edge" not in message:
-                report.warn(message)
-        acdc_note = next((m_ for m_ in said if "keeps no edge" in m_), "")
+                                   graph=graph, on_empty="raise")
+        except EmptyCircuitError as err:  # in this command's words: its option is --threshold
+            raise UserError(f"ACDC's --threshold {threshold if threshold is not None else 0.01:g} keeps no edge "
+                            f"({err.reason}); an empty circuit is the corrupted run, not a finding; give a smaller "
+                            "--threshold") from None
         how = f"ACDC, threshold {threshold if threshold is not None else 0.01:g}{' (KL)' if kl else ''}"
     else:
         from minineo.discovery.attribution import attribute
@@ -266,12 +266,6 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         if circuit is not None:
             report.warn(f"the circuit of --from {circuit} has no edge after pruning: its faithfulness is 0 by "
                         "construction (the corrupted run), not a finding")
-        elif method == "acdc":
-            why = acdc_note[acdc_note.find("(") + 1:acdc_note.find(")")] if "(" in acdc_note else \
-                "every edge changed the metric by less"
-            raise UserError(f"ACDC's --threshold {threshold if threshold is not None else 0.01:g} keeps no edge "
-                            f"({why}); an empty circuit is the corrupted run, not a finding; give a smaller "
-                            "--threshold")
         elif threshold is not None:  # apply_threshold refused a threshold keeping nothing; pruning emptied it
             report.warn(f"--threshold {threshold:g} keeps {plural(before, 'edge')} but none after pruning (none lies "
                         "on a path from input to logits), so the circuit is empty and its faithfulness 0 by "

@@ -45,7 +45,7 @@ from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.discovery.engine import Recording
 from minineo.discovery.files import model_identity
 from minineo.discovery.patched import check_graph, check_pairs
-from minineo.errors import UserError
+from minineo.errors import EmptyCircuitError, UserError
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -232,12 +232,13 @@ def _check_threshold(threshold: float) -> float:
 @checks.typed
 def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: float | None = None,
          kl: bool = False, absolute: bool = True, state: str | Path | None = None,
-         batch_size: int | None = None, graph: Graph | None = None) -> Graph:
+         batch_size: int | None = None, graph: Graph | None = None, on_empty: str = "warn") -> Graph:
     """ACDC's circuit of `model` on `pairs` (see the module docstring): a Graph whose `in_graph` is the circuit
     (pruned) and whose `scores` hold each measured edge's change in metric units (noising form: m(C without e) -
     m(C), not normalised; with `kl`, the change of KL in nats); the threshold compares that change divided by
     m(full) - m(empty) (with `kl`: in nats). A threshold that keeps no edge gives an empty circuit and says so
-    through minineo.report.
+    through minineo.report (on_empty="warn", the default), or raises EmptyCircuitError (on_empty="raise"), whose
+    `reason` says whether no edge passed the threshold or pruning removed the ones that did.
 
     threshold: default DEFAULT_THRESHOLD (normalised metric units) or DEFAULT_KL_THRESHOLD (nats, with `kl`); state:
     a JSON file to resume from and write to (refused, both named, if it was computed on another model (by name),
@@ -246,6 +247,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     Raises UserError for a bad threshold, a state file of another run or a damaged one (naming the field), pairs
     whose clean and corrupted runs agree."""
     check_pairs(pairs, metric, batch_size, model)
+    checks.one_of(on_empty, "on_empty", ("warn", "raise"))
     if graph is not None:
         check_graph(model, graph, "graph")  # attribute's and evaluate's check: another model's graph is refused
     threshold = _check_threshold(DEFAULT_KL_THRESHOLD if kl and threshold is None else
@@ -319,6 +321,9 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
         why = ("every edge changed the metric by less" if not kept else
                f"it kept {kept} edge{'s' * (kept != 1)}, but none lies on a path from input to logits, so pruning "
                "removed them")
-        report.warn(f"ACDC's threshold {threshold:g} keeps no edge ({why}); the empty circuit is the corrupted run, "
-                    "not a finding; give a smaller threshold")
+        message = (f"ACDC's threshold {threshold:g} keeps no edge ({why}); the empty circuit is the corrupted run, "
+                   "not a finding; give a smaller threshold")
+        if on_empty == "raise":
+            raise EmptyCircuitError(message, why)
+        report.warn(message)
     return circuit
