@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -45,6 +46,14 @@ def describe(value: Any) -> str:
     if isinstance(value, (int, str, type(None))):
         return text
     return f"{text} (a {type(value).__name__})"
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text` (e.g. another library's error message) in at most `limit` characters, whitespace collapsed, cut at a
+    word boundary with an ellipsis marking the cut (textwrap.shorten); a single word longer than `limit` is cut."""
+    text = " ".join(str(text).split())
+    cut = textwrap.shorten(text, limit, placeholder=" …")
+    return cut if cut != "…" else text[:limit - 1] + "…"  # "…" alone: the first word is longer than limit
 
 
 def is_integer(value: Any) -> bool:

@@ -582,3 +582,12 @@ def test_a_cache_is_saved_only_as_safetensors_never_over_another_file(model, tmp
     assert text.read_text() == "my corpus\n"
     result = runner.invoke(app, ["cache", "hi", "--save", str(tmp_path / "acts")], terminal_width=200)
     assert result.exit_code == 0 and (tmp_path / "acts.safetensors").is_file(), result.output
+
+
+def test_shortened_cuts_at_a_word_and_marks_the_cut():
+    text = "PytorchStreamReader failed reading zip archive: failed finding central directory"
+    cut = checks.shortened(text, 50)
+    assert len(cut) <= 50 and cut.endswith(" …") and text.startswith(cut[:-2])
+    assert text[len(cut) - 2] == " "  # the cut falls between words, not inside one
+    assert checks.shortened(text, 500) == text
+    assert checks.shortened("x" * 80, 20) == "x" * 19 + "…"

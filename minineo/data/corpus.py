@@ -84,7 +84,7 @@ def _read_batches(corpus: str | Path, text_field: str) -> Iterator[list[str]]:
     except Exception as err:  # pyarrow / json parse errors surface here, while streaming
         if not _is_read_error(err):
             raise
-        raise UserError(f"could not read the corpus {what}: {type(err).__name__}: {str(err).splitlines()[0][:300]}; "
+        raise UserError(f"could not read the corpus {what}: {type(err).__name__}: {checks.shortened(str(err).splitlines()[0], 300)}; "
                         f"check the file's format") from None
     finally:
         if skipped and read > skipped:  # said when the stream ends, or is dropped part-way (e.g. at max_tokens)

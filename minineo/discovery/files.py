@@ -376,7 +376,7 @@ def _read_pt(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not a torch archive
-        raise UserError(f"{path}: not a torch file EAP-IG wrote ({type(err).__name__}: {str(err)[:120]}); "
+        raise UserError(f"{path}: not a torch file EAP-IG wrote ({type(err).__name__}: {checks.shortened(str(err), 120)}); "
                         "give a circuit written by EAP-IG's to_pt or minineo") from None
 
 
