@@ -117,3 +117,15 @@ def test_view_circuit_name_that_contradicts_the_files_model_is_warned(tmp_path):
     assert "warning:" in result.output and "records 'tiny-gpt2'" in " ".join(result.output.split())
     result = RUNNER.invoke(app, ["view-circuit", str(source), "--out", str(tmp_path / "d.html"), "--name", "tiny-gpt2"])
     assert result.exit_code == 0 and "warning:" not in result.output, result.output
+
+
+def test_an_empty_list_of_texts_is_named_as_such(model):
+    with pytest.raises(UserError, match="texts is an empty list; give at least one text"):
+        model.to_tokens([])
+
+
+def test_equal_full_and_empty_given_by_the_caller_are_named_as_given(model):
+    from minineo.discovery import Graph, faithfulness, ioi_pairs
+
+    with pytest.raises(UserError, match=r"full=\+1.0000 and empty=\+1.0000 \(as given\) are equal"):
+        faithfulness(model, Graph.from_model(model), ioi_pairs(model, 4), full=1.0, empty=1.0)

@@ -102,8 +102,10 @@ class Tokenizer:
             bad = texts if not isinstance(texts, (list, tuple)) else next(t for t in texts if not isinstance(t, str))
             raise WrongTypeError(f"text must be a str or a list of str, got {type(bad).__name__} ({bad!r:.60}); "
                                  "token ids go to the model directly as a LongTensor (batch, pos)")
+        if not texts:
+            raise UserError("texts is an empty list; give at least one text")
         rows = [self.encode(t, prepend_bos) for t in texts]
-        if not rows or max(map(len, rows)) == 0:
+        if max(map(len, rows)) == 0:
             raise UserError("texts: the text encodes to no tokens; give a non-empty text or prepend_bos=True")
         width = max(map(len, rows))
         tokens = torch.full((len(rows), width), self.pad_token_id or 0, dtype=torch.long)

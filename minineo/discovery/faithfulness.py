@@ -92,6 +92,10 @@ def _check_inputs(pairs: Pairs, metric: Metric, batch_size: int | None, full: fl
     for name, value in (("full", full), ("empty", empty)):
         if value is not None:
             checks.number(value, name, fix="give the metric's mean over pairs, or None to measure it")
+    if full is not None and empty is not None and abs(full - empty) < 1e-6 * max(1.0, abs(full)):
+        raise UserError(f"full={full:+.4f} and empty={empty:+.4f} (as given) are equal, so f = (m(C) - empty) / "
+                        "(full - empty) divides by zero; give m(clean) as full and m(corrupted) as empty of these "
+                        "pairs, or leave them None to measure them")
 
 
 def full_metric(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, batch_size: int | None = None) -> float:
