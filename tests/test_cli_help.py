@@ -107,6 +107,8 @@ def test_every_command_help_wraps_only_at_the_width(command, width):
     assert max(len(line) for line in output.splitlines()) <= width, "the help ignored the terminal's width"
     for paragraph in description_paragraphs(output):
         assert not forced_breaks_only(paragraph, width - 2), f"minineo {command} --help at {width} columns:\n{output}"
+    options = output[output.find("╭─ Options"):]
+    assert "…" not in options, f"an option's name or help is cut at {width} columns:\n{output}"
 
 
 @pytest.mark.parametrize("width", WIDTHS)

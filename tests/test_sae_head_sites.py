@@ -62,9 +62,9 @@ def test_sae_eval_runs_on_a_per_head_site(head_sae, tmp_path):
     pytest.importorskip("datasets", reason="sae-eval reads a corpus with pip install 'minineo[harvest]'")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("When Mary and John went to the store, John gave a drink to Mary\n" * 30)
-    for flag in ("--count-special-tokens", "--exclude-special-tokens"):
+    for flag in ("", "--exclude-special-tokens"):  # every token counts by default
         result = CliRunner().invoke(app, ["sae-eval", str(head_sae), str(corpus), "--context", "64", "--max-tokens",
-                                          "256", "--json", str(tmp_path / "m.json"), flag])
+                                          "256", "--json", str(tmp_path / "m.json"), *([flag] if flag else [])])
         assert result.exit_code == 0, result.output
         figures = json.loads((tmp_path / "m.json").read_text())
         model = minineo.load()

@@ -99,7 +99,7 @@ def sae_eval_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps"),
     exclude_special_tokens: bool = typer.Option(
-        False, "--exclude-special-tokens/--count-special-tokens",
+        False, "--exclude-special-tokens",
         help="SAELens's run_evals convention: BOS/EOS/PAD positions are not spliced and not counted in the "
              "losses, L0 or explained variance (default: every token counts)"),
 ) -> None:
