@@ -45,7 +45,8 @@ def test_device_check_smoke_mode_runs_every_part_and_writes_its_report(tmp_path)
         if r["variant"].startswith("minineo"):
             assert r["max_abs_dlogit"] < (1e-4 if r["dtype"] == "float32" else 0.5), r
     assert {g["model"] for g in report["generation"]} == {"gpt2-small", "gpt-neo-125M"}
-    assert all(g["same_tokens_as_hf"] for g in report["generation"])
+    for g in report["generation"]:  # minineo's rows agree with HF's tokens; HF's own row compares with nothing
+        assert g["same_tokens_as_hf"] is (None if g["variant"] == "HF generate" else True), g
     for attention in report["local_attention"]:  # flex and masked SDPA equal the explicit path
         assert max(attention["max_abs_diff_vs_explicit"].values()) < (1e-4 if attention["dtype"] == "float32" else 0.1)
     assert report["patching"]["max_abs_diff"] < 1e-4
