@@ -61,8 +61,9 @@ def path_cases(draw):
                                                                           min_size=layers, max_size=layers)))
     head = st.tuples(st.integers(0, layers - 1), st.integers(0, heads - 1))
     receivers = draw(st.one_of(st.just("logits"), st.lists(st.tuples(st.integers(0, layers - 1), st.integers(0, heads - 1),
-                                                                      st.sampled_from("qkv")), min_size=1, max_size=3)))
-    senders = draw(st.one_of(st.just("heads"), st.lists(head, min_size=1, max_size=3)))
+                                                                      st.sampled_from("qkv")), min_size=1, max_size=3,
+                                                             unique=True)))  # a repeated one is refused
+    senders = draw(st.one_of(st.just("heads"), st.lists(head, min_size=1, max_size=3, unique=True)))
     return dict(arch=arch, shape=shape, pos=pos, batch=draw(st.integers(1, 3)), senders=senders, receivers=receivers,
                 n_changed=draw(st.integers(1, pos)), padded=draw(st.booleans()),
                 metric=draw(st.sampled_from(list(METRICS))), budget=draw(st.sampled_from([1, 10**5, 2**30])),

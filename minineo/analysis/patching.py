@@ -131,15 +131,26 @@ def _first_changed(clean: torch.Tensor, corrupted: torch.Tensor, site: str, posi
     return int(differs.nonzero()[0]) if bool(differs.any()) else None
 
 
-def _read_positions(metric: Metric, logits: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """(batch, pos) bool: the logits the metric's value depends on; and the metric on `logits`.
+def finite_metric(value: torch.Tensor, what: str) -> torch.Tensor:
+    """`value` (a scalar metric) when it is a finite number; else a UserError: every cell computed from a NaN or
+    infinite baseline would be NaN or meaningless, silently."""
+    if not bool(torch.isfinite(value.detach()).all()):
+        raise UserError(f"the metric returned {float(value.detach())} {what}; it must be a finite number (check for a "
+                        "division by zero, a log of 0 or a NaN in the metric)")
+    return value
+
+
+def _read_positions(metric: Metric, logits: torch.Tensor, what: str = "on the corrupted logits"
+                    ) -> tuple[torch.Tensor, float]:
+    """(batch, pos) bool: the logits the metric's value depends on; and the metric on `logits` (UserError when it
+    is not finite; `what` names the run in that message).
 
     From the gradient, then checked by re-evaluating with every other position set to NaN and to noise:
     both must give the same value bit for bit, or every position counts as read.
     """
     with torch.inference_mode(False), torch.enable_grad():
         probe = logits.detach().clone().requires_grad_(True)
-        value = _scalar(metric(probe), "on the corrupted logits")
+        value = finite_metric(_scalar(metric(probe), what), what)
         every = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
         if not value.requires_grad:
             return every, float(value)
@@ -270,6 +281,11 @@ def activation_patching(
         if bool(out.isnan().any()) and not bool(read.all()):
             # the metric read a logit that was not unembedded (left NaN): data-dependent reads; redo with all
             out = sweep(torch.ones_like(read), advance)
+    if bool(out.isnan().any()):  # the baseline was finite: the metric itself gave NaN on a patched run
+        layer, cell = (int(i) for i in out.isnan().nonzero()[0])
+        raise UserError(f"the metric returned nan on the patched run of layer {layer}, cell {cell} (finite on the "
+                        "corrupted run); it must be a finite number on every run (check for a division by zero or "
+                        "a log of 0)")
     return out.view((cfg.n_layers,) + shape)
 
 
@@ -298,7 +314,7 @@ def attribution_patching(
         if lazy_sites.rule(names[0], cfg) is not None:  # computed on access unless patched: an identity patch
             patch |= {name: _identity for name in names}  # keeps them in the graph (patterns: explicit layers)
         logits, corrupted = model.run_with_cache(tokens, names=names, patch=patch, attention_mask=mask)
-        value = _scalar(metric(logits), "on the corrupted logits")
+        value = finite_metric(_scalar(metric(logits), "on the corrupted logits"), "on the corrupted logits")
         if not value.requires_grad:
             raise UserError("the metric's value does not depend differentiably on the logits (e.g. it calls "
                             ".item() or argmax); attribution patching needs a differentiable metric")

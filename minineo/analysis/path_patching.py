@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from minineo import checks
-from minineo.analysis.patching import Metric, _read_positions, metric_per_variant, prefix_kv
+from minineo.analysis.patching import Metric, _read_positions, finite_metric, metric_per_variant, prefix_kv
 from minineo.errors import UserError
 from minineo.forward.model import Model
 
@@ -55,7 +55,7 @@ def check_senders(model: Model, senders) -> list[tuple[Head, ...]]:
             raise UserError(f"senders={senders!r} is unknown; give 'heads' (one cell per head) or a collection "
                             "of (layer, head) pairs patched together")
         return [((layer, head),) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    heads = checks.integer_pairs(senders, "senders")
+    heads = checks.distinct(checks.integer_pairs(senders, "senders"), "senders")
     if not heads:
         raise UserError("senders is empty; give 'heads' or at least one (layer, head) pair")
     for layer, head in heads:
@@ -81,6 +81,7 @@ def check_receivers(model: Model, receivers) -> str | list[Receiver]:
         out.append((int(item[0]), int(item[1]), item[2]))
     if not out:
         raise UserError("receivers is empty; give 'logits' or at least one (layer, head, 'q'|'k'|'v')")
+    checks.distinct(out, "receivers")
     for layer, head, kind in out:
         checks.existing_head(layer, head, cfg.n_layers, cfg.n_heads, "receiver")
         if kind not in INPUTS:
@@ -165,6 +166,9 @@ def _say_gap(metric: Metric, clean_logits: torch.Tensor, corrupted_logits: torch
     from minineo import report
 
     values = [metric(logits) for logits in (clean_logits, corrupted_logits)]
+    for value, run in zip(values, ("clean", "corrupted")):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+            finite_metric(value, f"on the {run} run")
     if all(isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point() for v in values):
         for message in checks.metric_gap_warnings(float(values[0]), float(values[1]), "the metric on the clean run",
                                                   "on the corrupted run"):
@@ -180,10 +184,15 @@ class _Sweep:
         self.cfg = model.config
 
     def run(self, variants: list[tuple[Head, ...]], receivers) -> list[float]:
-        read, clean_value = _read_positions(self.metric, self.logits)
+        read, clean_value = _read_positions(self.metric, self.logits, "on the clean run")
         values = self._run(variants, receivers, read, clean_value)
         if any(v != v for v in values) and not bool(read.all()):  # NaN: the metric read an unembedded logit
             values = self._run(variants, receivers, torch.ones_like(read), clean_value)
+        if any(v != v for v in values):  # finite on the clean run: the metric itself gave NaN on a patched one
+            heads = variants[next(i for i, v in enumerate(values) if v != v)]
+            raise UserError(f"the metric returned nan on the run with the senders {list(heads)} patched (finite on "
+                            "the clean run); it must be a finite number on every run (check for a division by zero "
+                            "or a log of 0)")
         return values
 
     def _run(self, variants, receivers, read, clean_value) -> list[float]:

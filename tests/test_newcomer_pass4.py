@@ -1,0 +1,73 @@
+"""The fourth newcomer pass's findings outside circuit discovery, each against the behaviour it should have: a metric
+that is NaN or infinite on the clean or corrupted run is refused by activation, attribution and path patching (every
+cell computed from it would be NaN); a repeated path-patching sender or receiver is refused (it was merged into one
+silently)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import minineo
+from minineo import analysis
+from minineo.errors import UserError
+
+CLEAN = "When Mary and John went to the store, John gave a drink to "
+CORRUPTED = "When Mary and John went to the store, Mary gave a drink to "
+
+
+@pytest.fixture(scope="module")
+def runs():
+    model = minineo.load("tiny-neo")
+    clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
+    _, cache = model.run_with_cache(clean)
+    return model, clean, corrupted, cache
+
+
+def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, -1, 77] - logits[:, -1, 74]).mean()
+
+
+NON_FINITE = {"nan": lambda logits: logit_diff(logits) * float("nan"),
+              "inf": lambda logits: logit_diff(logits) * float("inf"),
+              "log of a negative": lambda logits: torch.log(-logit_diff(logits).abs() - 1)}
+
+
+@pytest.mark.parametrize("kind", sorted(NON_FINITE))
+@pytest.mark.parametrize("call", ["activation_patching", "attribution_patching", "path_patching"])
+def test_a_non_finite_metric_is_refused_not_spread_over_every_cell(runs, call, kind):
+    model, clean, corrupted, cache = runs
+    metric = NON_FINITE[kind]
+    with pytest.raises(UserError, match=r"the metric returned (nan|inf|-inf) on the (corrupted|clean) (logits|run); "
+                                        r"it must be a finite number"):
+        if call == "path_patching":
+            analysis.path_patching(model, clean, corrupted, metric)
+        else:
+            getattr(analysis, call)(model, corrupted, cache, metric, "resid_pre")
+
+
+def test_a_metric_finite_on_the_runs_but_nan_on_a_patched_one_is_refused(runs):
+    """Finite on the clean and corrupted runs, NaN once a patch moves the logits off them (a data-dependent
+    division by zero): the cells would be NaN silently."""
+    model, clean, corrupted, cache = runs
+    clean_logits = model(clean)
+    corrupted_logits = model(corrupted)
+
+    def metric(logits):  # finite exactly on the two unpatched runs
+        on_a_run = torch.equal(logits[:, -1], clean_logits[:, -1]) or torch.equal(logits[:, -1], corrupted_logits[:, -1])
+        return logit_diff(logits) if on_a_run else logit_diff(logits) * float("nan")
+
+    with pytest.raises(UserError, match="the metric returned nan on the (patched run|run with the senders)"):
+        analysis.activation_patching(model, corrupted, cache, metric, "resid_pre")
+    with pytest.raises(UserError, match="the metric returned nan on the (patched run|run with the senders)"):
+        analysis.path_patching(model, clean, corrupted, metric)
+
+
+def test_a_repeated_sender_or_receiver_is_refused_not_merged(runs):
+    model, clean, corrupted, _ = runs
+    with pytest.raises(UserError, match=r"senders names \(0, 0\) twice"):
+        analysis.path_patching(model, clean, corrupted, logit_diff, [(0, 0), (0, 0)])
+    with pytest.raises(UserError, match=r"receivers names \(1, 0, 'q'\) twice"):
+        analysis.path_patching(model, clean, corrupted, logit_diff, [(0, 0)], [(1, 0, "q"), (1, 0, "q")])
+    once = analysis.path_patching(model, clean, corrupted, logit_diff, [(0, 0)], [(1, 0, "q")])
+    assert torch.isfinite(once)
