@@ -71,3 +71,28 @@ def test_a_repeated_sender_or_receiver_is_refused_not_merged(runs):
         analysis.path_patching(model, clean, corrupted, logit_diff, [(0, 0)], [(1, 0, "q"), (1, 0, "q")])
     once = analysis.path_patching(model, clean, corrupted, logit_diff, [(0, 0)], [(1, 0, "q")])
     assert torch.isfinite(once)
+
+
+def test_a_short_train_tiny_run_says_how_many_steps_its_loss_averages_and_warns_once(tmp_path, capsys):
+    """3 steps: the loss is the mean of those 3 (not "the last 100"), the card says the same, and the behaviour
+    check's IOI gap is one warning about the card's figures, not two about prompts the user never chose."""
+    from minineo.zoo import train_tiny
+
+    out = tmp_path / "scratch"
+    train_tiny.main(["--steps", "3", "--out", str(out), "--report", "0"])
+    said = capsys.readouterr()
+    text = " ".join((said.out + said.err).split())
+    assert "mean training loss over the last 3 steps" in text
+    assert "Mean training loss over the last 3 steps" in (out / "README.md").read_text()
+    assert text.count("warning:") == 1 and "the card's IOI figures" in text, text
+    assert "choose prompts and answers" not in text
+
+
+def test_train_tiny_refuses_a_negative_report_interval(tmp_path, capsys):
+    from minineo.zoo import train_tiny
+
+    from minineo.boundary import ScriptUsageError
+
+    with pytest.raises(ScriptUsageError, match=r"--report must be 0 \(never\) or a number of steps"):
+        train_tiny.main(["--steps", "3", "--out", str(tmp_path / "m"), "--report", "-1"])
+    assert not (tmp_path / "m").exists()

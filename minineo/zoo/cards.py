@@ -29,7 +29,7 @@ has a real model to look inside; nothing about GPT-2 small or GPT-Neo 125M follo
   (betas 0.9, 0.98; no weight decay; gradients clipped at norm 1), learning rate {lr:g} after {warmup}
   linear warm-up steps, then constant (so the step-N model does not depend on `--steps`); batches of {batch} rows of {length} tokens;
   seed {seed}, {threads_text}, deterministic algorithms. This run took {seconds:.0f} s of wall
-  time. Mean training loss over the last 100 steps: {final:.3f} nats/token.
+  time. Mean training loss over the last {final_steps} steps: {final:.3f} nats/token.
   {provenance}
 - **What it does**, measured on these files by `minineo.zoo.behaviour.measure` (copying through HF's
   `{hf_class}` with eager attention and `output_attentions=True`: 16 sequences of 40 ids drawn from
@@ -122,7 +122,8 @@ def card(name: str, model: Model, recipe, seed: int, final: float, seconds: floa
         model_type=model.config.architecture,
         params=sum(p.numel() for p in model.parameters()), steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
         batch=recipe.batch_size, length=recipe.length, seed=seed,
-        threads_text=threads_text, seconds=seconds, final=final, table=behaviour.table(), verdict=verdict,
+        threads_text=threads_text, seconds=seconds, final=final, final_steps=min(100, recipe.steps),
+        table=behaviour.table(), verdict=verdict,
         provenance=provenance or f"**The shipped weights are what this command wrote** (seed {seed}).",
         reproduces=REPRODUCES, seeds_begin=SEEDS_BEGIN, seeds_end=SEEDS_END, seeds=seeds or "(not measured yet)", notes=NOTES.get(name, ""),
     )

@@ -28,14 +28,15 @@ def save(model: Model, name: str, out: Path, seed: int, recipe, losses: list[flo
 
     write_folder(model, out)
     behaviour = measure(out)
-    final = sum(losses[-100:]) / len(losses[-100:])
+    last = losses[-100:]  # the last 100 steps, or every step of a shorter run
+    final = sum(last) / len(last)
     readme = out / "README.md"
     seeds = seeds_section(readme.read_text()) if readme.is_file() else ""
     if provenance is None and not is_shipped_folder(name, out):
         provenance = (f"**These are scratch weights** written to `{out}`, not the shipped {name} "
                       f"(`minineo.load(\"{name}\")` loads those, from minineo/zoo/{name}).")
     readme.write_text(card(name, model, recipe, seed, final, seconds, threads, behaviour, seeds, provenance))
-    print(f"saved {name} (seed {seed}) to {out}: mean training loss over the last 100 steps {final:.4f}; "
+    print(f"saved {name} (seed {seed}) to {out}: mean training loss over the last {len(last)} steps {final:.4f}; "
           f"thresholds missed: {behaviour.failures() or 'none'}")
 
 

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in (("--steps", args.steps), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{name} must be at least 1 (got {value})")
+    if args.report < 0:
+        parser.error(f"--report must be 0 (never) or a number of steps between progress lines (got {args.report})")
     if not args.lr > 0:
         parser.error(f"--lr must be positive (got {args.lr})")
     torch.set_num_threads(args.threads)
