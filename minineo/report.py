@@ -16,6 +16,8 @@ lines); the command line calls it before any command runs. Downloads keep huggin
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -72,6 +74,35 @@ def quiet_third_parties() -> None:
             sys.modules["datasets"].disable_progress_bars()
             sys.modules["datasets"].utils.logging.set_verbosity_error()
     if "transformers" in sys.modules:
-        with contextlib.suppress(Exception):
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
-            sys.modules["transformers"].utils.logging.set_verbosity_error()
+        _quiet_transformers(sys.modules["transformers"])
+    elif not any(isinstance(finder, _QuietOnImport) for finder in sys.meta_path):
+        # transformers switches its "Loading weights" bar on when imported (it reads no variable of its own for
+        # it); a later import is quieted as it completes
+        sys.meta_path.insert(0, _QuietOnImport())
+
+
+def _quiet_transformers(module) -> None:
+    with contextlib.suppress(Exception):
+        module.utils.logging.disable_progress_bar()
+        module.utils.logging.set_verbosity_error()
+
+
+class _QuietOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when `transformers` is imported, its loader runs as usual and the module is then
+    quieted (`_quiet_transformers`); the finder then leaves sys.meta_path."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            run(module)
+            _quiet_transformers(module)
+
+        spec.loader.exec_module = exec_module
+        return spec

@@ -28,6 +28,8 @@ def test_device_check_smoke_mode_runs_every_part_and_writes_its_report(tmp_path)
     done = subprocess.run(["bash", "benchmarks/device_check.sh", "--smoke"], cwd=ROOT, env=script_env(tmp_path),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("log.txt", "benchmark.txt"):  # transformers' bars stay out (it is imported after minineo quiets it)
+        assert "Loading weights" not in (tmp_path / name).read_text(), name
     log = (tmp_path / "log.txt").read_text()
     assert f"python={sys.executable}" in log  # the interpreter it was given, not whatever `python` PATH finds
     assert f"report: {tmp_path}/device_run.md" in log.splitlines()[-1]

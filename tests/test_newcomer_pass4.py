@@ -96,3 +96,15 @@ def test_train_tiny_refuses_a_negative_report_interval(tmp_path, capsys):
     with pytest.raises(ScriptUsageError, match=r"--report must be 0 \(never\) or a number of steps"):
         train_tiny.main(["--steps", "3", "--out", str(tmp_path / "m"), "--report", "-1"])
     assert not (tmp_path / "m").exists()
+
+
+def test_transformers_imported_after_the_quieting_shows_no_progress_bar():
+    """quiet_third_parties before transformers is imported (a script's boundary runs it first): the import that
+    comes later is quieted too, so "Loading weights" bars never reach a script's output."""
+    import subprocess
+    import sys
+
+    code = ("from minineo import report; report.quiet_third_parties(); import transformers; "
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
