@@ -1,0 +1,117 @@
+"""The fourth newcomer pass's discovery findings, each against the behaviour it should have (not the code's own
+output): a pair whose clean and corrupted prompts are the same adds exactly 0 to every score (a batch of only such
+pairs runs, all of them are refused, some of them are said); a non-finite edge score is refused by everything that
+ranks or writes scores, naming the edge; a circuit file missing a node says so; a folder given as a circuit file is
+said to be a folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import minineo
+from minineo import report
+from minineo.discovery import Graph, Pairs, attribute, logit_diff
+from minineo.discovery.attribution import METHODS
+from minineo.errors import UserError
+
+RUNNER = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def neo():
+    return minineo.load()  # tiny-neo: byte-level, 2 layers x 4 heads
+
+
+# ---- 1 + 2: pairs whose prompts are the same -------------------------------------------------------------------
+
+DIFFERING = (["abcabc", "xyzxyz"], ["abcabd", "xyqxyz"], ["a", "x"], ["b", "a"])
+SAME = (["cabcab", "zyxzyx"], ["cabcab", "zyxzyx"], ["c", "z"], ["a", "y"])
+
+
+def mean_over_positions(logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+    """A metric of every position (so no run starts at a shared prefix): the logit difference averaged over them."""
+    index = torch.arange(len(pairs))
+    mean = logits.mean(1)  # (n, d_vocab)
+    return mean[index, pairs.answer] - mean[index, pairs.wrong]
+
+
+def scores(model, pairs, method, batch_size, metric=logit_diff, per_position=False):
+    with report.collect() as said:
+        graph = attribute(model, Graph.from_model(model), pairs, metric, method=method, batch_size=batch_size,
+                          per_position=per_position)
+    return graph, said
+
+
+@pytest.mark.parametrize("batch_size", [None, 1])
+@pytest.mark.parametrize("method", METHODS)
+def test_pairs_with_the_same_prompts_scale_the_scores_by_the_share_of_pairs_that_differ(neo, method, batch_size):
+    differing = Pairs.from_text(neo, *DIFFERING)
+    # two identical pairs among the two differing ones: with batch_size=1 two batches hold only identical pairs
+    mixed = Pairs.from_text(neo, *(d[:1] + s + d[1:] for d, s in zip(DIFFERING, SAME)))
+    alone, _ = scores(neo, differing, method, batch_size)
+    together, said = scores(neo, mixed, method, batch_size)
+    expected = alone.scores * (2 / 4)  # the identical pairs add 0 and count in the mean
+    assert float(expected.abs().max()) > 0
+    assert torch.allclose(together.scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert said == ["2 of 4 pairs have the same clean and corrupted prompts; they add 0 to every score, which is a "
+                    "mean over all 4 pairs (drop them to average over the 2 whose prompts differ)"]
+
+
+@pytest.mark.parametrize("method", ["eap", "clean-corrupted", "exact"])
+def test_a_batch_of_only_same_prompts_adds_zero_with_a_metric_of_every_position(neo, method):
+    # no shared prefix: the run starts at position 0 and no position moves in the identical pairs' batches
+    differing = Pairs.from_text(neo, *DIFFERING)
+    mixed = Pairs.from_text(neo, *(d + s for d, s in zip(DIFFERING, SAME)))
+    alone, _ = scores(neo, differing, method, 1, mean_over_positions)
+    together, _ = scores(neo, mixed, method, 1, mean_over_positions)
+    expected = alone.scores / 2
+    assert float(expected.abs().max()) > 0
+    assert torch.allclose(together.scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("method", METHODS[:4])
+def test_per_position_scores_of_same_prompt_pairs_add_zero_at_every_position(neo, method):
+    differing = Pairs.from_text(neo, *DIFFERING)
+    mixed = Pairs.from_text(neo, *(d + s for d, s in zip(DIFFERING, SAME)))
+    alone, _ = scores(neo, differing, method, 1, per_position=True)
+    together, _ = scores(neo, mixed, method, 1, per_position=True)
+    expected = alone.position_scores / 2  # (pos, n_senders, n_receivers)
+    assert together.position_scores.shape == expected.shape
+    assert torch.allclose(together.position_scores, expected, rtol=1e-4,
+                          atol=1e-6 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pairs_that_all_have_the_same_prompts_are_refused(neo, method):
+    pairs = Pairs.from_text(neo, *SAME)
+    with pytest.raises(UserError, match=r"^pairs: all 2 pairs have the same clean and corrupted prompts, so every "
+                                        r"score would be 0 .*give pairs whose prompts differ$"):
+        attribute(neo, Graph.from_model(neo), pairs, method=method)
+    one = Pairs.from_text(neo, ["abcabc"], ["abcabc"], ["a"], ["b"])  # the newcomer's reproduction
+    with pytest.raises(UserError, match="^pairs: the one pair has the same clean and corrupted prompts"):
+        attribute(neo, Graph.from_model(neo), one, method=method)
+
+
+def test_same_prompts_ignores_the_padding_of_a_pair():
+    clean = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    corrupted = torch.tensor([[3, 5, 6], [7, 8, 1]])  # pair 0 differs only where it is padding
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    pairs = Pairs(clean, corrupted, mask, torch.tensor([1, 2]), torch.tensor([2, 1]))
+    assert pairs.same_prompts().tolist() == [True, False]
+    assert Pairs(clean, corrupted, None, torch.tensor([1, 2]), torch.tensor([2, 1])).same_prompts().tolist() == \
+        [False, False]
+
+
+def test_the_cli_scores_a_task_whose_batch_holds_only_same_prompts(tmp_path):
+    from minineo.cli import app
+
+    task = tmp_path / "half.jsonl"
+    task.write_text('{"clean": "abcabc", "corrupted": "abcabd", "answer": "a", "wrong": "x"}\n'
+                    '{"clean": "xyzxyz", "corrupted": "xyzxyz", "answer": "x", "wrong": "a"}\n')
+    result = RUNNER.invoke(app, ["discover", "--task", str(task), "--method", "eap", "--out",
+                                 str(tmp_path / "half1.json"), "--batch-size", "1"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "1 of 2 pairs have the same clean and corrupted prompts" in result.output
+    assert (tmp_path / "half1.json").is_file()
