@@ -115,3 +115,63 @@ def test_the_cli_scores_a_task_whose_batch_holds_only_same_prompts(tmp_path):
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "1 of 2 pairs have the same clean and corrupted prompts" in result.output
     assert (tmp_path / "half1.json").is_file()
+
+
+# ---- 3: non-finite edge scores ---------------------------------------------------------------------------------
+
+def scored_graph(model, bad: dict[str, float]) -> Graph:
+    graph = Graph.from_model(model)
+    graph.scores = torch.randn(graph.scores.shape, generator=torch.Generator().manual_seed(0))
+    for name, value in bad.items():
+        graph.scores[graph.edge_index(name)] = value
+    return graph
+
+
+def score_readers(model, tmp_path):
+    from minineo import discovery as D
+
+    pairs = D.ioi_pairs(model, 4)
+    return {
+        "apply_topn": lambda g: D.apply_topn(g.copy(), 5, prune=False),
+        "apply_greedy": lambda g: D.apply_greedy(g.copy(), 5),
+        "apply_threshold": lambda g: D.apply_threshold(g.copy(), 0.5),
+        "faithfulness_curve": lambda g: D.faithfulness_curve(model, g, pairs),
+        "mib_scores": lambda g: D.mib_scores(model, g, pairs),
+        "to_json": lambda g: D.to_json(g, tmp_path / "c.json"),
+        "to_pt": lambda g: D.to_pt(g, tmp_path / "c.pt"),
+        "save_graph": lambda g: D.save_graph(g, tmp_path / "c.json"),
+        "to_document": lambda g: D.files.to_document(g),
+    }
+
+
+READERS = ["apply_topn", "apply_greedy", "apply_threshold", "faithfulness_curve", "mib_scores", "to_json", "to_pt",
+           "save_graph", "to_document"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_that_ranks_or_writes_scores_refuses_a_non_finite_one_naming_the_edge(neo, tmp_path, reader,
+                                                                                         value):
+    graph = scored_graph(neo, {"input->a0.h0<q>": value})
+    run = score_readers(neo, tmp_path)[reader]
+    with pytest.raises(UserError, match=rf"^{reader}: graph\.scores holds {value} for the edge 'input->a0\.h0<q>' "
+                                        r"\(the only non-finite score\).*torch\.nan_to_num"):
+        run(graph)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("reader", ["apply_topn", "to_json", "faithfulness_curve"])
+def test_the_first_non_finite_score_is_named_in_eap_igs_edge_order(neo, tmp_path, reader):
+    # input->logits comes first in the (senders, receivers) matrix, a0.h0->m0 first in EAP-IG's edge order
+    graph = scored_graph(neo, {"input->logits": float("inf"), "a0.h0->m0": float("nan")})
+    names = [name for name, _, _ in graph.edges()]
+    assert names.index("a0.h0->m0") < names.index("input->logits")
+    with pytest.raises(UserError, match=r"holds nan for the edge 'a0\.h0->m0' \(the first of 2 non-finite scores\)"):
+        score_readers(neo, tmp_path)[reader](graph)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_non_finite_value_where_no_edge_is_is_not_read(neo, tmp_path, reader):
+    graph = scored_graph(neo, {})
+    graph.scores[~graph.real_edges] = float("nan")  # cells that are no edge: never ranked, never written
+    score_readers(neo, tmp_path)[reader](graph)

@@ -25,7 +25,7 @@ import torch
 
 from minineo import checks, outputs, report
 from minineo.checkpoints.hub import EMBEDDED
-from minineo.discovery.graph import Graph
+from minineo.discovery.graph import Graph, check_finite_scores
 from minineo.errors import MissingFileError, UserError, WrongTypeError
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
                 computed_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
     `curve` as the extra key "faithfulness" when given (see `curve_document`) and `computed_on` as the extra key "task"
-    (see `task_document`)."""
+    (see `task_document`). UserError for a NaN or infinite edge score (naming the edge): JSON has no such number, and
+    every reader, EAP-IG's and minineo's, refuses it."""
+    check_finite_scores(graph, "to_document")
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
@@ -108,9 +110,11 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
             computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
     curve `curve` as an extra key the views read and EAP-IG ignores (`computed_on`: the extra key "task", see
-    `task_document`). Returns the path. UserError for a path whose extension is not .json (the reader goes by it)."""
+    `task_document`). Returns the path. UserError for a path whose extension is not .json (the reader goes by it),
+    and for a NaN or infinite edge score (naming the edge; JSON has no such number)."""
     path = checks.writable_file(path, "path")
     _suffix(path, ".json")
+    check_finite_scores(graph, "to_json")
     document = to_document(graph, curve, computed_on)
 
     def write(temp: str) -> None:
@@ -126,9 +130,11 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
           computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
     and `computed_on` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
-    weights_only). UserError for a path whose extension is not .pt (the reader goes by it)."""
+    weights_only). UserError for a path whose extension is not .pt (the reader goes by it), and for a NaN or infinite
+    edge score (naming the edge; from_pt refuses to read one back)."""
     path = checks.writable_file(path, "path")
     _suffix(path, ".pt")
+    check_finite_scores(graph, "to_pt")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
@@ -146,9 +152,10 @@ def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | Non
                computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
     faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws, `computed_on` (see
-    `task_document`) in the extra key "task"."""
+    `task_document`) in the extra key "task". UserError for a non-finite edge score, as in to_json and to_pt."""
     path = Path(path)
     suffix = _suffix(path)
+    check_finite_scores(graph, "save_graph")
     write = to_json if suffix == ".json" else to_pt
     return write(graph, path, curve=curve, computed_on=computed_on)
 
