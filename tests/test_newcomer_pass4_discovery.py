@@ -6,6 +6,9 @@ said to be a folder."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -175,3 +178,51 @@ def test_a_non_finite_value_where_no_edge_is_is_not_read(neo, tmp_path, reader):
     graph = scored_graph(neo, {})
     graph.scores[~graph.real_edges] = float("nan")  # cells that are no edge: never ranked, never written
     score_readers(neo, tmp_path)[reader](graph)
+
+
+# ---- 8: a circuit file missing a node --------------------------------------------------------------------------
+
+EAP_IG_TOP20 = Path(__file__).parent / "data" / "eap_ig" / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"
+
+
+def without_node(tmp_path, node: str) -> tuple[Path, int]:
+    """EAP-IG's own top-20 file with `node` deleted from "nodes", and the count of its in-circuit edges in and out."""
+    document = json.loads(EAP_IG_TOP20.read_text())
+    assert set(document["nodes"]) == {"input", "logits", "m0", "m1"} | {f"a{l}.h{h}" for l in (0, 1) for h in range(4)}
+    del document["nodes"][node]
+    n = sum(info["in_graph"] for name, info in document["edges"].items()
+            if name.startswith(f"{node}->") or name.split("->")[1].split("<")[0] == node)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(document))
+    return path, n
+
+
+def test_a_node_in_the_circuit_missing_from_nodes_is_said_to_be_missing(tmp_path):
+    from minineo.discovery import load_graph
+
+    path, n = without_node(tmp_path, "a0.h1")
+    assert n == 4  # input->a0.h1<k>, <v>; a0.h1->m0, ->m1
+    with pytest.raises(UserError) as err:
+        load_graph(path, minineo.load("tiny-gpt2"))
+    assert str(err.value) == (f"{path}: node 'a0.h1' is missing from 'nodes' (a node not listed is read as out of the "
+                              "circuit), but 4 of its edges, in and out, are in_graph true; add \"a0.h1\": "
+                              "{\"in_graph\": true} to 'nodes' (EAP-IG's to_json and minineo write every node), or "
+                              "mark its edges out")
+
+
+def test_the_cli_says_a_node_is_missing_from_nodes(tmp_path):
+    from minineo.cli import app
+
+    path, _ = without_node(tmp_path, "a1.h0")
+    result = RUNNER.invoke(app, ["discover", "--from", str(path), "--model", "tiny-gpt2", "--n", "4"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "node 'a1.h0' is missing from 'nodes'" in " ".join(result.output.split())
+
+
+def test_a_node_out_of_the_circuit_may_be_left_out_of_nodes(tmp_path):
+    from minineo.discovery import circuit_nodes, load_graph
+
+    path, n = without_node(tmp_path, "a0.h0")  # out of EAP-IG's circuit: EAP-IG's from_json reads such a file too
+    assert n == 0
+    graph = load_graph(path)
+    assert "a0.h0" not in circuit_nodes(graph) and graph.n_edges_in_graph == 18

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import torch
 
@@ -239,7 +239,9 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
     """The Graph of EAP-IG's JSON layout as a dict (what `json.load` gives of a `to_json` file): the one check of
     such a graph, for files and for the dicts minineo.views.circuit is given. Every edge of EAP-IG's edge set for the
     cfg's shape must be there, each with a finite score (null: 0) and a true/false in_graph, and no other edge; a
-    model identity in cfg must be a string. `where` names the source in messages. UserError otherwise."""
+    model identity in cfg must be a string. A node missing from "nodes" is read as out of the circuit (EAP-IG's
+    from_json accepts such a file too), unless it has in-circuit edges in and out: then the message says it is
+    missing. `where` names the source in messages. UserError otherwise."""
     if not isinstance(document, dict) or not all(k in document for k in EAP_IG_JSON_KEYS):
         raise UserError(f"{where}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
     for key in ("nodes", "edges"):
@@ -273,7 +275,7 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
             raise UserError(f"{where}: edge {name!r} has no \"in_graph\" (EAP-IG writes true or false for every "
                             "edge); add it")
         graph.in_graph[s, r] = _flag(info["in_graph"], f"{where}: edge {name!r}")
-    _check_consistent(graph, where, "nodes")
+    _check_consistent(graph, where, "nodes", listed=document["nodes"].keys())
     if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
         missing = [name for name in index if name not in document["edges"]]
         raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
@@ -282,11 +284,15 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
     return graph
 
 
-def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
+def _check_consistent(graph: Graph, where: Path | str, field: str, listed: Collection[str] | None = None) -> None:
     """UserError when a node is marked out of the circuit although it has an in-circuit edge in and one out (`input`:
     one out): EAP-IG's apply_topn marks such a node in, and prune keeps it, so the file's two records disagree. (An
     unpruned file may hold edges into a node without an edge out, or out of one without an edge in: EAP-IG's own
-    unpruned circuits do; those nodes are out, and pruning removes those edges.)"""
+    unpruned circuits do; those nodes are out, and pruning removes those edges.)
+
+    listed: the node names a JSON file's `field` holds. A node it leaves out is read as out of the circuit (EAP-IG's
+    to_json writes every node, but its from_json reads any subset, and so does this reader); when such a node has
+    in-circuit edges in and out, the message says that it is missing."""
     from minineo.discovery.circuits import _nodes_with_edges_in_and_out, receiver_nodes  # no cycle: circuits
     # imports nothing of this module
 
@@ -296,6 +302,12 @@ def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
         node = int(bad.nonzero()[0])
         edges = graph.in_graph & graph.real_edges
         n = int(edges[node].sum()) + int(edges[:, owner == node].sum())
+        name = graph.sender_names[node]
+        if listed is not None and name not in listed:
+            raise UserError(f"{where}: node {name!r} is missing from {field!r} (a node not listed is read as out of "
+                            f"the circuit), but {n} of its edges, in and out, are in_graph true; add "
+                            f"\"{name}\": {{\"in_graph\": true}} to {field!r} (EAP-IG's to_json and minineo write "
+                            "every node), or mark its edges out")
         raise UserError(f"{where}: {field} marks node {graph.sender_names[node]!r} out of the circuit (in_graph "
                         f"false), but {n} of its edges, in and out, are in_graph true; the two records disagree: "
                         "mark the node in, or its edges out")
