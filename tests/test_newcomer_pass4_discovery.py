@@ -7,6 +7,7 @@ said to be a folder."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,21 @@ def test_a_node_out_of_the_circuit_may_be_left_out_of_nodes(tmp_path):
     assert n == 0
     graph = load_graph(path)
     assert "a0.h0" not in circuit_nodes(graph) and graph.n_edges_in_graph == 18
+
+
+# ---- 9: a folder given as a circuit file -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("reader", ["load_graph", "from_json", "from_pt", "read_file"])
+def test_every_circuit_file_reader_says_a_folder_is_a_folder(tmp_path, reader):
+    from minineo.discovery import files
+    from minineo.errors import MissingFileError
+
+    folder = tmp_path / "circuit.json"  # a folder, even with a file's name
+    folder.mkdir()
+    read = getattr(files, reader)
+    with pytest.raises(UserError) as err:
+        read(folder, minineo.load("tiny-gpt2"))
+    assert not isinstance(err.value, MissingFileError)
+    assert str(err.value).startswith(f"path {folder} is a folder, not a file; give the path of an EAP-IG graph file")
+    with pytest.raises(MissingFileError, match="^" + re.escape(f"path {tmp_path / 'none.json'} does not exist; give the path")):
+        read(tmp_path / "none.json")

@@ -26,7 +26,7 @@ import torch
 from minineo import checks, outputs, report
 from minineo.checkpoints.hub import EMBEDDED
 from minineo.discovery.graph import Graph, check_finite_scores
-from minineo.errors import MissingFileError, UserError, WrongTypeError
+from minineo.errors import UserError, WrongTypeError
 
 if TYPE_CHECKING:
     from minineo.discovery.faithfulness import FaithfulnessCurve
@@ -223,7 +223,8 @@ EAP_IG_PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_gra
 @checks.typed
 def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
-    or a Graph), a file for another model is refused with both identities named (UserError)."""
+    or a Graph), a file for another model is refused with both identities named (UserError). MissingFileError for a
+    path that does not exist, UserError for a folder or a file that is not EAP-IG's JSON graph (`from_document`)."""
     path = _existing(path)
     return from_document(_read_json(path), str(path), model)
 
@@ -386,7 +387,7 @@ def _flag(value: Any, where: str) -> bool:
 
 @checks.typed
 def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
-    """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
+    """Read EAP-IG's `.pt` graph file (see the module docstring); `model` and the errors as in `from_json`."""
     path = _existing(path)
     return _from_pt_document(_read_pt(path), path, model)
 
@@ -447,15 +448,17 @@ def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
 
     A file that names no model (EAP-IG's own) can be checked by shape only: with `model` given it is read if the
     shape fits, `graph.model` stays None (never filled in from `model`), and minineo.report says on stderr that the
-    file carries no identity; the same in from_json and from_pt."""
+    file carries no identity; the same in from_json and from_pt. Errors as in `from_json` (MissingFileError for a
+    path that does not exist, UserError for a folder, another extension or a damaged file)."""
     return read_file(path, model)[0]
 
 
 def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such circuit file; give the path of an EAP-IG graph (.json or .pt)")
-    return path
+    """The circuit file to read (from_json, from_pt, read_file, load_graph): MissingFileError when it does not exist,
+    UserError when it is a folder (checks.existing_path, the check of every path minineo reads)."""
+    return checks.existing_path(path, "path", kind="file",
+                                fix="give the path of an EAP-IG graph file (.json or .pt), as EAP-IG's to_json / "
+                                    "to_pt or minineo's save_graph (minineo discover --out) write it")
 
 
 def _check(graph: Graph, model: Model | Graph | None, path: Path | str) -> None:
