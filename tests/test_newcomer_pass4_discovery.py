@@ -98,6 +98,24 @@ def test_pairs_that_all_have_the_same_prompts_are_refused(neo, method):
         attribute(neo, Graph.from_model(neo), one, method=method)
 
 
+@pytest.mark.parametrize("metric", [logit_diff, mean_over_positions])
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_a_pair_with_the_same_prompts_evaluates_to_its_clean_metric_in_every_circuit(neo, metric, batch_size):
+    from minineo.discovery import apply_topn, evaluate
+
+    # the identical pairs first, and one of another length (padding): its clean and corrupted runs are one run
+    pairs = Pairs.from_text(neo, *(s + d + [t] for s, d, t in zip(SAME, DIFFERING, ["abab", "abab", "b", "a"])))
+    logits = neo(pairs.clean, attention_mask=pairs.attention_mask)
+    clean = metric(logits, pairs)  # (n,)
+    graph = Graph.from_model(neo)
+    graph.scores = torch.randn(graph.scores.shape, generator=torch.Generator().manual_seed(1))
+    circuits = [apply_topn(graph.copy(), k, prune=False) for k in (0, 7, 40)] + [Graph.from_model(neo)]
+    values = evaluate(neo, circuits, pairs, metric, batch_size=batch_size)  # (circuit, n)
+    same = pairs.same_prompts()
+    assert same.tolist() == [True, True, False, False, True]
+    assert torch.allclose(values[:, same], clean[same].expand(len(circuits), -1), atol=1e-5)
+
+
 def test_same_prompts_ignores_the_padding_of_a_pair():
     clean = torch.tensor([[0, 5, 6], [7, 8, 9]])
     corrupted = torch.tensor([[3, 5, 6], [7, 8, 1]])  # pair 0 differs only where it is padding
