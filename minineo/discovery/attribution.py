@@ -155,6 +155,18 @@ def _say_cost(method: str, n: int, passes: float, ig_steps: int) -> None:
                     "can take a while" + ("; EAP-IG's default is 5 steps" if ig else ""))
 
 
+def _check_moving(pairs: Pairs) -> None:
+    """UserError when no pair's prompts differ (every score would be 0); a warning with the count when some do not."""
+    same, n = int(pairs.same_prompts().sum()), len(pairs)
+    if same == n:
+        what = f"all {n} pairs have" if n > 1 else "the one pair has"
+        raise UserError(f"pairs: {what} the same clean and corrupted prompts, so every score would be 0 (corrupted - "
+                        "clean = 0); give pairs whose prompts differ")
+    if same:
+        report.warn(f"{same} of {n} pairs have the same clean and corrupted prompts; they add 0 to every score, which "
+                    f"is a mean over all {n} pairs (drop them to average over the {n - same} whose prompts differ)")
+
+
 @checks.typed
 def attribute(
     model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, method: str = "eap", *,
@@ -170,9 +182,13 @@ def attribute(
     no padding): also `graph.position_scores` (pos, n_senders, n_receivers). batch_size: pairs per forward (None: all).
     metric(logits (n, pos, d_vocab), pairs) -> (n,).
 
+    Pairs whose clean and corrupted prompts are the same tokens add exactly 0 to every score (corrupted - clean = 0)
+    and still count in the mean: some of them are said in a warning (minineo.report), all of them are a UserError.
+
     Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, an ig_steps other than
     the default 5 with a method that takes none, per_position with exact or
-    with padded prompts, a graph of another model's shape, pairs or metric of the wrong type.
+    with padded prompts, pairs that all have the same clean and corrupted prompts, a graph of another model's shape,
+    pairs or metric of the wrong type.
     """
     check_graph(model, graph, "graph")
     check_pairs(pairs, metric, batch_size, model)
@@ -189,6 +205,7 @@ def attribute(
     if per_position and pairs.attention_mask is not None:
         raise UserError("per_position=True needs prompts that share one token length (no padding), so that a position "
                         "means the same token slot in every pair; give pairs of one length")
+    _check_moving(pairs)
     mine, rank, world = _shard(pairs)
     device = model.W_E.device
     pos = pairs.clean.shape[1]

@@ -2,7 +2,8 @@
 `apply_threshold` / `prune`), and node circuits.
 
 Each `apply_*` sets `graph.in_graph` and `graph.nodes_in_graph` in place (starting from the empty circuit) and
-returns the graph. A circuit's nodes are those with an in-circuit edge out and (but for `input`) an in-circuit edge
+returns the graph; each refuses a NaN or infinite score of an edge (graph.check_finite_scores), which no ranking can
+place. A circuit's nodes are those with an in-circuit edge out and (but for `input`) an in-circuit edge
 in; `prune` then removes, until nothing changes, every node that lacks either and every edge whose sender or receiver
 is out, so what is left lies on paths from `input` to `logits` (`logits` is always in).
 """
@@ -15,7 +16,7 @@ from typing import Iterable
 import torch
 
 from minineo import checks
-from minineo.discovery.graph import Graph
+from minineo.discovery.graph import Graph, check_finite_scores
 from minineo.errors import UnknownNameError, UserError
 
 
@@ -69,7 +70,10 @@ def prune(graph: Graph) -> tuple[int, int]:
 _prune = prune  # the apply_* functions take a `prune` flag, as EAP-IG's do
 
 
-def _ranking_scores(graph: Graph, absolute: bool) -> torch.Tensor:
+def _ranking_scores(graph: Graph, absolute: bool, what: str) -> torch.Tensor:
+    """The scores `what` ranks edges by (|score| when `absolute`), -inf where a pair is no edge; UserError for a
+    non-finite score of a real edge (check_finite_scores)."""
+    check_finite_scores(graph, what)
     scores = graph.scores.abs() if absolute else graph.scores.clone()
     return scores.masked_fill(~graph.real_edges, -torch.inf)  # (n_senders, n_receivers)
 
@@ -97,11 +101,12 @@ def _finish(graph: Graph, do_prune: bool) -> Graph:
 def apply_topn(graph: Graph, n: int, absolute: bool = True, prune: bool = True) -> Graph:
     """The circuit of the `n` highest-scoring edges (by |score| when `absolute`, else by signed score), then pruned
     (EAP-IG's `apply_topn(n, absolute, level='edge', reset=True, prune)`). In place; returns `graph`. A graph with
-    no edge scores (all 0) is a UserError for n > 0: its top n would be arbitrary."""
+    no edge scores (all 0) is a UserError for n > 0: its top n would be arbitrary; so is a NaN or infinite score,
+    naming the edge."""
     n = _check_count(n, graph, "n (the number of edges)")
     if n:
         _check_scored(graph, "apply_topn")
-    order = _ranking_scores(graph, absolute).flatten().argsort(descending=True, stable=True)
+    order = _ranking_scores(graph, absolute, "apply_topn").flatten().argsort(descending=True, stable=True)
     graph.in_graph = torch.zeros_like(graph.in_graph)
     graph.in_graph.view(-1)[order[:n]] = True
     return _finish(graph, prune)
@@ -114,14 +119,14 @@ def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune
 
     A threshold that keeps no edge is a UserError saying the largest score (as `minineo discover --threshold`
     says): an empty circuit's faithfulness is 0 by construction, never a finding. An infinite or NaN threshold
-    is refused (a negative one keeps every edge)."""
+    is refused (a negative one keeps every edge), and so is an infinite or NaN score, naming the edge."""
     return _threshold(graph, threshold, absolute, prune, "threshold")
 
 
 def _threshold(graph: Graph, threshold: float, absolute: bool, prune: bool, name: str) -> Graph:
     """apply_threshold, its messages naming the argument as `name` ('threshold', the CLI's '--threshold')."""
     threshold = checks.number(threshold, name, fix="edges whose score is at least this number are kept")
-    ranking = _ranking_scores(graph, absolute)
+    ranking = _ranking_scores(graph, absolute, "apply_threshold")
     kept = ranking >= threshold
     if not bool(kept.any()):
         largest = float(ranking.max())
@@ -137,11 +142,11 @@ def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True
     """EAP-IG's greedy circuit: grown from `logits` upwards, each step adds the best-scoring edge into a node already
     in the circuit (first only edges into `logits`); a sender joining the circuit makes its own incoming edges
     candidates. `n` edges (fewer if the candidates run out), then pruned. In place; returns `graph`. A graph with
-    no edge scores (all 0) is a UserError, as in apply_topn."""
+    no edge scores (all 0) or a non-finite score is a UserError, as in apply_topn."""
     n = _check_count(n, graph, "n (the number of edges)")
     if n:
         _check_scored(graph, "apply_greedy")
-    ranking = _ranking_scores(graph, absolute)
+    ranking = _ranking_scores(graph, absolute, "apply_greedy")
     owner = receiver_nodes(graph)
     incoming: dict[int, list[int]] = {s: [] for s in range(graph.n_senders)}  # node -> receivers it owns
     for r, s in enumerate(owner.tolist()):

@@ -300,7 +300,7 @@ class _LayerPatches:
         if len(heads) < H:
             dz, W_O = dz[:, :, heads.to(z.device)], W_O[heads.to(z.device)]
         dz = dz.reshape(batch * pos, len(heads), d_head).transpose(0, 1)  # (k, batch * pos, d_head)
-        torch.bmm(dz, W_O, out=self.rec.difference[rows].view(len(heads), batch * pos, -1))  # (k, batch * pos, d_model)
+        torch.bmm(dz, W_O, out=self.rec.difference[rows].view(len(heads), batch * pos, W_O.shape[-1]))  # (k, batch * pos, d_model)
         return z
 
     def _tap_mlp(self, x: torch.Tensor) -> torch.Tensor:

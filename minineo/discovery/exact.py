@@ -89,7 +89,7 @@ class _Variants:
         senders = sorted({s for _, s in part})
         u, v = len(senders), len(part)
         moved_in = self.cache[f"blocks.{layer}.resid_pre"][:, p:].repeat(u, 1, 1) + \
-            self.delta[senders][:, :, p:].reshape(u * b, pos - p, -1)  # (sender * batch, pos - start, d_model)
+            self.delta[senders][:, :, p:].reshape(u * b, pos - p, self.delta.shape[-1])  # (sender * batch, pos - start, d_model)
         patch = {f"blocks.{layer}.{k}": t for k, t in self._skip_attention_and_mlp(u * b, pos - p).items()}
         names = [f"blocks.{layer}.attn.{x}" for x in "qkv"]
         # q, k, v are per position: the attention this pass skips (z fixed) needs no mask and no earlier keys

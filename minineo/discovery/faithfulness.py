@@ -25,7 +25,7 @@ import torch
 from minineo import checks
 from minineo import progress
 from minineo.discovery import circuits
-from minineo.discovery.graph import Graph
+from minineo.discovery.graph import Graph, check_finite_scores
 from minineo.discovery.pairs import Metric, Pairs, logit_diff
 from minineo.discovery.patched import check_pairs, evaluate, run_metric
 from minineo.errors import UserError
@@ -81,7 +81,9 @@ class FaithfulnessCurve:
 
 
 @torch.no_grad()
-def _check_scored(graph: Graph) -> None:
+def _check_scored(graph: Graph, what: str) -> None:
+    """UserError for a graph with no edge scores (all 0) or a non-finite score (naming the edge): `what` ranks by them."""
+    check_finite_scores(graph, what)
     if not bool(graph.scores[graph.real_edges].ne(0).any()):
         raise UserError("graph has no edge scores (all 0), so the curve would rank edges arbitrarily; score it first "
                         "with minineo.discovery.attribute(model, graph, pairs, method=...)")
@@ -142,14 +144,18 @@ def faithfulness_curve(model: Model, graph: Graph, pairs: Pairs, metric: Metric 
                        empty: float | None = None, batch_size: int | None = None) -> FaithfulnessCurve:
     """MIB's faithfulness curve of `graph`'s scores: at each fraction p the top int(p E) edges (by |score| when
     `absolute`, else by -score: the edges whose removal lowers the metric most), pruned, evaluated exactly. `graph`
-    is not changed. One patched forward per fraction and batch, one corrupted forward per batch for all of them."""
+    is not changed. One patched forward per fraction and batch, one corrupted forward per batch for all of them.
+
+    Raises UserError for fractions that are not at least 2 increasing numbers in [0, 1], a graph with no edge scores
+    (all 0) or with a NaN or infinite score (naming the edge), and for the pairs, metric, batch_size, full and empty
+    as `faithfulness` does."""
     if not fractions or any(not 0 <= p <= 1 for p in fractions):
         raise UserError(f"fractions must be edge fractions between 0 and 1, got {list(fractions)}")
     if len(fractions) < 2 or any(b <= a for a, b in zip(fractions, fractions[1:])):
         raise UserError(f"fractions must be at least 2 increasing edge fractions (a curve and its areas, CPR and CMD, "
                         f"need two points), got {list(fractions)}; e.g. MIB's {list(MIB_FRACTIONS)[:3]}...")
     _check_inputs(pairs, metric, batch_size, full, empty)
-    _check_scored(graph)
+    _check_scored(graph, "faithfulness_curve")
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size) if empty is None else empty
     circuit = graph.copy()
@@ -183,9 +189,10 @@ class MIBScores:
 @checks.typed
 def mib_scores(model: Model, graph: Graph, pairs: Pairs, metric: Metric = logit_diff, *,
                batch_size: int | None = None) -> MIBScores:
-    """CPR and CMD of `graph`'s scores, computed as MIB computes them (see the module docstring)."""
+    """CPR and CMD of `graph`'s scores, computed as MIB computes them (see the module docstring). UserError as in
+    `faithfulness_curve` (a graph with no edge scores, or a non-finite one, is refused before any forward)."""
     _check_inputs(pairs, metric, batch_size, None, None)
-    _check_scored(graph)
+    _check_scored(graph, "mib_scores")
     full = full_metric(model, pairs, metric, batch_size=batch_size)
     empty = empty_metric(model, graph, pairs, metric, batch_size=batch_size)
     signed = faithfulness_curve(model, graph, pairs, metric, absolute=False, full=full, empty=empty,

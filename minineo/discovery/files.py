@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import torch
 
 from minineo import checks, outputs, report
 from minineo.checkpoints.hub import EMBEDDED
-from minineo.discovery.graph import Graph
-from minineo.errors import MissingFileError, UserError, WrongTypeError
+from minineo.discovery.graph import Graph, check_finite_scores
+from minineo.errors import UserError, WrongTypeError
 
 if TYPE_CHECKING:
     from minineo.discovery.faithfulness import FaithfulnessCurve
@@ -88,7 +88,9 @@ def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
                 computed_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict EAP-IG's JSON file holds for `graph` (what to_json writes; what minineo.views.circuit reads), with
     `curve` as the extra key "faithfulness" when given (see `curve_document`) and `computed_on` as the extra key "task"
-    (see `task_document`)."""
+    (see `task_document`). UserError for a NaN or infinite edge score (naming the edge): JSON has no such number, and
+    every reader, EAP-IG's and minineo's, refuses it."""
+    check_finite_scores(graph, "to_document")
     nodes = {name: {"in_graph": bool(graph.nodes_in_graph[i])} for i, name in enumerate(graph.sender_names)}
     nodes["logits"] = {"in_graph": True}
     # float(float32) is the value EAP-IG's `edge.score.item()` gives, so json writes the same digits
@@ -108,9 +110,11 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
             computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON (every edge's score and in_graph, every node's in_graph), with the faithfulness
     curve `curve` as an extra key the views read and EAP-IG ignores (`computed_on`: the extra key "task", see
-    `task_document`). Returns the path. UserError for a path whose extension is not .json (the reader goes by it)."""
+    `task_document`). Returns the path. UserError for a path whose extension is not .json (the reader goes by it),
+    and for a NaN or infinite edge score (naming the edge; JSON has no such number)."""
     path = checks.writable_file(path, "path")
     _suffix(path, ".json")
+    check_finite_scores(graph, "to_json")
     document = to_document(graph, curve, computed_on)
 
     def write(temp: str) -> None:
@@ -126,9 +130,11 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
           computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's `.pt` (the score and in-graph matrices in its (senders, receivers) layout); `curve`
     and `computed_on` as in `to_json` (plain lists, which EAP-IG's from_pt leaves alone and torch.load reads with
-    weights_only). UserError for a path whose extension is not .pt (the reader goes by it)."""
+    weights_only). UserError for a path whose extension is not .pt (the reader goes by it), and for a NaN or infinite
+    edge score (naming the edge; from_pt refuses to read one back)."""
     path = checks.writable_file(path, "path")
     _suffix(path, ".pt")
+    check_finite_scores(graph, "to_pt")
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
@@ -146,9 +152,10 @@ def save_graph(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | Non
                computed_on: dict | None = None) -> Path:
     """Write `graph` as EAP-IG's JSON or `.pt`, chosen by the file's extension (UserError for any other); `curve` (a
     faithfulness_curve) goes in the extra key "faithfulness" that minineo.views.circuit draws, `computed_on` (see
-    `task_document`) in the extra key "task"."""
+    `task_document`) in the extra key "task". UserError for a non-finite edge score, as in to_json and to_pt."""
     path = Path(path)
     suffix = _suffix(path)
+    check_finite_scores(graph, "save_graph")
     write = to_json if suffix == ".json" else to_pt
     return write(graph, path, curve=curve, computed_on=computed_on)
 
@@ -216,7 +223,8 @@ EAP_IG_PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_gra
 @checks.typed
 def from_json(path: str | Path, model: Model | Graph | None = None) -> Graph:
     """Read EAP-IG's JSON graph file (scores, circuit edges, circuit nodes; `logits` ignored). With `model` (a Model
-    or a Graph), a file for another model is refused with both identities named (UserError)."""
+    or a Graph), a file for another model is refused with both identities named (UserError). MissingFileError for a
+    path that does not exist, UserError for a folder or a file that is not EAP-IG's JSON graph (`from_document`)."""
     path = _existing(path)
     return from_document(_read_json(path), str(path), model)
 
@@ -232,7 +240,9 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
     """The Graph of EAP-IG's JSON layout as a dict (what `json.load` gives of a `to_json` file): the one check of
     such a graph, for files and for the dicts minineo.views.circuit is given. Every edge of EAP-IG's edge set for the
     cfg's shape must be there, each with a finite score (null: 0) and a true/false in_graph, and no other edge; a
-    model identity in cfg must be a string. `where` names the source in messages. UserError otherwise."""
+    model identity in cfg must be a string. A node missing from "nodes" is read as out of the circuit (EAP-IG's
+    from_json accepts such a file too), unless it has in-circuit edges in and out: then the message says it is
+    missing. `where` names the source in messages. UserError otherwise."""
     if not isinstance(document, dict) or not all(k in document for k in EAP_IG_JSON_KEYS):
         raise UserError(f"{where}: an EAP-IG graph file needs the keys 'cfg', 'nodes' and 'edges'")
     for key in ("nodes", "edges"):
@@ -266,7 +276,7 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
             raise UserError(f"{where}: edge {name!r} has no \"in_graph\" (EAP-IG writes true or false for every "
                             "edge); add it")
         graph.in_graph[s, r] = _flag(info["in_graph"], f"{where}: edge {name!r}")
-    _check_consistent(graph, where, "nodes")
+    _check_consistent(graph, where, "nodes", listed=document["nodes"].keys())
     if len(document["edges"]) != len(index):  # EAP-IG writes every edge: a missing one is not a score of 0
         missing = [name for name in index if name not in document["edges"]]
         raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
@@ -275,11 +285,15 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
     return graph
 
 
-def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
+def _check_consistent(graph: Graph, where: Path | str, field: str, listed: Collection[str] | None = None) -> None:
     """UserError when a node is marked out of the circuit although it has an in-circuit edge in and one out (`input`:
     one out): EAP-IG's apply_topn marks such a node in, and prune keeps it, so the file's two records disagree. (An
     unpruned file may hold edges into a node without an edge out, or out of one without an edge in: EAP-IG's own
-    unpruned circuits do; those nodes are out, and pruning removes those edges.)"""
+    unpruned circuits do; those nodes are out, and pruning removes those edges.)
+
+    listed: the node names a JSON file's `field` holds. A node it leaves out is read as out of the circuit (EAP-IG's
+    to_json writes every node, but its from_json reads any subset, and so does this reader); when such a node has
+    in-circuit edges in and out, the message says that it is missing."""
     from minineo.discovery.circuits import _nodes_with_edges_in_and_out, receiver_nodes  # no cycle: circuits
     # imports nothing of this module
 
@@ -289,6 +303,12 @@ def _check_consistent(graph: Graph, where: Path | str, field: str) -> None:
         node = int(bad.nonzero()[0])
         edges = graph.in_graph & graph.real_edges
         n = int(edges[node].sum()) + int(edges[:, owner == node].sum())
+        name = graph.sender_names[node]
+        if listed is not None and name not in listed:
+            raise UserError(f"{where}: node {name!r} is missing from {field!r} (a node not listed is read as out of "
+                            f"the circuit), but {n} of its edges, in and out, are in_graph true; add "
+                            f"\"{name}\": {{\"in_graph\": true}} to {field!r} (EAP-IG's to_json and minineo write "
+                            "every node), or mark its edges out")
         raise UserError(f"{where}: {field} marks node {graph.sender_names[node]!r} out of the circuit (in_graph "
                         f"false), but {n} of its edges, in and out, are in_graph true; the two records disagree: "
                         "mark the node in, or its edges out")
@@ -367,7 +387,7 @@ def _flag(value: Any, where: str) -> bool:
 
 @checks.typed
 def from_pt(path: str | Path, model: Model | Graph | None = None) -> Graph:
-    """Read EAP-IG's `.pt` graph file (see the module docstring); `model` as in `from_json`."""
+    """Read EAP-IG's `.pt` graph file (see the module docstring); `model` and the errors as in `from_json`."""
     path = _existing(path)
     return _from_pt_document(_read_pt(path), path, model)
 
@@ -428,15 +448,17 @@ def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
 
     A file that names no model (EAP-IG's own) can be checked by shape only: with `model` given it is read if the
     shape fits, `graph.model` stays None (never filled in from `model`), and minineo.report says on stderr that the
-    file carries no identity; the same in from_json and from_pt."""
+    file carries no identity; the same in from_json and from_pt. Errors as in `from_json` (MissingFileError for a
+    path that does not exist, UserError for a folder, another extension or a damaged file)."""
     return read_file(path, model)[0]
 
 
 def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such circuit file; give the path of an EAP-IG graph (.json or .pt)")
-    return path
+    """The circuit file to read (from_json, from_pt, read_file, load_graph): MissingFileError when it does not exist,
+    UserError when it is a folder (checks.existing_path, the check of every path minineo reads)."""
+    return checks.existing_path(path, "path", kind="file",
+                                fix="give the path of an EAP-IG graph file (.json or .pt), as EAP-IG's to_json / "
+                                    "to_pt or minineo's save_graph (minineo discover --out) write it")
 
 
 def _check(graph: Graph, model: Model | Graph | None, path: Path | str) -> None:

@@ -106,7 +106,7 @@ def sender_differences(model: Model, graph: Graph, corrupted: dict[str, torch.Te
     (position-major) in the graph's sender order, from two runs' NodeTaps values: the embedding's, head h's
     (z_corrupted - z_clean)[:, :, h] @ W_O[h] (one bmm per layer, written into its rows), each MLP's."""
     batch, pos, d_model = corrupted["embed"].shape
-    H, moved = graph.n_heads, pos - first
+    H, moved, d_head = graph.n_heads, pos - first, model.config.d_head
 
     def delta(site: str) -> torch.Tensor:  # (moved pos, batch, ...)
         return (corrupted[site][:, first:] - clean[site][:, first:]).transpose(0, 1)
@@ -114,7 +114,9 @@ def sender_differences(model: Model, graph: Graph, corrupted: dict[str, torch.Te
     out = corrupted["embed"].new_empty(graph.n_senders, moved, batch, d_model)
     out[0] = delta("embed")
     for layer, block in enumerate(model.blocks):
-        dz = delta(f"blocks.{layer}.attn.z").permute(2, 0, 1, 3).reshape(H, moved * batch, -1)  # (head, moved * batch, d_head)
+        # every size spelled out: with no moved position (a batch of pairs whose prompts are the same) there are 0
+        # rows, and a -1 in a reshape of 0 elements is ambiguous
+        dz = delta(f"blocks.{layer}.attn.z").permute(2, 0, 1, 3).reshape(H, moved * batch, d_head)  # (head, moved * batch, d_head)
         heads = graph.sender_index(layer, 0)
         torch.bmm(dz, block.attn.W_O, out=out[heads:heads + H].view(H, moved * batch, d_model))
         out[graph.sender_index(layer)] = delta(f"blocks.{layer}.mlp_out")
@@ -226,7 +228,7 @@ def head_input_grads(model: Model, layer: int, runs: list[RunGrads], first: int,
         target = out if i == 0 else scratch
         normalized, inv_sigma = layer_norm_parts(run.resid_pre[layer][:, first:].transpose(0, 1), eps)  # (rows, d_model), (rows, 1)
         dqkv = torch.stack(run.qkv[layer])[:, :, first:]  # (3, batch, moved pos, head, d_head)
-        dqkv = dqkv.permute(0, 3, 2, 1, 4).reshape(heads, rows, -1) * inv_sigma  # (3 * head, rows, d_head)
+        dqkv = dqkv.permute(0, 3, 2, 1, 4).reshape(heads, rows, dqkv.shape[-1]) * inv_sigma  # (3 * head, rows, d_head)
         torch.bmm(dqkv, W, out=target)  # (g' - mean(g')) / sigma
         along = torch.einsum("rnd,nd->rn", target, normalized).unsqueeze(-1) / d_model  # mean(g' xhat) / sigma, (3 * head, rows, 1)
         target.addcmul_(normalized, along, value=-1)

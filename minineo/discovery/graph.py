@@ -237,3 +237,18 @@ class Graph:
         new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
         new.position_scores = None if self.position_scores is None else self.position_scores.clone()
         return new
+
+
+def check_finite_scores(graph: Graph, what: str) -> None:
+    """UserError naming the first edge (in EAP-IG's order) whose score is NaN or infinite: `what` (the function that
+    asks) ranks or writes `graph.scores`, and a NaN compares false to everything (a ranking puts it anywhere; JSON has
+    no NaN, and every reader of circuit files refuses one). Only real edges are read (graph.real_edges)."""
+    bad = ~torch.isfinite(graph.scores.detach().cpu()) & graph.real_edges  # (n_senders, n_receivers)
+    if not bool(bad.any()):
+        return
+    name, s, r = next((name, s, r) for name, s, r in graph.edges() if bad[s, r])
+    count = int(bad.sum())
+    others = f"the first of {count} non-finite scores" if count > 1 else "the only non-finite score"
+    raise UserError(f"{what}: graph.scores holds {float(graph.scores[s, r])} for the edge {name!r} ({others}), and "
+                    "edges are ranked and written by finite scores only; score the graph again (attribute(...)), or "
+                    "replace those scores by finite numbers (e.g. torch.nan_to_num(graph.scores, nan=0.0))")

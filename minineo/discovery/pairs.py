@@ -60,6 +60,14 @@ class Pairs:
     def __len__(self) -> int:
         return self.clean.shape[0]
 
+    def same_prompts(self) -> torch.Tensor:
+        """(n,) bool: the pairs whose clean and corrupted prompts are the same tokens (padding is not compared). Such a
+        pair moves nothing: every sender's corrupted - clean output is 0, so it adds 0 to every edge score."""
+        same = self.clean == self.corrupted  # (n, pos)
+        if self.attention_mask is not None:
+            same |= self.attention_mask == 0
+        return same.all(1)
+
     def __getitem__(self, index: slice | torch.Tensor) -> Pairs:
         """The pairs at `index` (a slice, an int, or an index tensor); UserError for an index outside 0..n-1."""
         if checks.is_integer(index):  # one pair, kept as a batch of one
