@@ -296,7 +296,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         console.print(f"wrote {out}")
     if plot:
         unit = "nats (KL)" if kl_scores else "(logit difference)"
-        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}", unit)
+        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}", unit, record)
         console.print(f"wrote {plot}")
 
 

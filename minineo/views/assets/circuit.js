@@ -56,7 +56,8 @@ const FILE = DATA.in_graph;                               // the file's circuit 
 let mode = FILE.length > 0 ? "file" : "top", kept = 0, focus = null;
 
 function width(e) { return (0.6 + 4.4 * Math.abs(SCORE[e]) / MAXABS).toFixed(2); }
-// blue: removing the edge lowers the metric (score < 0 in the noising form), as `minineo discover --plot` draws it
+// blue for a score < 0, red for a score > 0, as `minineo discover --plot` draws them (the note under the graph says
+// what each means for the file's method and unit: with a logit difference blue is needed, with ACDC's KL red)
 function colour(e) { return SCORE[e] < 0 ? "#2166ac" : "#b2182b"; }
 // the edges shown: the file's own circuit, exactly its in_graph edges; or the top N by |score| (the slider)
 function shown() {
