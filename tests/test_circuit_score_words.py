@@ -2,7 +2,8 @@
 file's recorded method (estimated for the gradient methods, exact for exact, ACDC's change for acdc, with its rule for
 edges removed without a forward pass), and word the colours for the file's unit: with a logit difference blue
 (removing the edge lowers it) marks an edge the circuit needs, with ACDC's KL divergence from the clean run (higher
-is worse) red does. Files that record nothing (EAP-IG's own) keep the general words."""
+is worse) red does. Files that record nothing (EAP-IG's own) keep the general words. Numbers that round to zero
+print as 0.000, never -0.000."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typer.testing import CliRunner
 
 from minineo import views
 from minineo.cli import app, circuit_plot, plots
-from minineo.cli.discover import KL_UNIT, LOGIT_UNIT
+from minineo.cli.discover import KL_UNIT, LOGIT_UNIT, curve_table
 from minineo.discovery import files
+from minineo.discovery.faithfulness import FaithfulnessCurve
 
 runner = CliRunner()
 EAP = Path(__file__).parent / "data" / "eap_ig"
@@ -159,3 +161,24 @@ def test_the_discover_plot_words_its_legend_from_the_run(tmp_path, figures):
         legend = figures[-1].legends[0]
         assert KL_RED in [t.get_text().replace("\n", " ") for t in legend.get_texts()]
         assert legend.get_title().get_text().startswith("Scores are ACDC's (method acdc, with --kl)")
+
+
+# ---- numbers that round to zero --------------------------------------------------------------------------------------
+
+def test_a_value_that_rounds_to_zero_prints_as_zero_never_minus_zero():
+    assert [circuit_plot.fixed(v) for v in (-0.0, -1e-5, -0.0004, 0.0004, -0.0006, 0.5)] == \
+        ["0.000", "0.000", "0.000", "0.000", "-0.001", "0.500"]
+    assert [circuit_plot.fixed(v, signed=True) for v in (-0.0, -1e-5, 2.0, -0.25)] == \
+        ["+0.000", "+0.000", "+2.000", "-0.250"]
+
+
+def test_the_faithfulness_table_never_prints_minus_zero():
+    from rich.console import Console
+
+    fractions = [0.001, 0.01, 0.1, 1.0]
+    curve = FaithfulnessCurve(fractions, [0, 1, 11, 110], [0, 1, 11, 110], [0.0] * 4, [-0.0, -2e-5, 0.4, 1.0],
+                              1.0, 0.0, True)
+    console = Console(width=100, record=True)
+    console.print(curve_table(curve, curve, "a curve"))
+    text = console.export_text()
+    assert "-0.000" not in text and text.count("0.000") >= 2 and "0.400" in text

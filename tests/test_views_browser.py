@@ -489,6 +489,21 @@ def test_circuit_page_words_the_colours_for_the_files_unit_and_names_its_method(
         assert "Scores are by method clean-corrupted, estimated" in text
 
 
+def test_circuit_curve_labels_its_bounds_as_they_are_never_minus_zero(browser, tmp_path):
+    """The small faithfulness curve's lower bound -0.0457 once read "-0.0": each bound is labelled at a precision
+    that tells it from 0, and a faithfulness that rounds to zero reads 0.000."""
+    document = json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())
+    document["faithfulness"] = {"n_edges": [0, 5, 11, 22, 110],
+                                "faithfulness": [0.0, -0.00004, -0.0457, 0.1664, 1.0000003]}
+    page = open_page(browser, views.circuit(document).save(tmp_path / "c.html")).page
+    labels = page.eval_on_selector_all("#curve text", "els => els.map(e => e.textContent)")
+    high, low = labels[0], labels[1]  # the upper, then the lower bound of the value axis
+    assert low != "-0.0" and float(low) < 0 and abs(float(low) - -0.0457) <= 0.0005, labels
+    assert abs(float(high) - 1.0000003) <= 0.005 and not high.startswith("-"), labels
+    set_slider(page, 5)
+    assert page.inner_text("#faith").startswith("faithfulness 0.000 at 5 edges"), page.inner_text("#faith")
+
+
 def test_lens_html_with_tuned_shows_both_lenses(browser, tmp_path):
     """`minineo lens --tuned DIR --html`: an untrained tuned lens (A = 0, b = 0) is the logit lens, so both tabs
     must show the oracle's numbers."""

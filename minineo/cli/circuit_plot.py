@@ -34,6 +34,14 @@ COLOUR_COLUMNS = 48  # characters a line of a colour's legend entry in a legend 
 WIDE = 11.0  # inches: a figure this wide has its legend in three columns; a narrower one in one (and is taller)
 
 
+def fixed(value: float, digits: int = 3, signed: bool = False) -> str:
+    """`value` at `digits` decimals (with its sign when `signed`), as the plot and `minineo discover` print
+    faithfulness: a value that rounds to zero prints as 0.000 (+0.000), never -0.000."""
+    form = f"{'+' if signed else ''}.{digits}f"
+    text = format(value, form)
+    return format(0.0, form) if float(text) == 0 else text
+
+
 def positions(graph: Graph) -> dict[str, tuple[float, float]]:
     """Node name -> (x, y) centre: heads in columns, `input`, the MLPs and `logits` in the middle; `input` and
     `logits` a row further out than an MLP, so their edges to the nearest heads do not run flat."""
@@ -181,7 +189,7 @@ def _curve_panel(cx, curve: FaithfulnessCurve) -> None:
     cx.set_xscale("log")
     cx.set_xlabel("edge fraction (top by |score|, pruned)", fontsize=AXIS_PT + 1)
     cx.set_ylabel("normalised faithfulness\n(0 = corrupted run, 1 = clean run)", fontsize=AXIS_PT + 1)
-    cx.set_title(f"faithfulness curve (area from 1: {curve.area_from_one:.3f})", fontsize=11)
+    cx.set_title(f"faithfulness curve (area from 1: {fixed(curve.area_from_one)})", fontsize=11)
     cx.tick_params(labelsize=AXIS_PT)
     for p, f, k in zip(curve.fractions, curve.faithfulness, curve.n_kept):
         cx.annotate(str(k), (p, f), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=AXIS_PT - 1)
