@@ -107,7 +107,7 @@ def test_an_empty_acdc_circuit_is_refused_and_an_empty_top_n_warned(tmp_path):
 
 def test_an_empty_circuit_plot_invents_no_scale(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(circuit_plot, "_legend", lambda fig, top, unit: seen.append(top))
+    monkeypatch.setattr(circuit_plot, "_legend", lambda fig, top, *rest: seen.append(top))
     circuit_plot.circuit_figure(Graph(2, 4, 16), None, tmp_path / "e.png", "empty")
     assert seen == [None]
 

@@ -197,7 +197,7 @@ def test_the_legend_says_what_width_and_colour_mean_as_the_html_view_colours(tmp
     graph = circuit_of(kind)
     fig, ax, _ = drawn_circuit(tmp_path, figures, graph)
     legend = fig.legends[0]
-    labels = [t.get_text() for t in legend.get_texts()]
+    labels = [t.get_text().replace("\n", " ") for t in legend.get_texts()]  # a long entry wraps onto two lines
     html_blue, html_red = re.search(r'SCORE\[e\] < 0 \? "(#\w+)" : "(#\w+)"', CIRCUIT_JS.read_text()).groups()
     handles = dict(zip(labels, legend.legend_handles))
     blue = next(label for label in labels if "lowers the metric" in label)

@@ -464,6 +464,46 @@ def test_circuit_at_gpt2_small_size_draws_the_top_edges_and_opens_fast(browser, 
     screenshot(opened, "circuit-gpt2-small-random.png")
 
 
+@pytest.mark.parametrize("run", ["acdc --kl", "clean-corrupted"])
+def test_circuit_page_words_the_colours_for_the_files_unit_and_names_its_method(browser, tmp_path, run):
+    """With ACDC's --kl a score is the rise of the KL divergence from the clean run (higher is worse): ACDC keeps an
+    edge only when removing it raises the KL by the threshold or more, so every edge the page draws of its circuit is
+    red, and the page's words must call red the needed colour. With a logit difference, blue is the needed one. The
+    page names the recorded method either way."""
+    path = tmp_path / "c.json"
+    args = ["--task", "induction", "--method", "acdc", "--kl"] if run == "acdc --kl" else \
+        ["--task", "ioi", "--method", "clean-corrupted", "--top", "10"]
+    result = CliRunner().invoke(app, ["discover", "--model", "tiny-neo", "--n", "4", *args, "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    page = open_page(browser, views.circuit(path).save(tmp_path / "c.html")).page
+    text = " ".join(page.inner_text("main").split())
+    if run == "acdc --kl":
+        assert ("blue: score < 0, removing the edge lowers the KL divergence from the clean run; red: score > 0, "
+                "removing the edge raises the KL divergence from the clean run: an edge the circuit needs") in text
+        assert "Scores are ACDC's (method acdc, with --kl)" in text and "the metric" not in text
+        strokes = page.eval_on_selector_all("path.edge", "els => els.map(e => e.getAttribute('stroke'))")
+        assert strokes and set(strokes) == {"#b2182b"}  # the circuit, all red: the colour the words call needed
+    else:
+        assert ("blue: score < 0, removing the edge lowers the logit difference: an edge the circuit needs; red: "
+                "score > 0, removing the edge raises the logit difference") in text
+        assert "Scores are by method clean-corrupted, estimated" in text
+
+
+def test_circuit_curve_labels_its_bounds_as_they_are_never_minus_zero(browser, tmp_path):
+    """The small faithfulness curve's lower bound -0.0457 once read "-0.0": each bound is labelled at a precision
+    that tells it from 0, and a faithfulness that rounds to zero reads 0.000."""
+    document = json.loads((EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").read_text())
+    document["faithfulness"] = {"n_edges": [0, 5, 11, 22, 110],
+                                "faithfulness": [0.0, -0.00004, -0.0457, 0.1664, 1.0000003]}
+    page = open_page(browser, views.circuit(document).save(tmp_path / "c.html")).page
+    labels = page.eval_on_selector_all("#curve text", "els => els.map(e => e.textContent)")
+    high, low = labels[0], labels[1]  # the upper, then the lower bound of the value axis
+    assert low != "-0.0" and float(low) < 0 and abs(float(low) - -0.0457) <= 0.0005, labels
+    assert abs(float(high) - 1.0000003) <= 0.005 and not high.startswith("-"), labels
+    set_slider(page, 5)
+    assert page.inner_text("#faith").startswith("faithfulness 0.000 at 5 edges"), page.inner_text("#faith")
+
+
 def test_lens_html_with_tuned_shows_both_lenses(browser, tmp_path):
     """`minineo lens --tuned DIR --html`: an untrained tuned lens (A = 0, b = 0) is the logit lens, so both tabs
     must show the oracle's numbers."""

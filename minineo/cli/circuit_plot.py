@@ -5,17 +5,23 @@ node of the model is a faint dot; the circuit's nodes are boxes. A head's box ha
 below, q, k and v: an edge into the head ends at the cell of the input it feeds (a used cell is shaded), so query,
 key and value composition read apart at 12 x 12 heads. An edge's width follows |score| (the legend gives the scale
 in the scores' unit; with no edge drawn it says so and gives none)
-and its colour the sign, as the HTML circuit view draws them: blue when removing the edge lowers the metric (score
-< 0 in EAP-IG's noising form, the usual kind of important edge), red when removing it raises the metric.
+and its colour the sign, as the HTML circuit view draws them: blue for a score < 0 (removing the edge lowers the
+metric), red for a score > 0. The legend words both, and says what a score is, from the file's "task" record (its
+method and unit: minineo.views.circuit.score_key, the page's words): with a logit difference blue marks an edge the
+circuit needs, with ACDC's KL divergence from the clean run (higher is worse) red does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import textwrap
+from typing import Any
+
 from minineo.cli import plots
 from minineo.discovery.faithfulness import FaithfulnessCurve
 from minineo.discovery.graph import Graph
+from minineo.views.circuit import ScoreKey, score_key
 
 NEGATIVE, POSITIVE = "#2166ac", "#b2182b"  # the HTML view's blue and red (minineo/views/assets/circuit.js)
 PORTS = ("q", "k", "v")
@@ -24,6 +30,16 @@ NODE_H = 0.5  # the box of `input`, an MLP or `logits` (as wide as a head's)
 NAME_PT, PORT_PT, AXIS_PT = 9.5, 9.0, 9.0  # legible at 120 dpi: 16, 15 and 15 pixels high
 MIN_WIDTH, MAX_WIDTH = 0.6, 6.0  # points: the weakest and the strongest edge drawn
 HEAD_FILL, PORT_FILL, PORT_USED = "#fff8dc", "#ffffff", "#f2c14e"
+COLOUR_COLUMNS = 48  # characters a line of a colour's legend entry in a legend of three columns
+WIDE = 11.0  # inches: a figure this wide has its legend in three columns; a narrower one in one (and is taller)
+
+
+def fixed(value: float, digits: int = 3, signed: bool = False) -> str:
+    """`value` at `digits` decimals (with its sign when `signed`), as the plot and `minineo discover` print
+    faithfulness: a value that rounds to zero prints as 0.000 (+0.000), never -0.000."""
+    form = f"{'+' if signed else ''}.{digits}f"
+    text = format(value, form)
+    return format(0.0, form) if float(text) == 0 else text
 
 
 def positions(graph: Graph) -> dict[str, tuple[float, float]]:
@@ -121,14 +137,18 @@ def _draw_node(ax, name: str, x: float, y: float) -> None:
     ax.text(x, y, name, ha="center", va="center", fontsize=NAME_PT, zorder=6, gid=f"node {name}")
 
 
-def _legend(fig, top: float | None, unit: str) -> None:
-    """What colour and width mean (with the |score| scale in `unit`) and where an edge into a head ends. With no edge
-    drawn (`top` None) there is no width scale to give, and the legend says so instead of inventing one."""
+def _legend(fig, top: float | None, unit: str, key: ScoreKey) -> None:
+    """What colour and width mean (with the |score| scale in `unit`) and where an edge into a head ends, under a title
+    saying what a score is (`key`: the page's words). With no edge drawn (`top` None) there is no width scale to give,
+    and the legend says so instead of inventing one."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color=NEGATIVE, lw=3, label="blue: score < 0, removing the edge lowers the metric"),
-               Line2D([], [], color=POSITIVE, lw=3, label="red: score > 0, removing the edge raises the metric")]
+    columns = int(fig.get_figwidth() * 72 / (0.55 * AXIS_PT))  # characters across the figure
+    ncol = 3 if fig.get_figwidth() >= WIDE else 1
+    wrap = COLOUR_COLUMNS if ncol == 3 else columns - 10  # less the handle
+    handles = [Line2D([], [], color=NEGATIVE, lw=3, label=textwrap.fill(key.negative, wrap)),
+               Line2D([], [], color=POSITIVE, lw=3, label=textwrap.fill(key.positive, wrap))]
     if top is None:
         handles.append(Line2D([], [], color="none", label="no edge in the circuit: no width scale"))
     else:
@@ -137,7 +157,8 @@ def _legend(fig, top: float | None, unit: str) -> None:
             handles.append(Line2D([], [], color="#555555", lw=width, label=f"width: |score| {share * top:.3g} {unit}"
                                   + (" (the largest)" if share == 1.0 else "")))
     handles.append(Patch(fc=PORT_USED, ec="black", label="q / k / v cell of a head: the input an edge feeds"))
-    fig.legend(handles=handles, loc="outside lower left", fontsize=AXIS_PT, frameon=False, ncol=3, handlelength=3)
+    fig.legend(handles=handles, loc="outside lower left", fontsize=AXIS_PT, frameon=False, ncol=ncol, handlelength=3,
+               title=textwrap.fill(key.sentence, columns), title_fontsize=AXIS_PT, alignment="left")
 
 
 def _graph_panel(ax, graph: Graph) -> float | None:
@@ -168,30 +189,33 @@ def _curve_panel(cx, curve: FaithfulnessCurve) -> None:
     cx.set_xscale("log")
     cx.set_xlabel("edge fraction (top by |score|, pruned)", fontsize=AXIS_PT + 1)
     cx.set_ylabel("normalised faithfulness\n(0 = corrupted run, 1 = clean run)", fontsize=AXIS_PT + 1)
-    cx.set_title(f"faithfulness curve (area from 1: {curve.area_from_one:.3f})", fontsize=11)
+    cx.set_title(f"faithfulness curve (area from 1: {fixed(curve.area_from_one)})", fontsize=11)
     cx.tick_params(labelsize=AXIS_PT)
     for p, f, k in zip(curve.fractions, curve.faithfulness, curve.n_kept):
         cx.annotate(str(k), (p, f), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=AXIS_PT - 1)
 
 
 def figure_size(graph: Graph, with_curve: bool) -> tuple[float, float]:
-    """Inches: about one per head column and 0.55 per row (capped at 15 x 15 for the graph), plus the curve."""
+    """Inches: about one per head column and 0.55 per row (capped at 15 x 15 for the graph), plus the curve, plus the
+    legend below (taller when the figure is narrow and the legend is one column)."""
     graph_w = min(max(6.0, 1.05 * graph.n_heads + 1.5), 15.0)
     graph_h = min(max(5.0, (2 * graph.n_layers + 2) * 0.55), 15.0)
-    return graph_w + (5.5 if with_curve else 0.0), graph_h + 2.0  # + the legend below the graph
+    width = graph_w + (5.5 if with_curve else 0.0)
+    return width, graph_h + (2.0 if width >= WIDE else 3.0)
 
 
 def circuit_figure(graph: Graph, curve: FaithfulnessCurve | None, path: Path, title: str,
-                   unit: str = "(logit difference)") -> None:
+                   unit: str = "(logit difference)", task: Any = None) -> None:
     """Draw `graph`'s circuit (its in_graph edges and nodes_in_graph) and, when given, the faithfulness curve, to
     `path` (its extension names the format: minineo.cli.plots.SUFFIXES); `unit` is the scores' unit, said in the
-    legend's width scale."""
+    legend's width scale; `task` the file's "task" record (method and score_unit; None: not recorded), from which
+    the legend says what a score is and what each colour means."""
     plt = plots._pyplot()
     width, height = figure_size(graph, curve is not None)
     fig = plt.figure(figsize=(width, height), layout="constrained")
     grid = fig.add_gridspec(1, 2 if curve is not None else 1, width_ratios=[width - 5.5, 5.5] if curve else [1])
     top = _graph_panel(fig.add_subplot(grid[0, 0]), graph)
-    _legend(fig, top, unit)
+    _legend(fig, top, unit, score_key(task))
     if curve is not None:
         _curve_panel(fig.add_subplot(grid[0, 1]), curve)
     plots._title(fig, title)

@@ -12,7 +12,7 @@ import math
 
 from minineo import checks, report
 from minineo.cli.display import plural, titled_table
-from minineo.cli.circuit_plot import circuit_figure
+from minineo.cli.circuit_plot import circuit_figure, fixed
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path,
                                 plot_path, working)
 from minineo.errors import EmptyCircuitError, UserError
@@ -157,12 +157,12 @@ def curve_table(signed, absolute, title: str, sign: str = "-"):
     for column in ("fraction", "top edges", "kept |score|", "f |score|", f"kept {sign}score", f"f {sign}score"):
         table.add_column(column, justify="right")
     for i, p in enumerate(absolute.fractions):
-        table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), f"{absolute.faithfulness[i]:.3f}",
-                      str(signed.n_kept[i]), f"{signed.faithfulness[i]:.3f}")
+        table.add_row(f"{p:g}", str(absolute.n_edges[i]), str(absolute.n_kept[i]), fixed(absolute.faithfulness[i]),
+                      str(signed.n_kept[i]), fixed(signed.faithfulness[i]))
     table.caption = (f"top edges: int(fraction x all edges); kept: left after pruning, edges ranked by |score| or "
                      f"by {sign}score; f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR (area under f {sign}score, higher is "
-                     f"better) {signed.area:.3f}; CMD (area between f |score| and 1, 0 is best) "
-                     f"{absolute.area_from_one:.3f}")
+                     f"better) {fixed(signed.area)}; CMD (area between f |score| and 1, 0 is best) "
+                     f"{fixed(absolute.area_from_one)}")
     return table
 
 
@@ -286,17 +286,18 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
     if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
         files.save_graph(graph, out, curve=absolute, computed_on=record)
-    console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {full:+.3f}, m(empty) {empty:+.3f} "
+    console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {fixed(full, signed=True)}, m(empty) "
+                  f"{fixed(empty, signed=True)} "
                   "(mean logit difference answer - wrong at the last position)")
     console.print(f"circuit ({how}): {plural(before, 'edge')}, {after} after pruning, "
-                  f"{plural(int(graph.nodes_in_graph.sum()), 'node')}; faithfulness {value:.3f}")
+                  f"{plural(int(graph.nodes_in_graph.sum()), 'node')}; faithfulness {fixed(value)}")
     console.print(curve_table(signed, absolute, f"faithfulness curve of the {method if circuit is None else 'file'} "
                                                 "scores (MIB's edge fractions)", "+" if kl_scores else "-"))
     if out is not None:
         console.print(f"wrote {out}")
     if plot:
         unit = "nats (KL)" if kl_scores else "(logit difference)"
-        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {value:.3f}", unit)
+        circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {fixed(value)}", unit, record)
         console.print(f"wrote {plot}")
 
 

@@ -11,11 +11,12 @@ removed from the current circuit C and the patched run measured:
   - KL mode (`kl=True`, ACDC's default objective): d = KL(C without e) - KL(C), KL(full clean logits || circuit
     logits) at the last position, mean over pairs, in nats; the edge goes when d < threshold.
 Once removed an edge stays out and C is updated. A node none of whose outgoing edges is left cannot affect the
-output, so its incoming edges are removed without a forward (exact: its children read its corrupted output). Each
-measured edge's change goes into `graph.scores` in the metric's own units, like every other method's scores (metric
-mode: m(C without e) - m(C), not divided by the gap; KL mode: KL(C without e) - KL(C) in nats), 0 for those removed
-unmeasured; the result is pruned as EAP-IG prunes. Unlike `attribute`'s scores (one edge corrupted in the full
-graph), each is measured against the circuit left at the edge's turn.
+output, so its incoming edges are removed without a forward: their score is 0 exactly, by construction, not a guess
+(the node's children read its corrupted output whatever its inputs are, so m(C without e) = m(C)). Every edge's
+change goes into `graph.scores` (and the state's "scores") in the metric's own units, like every other method's
+scores (metric mode: m(C without e) - m(C), not divided by the gap; KL mode: KL(C without e) - KL(C) in nats); the
+result is pruned as EAP-IG prunes. Unlike `attribute`'s scores (one edge corrupted in the full graph), each is
+measured against the circuit left at the edge's turn.
 
 Cost: one patched run (two forwards of the pairs) per measured edge, run one after another since each decision
 changes C: for models up to a few thousand edges (the zoo's 110 take seconds); GPT-2 small's 32,491 would take hours,
@@ -152,7 +153,9 @@ def _damaged(path: Path, why: str) -> UserError:
 def load_state(path: str | Path) -> dict | None:
     """The ACDC state file at `path` checked field by field (None when there is no file): a JSON object with
     "settings" (an object), "done" (an integer >= 0: the edges decided), "current" (a finite number: m(C) or KL(C)
-    of the circuit so far), "removed" and "scores" (objects of edge name -> finite number). What each field must be
+    of the circuit so far), "removed" and "scores" (objects of edge name -> finite number: "scores" every decided
+    edge's change, 0 for an edge into a node that reached nothing any more; "removed" the removed edges' changes; a
+    state of an older minineo left the unmeasured edges out of "scores": they read as 0). What each field must be
     against a run (done <= the graph's edges, the names its edges) is checked by `acdc`. UserError naming the file
     and the field otherwise (the CLI checks its --state file with this before any work)."""
     path = Path(path)
@@ -289,6 +292,8 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
         current = measure(circuit)
     removed = {} if saved is None else dict(saved["removed"])
     scores = {} if saved is None else dict(saved["scores"])
+    for name, change in removed.items():  # an older state kept the edges removed unmeasured (0.0) in "removed" only
+        scores.setdefault(name, change)
     owner = circuits.receiver_nodes(circuit)
 
     with progress.task(f"ACDC: {len(order)} edges, threshold {threshold:g}", total=len(order)) as advance:
@@ -297,8 +302,9 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
             s, r = order[index]
             node = int(owner[r])
             if node >= 0 and not bool(circuit.in_graph[node].any()):
-                circuit.in_graph[s, r] = False  # the receiver's node reaches nothing: its inputs cannot matter
-                removed[names[s, r]] = 0.0
+                # the receiver's node reaches nothing: its inputs cannot matter, the change is 0 exactly
+                circuit.in_graph[s, r] = False
+                removed[names[s, r]] = scores[names[s, r]] = 0.0
             else:
                 circuit.in_graph[s, r] = False
                 value = measure(circuit)

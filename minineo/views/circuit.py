@@ -2,7 +2,8 @@
 
 Rows are layers (input at the bottom, logits on top, as the PNG of `discover --plot` draws them); nodes are `input`,
 the heads `a{l}.h{h}`, the MLPs `m{l}` and `logits`; an edge into a head ends on its q, k or v port (marked on the node). Edge width and colour follow the
-score (blue negative: removing the edge lowers the metric; red positive; as `minineo discover --plot` draws them).
+score (blue negative, red positive, as `minineo discover --plot` draws them); the page says what a score is and which
+colour marks an edge the circuit needs, from the method and unit the file's "task" records (`score_key`).
 The page opens on the file's own circuit (exactly its in_graph edges) when it has one; a slider keeps the top N
 edges by |score| (EAP-IG's `apply_topn(N, absolute=True)`, without pruning) and shows the faithfulness measured at that size when the file has a curve;
 clicking a node highlights its edges and lists them with their scores. At most `MAX_DRAWN` edges are drawn (the
@@ -21,7 +22,7 @@ EAP-IG ignores when it reads the file (docs/views.md):
 from __future__ import annotations
 
 import html
-
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,22 +134,66 @@ def circuit(graph: str | Path | dict | Graph, *, name: str | None = None, max_dr
         "faithfulness": faith, "source": Path(source).name if source != "the graph" else None,
         "data_note": data_note if isinstance(data_note, str) else None,
     }
-    page = render("circuit", "Circuit", str(model), None, payload, BODY.replace("__SCORES__", _scores_note(extras)),
-                  asset("circuit.js"))
+    key = score_key(extras.get("task"))
+    body = (BODY.replace("__SCORES__", html.escape(key.sentence))
+            .replace("__COLOURS__", html.escape(f"{key.negative}; {key.positive}")))
+    page = render("circuit", "Circuit", str(model), None, payload, body, asset("circuit.js"))
     return View(page, "circuit", height=820)
 
 
-def _scores_note(extras: dict) -> str:
-    """What the file's scores are, from the task minineo recorded in it (EAP-IG's own files record none)."""
-    task = extras.get("task") or {}
+# how each scoring method gets EAP-IG's noising form (minineo.discovery.attribution; docs/discovery.md)
+HOW = {"eap": "estimated from one gradient on the clean run",
+       "eap-ig-inputs": "estimated from gradients averaged along a path from the corrupted to the clean input",
+       "eap-ig-activations": "estimated from gradients averaged along a path from the corrupted to the clean "
+                             "activations",
+       "clean-corrupted": "estimated from the clean and the corrupted run's gradients",
+       "exact": "measured exactly, one patched run per edge"}
+NOISING = "EAP-IG's noising form, the change in the metric when that edge alone is corrupted"
+UNREACHED = "an edge into a node that no longer reaches the logits scores 0 exactly, without a forward pass"
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """What a circuit file's scores are, in words, from the "task" minineo recorded in it (its method and
+    score_unit; EAP-IG's own files record none): the sentence saying what a score is, and what blue (score < 0) and
+    red (score > 0) mean, naming which of them marks an edge the circuit needs. The page and `discover --plot` both
+    say these."""
+
+    sentence: str
+    negative: str
+    positive: str
+
+
+def score_key(task: Any) -> ScoreKey:
+    """The ScoreKey of a file whose "task" key is `task` (None or not a dict: a file that records none)."""
+    task = task if isinstance(task, dict) else {}
+    method = task.get("method") if isinstance(task.get("method"), str) else None
     unit = task.get("score_unit") if isinstance(task.get("score_unit"), str) else None
-    if task.get("method") == "acdc":
-        text = ("Scores are ACDC's: the change in the metric, m(circuit without the edge) - m(circuit), when ACDC "
-                "visited the edge")
+    kl = unit is not None and unit.startswith("KL")  # "KL divergence from the clean run, nats" (cli/discover.py)
+    if method == "acdc":
+        sentence = (f"Scores are ACDC's (method acdc{', with --kl' if kl else ''}): the change in "
+                    + ("the KL divergence from the clean run, KL(circuit without the edge) - KL(circuit)," if kl else
+                       "the metric, m(circuit without the edge) - m(circuit),")
+                    + f" when ACDC visited the edge; {UNREACHED}")
+    elif method in HOW:
+        sentence = f"Scores are by method {method}, {HOW[method]}: {NOISING}"
     else:
-        text = ("Scores are EAP-IG's noising form: the change in the metric when that edge alone is corrupted "
-                "(estimated; exact for the exact method)")
-    return html.escape(text + (f", in {unit}." if unit else "."))
+        sentence = ("Scores are EAP-IG's noising form: the change in the metric when that edge alone is corrupted "
+                    "(estimated; exact for the exact method)")
+    if unit:  # ACDC's KL scores: the sentence has said what they are a change of
+        sentence += f"; in {'nats' if kl and method == 'acdc' else unit}."
+    else:
+        sentence += "."
+    if kl:
+        quantity, needs_negative = "the KL divergence from the clean run", False  # removing a needed edge raises it
+    elif unit == "logit difference":
+        quantity, needs_negative = "the logit difference", True  # removing a needed edge lowers it
+    else:  # a metric the file does not name: which sign is needed depends on it
+        quantity, needs_negative = "the metric", None
+    needed = ": an edge the circuit needs"
+    return ScoreKey(sentence,
+                    f"blue: score < 0, removing the edge lowers {quantity}" + needed * (needs_negative is True),
+                    f"red: score > 0, removing the edge raises {quantity}" + needed * (needs_negative is False))
 
 
 BODY = """
@@ -164,6 +209,7 @@ BODY = """
   <div><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
   <div class="edge-list"><h2 id="list-title">click a node</h2><div id="edge-list"></div></div>
 </div>
-<p class="note">Rows are layers (input at the bottom, logits on top). Edge width follows |score|, colour its sign
-(blue negative: removing the edge lowers the metric; red positive). An edge into a head ends on the head's q, k or v port. __SCORES__</p>
+<p class="note" id="key">Rows are layers (input at the bottom, logits on top). Edge width follows |score|, colour its
+sign (<span id="colours">__COLOURS__</span>). An edge into a head ends on the head's q, k or v port.
+<span id="scores">__SCORES__</span></p>
 """

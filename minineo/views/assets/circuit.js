@@ -56,8 +56,14 @@ const FILE = DATA.in_graph;                               // the file's circuit 
 let mode = FILE.length > 0 ? "file" : "top", kept = 0, focus = null;
 
 function width(e) { return (0.6 + 4.4 * Math.abs(SCORE[e]) / MAXABS).toFixed(2); }
-// blue: removing the edge lowers the metric (score < 0 in the noising form), as `minineo discover --plot` draws it
+// blue for a score < 0, red for a score > 0, as `minineo discover --plot` draws them (the note under the graph says
+// what each means for the file's method and unit: with a logit difference blue is needed, with ACDC's KL red)
 function colour(e) { return SCORE[e] < 0 ? "#2166ac" : "#b2182b"; }
+// a number at `digits` decimals that never reads "-0.000": a value that rounds to zero prints as 0.000
+function fixed(v, digits) { const text = v.toFixed(digits); return +text === 0 ? (0).toFixed(digits) : text; }
+// an axis bound as it is, to 2 significant digits below 1 (-0.0457: "-0.046", not "-0.0") and 2 decimals above,
+// trailing zeros dropped (1: "1", 1.0457: "1.05")
+function bound(v) { return v === 0 ? "0" : String(+(Math.abs(v) < 1 ? v.toPrecision(2) : v.toFixed(2))); }
 // the edges shown: the file's own circuit, exactly its in_graph edges; or the top N by |score| (the slider)
 function shown() {
   if (mode === "file") return FILE;
@@ -111,17 +117,18 @@ function faithText(kept) {
   for (let i = 0; i < f.n_edges.length; i++) if (f.n_edges[i] <= kept) best = i;
   const exact = best >= 0 && f.n_edges[best] === kept;
   if (best < 0) return `faithfulness: not measured at ${kept} edges or fewer (smallest measured size: ${f.n_edges[0]})`;
-  return `faithfulness ${f.faithfulness[best].toFixed(3)} at ${f.n_edges[best]} edges` +
+  return `faithfulness ${fixed(f.faithfulness[best], 3)} at ${f.n_edges[best]} edges` +
     (exact ? "" : ` (the largest measured size up to ${kept})`) + ` (edges ranked by ${f.ranking} score)`;
 }
 function drawCurve(kept) {                        // the file's faithfulness curve, the current size marked
   const f = DATA.faithfulness, box = document.getElementById("curve");
   if (!f) { box.hidden = true; return; }
-  const w = 260, h = 90, x0 = 34, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
+  const w = 260, h = 90, x0 = 40, y0 = 8, pw = w - x0 - 8, ph = h - y0 - 20;
   const xmax = Math.max(E, ...f.n_edges), lo = Math.min(0, ...f.faithfulness), hi = Math.max(1, ...f.faithfulness);
   const X = k => x0 + pw * Math.log10(k + 1) / Math.log10(xmax + 1), Y = v => y0 + ph * (1 - (v - lo) / (hi - lo));
   let out = `<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>` +
-    `<text x="2" y="${Y(hi) + 8}" font-size="9">${hi.toFixed(1)}</text><text x="2" y="${Y(lo)}" font-size="9">${lo.toFixed(1)}</text>` +
+    `<text class="bound" x="${x0 - 3}" y="${Y(hi) + 8}" font-size="9" text-anchor="end">${bound(hi)}</text>` +
+    `<text class="bound" x="${x0 - 3}" y="${Y(lo)}" font-size="9" text-anchor="end">${bound(lo)}</text>` +
     `<text x="${x0}" y="${h - 4}" font-size="9">0</text><text x="${x0 + pw}" y="${h - 4}" font-size="9" text-anchor="end">${xmax} edges (axis: log of 1 + edges)</text>` +
     `<polyline fill="none" stroke="#333" points="${f.n_edges.map((k, i) => `${X(k).toFixed(1)},${Y(f.faithfulness[i]).toFixed(1)}`).join(" ")}"/>` +
     `<line x1="${X(kept)}" x2="${X(kept)}" y1="${y0}" y2="${y0 + ph}" stroke="#d07000"/>`;
