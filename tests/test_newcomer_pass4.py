@@ -108,3 +108,14 @@ def test_transformers_imported_after_the_quieting_shows_no_progress_bar():
             "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_the_circuit_page_of_a_graph_with_a_nan_score_is_refused():
+    from minineo import views
+    from minineo.discovery import Graph
+
+    graph = Graph.from_model(minineo.load("tiny-gpt2"))
+    graph.scores = torch.randn_like(graph.scores)
+    graph.scores.view(-1)[0] = float("nan")
+    with pytest.raises(UserError, match=r"views.circuit: graph.scores holds nan for the edge 'input->a0.h0<q>'"):
+        views.circuit(graph)

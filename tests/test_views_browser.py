@@ -536,3 +536,11 @@ def test_minineo_view_writes_the_attention_page_of_the_prompt(browser, tmp_path)
     page.hover(f".tok[data-pos='{query}']")
     shown = torch.tensor(hover_values(page, ".tok"), dtype=torch.float32)
     assert torch.allclose(shown, cache["blocks.1.attn.pattern"][0, 0, query], atol=1e-3)
+
+
+def test_the_pages_number_format_never_shows_a_negative_zero(browser, tmp_path):
+    """page.js's fmt / fmt3 (every score, probability and difference on every page): a value that rounds to zero at 3
+    digits reads 0.000, never -0.000; other values keep their sign."""
+    opened = open_page(browser, views.circuit(EAP / "eap-ig-tiny-gpt2-ioi16-eap.json").save(tmp_path / "c.html"))
+    shown = opened.page.evaluate("[fmt(-0.00004), fmt3(-0.00004), fmt(0), fmt(-0.0006), fmt(0.25), fmt3(-1.5)]")
+    assert shown == ["+0.000", "0.000", "+0.000", "-0.001", "+0.250", "-1.500"]

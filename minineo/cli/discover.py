@@ -15,6 +15,7 @@ from minineo.cli.display import plural, titled_table
 from minineo.cli.circuit_plot import circuit_figure, fixed
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, load_or_exit, output_path,
                                 plot_path, working)
+from minineo.discovery.files import KL_UNIT, LOGIT_UNIT  # the file's task["score_unit"]
 from minineo.errors import EmptyCircuitError, UserError
 
 SCORE_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact")
@@ -97,7 +98,6 @@ def check_reuse(circuit: Optional[Path], out: Optional[Path]) -> None:
                          "minineo discover --out or EAP-IG wrote")
 
 
-LOGIT_UNIT, KL_UNIT = "logit difference", "KL divergence from the clean run, nats"  # the file's task["score_unit"]
 DEFAULT_BATCH = 32  # pairs per forward: memory stays bounded (about 3.6 MB a pair at once on eap-ig-inputs)
 LARGE_RUN = 1000  # pairs past which the cost is said up front
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 SUFFIXES = (".json", ".pt")
 
+# the units a circuit file's optional "task" record gives its scores in (task["score_unit"], written by discover)
+LOGIT_UNIT, KL_UNIT = "logit difference", "KL divergence from the clean run, nats"
+
 
 def model_identity(source: str | None) -> str | None:
     """The model's name in a circuit file, from where `minineo.load` found it: an embedded model's name

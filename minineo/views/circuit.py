@@ -30,8 +30,8 @@ import torch
 
 from minineo import checks, report
 from minineo.discovery import files
-from minineo.discovery.graph import Graph
-from minineo.errors import MissingFileError, UserError
+from minineo.discovery.graph import Graph, check_finite_scores
+from minineo.errors import UserError
 from minineo.views.page import View, asset, pack_float32, pack_uint16, render
 
 MAX_DRAWN = 3000
@@ -56,6 +56,7 @@ def _read(graph: str | Path | dict | Graph) -> tuple[Graph, dict, str]:
     """(the graph, the source's other top-level keys, the source's name), checked by the discovery file reader
     (minineo.discovery.files: one check of EAP-IG's names, edge set and cfg for files, dicts and `.pt` alike)."""
     if isinstance(graph, Graph):  # what minineo.discovery returned, drawn without a file in between
+        check_finite_scores(graph, "views.circuit")  # (a file's reader refuses them already)
         return graph, {}, "the graph"
     if isinstance(graph, dict):
         extras = {k: v for k, v in graph.items() if k not in files.EAP_IG_JSON_KEYS}
@@ -63,10 +64,9 @@ def _read(graph: str | Path | dict | Graph) -> tuple[Graph, dict, str]:
     if not isinstance(graph, (str, Path)):
         raise UserError(f"graph must be a path to an EAP-IG graph file (.json or .pt), its dict, or a "
                         f"minineo.discovery Graph; got {type(graph).__name__}")
-    path = Path(graph).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"graph file {path} does not exist or is not a file; give the .json or .pt that "
-                               "EAP-IG's Graph.to_json / to_pt (or `minineo discover --out`) wrote")
+    path = checks.existing_path(Path(graph).expanduser(), "graph", kind="file",
+                                fix="give the .json or .pt that EAP-IG's Graph.to_json / to_pt (or `minineo discover "
+                                    "--out`) wrote")
     found, extras = files.read_file(path)
     return found, extras, str(path)
 
@@ -169,7 +169,7 @@ def score_key(task: Any) -> ScoreKey:
     task = task if isinstance(task, dict) else {}
     method = task.get("method") if isinstance(task.get("method"), str) else None
     unit = task.get("score_unit") if isinstance(task.get("score_unit"), str) else None
-    kl = unit is not None and unit.startswith("KL")  # "KL divergence from the clean run, nats" (cli/discover.py)
+    kl = unit == files.KL_UNIT
     if method == "acdc":
         sentence = (f"Scores are ACDC's (method acdc{', with --kl' if kl else ''}): the change in "
                     + ("the KL divergence from the clean run, KL(circuit without the edge) - KL(circuit)," if kl else

@@ -15,8 +15,8 @@ function dequantise(packed) {                // {low, high, data}: 16-bit levels
   for (let i = 0; i < q.length; i++) out[i] = packed.low + q[i] * step;
   return out;
 }
-function fmt(x) { return (x >= 0 ? "+" : "") + x.toFixed(3); }            // signed, 3 digits
-function fmt3(x) { return x.toFixed(3); }
+function fmt3(x) { const s = x.toFixed(3); return /^-0\.0+$/.test(s) ? s.slice(1) : s; }  // never "-0.000"
+function fmt(x) { const s = fmt3(x); return (s[0] === "-" ? "" : "+") + s; }             // signed, 3 digits
 
 // Colours: sequential white -> blue for probabilities, diverging red - white - blue for signed values.
 function seq(t) {
