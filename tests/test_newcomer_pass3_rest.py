@@ -41,7 +41,7 @@ def nan_at(x: torch.Tensor) -> torch.Tensor:
 def test_a_patch_function_that_puts_nan_into_a_site_is_refused_naming_it(model, tokens, call):
     patch = {"blocks.0.attn.z": nan_at}
     site = "blocks.1.mlp_out" if call == "run_from" else "blocks.0.attn.z"
-    with pytest.raises(UserError, match=rf"patch function for '{site}' put NaN into the site"):
+    with pytest.raises(UserError, match=rf"patch function for '{site}' put NaN or infinite values into the site"):
         if call == "forward":
             model(tokens, patch=patch)
         elif call == "run_with_cache":
@@ -56,7 +56,7 @@ def test_a_patch_function_that_puts_nan_into_a_site_is_refused_naming_it(model, 
 def test_a_patch_tensor_with_nan_is_refused_and_finite_patches_still_work(model, tokens):
     _, cache = model.run_with_cache(tokens, names=["blocks.1.resid_pre"])
     site = cache["blocks.1.resid_pre"]
-    with pytest.raises(UserError, match=r"patch tensor for 'blocks.1.resid_pre' put NaN"):
+    with pytest.raises(UserError, match=r"patch tensor for 'blocks.1.resid_pre' put NaN or infinite values"):
         model(tokens, patch={"blocks.1.resid_pre": nan_at(site)})
     patched = model(tokens, patch={"blocks.1.resid_pre": site * 0})
     assert torch.isfinite(patched).all()
@@ -129,3 +129,19 @@ def test_equal_full_and_empty_given_by_the_caller_are_named_as_given(model):
 
     with pytest.raises(UserError, match=r"full=\+1.0000 and empty=\+1.0000 \(as given\) are equal"):
         faithfulness(model, Graph.from_model(model), ioi_pairs(model, 4), full=1.0, empty=1.0)
+
+
+@pytest.mark.parametrize("site, patch", [
+    ("blocks.1.attn.z", lambda z: torch.full_like(z, -float("inf"))),
+    ("blocks.0.attn.pattern", lambda p: p * 0 - float("inf")),
+    ("blocks.0.resid_pre", lambda x: x + float("inf")),
+    ("blocks.1.mlp_out", lambda x: x * float("inf")),
+])
+def test_a_patch_that_puts_infinities_into_a_site_and_makes_the_output_nan_is_refused(model, tokens, site, patch):
+    """An infinity where the forward was finite: unlike a -inf score (which blocks a position), the output (logits)
+    is no longer finite, so the patch is refused naming the site, as a NaN is."""
+    assert torch.isfinite(model(tokens)).all()  # the unpatched forward is finite
+    with pytest.raises(UserError, match=rf"patch function for '{site}' put NaN or infinite values into the site"):
+        model(tokens, patch={site: patch})
+    with pytest.raises(UserError, match=rf"patch function for '{site}' put NaN or infinite values"):
+        model.run_with_cache(tokens, patch={site: patch})

@@ -69,7 +69,7 @@ class Model(nn.Module):
         """
         rec = Recorder(patch=self._resolve_patch(patch))
         out = self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
-        rec.check_patches()
+        rec.check_patches(out)
         return out
 
     @checks.typed(own=("stop_at_layer",))  # _stop_layer: the range for a wrong type too
@@ -88,7 +88,7 @@ class Model(nn.Module):
         stop = self._stop_layer(stop_at_layer)
         rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
-        rec.check_patches()
+        rec.check_patches(logits)
         return logits, self._cache(rec, lazy, helpers)
 
     @checks.typed
@@ -272,7 +272,7 @@ class Model(nn.Module):
         masks = self._masks(pos, past + pos, attention_mask, resid_pre.device)
         x = self._blocks(resid_pre, layer, rec, masks, explicit, kv, stop)  # (batch, pos, d_model)
         logits = x if stop is not None else self._unembed(x if logits_at is None else x[logits_at], rec)
-        rec.check_patches()
+        rec.check_patches(logits)
         if kv is not None:
             kv.advance(pos)
         return (logits, self._cache(rec, lazy, helpers)) if record else logits

@@ -30,9 +30,10 @@ class Recorder:
         self.patch = patch or {}
         self.store: dict[str, torch.Tensor] = {}
         self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
-        # per patched floating site: a 0-dim bool, True when the patch put a NaN where the forward had none (kept as
-        # tensors, read once by check_patches: no device sync per site)
-        self._nan_from_patch: list[tuple[str, torch.Tensor]] = []
+        # per patched floating site: a 0-dim bool, True when the patch holds a NaN or an infinity and the forward's own
+        # value held none (a sum is non-finite exactly then: one fast pass each); read once by check_patches, so no
+        # device sync per site
+        self._from_patch: list[tuple[str, torch.Tensor]] = []
 
     def wants(self, name: str) -> bool:
         """True when the site must be materialised (recorded or patched)."""
@@ -54,27 +55,30 @@ class Recorder:
         if name in self.patch:
             new = _apply_patch(name, self.patch[name], value)
             if new.is_floating_point():
-                self._nan_from_patch.append((name, torch.isnan(new).any() & ~torch.isnan(value).any()))
+                self._from_patch.append((name, ~torch.isfinite(new.sum(dtype=torch.float32))
+                                         & torch.isfinite(value.sum(dtype=torch.float32))))
             value = new
         if name in self.keep:
             self.store[name] = value
         return value
 
-    def check_patches(self) -> None:
-        """UserError naming the first patched site whose patch brought a NaN into a forward that had none there
-        (its logits would be NaN, silently); called at the end of each forward that takes `patch=`."""
-        if not self._nan_from_patch:
+    def check_patches(self, output: torch.Tensor) -> None:
+        """UserError when `output` (the forward's logits or residual) is not finite and a patch put NaN or infinite
+        values into a site whose forward value was finite: the patch made every value computed from it NaN,
+        silently. The first such site is named. A -inf attention score that blocks a position leaves the output
+        finite and passes. Called at the end of each forward that takes `patch=`; one device sync."""
+        if not self._from_patch:
             return
-        names = [name for name, _ in self._nan_from_patch]
-        flags = torch.stack([flag for _, flag in self._nan_from_patch])  # (n_patched,)
-        self._nan_from_patch = []
-        if bool(flags.any()):
-            name = names[int(flags.to(torch.uint8).argmax())]
-            what = "patch tensor for" if isinstance(self.patch[name], torch.Tensor) else "patch function for"
-            raise UserError(f"{what} {name!r} put NaN into the site, where the forward had none, so every value "
-                            "computed from it (the logits too) would be NaN; give finite values (e.g. "
-                            "torch.nan_to_num)")
-
+        names = [name for name, _ in self._from_patch]
+        flags = torch.stack([flag for _, flag in self._from_patch]).cpu()  # (n_patched,)
+        self._from_patch = []
+        if not bool(flags.any()) or bool(torch.isfinite(output).all()):
+            return
+        name = names[int(flags.to(torch.uint8).argmax())]
+        what = "patch tensor for" if isinstance(self.patch[name], torch.Tensor) else "patch function for"
+        raise UserError(f"{what} {name!r} put NaN or infinite values into the site, where the forward's values were "
+                        "finite, and the output (the logits) is no longer finite; give finite values (e.g. "
+                        "torch.nan_to_num; a -inf attention score that blocks a position is fine)")
 
 def _apply_patch(name: str, patch: PatchValue, value: torch.Tensor) -> torch.Tensor:
     if callable(patch):
