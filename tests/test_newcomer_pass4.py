@@ -119,3 +119,23 @@ def test_the_circuit_page_of_a_graph_with_a_nan_score_is_refused():
     graph.scores.view(-1)[0] = float("nan")
     with pytest.raises(UserError, match=r"views.circuit: graph.scores holds nan for the edge 'input->a0.h0<q>'"):
         views.circuit(graph)
+
+
+def test_numbers_never_print_as_negative_zero():
+    from minineo.cli.display import number, signed
+
+    assert [number(-0.00004), signed(-0.00004), signed(0.0), number(-0.0006), signed(0.25), number(torch.tensor(-1.5))] \
+        == ["0.000", "+0.000", "+0.000", "-0.001", "+0.250", "-1.500"]
+    assert number(-0.00004, 4) == "-0.0000"[1:] and signed(float("nan")) == "nan"
+
+
+def test_patch_table_shows_no_negative_zero():
+    """The README's `minineo patch` showed `-0.000` for cells whose patch changes nothing."""
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    result = CliRunner().invoke(app, ["patch", CLEAN.strip(), CORRUPTED.strip(), "--answer", " Mary", "--wrong", " John",
+                                      "--site", "resid_pre", "--per", "pos", "--top", "60"])
+    assert result.exit_code == 0, result.output
+    assert "-0.000" not in result.output and "0.000" in result.output, result.output

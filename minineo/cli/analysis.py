@@ -13,7 +13,8 @@ from rich.table import Table
 from minineo import analysis
 from minineo.cli import plots
 from minineo.forward.model import Model
-from minineo.cli.display import clip, plural, quote, show, show_token, titled_table, token_text, token_texts, visible
+from minineo.cli.display import (clip, number, plural, quote, show, show_token, signed, titled_table, token_text,
+                                 token_texts, visible)
 from minineo.cli.shared import (DeviceOption, HtmlOption, ModelOption, app, check_options, console, fail, html_path,
                                 list_items, load_or_exit, plot_path, prompt_tokens)
 
@@ -32,7 +33,7 @@ def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, asce
     n_heads = first.shape[1]
     for index in first.flatten().argsort(descending=not ascending)[:top].tolist():
         layer, head = divmod(index, n_heads)
-        table.add_row(f"L{layer}H{head}", *[f"{s[layer, head]:.3f}" for s in scores.values()])
+        table.add_row(f"L{layer}H{head}", *[number(s[layer, head]) for s in scores.values()])
     return table
 
 
@@ -55,12 +56,13 @@ def embeddings(model: str = ModelOption, top: int = 10, autoencode: bool = typer
         for name, W in matrices.items():
             g = analysis.embedding_geometry(W, name, top, sample=sample or None)
             results.append(g)
-            table.add_row(name, str(g.n_vectors), f"{g.mean_norm:.3f}", f"{g.std_norm:.3f}", f"{g.mean_vector_norm:.3f}",
-                          f"{g.mean_cosine:.3f}", f"{g.mean_cosine_centred:.4f}", f"{g.mean_abs_cosine_centred:.3f}")
+            table.add_row(name, str(g.n_vectors), number(g.mean_norm), number(g.std_norm), number(g.mean_vector_norm),
+                          number(g.mean_cosine), number(g.mean_cosine_centred, 4), number(g.mean_abs_cosine_centred))
     console.print(table)
     if sample and any(W.shape[0] > sample for W in matrices.values()):
         console.print(f"mean |cos| (centred) over the pairs of a random sample of {plural(sample, 'row')} (--sample 0: all pairs)")
-    tokens = ", ".join(f"{show_token(m, i) if m.tokenizer else i} ({n:.2f})" for i, n in results[0].largest_norms)
+    tokens = ", ".join(f"{show_token(m, i) if m.tokenizer else i} ({number(n, 2)})"
+                       for i, n in results[0].largest_norms)
     console.print(f"largest-norm tokens: {tokens}")
     if autoencode:
         with torch.inference_mode():
@@ -105,7 +107,7 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
         for p in range(n):
             table.add_row(str(p), shown[p], shown[p + 1] if p < n - 1 else "", *[cells[label][p] for label in labels])
         console.print(table)
-    kl = ", ".join(f"{label} {result.kl_to_final[i].mean():.3f}" for i, label in enumerate(result.labels))
+    kl = ", ".join(f"{label} {number(result.kl_to_final[i].mean())}" for i, label in enumerate(result.labels))
     console.print(f"mean KL(final || layer) over positions: {kl}")
     if plot:
         plots.lens_heatmap(result, words, plot, title=f"logit lens, {model}: log10 rank of the next token")
@@ -154,7 +156,8 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
     named = {"induction": scores.induction, "previous token": scores.previous_token, "duplicate token": scores.duplicate_token}
     console.print(heads_table(f"heads by induction score ({plural(n_seqs, 'random sequence')} of {plural(seq_len, 'token')}, repeated)",
                               named, top))
-    console.print(f"loss on the first half {scores.first_half_loss:.3f}, on the repeat {scores.induction_loss:.3f} "
+    console.print(f"loss on the first half {number(scores.first_half_loss)}, on the repeat "
+                  f"{number(scores.induction_loss)} "
                   "(an induction circuit makes the repeat far cheaper)")
     plotted = {f"{name}\n(repeated random tokens)": value for name, value in named.items()}
     if prompt_ids is not None:
@@ -194,11 +197,11 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     table.add_column("component")
     table.add_column("contribution", justify="right")
     for i in contributions.abs().argsort(descending=True)[:top].tolist():
-        table.add_row(result.labels[i], f"{contributions[i]:+.3f}")
+        table.add_row(result.labels[i], signed(contributions[i]))
     console.print(table)
-    console.print(f"sum of all {len(result.labels)} components {contributions.sum():+.4f} + ln_final bias term "
-                  f"{result.ln_bias_term[0]:+.4f} = {contributions.sum() + result.ln_bias_term[0]:+.4f}; "
-                  f"true logit{' difference' if wrong else ''} {result.logit[0]:+.4f}")
+    console.print(f"sum of all {len(result.labels)} components {signed(contributions.sum(), 4)} + ln_final bias term "
+                  f"{signed(result.ln_bias_term[0], 4)} = {signed(contributions.sum() + result.ln_bias_term[0], 4)}; "
+                  f"true logit{' difference' if wrong else ''} {signed(result.logit[0], 4)}")
     if plot:
         plots.head_heatmaps({"direct logit attribution": result.per_head(m.config.n_layers, m.config.n_heads)[..., 0]},
                             plot, title=f"{model}: per-head DLA to {plain}", diverging=True,
@@ -299,10 +302,10 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
             else f"logit of {show_token(m, answer_id)}")
     with torch.inference_mode():
         clean = float(metric(m(tokens)))
-        summary = f"metric: the {what} at the last position; clean {clean:+.3f}"
+        summary = f"metric: the {what} at the last position; clean {signed(clean)}"
         if chosen:
             ablated = float(metric(analysis.ablate_heads(m, tokens, chosen, method)))
-            summary += f", with heads {escape(heads_)} {method}-ablated {ablated:+.3f}"
+            summary += f", with heads {escape(heads_)} {method}-ablated {signed(ablated)}"
         console.print(summary)
         effects = analysis.head_ablation_effects(m, tokens, metric, method)
         backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method="mean" if method == "mean" else "zero")
@@ -313,7 +316,8 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     for column in ("head", "DLA before", "DLA after", "growth"):
         table.add_column(column, justify="right")
     for (l, h), growth in backup.backups:
-        table.add_row(f"L{l}H{h}", f"{backup.direct_before[l, h]:+.3f}", f"{backup.direct_after[l, h]:+.3f}", f"{growth:+.3f}")
+        table.add_row(f"L{l}H{h}", signed(backup.direct_before[l, h]), signed(backup.direct_after[l, h]),
+                      signed(growth))
     console.print(table)
     if plot:
         plots.head_heatmaps({"change in metric when ablated\n(negative = needed)": effects}, plot,
@@ -339,8 +343,8 @@ def ioi(model: str = ModelOption,
     with torch.inference_mode():
         result = analysis.ioi_analysis(m, data, ablation=ablation, paths=paths)
     console.print(f"e.g. {data.prompts[0]!r} -> IO {data.io_names[0]!r}, S {data.s_names[0]!r}")
-    console.print(f"logit(IO) - logit(S): {result.logit_diff:+.3f} (accuracy {result.accuracy:.0%}); "
-                  f"on ABC prompts {result.abc_logit_diff:+.3f}")
+    console.print(f"logit(IO) - logit(S): {signed(result.logit_diff)} (accuracy {result.accuracy:.0%}); "
+                  f"on ABC prompts {signed(result.abc_logit_diff)}")
     scores = result.head_columns()
     if paths:
         movers = ", ".join(f"L{layer}H{head}" for layer, head in result.name_movers)
@@ -371,6 +375,6 @@ def lens_comparison(model: Model, tokens: torch.Tensor, logit: analysis.LogitLen
         return escape(f"'{visible(token_text(model, int(result.top_tokens[layer, -1])))}'")  # quoted: ' ' stays visible
 
     for i, label in enumerate(logit.labels):
-        table.add_row(label, top(logit, i), f"{logit.kl_to_final[i].mean():.3f}", top(tuned, i),
-                      f"{tuned.kl_to_final[i].mean():.3f}")
+        table.add_row(label, top(logit, i), number(logit.kl_to_final[i].mean()), top(tuned, i),
+                      number(tuned.kl_to_final[i].mean()))
     return table

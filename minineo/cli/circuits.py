@@ -12,7 +12,7 @@ from rich.markup import escape
 from minineo import analysis
 from minineo.analysis.circuits import KINDS
 from minineo.cli import plots
-from minineo.cli.display import titled_table
+from minineo.cli.display import number, titled_table
 from minineo.cli.shared import DeviceOption, ModelOption, app, check_positive, console, fail, load_or_exit, plot_path
 
 PlotOption = typer.Option(None, "--plot", help="write the (layer, head) x (layer, head) heatmap to this path "
@@ -52,7 +52,7 @@ def circuits(
     flat = scores.flatten()
     for index in _ranked(flat)[:top]:  # unscored pairs (NaN) are never ranked or printed as scores
         l1, h1, l2, h2 = torch.unravel_index(torch.tensor(index), scores.shape)
-        table.add_row(f"L{l1}H{h1}", f"L{l2}H{h2}", f"{float(flat[index]):.3f}")
+        table.add_row(f"L{l1}H{h1}", f"L{l2}H{h2}", number(float(flat[index])))
     console.print(table)
     second = "W_OV'" if kind == "v" else "W_QK"
     formula = {"q": "W_OV W_QK", "k": "W_OV W_QK^T", "v": "W_OV W_OV'"}[kind]
@@ -66,7 +66,7 @@ def circuits(
     table.add_column("copying score", justify="right")
     for index in _ranked(copying.flatten())[:top]:
         layer, head = divmod(index, n_heads)
-        table.add_row(f"L{layer}H{head}", f"{float(copying[layer, head]):.3f}")
+        table.add_row(f"L{layer}H{head}", number(float(copying[layer, head])))
     console.print(table)
     unscored = int(copying.isnan().sum())
     console.print(f"{int((copying > 0.5).sum())} of {copying.numel()} heads score above 0.5"

@@ -55,6 +55,20 @@ def quote(text: str, limit: int = 40) -> str:
     return escape(clip(text, limit))
 
 
+def number(value, digits: int = 3, signed: bool = False) -> str:
+    """`value` (a float, int or one-element tensor) to `digits` decimals, with its sign always shown when `signed`; a
+    value that rounds to zero prints as 0.000 (+0.000 when signed), never -0.000."""
+    text = f"{float(value):.{digits}f}"
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    return ("+" + text) if signed and not text.startswith(("-", "nan", "inf")) else text
+
+
+def signed(value, digits: int = 3) -> str:
+    """number(value, digits, signed=True): +0.250, -1.500, +0.000."""
+    return number(value, digits, signed=True)
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 token', '2 tokens' (`many` for irregular plurals: plural(n, "process", "processes"))."""
     return f"{n} {word if n == 1 else many or word + 's'}"

@@ -10,7 +10,7 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import show, show_token, titled_table
+from minineo.cli.display import show, show_token, signed, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_options,
                                 console, html_path, load_or_exit, normalised_logit_diff, pair_labels, plot_path,
                                 prompt_pair, working)
@@ -44,7 +44,7 @@ def patch(clean: str, corrupted: str,
     words = pair_labels(m, clean_tokens, corrupted_tokens)  # the clean token, clean/corrupted where they differ
     compared = f"{show_token(m, answer_id)} vs {show_token(m, wrong_id)}"
     console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
-                  f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
+                  f"(compared on {compared}): clean {signed(clean_ld)}, corrupted {signed(corrupted_ld)}")
     if per == "pos":
         columns, labels = words, [f"pos {p} {w}" for p, w in enumerate(words)]
     elif per == "head":
@@ -58,7 +58,7 @@ def patch(clean: str, corrupted: str,
         table.add_column(column, justify="right")
     for index in grid.flatten().abs().argsort(descending=True)[:top].tolist():
         layer, cell = divmod(index, grid.shape[1])
-        table.add_row(str(layer), labels[cell], f"{grid[layer, cell]:+.3f}")
+        table.add_row(str(layer), labels[cell], signed(grid[layer, cell]))
     console.print(table)
     if plot and per == "head_pos":  # one row per (layer, head), one column per position: every label is whole
         n_layers, n_heads = m.config.n_layers, m.config.n_heads

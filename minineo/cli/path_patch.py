@@ -10,7 +10,7 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import clip, show, show_token, titled_table
+from minineo.cli.display import clip, show, show_token, signed, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_positive,
                                 console, html_path, list_items, load_or_exit, normalised_logit_diff, plot_path,
                                 prompt_pair)
@@ -70,7 +70,7 @@ def path_patch(clean: str, corrupted: str,
     compared = f"{show_token(m, answer_id)} vs {show_token(m, wrong_id)}"
     target = "the logits" if wanted == "logits" else ", ".join(f"{l}.{h}:{k}" for l, h, k in wanted)
     console.print(f"{METRIC_NAME.replace(chr(10), ' ')}; logit difference {show(answer)} - {show(wrong)} "
-                  f"(compared on {compared}): clean {clean_ld:+.3f}, corrupted {corrupted_ld:+.3f}")
+                  f"(compared on {compared}): clean {signed(clean_ld)}, corrupted {signed(corrupted_ld)}")
     table = titled_table(f"path patching, every head -> {target} (largest effects)")  # no "x:" + ":": an emoji code
     for column in ("layer", "head", "normalised logit diff", "change"):
         table.add_column(column, justify="right")
@@ -79,7 +79,7 @@ def path_patch(clean: str, corrupted: str,
     n_reach = last * m.config.n_heads  # the senders before the receivers' layer: the only ones with a path
     for index in change[:last].flatten().abs().argsort(descending=True)[:top].tolist():
         layer, head = divmod(index, m.config.n_heads)
-        table.add_row(str(layer), f"H{head}", f"{grid[layer, head]:+.3f}", f"{change[layer, head]:+.3f}")
+        table.add_row(str(layer), f"H{head}", signed(grid[layer, head]), signed(change[layer, head]))
     console.print(table)
     if n_reach < grid.numel():
         console.print(f"{grid.numel() - n_reach} heads of layer {last} and later have no path to {target} and are "

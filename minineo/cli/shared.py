@@ -38,7 +38,7 @@ from minineo import checks, outputs, progress, report
 from minineo.boundary import debugging_by_environment, err_console, print_error
 from minineo.checkpoints import hub
 from minineo.checkpoints.loading import load
-from minineo.cli.display import clip, plural, show, show_token
+from minineo.cli.display import clip, plural, show, show_token, signed
 from minineo.errors import UserError
 
 console = Console()
@@ -389,7 +389,7 @@ def normalised_logit_diff(m, clean_tokens: torch.Tensor, corrupted_tokens: torch
     clean_ld, corrupted_ld = float(logit_diff(m(clean_tokens))), float(logit_diff(m(corrupted_tokens)))
     if abs(clean_ld - corrupted_ld) < 1e-6:
         raise UserError(f"the logit difference {show(answer)} - {show(wrong)} is the same on both prompts "
-                        f"({clean_ld:+.4f}), so nothing can be recovered; choose prompts whose answers differ")
+                        f"({signed(clean_ld, 4)}), so nothing can be recovered; choose prompts whose answers differ")
     from minineo import checks, report
 
     for message in checks.metric_gap_warnings(clean_ld, corrupted_ld, "the clean logit difference",
