@@ -140,3 +140,92 @@ def test_the_reported_repro_a_removed_edge_far_above_the_threshold_is_one_error_
         assert result.exit_code != 0 and "Traceback" not in result.output, result.output
         assert f"error: {state}: the ACDC state's decisions contradict" in " ".join(result.output.split())
         assert "'m1->logits'" in result.output
+
+
+# --- sae_metrics: loss recovered is flagged when zero-ablating the site does not raise the loss -------------------
+
+SAE_FOLDER = "tests/data/saelens_package/tiny_neo_resid_post_1"  # an SAE sae-lens wrote at tiny-neo's last resid_post
+
+
+@pytest.fixture(scope="module")
+def uniform_when_zeroed():
+    """tiny-neo with ln_final's bias zeroed (it has no unembedding bias): zeroing the last resid_post makes
+    ln_final's output 0 and every logit 0, so the zero-ablated loss is ln(d_vocab) exactly, on any text."""
+    model = minineo.load()
+    assert model.b_U is None and model.config.n_layers == 2
+    with torch.no_grad():
+        model.ln_final.b.zero_()
+    return model
+
+
+def greedy_row(model, pick, length: int = 24) -> torch.Tensor:
+    """(1, length) tokens each of which is `pick` (argmin or argmax) of the model's next-token logits."""
+    row = [model.config.bos_token_id]
+    with torch.no_grad():
+        for _ in range(length - 1):
+            row.append(int(pick(model(torch.tensor([row]))[0, -1])))
+    return torch.tensor([row])
+
+
+def test_loss_recovered_is_flagged_when_zero_ablation_beats_the_clean_run(uniform_when_zeroed):
+    """Closed form: the zero-ablated loss is ln(V); every token the model's least likely next one makes the clean
+    loss exceed ln(V) (each such token has probability <= 1/V), so ablation beats the clean run."""
+    import math
+
+    from minineo import analysis, report
+
+    model = uniform_when_zeroed
+    sae = minineo.sae.load(SAE_FOLDER)
+    with report.collect() as said:
+        got = analysis.sae_metrics(model, sae, greedy_row(model, torch.argmin))
+    assert got.zero_ablated_loss == pytest.approx(math.log(model.config.d_vocab), abs=1e-5)
+    assert got.clean_loss > got.zero_ablated_loss  # the case: ablating the site lowers the loss
+    # the figure is kept, as SAELens's ce_loss_score computes it
+    assert got.loss_recovered == pytest.approx((got.zero_ablated_loss - got.spliced_loss)
+                                               / (got.zero_ablated_loss - got.clean_loss), rel=1e-12)
+    flagged = [m for m in said if "loss recovered" in m]
+    assert len(flagged) == 1, said
+    assert flagged[0].startswith(f"loss recovered ({got.loss_recovered:.4f}) means nothing here: zero-ablating "
+                                 f"blocks.1.resid_post gives a loss of {got.zero_ablated_loss:.4f} nats, below the "
+                                 f"clean {got.clean_loss:.4f}")
+    # the control: the model's most likely tokens make the clean loss fall below ln(V), and nothing is said
+    with report.collect() as said:
+        fine = analysis.sae_metrics(model, sae, greedy_row(model, torch.argmax))
+    assert fine.clean_loss < fine.zero_ablated_loss - 0.1
+    assert not [m for m in said if "loss recovered" in m], said
+
+
+def test_sae_eval_says_it_on_the_newcomers_corpus(tmp_path):
+    """The reported command: the doc's hand-written SAE on a corpus of random words, where zeroing tiny-neo's
+    blocks.1.resid_post lowers the loss; the CLI says why its loss-recovered figure means nothing."""
+    import random
+
+    from safetensors.torch import save_file
+
+    model = minineo.load()
+    folder = tmp_path / "my-sae"
+    folder.mkdir()
+    d_in, d_sae = model.config.d_model, 4 * model.config.d_model
+    torch.manual_seed(0)
+    W_dec = torch.randn(d_sae, d_in) * 0.1
+    save_file({"W_enc": W_dec.T.contiguous(), "b_enc": torch.zeros(d_sae), "W_dec": W_dec,
+               "b_dec": torch.zeros(d_in)}, str(folder / "sae_weights.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps({
+        "architecture": "topk", "k": 32, "d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": True,
+        "normalize_activations": "none", "metadata": {"hook_name": "blocks.1.hook_resid_post",
+                                                      "model_name": "tiny-neo"}}))
+    words = "the cat sat on a mat while Mary and John went to the store and gave drinks to friends".split()
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(40))}) + "\n"
+                              for _ in range(200)))
+    out = tmp_path / "sae.json"
+    result = CliRunner().invoke(app, ["sae-eval", str(folder), str(corpus), "--model", "tiny-neo",
+                                      "--max-tokens", "4096", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["zero_ablated_loss"] < figures["clean_loss"]
+    said = " ".join(result.output.split())
+    assert (f"warning: loss recovered ({figures['loss_recovered']:.4f}) means nothing here: zero-ablating "
+            f"blocks.1.resid_post gives a loss of {figures['zero_ablated_loss']:.4f} nats, below the clean "
+            f"{figures['clean_loss']:.4f}") in said, result.output
