@@ -10,7 +10,8 @@ attention implementations, float32 and bfloat16, peak memory); one GPT-Neo local
 (compiled block-sparse flex against SDPA with the window mask); greedy generation against HF's
 `generate` (eager and compiled: on CUDA the compiled decode step replays a CUDA graph); the patching
 engine against its brute-force loop; a profile of one forward; the same forward on the CPU (run second,
-after the device's forward). A part that raises is recorded under "errors" and the run goes on. Writes
+after the device's forward; on a CPU-only run, `--smoke` included, the forward part already ran on the CPU, so it
+is not measured again: each (model, device, dtype, shape, variant) is measured once per run). A part that raises is recorded under "errors" and the run goes on. Writes
 device_run.json and device_run.md into --out. `--smoke` runs every part on tiny shapes (CI: < 1 minute).
 """
 
@@ -194,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         part("forward", lambda: forward_part(run, plan["forward"], device, folders, budget, compile_, args.smoke,
                                              [torch.float32, torch.bfloat16], rounds))
-        if device != "cpu" or args.smoke:  # the CPU column of the CUDA-vs-CPU table (eager, float32), early: it is the point
+        # the CPU column of the CUDA-vs-CPU table (eager, float32), early: it is the point; on a CPU-only run the
+        # forward part's own float32 rows are that column (measuring them again gave each row twice)
+        if device != "cpu":
             part("cpu forward", lambda: forward_part(run, plan["cpu_forward"], "cpu", folders, budget, False, args.smoke,
                                                      [torch.float32], 3))
         for shape in plan["attention"]:

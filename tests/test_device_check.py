@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.device_report import write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,10 +55,31 @@ def test_device_check_smoke_mode_runs_every_part_and_writes_its_report(tmp_path)
         assert max(attention["max_abs_diff_vs_explicit"].values()) < (1e-4 if attention["dtype"] == "float32" else 0.1)
     assert report["patching"]["max_abs_diff"] < 1e-4
     assert report["profile"]["ops"] and set(report["matmul_peak_gflops"]) == {"cpu/float32", "cpu/bfloat16"}
+    rows = [(r["model"], r["device"], r["dtype"], tuple(r["shape"]), r["variant"]) for r in report["results"]]
+    assert len(rows) == len(set(rows)), sorted(row for row in rows if rows.count(row) > 1)  # each measured once
     markdown = (tmp_path / "device_run.md").read_text()
     for section in ("## Forward pass", "## The targets", "## Local attention", "## Generation", "## Patching engine",
                     "## Where one forward's time goes"):
         assert section in markdown, section
+    assert_every_table_has_rows(markdown)
+    forward = markdown.split("## Forward pass")[1].split("\n## ")[0]  # each result row once, at its own time
+    for r in report["results"]:
+        shape = f"{r['shape'][0]}x{r['shape'][1]}"
+        row = [line for line in forward.splitlines() if line.startswith(f"| {r['model']} | {r['device']} | "
+                                                                          f"{r['dtype']} | {shape} | {r['variant']}")]
+        assert len(row) == 1 and f"| {r['median_ms']:.2f} |" in row[0], (r, row)
+    assert "Measured 2 times" not in markdown
+    # a CPU-only run: no device-vs-CPU rows can exist, and one line says why instead of an empty table
+    vs_cpu = markdown.split("## Device vs CPU")[1].split("\n## ")[0]
+    assert "Nothing to compare: this run measured the CPU only (no CUDA device" in vs_cpu, vs_cpu
+
+
+def assert_every_table_has_rows(markdown: str) -> None:
+    """Every markdown table (a header line, then its |---| line) has at least one row after its separator."""
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            assert i + 1 < len(lines) and lines[i + 1].startswith("| "), f"a table without rows: {lines[i - 1]}"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the full device run would start")
@@ -88,3 +111,40 @@ exec {sys.executable} "$@"
     tests = next(line for line in lines if "] tests: " in line and "pytest -q" not in line)
     assert tests.split("] tests: ")[1].startswith("no pytest summary line (see tests.txt) (exit 3)"), tests
     assert "no report written (the benchmark exited 3" in lines[-1] and "report: " not in lines[-1]
+
+
+def a_report(**parts) -> dict:
+    """A device_run.json dict with nothing measured, `parts` replacing its fields."""
+    machine = {"platform": "test", "cuda": None, "torch": "2", "threads": 1, "smoke": True, "tests": None,
+               "packages": {}}
+    return {"machine": machine, "matmul_peak_gflops": {}, "bandwidth_gbs": {}, "results": [], "local_attention": [],
+            "generation": [], "patching": None, "profile": None, "errors": [], "skipped": [], **parts}
+
+
+def a_row(variant: str, ms: float, device: str = "cpu") -> dict:
+    return {"model": "gpt2-small", "device": device, "dtype": "float32", "shape": [1, 32], "variant": variant,
+            "median_ms": ms, "peak_fraction": 0.1, "peak_extra_mb": None, "max_abs_dlogit": 0.0}
+
+
+def test_the_report_prints_no_table_without_rows_and_names_a_row_measured_twice(tmp_path):
+    """An empty run: every section is one line saying why there is nothing. A row measured twice (an older
+    device_run.json): the tables show the first measurement, and a line names both."""
+    path = tmp_path / "device_run.md"
+    write_report(a_report(), path)
+    markdown = path.read_text()
+    assert_every_table_has_rows(markdown)
+    assert "No forward pass was measured" in markdown
+    assert "Nothing to compare: this run measured the CPU only (no CUDA device" in markdown
+    write_report(a_report(results=[a_row("minineo fast", 0.9), a_row("HF eager", 1.1), a_row("minineo fast", 89.7)]),
+                 path)
+    markdown = path.read_text()
+    assert_every_table_has_rows(markdown)
+    forward = markdown.split("## Forward pass")[1].split("\n## ")[0]
+    fast = [line for line in forward.splitlines() if "| minineo fast |" in line]
+    assert len(fast) == 1 and "| 0.90 | 1.22x |" in fast[0], fast
+    assert "Measured 2 times: gpt2-small cpu float32 1x32 minineo fast (0.90, 89.70 ms); the tables show the first." \
+        in forward
+    # a device row without its CPU twin: the device-vs-CPU section says so instead of printing an empty table
+    write_report(a_report(results=[a_row("minineo fast", 0.9, device="cuda")]), path)
+    vs_cpu = path.read_text().split("## Device vs CPU")[1].split("\n## ")[0]
+    assert "Nothing to compare: no float32 forward shape was measured both on cuda and on the CPU" in vs_cpu

@@ -7,7 +7,12 @@ Every loss is `Model.loss`'s (nats per counted prediction) over all the rows; th
 - spliced: the site replaced by `sae.reconstruct(x)` (patch=);
 - zero-ablated: the site replaced by zeros; mean-ablated: by its mean over every counted token of `tokens`;
 - loss_recovered = (zero_ablated - spliced) / (zero_ablated - clean) (1: as good as the model; 0: as bad as
-  zeroing the site), as in SAELens's `ce_loss_score`;
+  zeroing the site), as in SAELens's `ce_loss_score` (nan when the two losses are equal, where SAELens divides by
+  zero). The fraction reads as a share of the loss that zeroing the site costs, so it means something only when
+  zero ablation clearly raises the loss: when zero_ablated - clean <= GAP_MARGIN times the clean loss (ablation
+  as good as the clean run, or better: an untrained model, text it predicts worse than uniform), it is kept (as
+  SAELens computes it, so the numbers stay comparable) and a minineo.report warning names both losses and says
+  the figure means nothing here. The mean-ablated loss is reported, not made into a fraction;
 - l0: mean number of non-zero features per SAE input (per counted token; per token and head on a per-head
   site); dead_features: features that never fired on them;
 - explained_variance = 1 - E||x - x_hat||² / (E||x||² - ||E x||²) over counted tokens (SAELens's streaming R²).
@@ -38,13 +43,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from minineo import checks
+from minineo import checks, report
 from minineo.errors import UserError
 from minineo.forward.loss import next_token_nats
 
 if TYPE_CHECKING:  # annotations only (@checks.typed knows minineo's classes by name)
     from minineo.forward.model import Model
     from minineo.sae import SAE
+
+
+# zero_ablated - clean must exceed this fraction of the clean loss for loss_recovered to mean something (a smaller
+# gap divides by what a different batch of text, or float rounding, would move; a negative one flips the sign)
+GAP_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -117,11 +127,20 @@ def sae_metrics(model: Model, sae: SAE, tokens, *, attention_mask: torch.Tensor 
             counts = _counted(chunk, mask, excluded)
             nats["mean"] += _nats(model, chunk, mask, {site: lambda value: mean.expand_as(value).clone()}, counts)
     loss = {key: value / counted for key, value in nats.items()}
+    gap = loss["zero"] - loss["clean"]
+    recovered = (loss["zero"] - loss["spliced"]) / gap if gap else float("nan")
+    if gap <= GAP_MARGIN * abs(loss["clean"]):
+        report.warn(f"loss recovered ({recovered:.4f}) means nothing here: zero-ablating {site} gives a loss of "
+                    f"{loss['zero']:.4f} nats, {'below' if gap < 0 else 'not clearly above'} the clean "
+                    f"{loss['clean']:.4f} (zero_ablated - clean = {gap:+.4g}; it must exceed {GAP_MARGIN:g} of the "
+                    "clean loss), and the fraction (zero_ablated - spliced) / (zero_ablated - clean) divides by "
+                    "that gap; compare the spliced loss with the clean one instead, or evaluate on text the model "
+                    "predicts well (a trained model, real text)")
     total_variance = x_sq / n_real - float((x_sum / n_real).pow(2).sum())
     return SAEMetrics(
         clean_loss=loss["clean"], spliced_loss=loss["spliced"], zero_ablated_loss=loss["zero"],
         mean_ablated_loss=loss["mean"],
-        loss_recovered=(loss["zero"] - loss["spliced"]) / gap if (gap := loss["zero"] - loss["clean"]) else float("nan"),
+        loss_recovered=recovered,
         l0=l0_sum / n_inputs, explained_variance=1 - (residual_sq / n_real) / total_variance,
         dead_features=int((~active).sum()), d_sae=sae.d_sae, n_tokens=n_real, site=site,
         excluded_token_ids=excluded)

@@ -24,7 +24,9 @@ use `attribute` there. `state` names a JSON file holding every decision so far, 
 temporary file and a rename: a crash or Ctrl-C loses at most the edge being measured, and the same call resumes.
 The state records what it was computed on (the model by name, a hash of the pairs, the metric, threshold and mode):
 another run is refused, both named, rather than handed the first run's circuit. A damaged state (a field of the wrong
-type, out of range, not finite, or decisions that do not fit the visiting order) is refused, naming the field.
+type, out of range, not finite, or decisions that do not fit the visiting order) is refused, naming the field; so is
+one whose decisions contradict its own threshold and mode and recorded scores (an edge in "removed" whose score the
+rule keeps, one kept whose score it removes, "removed" and "scores" disagreeing on an edge), naming the edge.
 """
 
 from __future__ import annotations
@@ -224,6 +226,62 @@ def _check_decisions(path: Path, state: dict, order: list[str]) -> None:
         raise _damaged(path, f"\"done\" is {done} but edge {undecided[0]!r}, decided by then, has no record")
 
 
+def _removes(d: float, threshold: float, kl: bool, absolute: bool) -> bool:
+    """ACDC's rule: whether an edge whose removal changes what the threshold reads by `d` goes."""
+    return d < threshold if kl else (abs(d) < threshold if absolute else d > -threshold)
+
+
+def _check_against_the_rule(path: Path, state: dict, circuit: Graph, order: list[tuple[int, int]],
+                            names: dict, owner: torch.Tensor, scale: float) -> None:
+    """The state's decisions replayed against its own settings (threshold, kl, absolute) and recorded scores, in
+    visiting order from the full graph: an edge whose receiver's node reaches nothing by its turn was removed
+    without a forward (in "removed" with 0.0, and 0.0 in "scores" if there); any other decided edge was measured,
+    and is in "removed" exactly when the rule removes its score (the score divided by `scale`, m(full) - m(empty);
+    KL: as is), both tables giving a removed edge the same value. A hand-edited state whose decisions contradict
+    these is refused, naming the file, the field and the edge. A score within a hair (1e-5 of the threshold or of
+    the score) of the threshold is let be either way: the gap is recomputed, and another batch size moves it in
+    float32's last digits."""
+    settings = state["settings"]
+    threshold, kl, absolute = settings["threshold"], settings["kl"], settings["absolute"]
+    removed, scores = state["removed"], state["scores"]
+    gap = f"m(full) - m(empty) = {scale:+.6g} here"
+    rule = (f"KL mode: an edge goes when its change < {threshold:g} nats" if kl else
+            f"an edge goes when |change / (m(full) - m(empty))| < {threshold:g}, {gap}" if absolute else
+            f"an edge goes when change / (m(full) - m(empty)) > -{threshold:g}, {gap}")
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"{path}: the ACDC state's decisions contradict its own settings and scores ({why}; {rule});"
+                         " it was edited by hand or damaged: delete the state to start over, or give another state "
+                         "path")
+
+    in_graph = circuit.real_edges.clone()
+    for s, r in order[:state["done"]]:
+        name, node = names[s, r], int(owner[r])
+        if node >= 0 and not bool(in_graph[node].any()):  # acdc removed it without a forward, with 0.0
+            if name not in removed:
+                raise refuse(f"edge {name!r} is not in 'removed', but its receiver reaches nothing by its turn, so "
+                             "ACDC removes it without a forward (score 0.0)")
+            if removed[name] != 0.0 or scores.get(name, 0.0) != 0.0:
+                field, value = ("removed", removed[name]) if removed[name] != 0.0 else ("scores", scores[name])
+                raise refuse(f"{field!r}: edge {name!r} has {value!r}, but its receiver reaches nothing by its turn, "
+                             "so it was removed without a forward, with score 0.0")
+            in_graph[s, r] = False
+            continue
+        score = scores.get(name, removed.get(name))
+        if name in removed and name in scores and removed[name] != scores[name]:
+            raise refuse(f"edge {name!r} has {removed[name]!r} in 'removed' but {scores[name]!r} in 'scores'; the "
+                         "two record the same measured change")
+        d = score if kl else score / scale
+        slack = 1e-5 * max(threshold, abs(d)) + 1e-12
+        if name in removed and not _removes(d, threshold + slack, kl, absolute):
+            raise refuse(f"'removed' has edge {name!r}, whose recorded score {score:+.6g} the rule keeps")
+        if name not in removed and _removes(d, threshold - slack, kl, absolute):
+            raise refuse(f"edge {name!r} is kept (in 'scores', not in 'removed'), but the rule removes its recorded "
+                         f"score {score:+.6g}")
+        if name in removed:
+            in_graph[s, r] = False
+
+
 def _check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0 \
             or threshold == float("inf"):
@@ -247,8 +305,9 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     a JSON file to resume from and write to (refused, both named, if it was computed on another model (by name),
     pairs (a hash of their tokens and answers), metric, threshold or mode); graph: the graph to start
     from (its `model` names the circuit; default Graph.from_model(model)), not changed.
-    Raises UserError for a bad threshold, a state file of another run or a damaged one (naming the field), pairs
-    whose clean and corrupted runs agree."""
+    Raises UserError for a bad threshold, a state file of another run or a damaged one (naming the field), one
+    whose decisions contradict its own threshold, mode and scores (naming the edge), pairs whose clean and corrupted
+    runs agree."""
     check_pairs(pairs, metric, batch_size, model)
     checks.one_of(on_empty, "on_empty", ("warn", "raise"))
     if graph is not None:
@@ -280,8 +339,10 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     done = 0
     current: float | None = None
     names = {(s, r): name for name, s, r in circuit.edges()}
+    owner = circuits.receiver_nodes(circuit)
     if saved is not None:
         _check_decisions(path, saved, [names[e] for e in order])
+        _check_against_the_rule(path, saved, circuit, order, names, owner, scale)
         done, current = int(saved["done"]), float(saved["current"])
         index = {name: (s, r) for name, s, r in circuit.edges()}
         for name in saved["removed"]:
@@ -294,7 +355,6 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     scores = {} if saved is None else dict(saved["scores"])
     for name, change in removed.items():  # an older state kept the edges removed unmeasured (0.0) in "removed" only
         scores.setdefault(name, change)
-    owner = circuits.receiver_nodes(circuit)
 
     with progress.task(f"ACDC: {len(order)} edges, threshold {threshold:g}", total=len(order)) as advance:
         advance(done)
@@ -312,8 +372,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
                 d = change / scale  # what the threshold reads: normalised units (KL: nats)
                 circuit.scores[s, r] = change
                 scores[names[s, r]] = change
-                gone = d < threshold if kl else (abs(d) < threshold if absolute else d > -threshold)
-                if gone:
+                if _removes(d, threshold, kl, absolute):
                     current = value
                     removed[names[s, r]] = change
                 else:
