@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from minineo import checks, outputs, report
+from minineo.cli.display import number
 from minineo.cli.shared import ModelOption, app, check_positive, console, output_path
 from minineo.errors import UserError
 
@@ -64,8 +65,8 @@ def eval_command(
                         f"({result.world_size} process{'es' if result.world_size > 1 else ''})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for label, value in (("loss (nats per token)", f"{result.loss:.4f}"), ("perplexity", f"{result.perplexity:.3f}"),
-                         ("bits per byte", f"{result.bits_per_byte:.4f}"), ("tokens evaluated", f"{result.n_tokens:,}"),
+    for label, value in (("loss (nats per token)", number(result.loss, 4)), ("perplexity", number(result.perplexity)),
+                         ("bits per byte", number(result.bits_per_byte, 4)), ("tokens evaluated", f"{result.n_tokens:,}"),
                          ("bytes", f"{result.n_bytes:,}"), ("tokens per second", f"{result.tokens_per_second:,.0f}")):
         table.add_row(label, value)
     console.print(table)
@@ -140,13 +141,13 @@ def sae_eval_command(
     table = Table(title=f"{autoencoder} in {model} on {corpus}: {len(rows):,} rows of {context} tokens{counted}")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for label, value in (("loss, clean (nats per token)", f"{figures.clean_loss:.4f}"),
-                         ("loss, SAE spliced in", f"{figures.spliced_loss:.4f}"),
-                         ("loss, site zero-ablated", f"{figures.zero_ablated_loss:.4f}"),
-                         ("loss, site mean-ablated", f"{figures.mean_ablated_loss:.4f}"),
-                         ("loss recovered (vs zero ablation)", f"{figures.loss_recovered:.4f}"),
-                         ("L0 (active features per token)", f"{figures.l0:.2f}"),
-                         ("explained variance", f"{figures.explained_variance:.4f}"),
+    for label, value in (("loss, clean (nats per token)", number(figures.clean_loss, 4)),
+                         ("loss, SAE spliced in", number(figures.spliced_loss, 4)),
+                         ("loss, site zero-ablated", number(figures.zero_ablated_loss, 4)),
+                         ("loss, site mean-ablated", number(figures.mean_ablated_loss, 4)),
+                         ("loss recovered (vs zero ablation)", number(figures.loss_recovered, 4)),
+                         ("L0 (active features per token)", number(figures.l0, 2)),
+                         ("explained variance", number(figures.explained_variance, 4)),
                          ("dead features", f"{figures.dead_features:,} of {figures.d_sae:,}")):
         table.add_row(label, value)
     console.print(table)
