@@ -130,14 +130,15 @@ def say_other_pairs(circuit: Path, extras: dict, here: dict) -> None:
 
 
 def read_circuit(circuit: Path, m, model: str, model_given: bool):
-    """(the graph, the file's extra keys) of the --from file, checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
+    """(the graph, the file's extra keys: graph.extras, which a copy written with --out keeps) of the --from file,
+    checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
     only: the user must say which model it was found on (--model, given explicitly); it is then marked as asserted
     (`cfg.model_asserted` in a copy written with --out), and stderr says the file carried no identity."""
     from minineo import report
     from minineo.discovery import files
 
-    with report.collect():  # read_file's own note on a file without identity: said below, in the command's words
-        graph, extras = files.read_file(circuit, m)
+    with report.collect():  # load_graph's own note on a file without identity: said below, in the command's words
+        graph = files.load_graph(circuit, m)
     if graph.model is None:
         if not model_given:
             raise UserError(f"--from {circuit} carries no model identity (EAP-IG's own files name none), so whether "
@@ -146,7 +147,7 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
         graph.model, graph.model_asserted = m.source, True
         report.warn(f"--from {circuit} carries no model identity; checked by shape only, and taken as {model}'s "
                     "because --model says so (a copy written with --out records the model as asserted)")
-    return graph, extras
+    return graph, graph.extras
 
 
 def curve_table(signed, absolute, title: str, sign: str = "-"):
@@ -284,7 +285,8 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         ranked.scores = -graph.scores
     signed = faithfulness_curve(m, ranked, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
-    if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
+    if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit;
+        # a --from file's other extra keys (graph.extras) are kept as they are
         files.save_graph(graph, out, curve=absolute, computed_on=record)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {fixed(full, signed=True)}, m(empty) "
                   f"{fixed(empty, signed=True)} "

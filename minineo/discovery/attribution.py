@@ -185,6 +185,9 @@ def attribute(
     Pairs whose clean and corrupted prompts are the same tokens add exactly 0 to every score (corrupted - clean = 0)
     and still count in the mean: some of them are said in a warning (minineo.report), all of them are a UserError.
 
+    The new scores replace the old, so `graph.extras` (a circuit file's record of the scores it was read with: their
+    method, unit and curve) is emptied: a file saved from the graph records none rather than another method's.
+
     Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, an ig_steps other than
     the default 5 with a method that takes none, per_position with exact or
     with padded prompts, pairs that all have the same clean and corrupted prompts, a graph of another model's shape,

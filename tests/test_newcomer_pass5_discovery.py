@@ -1,0 +1,169 @@
+"""The fifth newcomer pass's discovery findings, each against the behaviour it should have: what a circuit file
+records about its scores (its "task" and "faithfulness" keys, any other extra key) travels with the Graph through
+the API's readers and writers, and a rescored graph drops it; a plot of a file that records no unit states none;
+apply_greedy and apply_nodes say when the circuit they return is empty; Pairs refuses an index that is no pair
+selection, naming it and the valid range; pairs whose prompts are all the same are refused as such, wherever a
+zero metric gap is refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import minineo
+from minineo import discovery as D
+from minineo import report
+from minineo.cli import app, plots
+from minineo.discovery import files
+from minineo.errors import UserError
+
+RUNNER = CliRunner()
+EAP = Path(__file__).parent / "data" / "eap_ig"
+
+
+@pytest.fixture(scope="module")
+def neo():
+    return minineo.load()  # tiny-neo: 2 layers x 4 heads
+
+
+@pytest.fixture(scope="module")
+def kl_file(tmp_path_factory):
+    """`minineo discover --method acdc --kl --out` on induction, with one more extra key ("data", a note the HTML
+    view shows) added to the file as another minineo writer would."""
+    folder = tmp_path_factory.mktemp("kl")
+    path = folder / "acdckl.json"
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-neo", "--task", "induction", "--n", "4", "--method",
+                                 "acdc", "--kl", "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(path.read_text())
+    assert document["task"]["score_unit"] == files.KL_UNIT
+    document["data"] = "four induction pairs"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    kept = []
+
+    def keep(fig, plt, path):
+        kept.append(fig)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield kept
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def legend_texts(figure) -> tuple[str, list[str]]:
+    legend = figure.legends[0]
+    return (legend.get_title().get_text().replace("\n", " "),
+            [t.get_text().replace("\n", " ") for t in legend.get_texts()])
+
+
+# ---- 1: a file's record travels with the Graph ---------------------------------------------------------------------
+
+def extra_keys(path: Path) -> dict:
+    if path.suffix == ".json":
+        document = json.loads(path.read_text())
+        keys = files.EAP_IG_JSON_KEYS
+    else:
+        document = torch.load(path, weights_only=True)
+        keys = files.EAP_IG_PT_KEYS
+    return {k: v for k, v in document.items() if k not in keys}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_an_api_round_trip_keeps_the_files_task_curve_and_other_keys(kl_file, neo, tmp_path, suffix):
+    original = extra_keys(kl_file)
+    assert set(original) == {"faithfulness", "task", "data"}
+    graph = D.load_graph(kl_file, neo)
+    assert graph.extras == original
+    copy = tmp_path / f"rt{suffix}"
+    D.save_graph(graph, copy)
+    assert extra_keys(copy) == original
+    back = tmp_path / "back.json"  # and through the other format back to JSON: the very bytes written at first
+    D.save_graph(D.load_graph(copy, neo), back)
+    assert back.read_text() == kl_file.read_text()
+
+
+def test_each_reader_and_writer_carries_the_record(kl_file, neo, tmp_path):
+    original = extra_keys(kl_file)
+    assert D.from_json(kl_file, neo).extras == original
+    D.to_pt(D.from_json(kl_file), tmp_path / "c.pt")
+    assert D.from_pt(tmp_path / "c.pt").extras == original
+    D.to_json(D.from_pt(tmp_path / "c.pt"), tmp_path / "c.json")
+    assert extra_keys(tmp_path / "c.json") == original
+    assert D.load_graph(kl_file).copy().extras == original
+
+
+def test_an_eap_ig_file_has_no_record_and_is_written_back_byte_for_byte(tmp_path):
+    source = EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"
+    graph = D.load_graph(source)
+    assert graph.extras == {}
+    assert D.save_graph(graph, tmp_path / "c.json").read_text() == source.read_text()
+
+
+def cpr_and_legend(path: Path, figures, plot: Path) -> tuple[str, str, list[str]]:
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-neo", "--task", "induction", "--n", "4", "--from",
+                                 str(path), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    cpr = re.search(r"CPR\s+\(area under f ([+-])score.*?\)\s+([-\d.]+)", " ".join(result.output.split()))
+    title, texts = legend_texts(figures[-1])
+    return f"{cpr.group(1)} {cpr.group(2)}", title, texts
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_discover_from_a_round_tripped_file_ranks_and_words_it_as_the_original(kl_file, neo, tmp_path, figures,
+                                                                               suffix):
+    copy = D.save_graph(D.load_graph(kl_file, neo), tmp_path / f"rt{suffix}")
+    original = cpr_and_legend(kl_file, figures, tmp_path / "a.png")
+    assert original[0].startswith("+")  # KL scores: the signed ranking is by +score
+    assert original[1].startswith("Scores are ACDC's (method acdc, with --kl)")
+    assert cpr_and_legend(copy, figures, tmp_path / "b.png") == original
+
+
+def test_discover_from_with_out_keeps_the_other_extra_keys(kl_file, tmp_path):
+    out = tmp_path / "copy.json"
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-neo", "--task", "induction", "--n", "4", "--from",
+                                 str(kl_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    kept = extra_keys(out)
+    assert kept["data"] == "four induction pairs" and kept["task"] == extra_keys(kl_file)["task"]
+
+
+def test_attribute_and_acdc_drop_the_record_of_the_scores_they_replace(kl_file, neo, tmp_path):
+    pairs = D.induction_pairs(neo, 4)
+    graph = D.load_graph(kl_file, neo)
+    D.attribute(neo, graph, pairs, method="eap")
+    assert graph.extras == {}
+    D.save_graph(graph, tmp_path / "eap.json")
+    assert extra_keys(tmp_path / "eap.json") == {}  # no record claiming ACDC's KL scores
+    with report.collect():
+        found = D.acdc(neo, pairs, threshold=0.5, graph=D.load_graph(kl_file, neo))
+    assert found.extras == {}
+    rescored = D.load_graph(kl_file, neo)
+    rescored.scores = -rescored.scores  # any new scores
+    assert rescored.extras == {}
+
+
+def test_an_extra_key_json_cannot_hold_is_a_user_error_naming_it(neo, tmp_path):
+    graph = D.Graph.from_model(neo)
+    graph.extras = {"data": torch.zeros(2)}  # a .pt's extra key may hold a tensor
+    D.save_graph(graph, tmp_path / "c.pt")
+    assert torch.equal(D.load_graph(tmp_path / "c.pt").extras["data"], torch.zeros(2))
+    with pytest.raises(UserError, match=r"graph.extras cannot be written as JSON.*write a \.pt instead"):
+        D.save_graph(graph, tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()
+    graph.extras = {"edges": {}}
+    with pytest.raises(UserError, match=r"graph.extras holds 'edges', a key of EAP-IG's own file"):
+        D.save_graph(graph, tmp_path / "d.json")
+    graph.extras = {"task": {"name": "ioi"}}
+    with pytest.raises(UserError, match=r"graph.extras: the optional \"task\" key must be"):
+        D.save_graph(graph, tmp_path / "d.json")
