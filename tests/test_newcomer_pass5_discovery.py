@@ -167,3 +167,23 @@ def test_an_extra_key_json_cannot_hold_is_a_user_error_naming_it(neo, tmp_path):
     graph.extras = {"task": {"name": "ioi"}}
     with pytest.raises(UserError, match=r"graph.extras: the optional \"task\" key must be"):
         D.save_graph(graph, tmp_path / "d.json")
+
+
+# ---- 5: no unit where the file records none ---------------------------------------------------------------------
+
+def test_the_plot_states_a_unit_only_where_the_file_records_one(tmp_path, figures):
+    source = EAP / "eap-ig-tiny-gpt2-ioi16-eap-top20.json"
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-gpt2", "--task", "ioi", "--n", "4", "--from",
+                                 str(source), "--plot", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    _, texts = legend_texts(figures[-1])
+    widths = [t for t in texts if t.startswith("width: |score|")]
+    assert len(widths) == 3
+    for text in widths:  # the number (and "(the largest)"), nothing claiming a unit
+        assert re.fullmatch(r"width: \|score\| [\d.e+-]+( \(the largest\))?", text), text
+    # while a run, which records its unit, states it
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-neo", "--task", "ioi", "--n", "4", "--method", "eap",
+                                 "--top", "20", "--out", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    _, texts = legend_texts(figures[-1])
+    assert [t for t in texts if t.startswith("width:")][0].endswith("(logit difference) (the largest)")

@@ -150,6 +150,15 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
     return graph, graph.extras
 
 
+def score_unit_words(record: dict | None) -> str | None:
+    """The scores' unit as the plot's width scale says it, from the file's "task" record (its score_unit); None
+    where the file records none (EAP-IG's own files): the legend then states no unit."""
+    unit = record.get("score_unit") if isinstance(record, dict) else None
+    if not isinstance(unit, str):
+        return None
+    return {KL_UNIT: "nats (KL)", LOGIT_UNIT: "(logit difference)"}.get(unit, f"({unit})")
+
+
 def curve_table(signed, absolute, title: str, sign: str = "-"):
     """The faithfulness curve at MIB's fractions, both rankings, with CPR and CMD in the caption. `sign`: the signed
     ranking's, "-" (a logit difference: removing a needed edge lowers it) or "+" (a KL divergence: it raises it)."""
@@ -298,7 +307,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     if out is not None:
         console.print(f"wrote {out}")
     if plot:
-        unit = "nats (KL)" if kl_scores else "(logit difference)"
+        unit = score_unit_words(record)
         circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {fixed(value)}", unit, record)
         console.print(f"wrote {plot}")
 
