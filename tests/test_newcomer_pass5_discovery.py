@@ -187,3 +187,44 @@ def test_the_plot_states_a_unit_only_where_the_file_records_one(tmp_path, figure
     assert result.exit_code == 0, result.output
     _, texts = legend_texts(figures[-1])
     assert [t for t in texts if t.startswith("width:")][0].endswith("(logit difference) (the largest)")
+
+
+# ---- 8: an empty circuit asked for edges or nodes is said ----------------------------------------------------------
+
+def on_no_path_from_input(neo) -> D.Graph:
+    """Scores under which greedy growth from logits takes a1.h0->logits and a1.h1->logits as its first two edges:
+    neither starts at input, so both lie on no path from it."""
+    graph = D.Graph.from_model(neo)
+    graph.scores[graph.real_edges] = 0.01
+    logits = graph.logits_index
+    graph.scores[graph.sender_index(1, 0), logits] = 5.0
+    graph.scores[graph.sender_index(1, 1), logits] = 4.0
+    return graph
+
+
+def test_apply_greedy_warns_when_pruning_leaves_none_of_its_n_edges(neo):
+    graph = on_no_path_from_input(neo)
+    with report.collect() as said:
+        found = D.apply_greedy(graph.copy(), 2)
+    assert found.n_edges_in_graph == 0  # the oracle: neither edge starts at input, and no edge into them was taken
+    assert len(said) == 1 and said[0].startswith("apply_greedy: the 2 edges grown from logits (n=2) lie on no path "
+                                                 "from input to logits") and "give a larger n" in said[0]
+    with report.collect() as said:
+        D.apply_greedy(graph.copy(), 0)  # n=0 (faithfulness curves ask for it): empty by request, quiet
+        assert D.apply_greedy(graph.copy(), 2, prune=False).n_edges_in_graph == 2  # not pruned: not empty
+        assert D.apply_greedy(graph.copy(), 40).n_edges_in_graph > 0
+    assert said == []
+
+
+def test_apply_nodes_without_input_warns_and_says_to_add_it(neo):
+    graph = D.Graph.from_model(neo)
+    with report.collect() as said:
+        found = D.apply_nodes(graph.copy(), ["a0.h0", "m1"])
+    assert found.n_edges_in_graph == 0
+    assert len(said) == 1 and "'input' is not among them" in said[0] and "add 'input' to the nodes" in said[0]
+    assert said[0].startswith("apply_nodes: the circuit of the nodes a0.h0, m1 has no edge after pruning")
+    with report.collect() as said:
+        assert D.apply_nodes(graph.copy(), ["input", "a0.h0", "m1"]).n_edges_in_graph > 0
+        assert D.apply_nodes(graph.copy(), ["a0.h0", "m1"], prune=False).n_edges_in_graph > 0
+        assert D.apply_nodes(graph.copy(), []).n_edges_in_graph == 0  # no node asked for: quiet
+    assert said == []
