@@ -228,3 +228,54 @@ def test_apply_nodes_without_input_warns_and_says_to_add_it(neo):
         assert D.apply_nodes(graph.copy(), ["a0.h0", "m1"], prune=False).n_edges_in_graph > 0
         assert D.apply_nodes(graph.copy(), []).n_edges_in_graph == 0  # no node asked for: quiet
     assert said == []
+
+
+# ---- 3: Pairs' index --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def four(neo):
+    return D.ioi_pairs(neo, 4)
+
+
+def one_by_one(pairs, rows: list[int]):
+    """The oracle: the pairs at `rows`, each taken alone by its int index, stacked."""
+    taken = [pairs[i] for i in rows]
+    return tuple(torch.cat([getattr(p, name) for p in taken]) for name in ("clean", "corrupted", "answer", "wrong"))
+
+
+VALID = [(1, [1]), (-1, [3]), (slice(1, 3), [1, 2]), (slice(None, None, -1), [3, 2, 1, 0]), (slice(-2, None), [2, 3]),
+         ([0, 2], [0, 2]), ([3, 3, 0], [3, 3, 0]), ([-4], [0]), ([True, False, True, False], [0, 2]),
+         (torch.tensor([3, 0]), [3, 0]), (torch.tensor(2), [2]), (torch.tensor([True, False, False, True]), [0, 3]),
+         (torch.tensor([1], dtype=torch.int32), [1])]
+
+
+@pytest.mark.parametrize("index, rows", VALID, ids=[repr(i) for i, _ in VALID])
+def test_every_index_torch_takes_selects_the_pairs_taken_one_by_one(four, index, rows):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own warnings (e.g. on sequence indexing) would be a failure
+        selected = four[index]
+    got = (selected.clean, selected.corrupted, selected.answer, selected.wrong)
+    assert all(torch.equal(a, b) for a, b in zip(got, one_by_one(four, rows)))
+    assert len(selected) == len(rows)
+
+
+INVALID = [1.0, [10], torch.tensor([True]), "a", torch.tensor(1.0), slice(5, 9), 4, -5, [], torch.tensor([], dtype=torch.long),
+           torch.zeros(4, dtype=torch.bool), torch.tensor([[0, 1]]), torch.tensor([-5]), [0, "a"], slice(0, 4, 0),
+           slice(1.0, 2), None, (0, 1)]
+
+
+@pytest.mark.parametrize("index", INVALID, ids=[repr(i) for i in INVALID])
+def test_any_other_index_is_a_user_error_naming_it_and_the_valid_range(four, index):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError) as caught:
+            four[index]
+    message = str(caught.value)
+    assert message.startswith("pair ") and "the 4 pairs are 0..3" in message
+    shown = index.tolist() if isinstance(index, torch.Tensor) else index
+    assert repr(shown) in message  # the index as given
+    assert "token" not in message  # about pairs, not tokens
