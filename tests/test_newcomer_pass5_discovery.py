@@ -279,3 +279,53 @@ def test_any_other_index_is_a_user_error_naming_it_and_the_valid_range(four, ind
     shown = index.tolist() if isinstance(index, torch.Tensor) else index
     assert repr(shown) in message  # the index as given
     assert "token" not in message  # about pairs, not tokens
+
+
+# ---- 6: pairs whose prompts are all the same are refused as such -------------------------------------------------
+
+PROMPT = "When Mary and John went to the store, John gave a drink to "
+SAME_MESSAGE = r"the same clean and corrupted prompts, .*; give pairs whose prompts differ$"
+
+
+@pytest.fixture(scope="module")
+def same(neo):
+    return D.Pairs.from_text(neo, [PROMPT, PROMPT[::-1]], [PROMPT, PROMPT[::-1]], ["M", "x"], ["J", "y"])
+
+
+def scored(neo) -> D.Graph:
+    graph = D.Graph.from_model(neo)
+    graph.scores[graph.real_edges] = 1.0
+    return D.apply_topn(graph, 10)
+
+
+@pytest.mark.parametrize("call", [
+    lambda neo, pairs: D.faithfulness(neo, scored(neo), pairs),
+    lambda neo, pairs: D.faithfulness(neo, scored(neo), pairs, full=9.0, empty=1.0),
+    lambda neo, pairs: D.faithfulness_curve(neo, scored(neo), pairs),
+    lambda neo, pairs: D.mib_scores(neo, scored(neo), pairs),
+], ids=["faithfulness", "faithfulness-given-full-empty", "faithfulness_curve", "mib_scores"])
+def test_every_gap_refuser_says_the_prompts_are_the_same(neo, same, call):
+    assert bool(same.same_prompts().all()) and not bool((same.answer == same.wrong).any())  # the answers differ
+    with pytest.raises(UserError, match=r"^pairs: all 2 pairs have " + SAME_MESSAGE) as caught:
+        call(neo, same)
+    assert "answers differ" not in str(caught.value)
+
+
+def test_discover_says_the_prompts_are_the_same(tmp_path):
+    task = tmp_path / "same.jsonl"
+    task.write_text(json.dumps({"clean": PROMPT, "corrupted": PROMPT, "answer": "M", "wrong": "J"}) + "\n")
+    result = RUNNER.invoke(app, ["discover", "--model", "tiny-neo", "--task", str(task), "--method", "exact", "--out",
+                                 str(tmp_path / "s.json")])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert re.search(rf"error: --task {re.escape(str(task))}: the one pair has " + SAME_MESSAGE, message), message
+    assert "answers differ" not in message and not (tmp_path / "s.json").exists()
+
+
+def test_the_shared_check_counts_the_pairs_that_are_the_same_when_some_differ(neo):
+    from minineo.discovery.pairs import check_prompts_differ
+
+    mixed = D.Pairs.from_text(neo, [PROMPT, PROMPT], [PROMPT, PROMPT.replace("Mary", "Anna")], ["M", "M"], ["J", "J"])
+    assert check_prompts_differ(mixed) == 1
+    with pytest.raises(UserError, match=r"^acdc: the one pair has the same clean and corrupted prompts, so X; give"):
+        check_prompts_differ(mixed[0], "so X", name="acdc")

@@ -211,6 +211,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     from minineo.discovery import circuits, files, tasks
     from minineo.discovery.attribution import MAX_IG_STEPS
     from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
+    from minineo.discovery.pairs import check_prompts_differ
 
     check_method(method)
     given = given_options(ctx)
@@ -236,6 +237,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         report.warn(f"{len(pairs)} pairs: every pass runs in {math.ceil(len(pairs) / batch_size)} batches of "
                     f"{batch_size} (--batch-size), and the time grows with the pairs (thousands take minutes, "
                     f"ACDC far longer); give a smaller --n (or fewer rows) for a quick look")
+    check_prompts_differ(pairs, name=f"--task {task}")  # the gap below would be 0, whatever the answers
     with working("m(full) and m(empty)"):
         full = full_metric(m, pairs, batch_size=batch_size)
         empty = empty_metric(m, graph, pairs, batch_size=batch_size)

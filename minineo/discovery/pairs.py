@@ -216,6 +216,24 @@ class Pairs:
 
 _KEYS = ("clean", "corrupted", "answer", "wrong")
 
+SAME_RUNS = ("so the corrupted run is the clean run: m(full) - m(empty) = 0, and faithfulness, normalised by it, "
+             "means nothing")
+
+
+def check_prompts_differ(pairs: Pairs, consequence: str = SAME_RUNS, name: str = "pairs") -> int:
+    """UserError when every pair's clean and corrupted prompts are the same tokens (`Pairs.same_prompts`): then
+    corrupting changes nothing, so the metric's gap m(full) - m(empty) is 0 and every edge score is 0, whatever the
+    answers. The message names `name` (the argument, or the CLI's option), says `consequence` (what it means for
+    the caller; default: the gap) and the fix, "give pairs whose prompts differ". The one check of attribute,
+    faithfulness, faithfulness_curve, mib_scores and `minineo discover`, made before any forward pass. Returns how
+    many pairs have the same prompts (fewer than all), for a caller that says so."""
+    same, n = int(pairs.same_prompts().sum()), len(pairs)
+    if same == n:
+        what = f"all {n} pairs have" if n > 1 else "the one pair has"
+        raise UserError(f"{name}: {what} the same clean and corrupted prompts, {consequence}; give pairs whose "
+                        "prompts differ")
+    return same
+
 
 def _shown(index: Any) -> str:
     """A pair index as a message shows it: its values (a tensor's too, and its dtype), cut at 60 characters."""
