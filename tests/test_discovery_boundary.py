@@ -65,7 +65,7 @@ def test_pairs_ids_beyond_the_vocabulary_are_refused_where_they_meet_the_model(g
     (lambda p: discovery.Pairs(p.clean.float(), p.corrupted, None, p.answer, p.wrong), "clean must be integer ids"),
     (lambda p: discovery.Pairs(p.clean, p.corrupted, p.clean * 0, p.answer, p.wrong), "attention_mask row"),
     (lambda p: discovery.Pairs(p.clean, p.corrupted, [[1]], p.answer, p.wrong), "attention_mask must be None or"),
-    (lambda p: p[5], r"pair index must be in -2\.\.1, got 5"),
+    (lambda p: p[5], r"pair index 5 is out of range: the 2 pairs are 0\.\.1 \(or -2\.\.-1 from the end\)"),
     (lambda p: list(p.batches(0)), "size must be at least 1"),
     (lambda p: p.batches(0.5), "size must be an integer"),
     (lambda p: p.to("gpu"), "device gpu is not a device"),

@@ -4,7 +4,7 @@ Rows from the bottom: `input`, then per layer a row of heads and above it the la
 node of the model is a faint dot; the circuit's nodes are boxes. A head's box has its name on top and three cells
 below, q, k and v: an edge into the head ends at the cell of the input it feeds (a used cell is shaded), so query,
 key and value composition read apart at 12 x 12 heads. An edge's width follows |score| (the legend gives the scale
-in the scores' unit; with no edge drawn it says so and gives none)
+in the scores' unit, none where the file records no unit; with no edge drawn it says so and gives none)
 and its colour the sign, as the HTML circuit view draws them: blue for a score < 0 (removing the edge lowers the
 metric), red for a score > 0. The legend words both, and says what a score is, from the file's "task" record (its
 method and unit: minineo.views.circuit.score_key, the page's words): with a logit difference blue marks an edge the
@@ -137,10 +137,10 @@ def _draw_node(ax, name: str, x: float, y: float) -> None:
     ax.text(x, y, name, ha="center", va="center", fontsize=NAME_PT, zorder=6, gid=f"node {name}")
 
 
-def _legend(fig, top: float | None, unit: str, key: ScoreKey) -> None:
-    """What colour and width mean (with the |score| scale in `unit`) and where an edge into a head ends, under a title
-    saying what a score is (`key`: the page's words). With no edge drawn (`top` None) there is no width scale to give,
-    and the legend says so instead of inventing one."""
+def _legend(fig, top: float | None, unit: str | None, key: ScoreKey) -> None:
+    """What colour and width mean (with the |score| scale in `unit`; None: a file that records no unit, and none is
+    stated) and where an edge into a head ends, under a title saying what a score is (`key`: the page's words). With
+    no edge drawn (`top` None) there is no width scale to give, and the legend says so instead of inventing one."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -154,7 +154,7 @@ def _legend(fig, top: float | None, unit: str, key: ScoreKey) -> None:
     else:
         for share in (1.0, 0.5, 0.1):
             width = edge_style(share * top, top)["linewidth"]
-            handles.append(Line2D([], [], color="#555555", lw=width, label=f"width: |score| {share * top:.3g} {unit}"
+            handles.append(Line2D([], [], color="#555555", lw=width, label=f"width: |score| {share * top:.3g}{' ' + unit if unit else ''}"
                                   + (" (the largest)" if share == 1.0 else "")))
     handles.append(Patch(fc=PORT_USED, ec="black", label="q / k / v cell of a head: the input an edge feeds"))
     fig.legend(handles=handles, loc="outside lower left", fontsize=AXIS_PT, frameon=False, ncol=ncol, handlelength=3,
@@ -205,10 +205,10 @@ def figure_size(graph: Graph, with_curve: bool) -> tuple[float, float]:
 
 
 def circuit_figure(graph: Graph, curve: FaithfulnessCurve | None, path: Path, title: str,
-                   unit: str = "(logit difference)", task: Any = None) -> None:
+                   unit: str | None = None, task: Any = None) -> None:
     """Draw `graph`'s circuit (its in_graph edges and nodes_in_graph) and, when given, the faithfulness curve, to
     `path` (its extension names the format: minineo.cli.plots.SUFFIXES); `unit` is the scores' unit, said in the
-    legend's width scale; `task` the file's "task" record (method and score_unit; None: not recorded), from which
+    legend's width scale (None: the scores' unit is not known, and none is said); `task` the file's "task" record (method and score_unit; None: not recorded), from which
     the legend says what a score is and what each colour means."""
     plt = plots._pyplot()
     width, height = figure_size(graph, curve is not None)

@@ -130,14 +130,15 @@ def say_other_pairs(circuit: Path, extras: dict, here: dict) -> None:
 
 
 def read_circuit(circuit: Path, m, model: str, model_given: bool):
-    """(the graph, the file's extra keys) of the --from file, checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
+    """(the graph, the file's extra keys: graph.extras, which a copy written with --out keeps) of the --from file,
+    checked against the model. A file that names no model (EAP-IG's own) can be checked by shape
     only: the user must say which model it was found on (--model, given explicitly); it is then marked as asserted
     (`cfg.model_asserted` in a copy written with --out), and stderr says the file carried no identity."""
     from minineo import report
     from minineo.discovery import files
 
-    with report.collect():  # read_file's own note on a file without identity: said below, in the command's words
-        graph, extras = files.read_file(circuit, m)
+    with report.collect():  # load_graph's own note on a file without identity: said below, in the command's words
+        graph = files.load_graph(circuit, m)
     if graph.model is None:
         if not model_given:
             raise UserError(f"--from {circuit} carries no model identity (EAP-IG's own files name none), so whether "
@@ -146,7 +147,16 @@ def read_circuit(circuit: Path, m, model: str, model_given: bool):
         graph.model, graph.model_asserted = m.source, True
         report.warn(f"--from {circuit} carries no model identity; checked by shape only, and taken as {model}'s "
                     "because --model says so (a copy written with --out records the model as asserted)")
-    return graph, extras
+    return graph, graph.extras
+
+
+def score_unit_words(record: dict | None) -> str | None:
+    """The scores' unit as the plot's width scale says it, from the file's "task" record (its score_unit); None
+    where the file records none (EAP-IG's own files): the legend then states no unit."""
+    unit = record.get("score_unit") if isinstance(record, dict) else None
+    if not isinstance(unit, str):
+        return None
+    return {KL_UNIT: "nats (KL)", LOGIT_UNIT: "(logit difference)"}.get(unit, f"({unit})")
 
 
 def curve_table(signed, absolute, title: str, sign: str = "-"):
@@ -201,6 +211,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     from minineo.discovery import circuits, files, tasks
     from minineo.discovery.attribution import MAX_IG_STEPS
     from minineo.discovery.faithfulness import empty_metric, faithfulness, faithfulness_curve, full_metric, normalised
+    from minineo.discovery.pairs import check_prompts_differ
 
     check_method(method)
     given = given_options(ctx)
@@ -226,6 +237,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         report.warn(f"{len(pairs)} pairs: every pass runs in {math.ceil(len(pairs) / batch_size)} batches of "
                     f"{batch_size} (--batch-size), and the time grows with the pairs (thousands take minutes, "
                     f"ACDC far longer); give a smaller --n (or fewer rows) for a quick look")
+    check_prompts_differ(pairs, name=f"--task {task}")  # the gap below would be 0, whatever the answers
     with working("m(full) and m(empty)"):
         full = full_metric(m, pairs, batch_size=batch_size)
         empty = empty_metric(m, graph, pairs, batch_size=batch_size)
@@ -284,7 +296,8 @@ def discover(ctx: typer.Context, model: str = ModelOption,
         ranked.scores = -graph.scores
     signed = faithfulness_curve(m, ranked, pairs, absolute=False, full=full, empty=empty, batch_size=batch_size)
     absolute = faithfulness_curve(m, graph, pairs, absolute=True, full=full, empty=empty, batch_size=batch_size)
-    if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit
+    if out is not None:  # the |score| curve, the ranking of the view's slider, goes in the file for view-circuit;
+        # a --from file's other extra keys (graph.extras) are kept as they are
         files.save_graph(graph, out, curve=absolute, computed_on=record)
     console.print(f"{task} on {model}: {plural(len(pairs), 'pair')}; m(full) {fixed(full, signed=True)}, m(empty) "
                   f"{fixed(empty, signed=True)} "
@@ -296,7 +309,7 @@ def discover(ctx: typer.Context, model: str = ModelOption,
     if out is not None:
         console.print(f"wrote {out}")
     if plot:
-        unit = "nats (KL)" if kl_scores else "(logit difference)"
+        unit = score_unit_words(record)
         circuit_figure(graph, absolute, plot, f"{model}, {task}: {how}; faithfulness {fixed(value)}", unit, record)
         console.print(f"wrote {plot}")
 

@@ -45,7 +45,7 @@ from minineo import report
 from minineo.discovery.exact import exact_groups, exact_method, reads_last_position
 from minineo.discovery.gradients import EdgeSums, NodeTaps, RunGrads, gradient_run, node_run
 from minineo.discovery.graph import Graph
-from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.pairs import Metric, Pairs, check_prompts_differ, logit_diff
 from minineo.discovery.patched import check_graph, check_pairs
 from minineo.discovery.prefix import SharedPrefix
 from minineo.errors import UserError
@@ -157,11 +157,7 @@ def _say_cost(method: str, n: int, passes: float, ig_steps: int) -> None:
 
 def _check_moving(pairs: Pairs) -> None:
     """UserError when no pair's prompts differ (every score would be 0); a warning with the count when some do not."""
-    same, n = int(pairs.same_prompts().sum()), len(pairs)
-    if same == n:
-        what = f"all {n} pairs have" if n > 1 else "the one pair has"
-        raise UserError(f"pairs: {what} the same clean and corrupted prompts, so every score would be 0 (corrupted - "
-                        "clean = 0); give pairs whose prompts differ")
+    same, n = check_prompts_differ(pairs, "so every score would be 0 (corrupted - clean = 0)"), len(pairs)
     if same:
         report.warn(f"{same} of {n} pairs have the same clean and corrupted prompts; they add 0 to every score, which "
                     f"is a mean over all {n} pairs (drop them to average over the {n - same} whose prompts differ)")
@@ -184,6 +180,9 @@ def attribute(
 
     Pairs whose clean and corrupted prompts are the same tokens add exactly 0 to every score (corrupted - clean = 0)
     and still count in the mean: some of them are said in a warning (minineo.report), all of them are a UserError.
+
+    The new scores replace the old, so `graph.extras` (a circuit file's record of the scores it was read with: their
+    method, unit and curve) is emptied: a file saved from the graph records none rather than another method's.
 
     Raises UserError (WrongTypeError) for an unknown method, a bad ig_steps or batch_size, an ig_steps other than
     the default 5 with a method that takes none, per_position with exact or

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import torch
 
-from minineo import checks
+from minineo import checks, report
 from minineo.discovery.graph import Graph, check_finite_scores
 from minineo.errors import UnknownNameError, UserError
 
@@ -142,7 +142,9 @@ def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True
     """EAP-IG's greedy circuit: grown from `logits` upwards, each step adds the best-scoring edge into a node already
     in the circuit (first only edges into `logits`); a sender joining the circuit makes its own incoming edges
     candidates. `n` edges (fewer if the candidates run out), then pruned. In place; returns `graph`. A graph with
-    no edge scores (all 0) or a non-finite score is a UserError, as in apply_topn."""
+    no edge scores (all 0) or a non-finite score is a UserError, as in apply_topn. When n > 0 edges were asked for
+    and pruning leaves none (the n edges grown from `logits` reach no path from `input`), minineo.report warns: the
+    empty circuit's faithfulness is 0 by construction."""
     n = _check_count(n, graph, "n (the number of edges)")
     if n:
         _check_scored(graph, "apply_greedy")
@@ -172,7 +174,11 @@ def apply_greedy(graph: Graph, n: int, absolute: bool = True, prune: bool = True
             push_edges_into(incoming[s])
     graph.nodes_in_graph = nodes
     if prune:
-        _prune(graph)
+        before, after = _prune(graph)
+        if n and not after:
+            report.warn(f"apply_greedy: the {before} edges grown from logits (n={n}) lie on no path from input to "
+                        "logits, so pruning removed them all and the circuit is empty (its faithfulness is 0 by "
+                        "construction, not a finding); give a larger n")
     return graph
 
 
@@ -190,7 +196,11 @@ def node_index(graph: Graph, name: str) -> int:
 def apply_nodes(graph: Graph, nodes: Iterable[str], prune: bool = True) -> Graph:
     """The node circuit of `nodes` (names; `logits` is always in): every edge between two of them is in, every
     edge of a node left out is out (a node out = all its edges out). Then pruned. In place; returns `graph`. A
-    name given twice is a UserError (as repeated items are everywhere in minineo)."""
+    name given twice is a UserError (as repeated items are everywhere in minineo), and so is a name that is no node
+    (UnknownNameError).
+
+    Name `input` too: every path to `logits` starts there, so without it pruning removes every edge; when the
+    circuit returned has no edge although nodes were named, minineo.report warns and says to add it."""
     nodes = checks.distinct(list(nodes), "nodes")
     keep = torch.zeros(graph.n_senders, dtype=torch.bool)
     for name in nodes:
@@ -203,6 +213,11 @@ def apply_nodes(graph: Graph, nodes: Iterable[str], prune: bool = True) -> Graph
     graph.nodes_in_graph = keep
     if prune:
         _prune(graph)
+    if nodes and not graph.n_edges_in_graph:  # input->logits is an edge: only a circuit without input can be empty
+        after = " after pruning" if prune else ""
+        report.warn(f"apply_nodes: the circuit of the nodes {', '.join(nodes)} has no edge{after}: 'input' is not "
+                    "among them, and every path to logits starts at input, so its faithfulness is 0 by "
+                    "construction; add 'input' to the nodes")
     return graph
 
 

@@ -26,7 +26,7 @@ from minineo import checks
 from minineo import progress
 from minineo.discovery import circuits
 from minineo.discovery.graph import Graph, check_finite_scores
-from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.pairs import Metric, Pairs, check_prompts_differ, logit_diff
 from minineo.discovery.patched import check_pairs, evaluate, run_metric
 from minineo.errors import UserError
 
@@ -91,6 +91,7 @@ def _check_scored(graph: Graph, what: str) -> None:
 
 def _check_inputs(pairs: Pairs, metric: Metric, batch_size: int | None, full: float | None, empty: float | None) -> None:
     check_pairs(pairs, metric, batch_size)
+    check_prompts_differ(pairs)  # before any forward: the gap is 0 however the answers differ
     for name, value in (("full", full), ("empty", empty)):
         if value is not None:
             checks.number(value, name, fix="give the metric's mean over pairs, or None to measure it")
@@ -130,7 +131,11 @@ def normalised(value: float, full: float, empty: float) -> float:
 def faithfulness(model: Model, circuit: Graph, pairs: Pairs, metric: Metric = logit_diff, *,
                  full: float | None = None, empty: float | None = None, batch_size: int | None = None) -> float:
     """f(C) of `circuit` as it is (its `in_graph` edges; prune it first to match MIB). `full` / `empty` may be given
-    to save their forwards."""
+    to save their forwards.
+
+    Raises UserError for pairs whose clean and corrupted prompts are all the same (pairs.check_prompts_differ), for
+    a full and empty that are equal, as given or as measured (f divides by their difference), and for pairs,
+    metric or batch_size of the wrong kind."""
     _check_inputs(pairs, metric, batch_size, full, empty)
     full = full_metric(model, pairs, metric, batch_size=batch_size) if full is None else full
     empty = empty_metric(model, circuit, pairs, metric, batch_size=batch_size) if empty is None else empty

@@ -12,6 +12,11 @@ when known. EAP-IG ignores it: its `from_json` / `from_pt` pass `cfg` to `Graph.
 its GraphConfig and reads only n_layers, n_heads, parallel_attn_mlp and d_model, and its `to_json` / `to_pt` write
 `dict(cfg)` back, so the identity survives a round trip through EAP-IG. A file without it (EAP-IG's own) is
 written back byte for byte.
+
+minineo's other extra keys are top-level ("task": what the scores were computed on, their method and unit;
+"faithfulness": the curve); EAP-IG's readers ignore them. The readers put every such key on `Graph.extras` and the
+writers write it back, so a file read and written again says the same about its scores (a graph given new scores
+has none: see Graph).
 """
 
 from __future__ import annotations
@@ -100,12 +105,32 @@ def to_document(graph: Graph, curve: FaithfulnessCurve | None = None,
     edges = {name: {"score": float(graph.scores[s, r]), "in_graph": bool(graph.in_graph[s, r])}
              for name, s, r in graph.edges()}
     document = {"cfg": _cfg(graph), "nodes": nodes, "edges": edges}
-    faithfulness = curve_document(curve)
-    if faithfulness is not None:
-        document["faithfulness"] = faithfulness
-    if computed_on is not None:
-        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
+    document.update(extras_document(graph, curve, computed_on, EAP_IG_JSON_KEYS))
     return document
+
+
+def extras_document(graph: Graph, curve: FaithfulnessCurve | None = None, computed_on: dict[str, Any] | None = None,
+                    reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The top-level keys a circuit file of `graph` holds beside EAP-IG's (`reserved`: the format's own keys): the
+    record the graph was read with, `graph.extras`, in its order, with `curve` (see `curve_document`) as its
+    "faithfulness" and `computed_on` (see `task_document`) as its "task" when given. Each is checked
+    (`check_extras`): UserError naming graph.extras or computed_on, also for an extra key that is one of the format's
+    own (the writer fills those from the graph); WrongTypeError when graph.extras is not a dict."""
+    if not isinstance(graph.extras, dict):
+        raise WrongTypeError(f"graph.extras must be a dict of a circuit file's extra keys ({{}} for none), got "
+                             f"{checks.describe(graph.extras)}")
+    clash = [k for k in graph.extras if k in reserved]
+    if clash:
+        raise UserError(f"graph.extras holds {clash[0]!r}, a key of EAP-IG's own file, which the writer fills from "
+                        "the graph itself; remove it from graph.extras")
+    replaced = {key for key, given in (("faithfulness", curve), ("task", computed_on)) if given is not None}
+    check_extras({k: v for k, v in graph.extras.items() if k not in replaced}, "graph.extras")
+    extras = dict(graph.extras)  # the record's order; a key replaced below keeps its place
+    if curve is not None:
+        extras["faithfulness"] = curve_document(curve)
+    if computed_on is not None:
+        extras["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
+    return extras
 
 
 @checks.typed
@@ -119,6 +144,11 @@ def to_json(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None =
     _suffix(path, ".json")
     check_finite_scores(graph, "to_json")
     document = to_document(graph, curve, computed_on)
+    try:  # before the file is claimed: a .pt's extra key may hold what JSON cannot (a tensor)
+        json.dumps({k: v for k, v in document.items() if k not in EAP_IG_JSON_KEYS})
+    except (TypeError, ValueError) as err:
+        raise UserError(f"path {path}: graph.extras cannot be written as JSON ({err}); write a .pt instead, or remove "
+                        "that key from graph.extras") from None
 
     def write(temp: str) -> None:
         with open(temp, "w") as f:
@@ -141,11 +171,7 @@ def to_pt(graph: Graph, path: str | Path, *, curve: FaithfulnessCurve | None = N
     document = {"cfg": _cfg(graph), "src_nodes": graph.sender_names, "dst_nodes": graph.receiver_names,
                 "edges_scores": graph.scores.detach().to("cpu", torch.float32).clone(),
                 "edges_in_graph": graph.in_graph.to("cpu").clone(), "nodes_in_graph": graph.nodes_in_graph.to("cpu").clone()}
-    faithfulness = curve_document(curve)
-    if faithfulness is not None:
-        document["faithfulness"] = faithfulness
-    if computed_on is not None:
-        document["task"] = check_extras({"task": computed_on}, "computed_on")["task"]
+    document.update(extras_document(graph, curve, computed_on, EAP_IG_PT_KEYS))
     _write_atomic(path, lambda temp: torch.save(document, temp))
     return path
 
@@ -285,7 +311,13 @@ def from_document(document: Any, where: str = "the graph", model: Model | Graph 
         raise UserError(f"{where}: {len(missing)} of the {len(index)} edges of a {graph.n_layers}-layer, "
                         f"{graph.n_heads}-head graph are missing (first: {', '.join(missing[:3])}); EAP-IG's to_json "
                         "and minineo write every edge, so this file was cut or is for another shape")
+    graph.extras = _extras(document, EAP_IG_JSON_KEYS, where)
     return graph
+
+
+def _extras(document: dict, keys: tuple[str, ...], where: Path | str) -> dict[str, Any]:
+    """A file's top-level keys other than EAP-IG's `keys`, in its order, checked (`check_extras`): `Graph.extras`."""
+    return check_extras({k: v for k, v in document.items() if k not in keys}, where)
 
 
 def _check_consistent(graph: Graph, where: Path | str, field: str, listed: Collection[str] | None = None) -> None:
@@ -357,19 +389,11 @@ def check_extras(extras: dict[str, Any], where: Path | str) -> dict[str, Any]:
 
 @checks.typed
 def read_file(path: str | Path, model: Model | Graph | None = None) -> tuple[Graph, dict[str, Any]]:
-    """(the Graph, the file's other top-level keys) of an EAP-IG graph file, JSON or `.pt` by its extension: the
-    extra keys are minineo's optional ones ("faithfulness", see `curve_document`; "task", see `task_document`),
-    which EAP-IG ignores, checked (`check_extras`). `model` as in `from_json`."""
-    path = _existing(path)
-    if _suffix(path) == ".json":
-        document = _read_json(path)
-        graph = from_document(document, str(path), model)
-        keys = EAP_IG_JSON_KEYS
-    else:
-        document = _read_pt(path)
-        graph = _from_pt_document(document, path, model)
-        keys = EAP_IG_PT_KEYS
-    return graph, check_extras({k: v for k, v in document.items() if k not in keys}, path)
+    """(the Graph, the file's other top-level keys: `graph.extras`) of an EAP-IG graph file, JSON or `.pt` by its
+    extension: the extra keys are minineo's optional ones ("faithfulness", see `curve_document`; "task", see
+    `task_document`), which EAP-IG ignores, checked (`check_extras`). `model` and the errors as in `load_graph`."""
+    graph = load_graph(path, model)
+    return graph, graph.extras
 
 
 def _score(value: Any, where: str) -> float:
@@ -442,6 +466,7 @@ def _from_pt_document(document: Any, path: Path, model: Model | Graph | None) ->
                         f"{graph.sender_names[s]} -> {graph.receiver_names[r]}, which does not feed it: a sender "
                         "reaches only later layers' inputs); the file is damaged, write it again")
     _check_consistent(graph, path, "nodes_in_graph")
+    graph.extras = _extras(document, EAP_IG_PT_KEYS, path)
     return graph
 
 
@@ -452,8 +477,15 @@ def load_graph(path: str | Path, model: Model | Graph | None = None) -> Graph:
     A file that names no model (EAP-IG's own) can be checked by shape only: with `model` given it is read if the
     shape fits, `graph.model` stays None (never filled in from `model`), and minineo.report says on stderr that the
     file carries no identity; the same in from_json and from_pt. Errors as in `from_json` (MissingFileError for a
-    path that does not exist, UserError for a folder, another extension or a damaged file)."""
-    return read_file(path, model)[0]
+    path that does not exist, UserError for a folder, another extension or a damaged file).
+
+    `graph.extras` holds the file's keys beside EAP-IG's, checked (`check_extras`): "task" (the method, score_unit
+    and pairs of the scores), "faithfulness" (the curve) and any other; `save_graph` writes them back, so a file
+    read and written again keeps what it says about its scores (EAP-IG's own files have none: {})."""
+    path = _existing(path)
+    if _suffix(path) == ".json":
+        return from_document(_read_json(path), str(path), model)
+    return _from_pt_document(_read_pt(path), path, model)
 
 
 def _existing(path: str | Path) -> Path:

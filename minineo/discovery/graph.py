@@ -16,8 +16,9 @@ from `input`, layers < l and the heads of layer l; `logits` from every node. Nam
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -50,6 +51,12 @@ class Graph:
     `real_edges` (n_senders, n_receivers) bool marks which pairs are edges. `model` names the model the graph was made
     for (its hub id or folder; checked when a circuit file is read back); `model_asserted` is True when that name
     was given by the user for a file that carried none (not checked: files write it as `cfg.model_asserted`).
+
+    `extras` is what a circuit file records beside EAP-IG's keys (minineo's "task": the method, score_unit and pairs
+    the scores were computed on; "faithfulness": the curve; any other top-level key, e.g. "data"): `load_graph` /
+    `from_json` / `from_pt` fill it, `save_graph` / `to_json` / `to_pt` write it back, and `copy` copies it. It
+    describes the scores, so giving the graph new scores (assigning `graph.scores`, as `attribute` and `acdc` do)
+    empties it: a rescored graph never carries another method's record. {} for a graph made here.
     """
 
     n_layers: int
@@ -63,6 +70,12 @@ class Graph:
     real_edges: torch.Tensor = field(init=False, repr=False)
     # (pos, n_senders, n_receivers) float32 per-(edge, position) scores, set by attribute(per_position=True); else None
     position_scores: torch.Tensor | None = field(default=None, init=False, repr=False)
+    extras: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scores" and "scores" in self.__dict__:  # new scores: the file's record of the old ones is stale
+            self.__dict__["extras"] = {}
+        super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model"):
@@ -236,6 +249,7 @@ class Graph:
         new = Graph(self.n_layers, self.n_heads, self.d_model, self.model, model_asserted=self.model_asserted)
         new.scores, new.in_graph, new.nodes_in_graph = self.scores.clone(), self.in_graph.clone(), self.nodes_in_graph.clone()
         new.position_scores = None if self.position_scores is None else self.position_scores.clone()
+        new.extras = copy.deepcopy(self.extras)
         return new
 
 

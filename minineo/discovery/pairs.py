@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
 from minineo import checks, report
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -68,17 +68,59 @@ class Pairs:
             same |= self.attention_mask == 0
         return same.all(1)
 
-    def __getitem__(self, index: slice | torch.Tensor) -> Pairs:
-        """The pairs at `index` (a slice, an int, or an index tensor); UserError for an index outside 0..n-1."""
-        if checks.is_integer(index):  # one pair, kept as a batch of one
-            i = checks.integer(index, "pair index", low=-len(self), high=len(self) - 1)
-            index = slice(i, i + 1 if i != -1 else None)
-        elif isinstance(index, torch.Tensor) and not index.dtype.is_floating_point and index.dtype != torch.bool \
-                and index.numel() and (int(index.max()) >= len(self) or int(index.min()) < -len(self)):
-            raise UserError(f"pair index {checks.describe(index)} reaches outside the {len(self)} pairs "
-                            f"(0..{len(self) - 1})")
-        mask = None if self.attention_mask is None else self.attention_mask[index]
-        return Pairs(self.clean[index], self.corrupted[index], mask, self.answer[index], self.wrong[index])
+    def __getitem__(self, index: int | slice | list | torch.Tensor) -> Pairs:
+        """The pairs at `index`, always a Pairs (an int gives a batch of one): an int, a slice, a list of ints, a 1-d
+        integer tensor, or a bool mask of length n (a list or a tensor), as torch indexes them (a negative index
+        counts from the end). UserError naming the index and the valid range 0..n-1 for an index outside it, a mask
+        of another length or an index that selects no pair; WrongTypeError (a UserError) for any other index."""
+        rows = self._rows(index)
+        mask = None if self.attention_mask is None else self.attention_mask[rows]
+        return Pairs(self.clean[rows], self.corrupted[rows], mask, self.answer[rows], self.wrong[rows])
+
+    def _rows(self, index: Any) -> slice | torch.Tensor:
+        """`index` as a slice (positive step: views) or a 1-d long tensor of rows in 0..n-1, at least one row."""
+        n = len(self)
+        valid = f"the {n} pair{'s' * (n != 1)} are 0..{n - 1} (or -{n}..-1 from the end)"
+        shown = _shown(index)
+        if checks.is_integer(index):  # one pair, kept as a batch of one (a 0-d integer tensor included)
+            i = int(index)
+            if not -n <= i < n:
+                raise UserError(f"pair index {shown} is out of range: {valid}")
+            return slice(i, i + 1 if i != -1 else None)
+        if isinstance(index, slice):
+            try:
+                selected = range(n)[index]
+            except (TypeError, ValueError) as err:  # a float bound, a step of 0
+                raise WrongTypeError(f"pair index {shown} is not a slice of pairs ({err}); give whole-number bounds "
+                                     f"and a nonzero step: {valid}") from None
+            if not selected:
+                raise UserError(f"pair index {shown} selects no pair: {valid}")
+            return index if selected.step > 0 else torch.tensor(list(selected))
+        if isinstance(index, list):
+            if index and all(isinstance(i, bool) for i in index):
+                index = torch.tensor(index)
+            elif all(checks.is_integer(i) for i in index):
+                index = torch.tensor([int(i) for i in index], dtype=torch.long)
+            else:
+                raise WrongTypeError(f"pair index {shown} must be a list of whole numbers (or of True/False, a "
+                                     f"mask): {valid}")
+        if not isinstance(index, torch.Tensor) or index.dtype.is_floating_point or index.dtype.is_complex:
+            raise WrongTypeError(f"pair index {shown} is not an index of pairs; give an int, a slice, a list of ints, "
+                                 f"an integer tensor or a bool mask of length {n}: {valid}")
+        index = index.to(self.clean.device)
+        if index.dtype == torch.bool:
+            if index.shape != (n,):
+                raise UserError(f"pair mask {shown} must be 1-d of length {n}, one True/False per pair: {valid}")
+            if not bool(index.any()):
+                raise UserError(f"pair mask {shown} selects no pair (every value is False): {valid}")
+            return index.nonzero().flatten()
+        if index.ndim != 1:
+            raise UserError(f"pair index {shown} must be 1-d, one index per pair selected: {valid}")
+        if not index.numel():
+            raise UserError(f"pair index {shown} selects no pair: {valid}")
+        if int(index.max()) >= n or int(index.min()) < -n:
+            raise UserError(f"pair index {shown} reaches outside the pairs: {valid}")
+        return index.long()
 
     def batches(self, size: int) -> Iterator[Pairs]:
         """Consecutive slices of at most `size` pairs (UserError unless size is a positive int)."""
@@ -173,6 +215,32 @@ class Pairs:
 
 
 _KEYS = ("clean", "corrupted", "answer", "wrong")
+
+SAME_RUNS = ("so the corrupted run is the clean run: m(full) - m(empty) = 0, and faithfulness, normalised by it, "
+             "means nothing")
+
+
+def check_prompts_differ(pairs: Pairs, consequence: str = SAME_RUNS, name: str = "pairs") -> int:
+    """UserError when every pair's clean and corrupted prompts are the same tokens (`Pairs.same_prompts`): then
+    corrupting changes nothing, so the metric's gap m(full) - m(empty) is 0 and every edge score is 0, whatever the
+    answers. The message names `name` (the argument, or the CLI's option), says `consequence` (what it means for
+    the caller; default: the gap) and the fix, "give pairs whose prompts differ". The one check of attribute,
+    faithfulness, faithfulness_curve, mib_scores and `minineo discover`, made before any forward pass. Returns how
+    many pairs have the same prompts (fewer than all), for a caller that says so."""
+    same, n = int(pairs.same_prompts().sum()), len(pairs)
+    if same == n:
+        what = f"all {n} pairs have" if n > 1 else "the one pair has"
+        raise UserError(f"{name}: {what} the same clean and corrupted prompts, {consequence}; give pairs whose "
+                        "prompts differ")
+    return same
+
+
+def _shown(index: Any) -> str:
+    """A pair index as a message shows it: its values (a tensor's too, and its dtype), cut at 60 characters."""
+    if isinstance(index, torch.Tensor):
+        values = index.tolist() if index.numel() <= 20 else f"{index.flatten()[:20].tolist()}..."
+        return f"{values} ({index.dtype} tensor of shape {tuple(index.shape)})"
+    return checks.describe(index)
 
 
 def _quoted(text: str, limit: int = 60) -> str:
