@@ -139,3 +139,41 @@ def test_patch_table_shows_no_negative_zero():
                                       "--site", "resid_pre", "--per", "pos", "--top", "60"])
     assert result.exit_code == 0, result.output
     assert "-0.000" not in result.output and "0.000" in result.output, result.output
+
+
+def test_patch_with_identical_prompts_says_the_prompts_are_the_same_not_the_answers():
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    result = CliRunner().invoke(app, ["patch", CLEAN.strip(), CLEAN.strip(), "--answer", " Mary", "--wrong", " John"])
+    assert result.exit_code == 1
+    assert "the two prompts are the same tokens; give a corrupted prompt that differs" in " ".join(result.output.split())
+
+
+def test_acdc_on_pairs_with_the_same_prompts_is_refused_with_kl_too():
+    from minineo.discovery import Pairs, acdc
+
+    model = minineo.load("tiny-gpt2")
+    pairs = Pairs.from_text(model, [CLEAN], [CLEAN], ["M"], ["J"])
+    for kl in (False, True):
+        with pytest.raises(UserError, match="acdc: the one pair has the same clean and corrupted prompts"):
+            acdc(model, pairs, kl=kl)
+
+
+def test_the_circuit_page_of_a_loaded_graph_keeps_its_files_words(tmp_path):
+    """views.circuit(load_graph(file)) reads the same task record as views.circuit(file)."""
+    from minineo import views
+    from minineo.discovery import load_graph
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    out = tmp_path / "acdc.json"
+    result = CliRunner().invoke(app, ["discover", "--model", "tiny-gpt2", "--task", "induction", "--n", "4",
+                                      "--method", "acdc", "--kl", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = minineo.load("tiny-gpt2")
+    from_file = views.circuit(out).html
+    from_graph = views.circuit(load_graph(out, model)).html
+    assert "ACDC" in from_file and "KL divergence" in from_graph and "ACDC" in from_graph

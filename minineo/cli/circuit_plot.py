@@ -19,6 +19,7 @@ import textwrap
 from typing import Any
 
 from minineo.cli import plots
+from minineo.cli.display import number
 from minineo.discovery.faithfulness import FaithfulnessCurve
 from minineo.discovery.graph import Graph
 from minineo.views.circuit import ScoreKey, score_key
@@ -37,9 +38,7 @@ WIDE = 11.0  # inches: a figure this wide has its legend in three columns; a nar
 def fixed(value: float, digits: int = 3, signed: bool = False) -> str:
     """`value` at `digits` decimals (with its sign when `signed`), as the plot and `minineo discover` print
     faithfulness: a value that rounds to zero prints as 0.000 (+0.000), never -0.000."""
-    form = f"{'+' if signed else ''}.{digits}f"
-    text = format(value, form)
-    return format(0.0, form) if float(text) == 0 else text
+    return number(value, digits, signed)
 
 
 def positions(graph: Graph) -> dict[str, tuple[float, float]]:

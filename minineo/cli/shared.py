@@ -388,8 +388,11 @@ def normalised_logit_diff(m, clean_tokens: torch.Tensor, corrupted_tokens: torch
 
     clean_ld, corrupted_ld = float(logit_diff(m(clean_tokens))), float(logit_diff(m(corrupted_tokens)))
     if abs(clean_ld - corrupted_ld) < 1e-6:
+        fix = ("the two prompts are the same tokens; give a corrupted prompt that differs"
+               if torch.equal(clean_tokens, corrupted_tokens) else
+               "choose a corrupted prompt that changes the model's preference between the answers")
         raise UserError(f"the logit difference {show(answer)} - {show(wrong)} is the same on both prompts "
-                        f"({signed(clean_ld, 4)}), so nothing can be recovered; choose prompts whose answers differ")
+                        f"({signed(clean_ld, 4)}), so nothing can be recovered; {fix}")
     from minineo import checks, report
 
     for message in checks.metric_gap_warnings(clean_ld, corrupted_ld, "the clean logit difference",

@@ -44,7 +44,7 @@ from minineo import progress, report
 from minineo.discovery import circuits
 from minineo.discovery.faithfulness import full_metric
 from minineo.discovery.graph import Graph
-from minineo.discovery.pairs import Metric, Pairs, logit_diff
+from minineo.discovery.pairs import Metric, Pairs, check_prompts_differ, logit_diff
 from minineo.discovery.engine import Recording
 from minineo.discovery.files import model_identity
 from minineo.discovery.patched import check_graph, check_pairs
@@ -309,6 +309,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
     whose decisions contradict its own threshold, mode and scores (naming the edge), pairs whose clean and corrupted
     runs agree."""
     check_pairs(pairs, metric, batch_size, model)
+    check_prompts_differ(pairs, name="acdc")  # (with kl too: every circuit's divergence would be 0)
     checks.one_of(on_empty, "on_empty", ("warn", "raise"))
     if graph is not None:
         check_graph(model, graph, "graph")  # attribute's and evaluate's check: another model's graph is refused
@@ -328,7 +329,7 @@ def acdc(model: Model, pairs: Pairs, metric: Metric = logit_diff, *, threshold: 
         empty = run.mean(Graph(graph.n_layers, graph.n_heads, graph.d_model), metric)
         if abs(full - empty) < 1e-6 * max(1.0, abs(full)):
             raise UserError(f"the metric is the same on the clean and the corrupted prompts ({full:+.4f}); ACDC "
-                            "has nothing to keep; choose pairs whose answers differ")
+                            "has nothing to keep; choose pairs whose corrupted prompt changes the metric (makes the model prefer the wrong answer more)")
         scale = full - empty
         measure = lambda c: run.mean(c, metric)
 

@@ -123,7 +123,7 @@ def normalised(value: float, full: float, empty: float) -> float:
     """(value - empty) / (full - empty); UserError when the clean and corrupted runs agree (nothing to recover)."""
     if abs(full - empty) < 1e-6 * max(1.0, abs(full)):
         raise UserError(f"the metric is the same on the clean and the corrupted prompts ({full:+.4f} and {empty:+.4f}), "
-                        "so no circuit can be faithful or not; choose pairs whose answers differ")
+                        "so no circuit can be faithful or not; choose pairs whose corrupted prompt changes the metric (makes the model prefer the wrong answer more)")
     return (value - empty) / (full - empty)
 
 

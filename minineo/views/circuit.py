@@ -57,7 +57,7 @@ def _read(graph: str | Path | dict | Graph) -> tuple[Graph, dict, str]:
     (minineo.discovery.files: one check of EAP-IG's names, edge set and cfg for files, dicts and `.pt` alike)."""
     if isinstance(graph, Graph):  # what minineo.discovery returned, drawn without a file in between
         check_finite_scores(graph, "views.circuit")  # (a file's reader refuses them already)
-        return graph, {}, "the graph"
+        return graph, dict(graph.extras), "the graph"  # what its file recorded (task, faithfulness), if it was read
     if isinstance(graph, dict):
         extras = {k: v for k, v in graph.items() if k not in files.EAP_IG_JSON_KEYS}
         return files.from_document(graph, "the graph"), extras, "the graph"
