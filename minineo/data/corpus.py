@@ -25,6 +25,7 @@ every document lacks it is an error. The `datasets` library is the optional extr
 from __future__ import annotations
 
 import glob as globlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -48,7 +49,18 @@ def require_datasets():
         import datasets
     except ImportError:
         raise UserError(f"reading a corpus needs the `datasets` library, which is not installed; {INSTALL_HINT} adds it") from None
+    # its JSON reader logs the parse error it is about to raise; minineo reports that error itself (one error: line)
+    json_logger = logging.getLogger("datasets.packaged_modules.json.json")
+    if not any(isinstance(f, _ReportedHere) for f in json_logger.filters):
+        json_logger.addFilter(_ReportedHere())
     return datasets
+
+
+class _ReportedHere(logging.Filter):
+    """Drops datasets' "Failed to load JSON from file ..." line: _read_batches turns the error into a UserError."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load JSON from file")
 
 
 # ---- reading ----------------------------------------------------------------------------------------
