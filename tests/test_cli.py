@@ -46,7 +46,10 @@ def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
     result = invoke("download", "gpt2", "--cache-dir", str(tmp_path))
     assert result.exit_code == 1
     text = " ".join(result.output.split())
-    assert "could not be reached" in text and "minineo download gpt2" in text
+    assert "could not download 'gpt2': the hub cannot be reached (HF_HUB_OFFLINE is set)" in text
+    assert "run this command on a machine with network" in text and "models--gpt2" in text
+    # not the loading message: it told this very command to run itself, and looked for a folder named gpt2
+    assert "minineo download gpt2" not in text and "no folder" not in text
 
 
 def test_unknown_model_is_a_clear_error(monkeypatch):

@@ -86,6 +86,16 @@ def _downloading(cache: Path, name: str):
     return outputs.claim(cache / f"models--{name.replace('/', '--')}", f"the hub cache's copy of {name}", wait=True)
 
 
+class NotCachedOffline(MissingFileError):
+    """A hub model that is not in the cache while the hub cannot be reached (`name`, the `cache` folder, why:
+    `offline_reason`); `minineo download` words its own message from these."""
+
+    def __init__(self, name: str, cache: Path, message: str) -> None:
+        super().__init__(message)
+        self.name, self.cache = name, cache
+        self.offline_reason = "HF_HUB_OFFLINE is set" if offline() else "no network"
+
+
 def _snapshot(name: str, revision: str | None, cache: Path, no_folder: str) -> Path:
     try:
         folder = snapshot_download(
@@ -99,7 +109,7 @@ def _snapshot(name: str, revision: str | None, cache: Path, no_folder: str) -> P
             f"give a folder with config.json and *.safetensors, a hub id like 'gpt2', or an embedded model ({' / '.join(EMBEDDED)})"
         ) from err
     except LocalEntryNotFoundError as err:
-        raise MissingFileError(
+        raise NotCachedOffline(name, cache, 
             f"model {name!r} is not in the hub cache {cache} and the hub could not be reached "
             f"({'HF_HUB_OFFLINE is set' if offline() else 'no network'}); {no_folder}if it is a hub id, "
             f"on a machine with network run "

@@ -14,6 +14,7 @@ from minineo.checkpoints import hub
 from minineo.cli.display import plural, quote, show, show_token, titled_table, token_texts
 from minineo.cli.shared import (DeviceOption, ModelOption, app, check_options, console, fail, load_or_exit, output_path,
                                 prompt_tokens, working)
+from minineo.errors import UserError
 from minineo.record import sites
 
 
@@ -116,5 +117,12 @@ def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Op
 def download(name: str, cache_dir: Optional[Path] = typer.Option(None, help="default: $MININEO_CACHE or weights_cache/"),
              revision: Optional[str] = None) -> None:
     """Fetch a hub model (config, safetensors, tokenizer) into the cache, with a progress bar."""
-    folder = hub.resolve(name, cache_dir, revision)
+    try:
+        folder = hub.resolve(name, cache_dir, revision)
+    except hub.NotCachedOffline as err:  # in this command's words: no folder to look for, no "run download"
+        models = f"models--{err.name.replace('/', '--')}"
+        raise UserError(f"could not download {err.name!r}: the hub cannot be reached ({err.offline_reason}) and the "
+                        f"hub cache {err.cache} does not hold it yet; run this command on a machine with network and "
+                        f"copy its {models} folder into {err.cache}, or point MININEO_CACHE (or --cache-dir) at a hub "
+                        "cache that holds it") from None
     console.print(f"{escape(name)} is in {escape(str(folder))}")
