@@ -18,3 +18,19 @@ def test_a_corpus_that_is_not_json_is_one_error_line_and_nothing_else(tmp_path):
     assert done.returncode == 1
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert lines[0].startswith("error: could not read the corpus") and "Failed to load JSON" not in done.stderr, lines
+
+
+@pytest.mark.parametrize("command", ["patch", "path-patch"])
+def test_the_patching_pages_say_which_tokens_the_logit_difference_compares(tmp_path, command):
+    """' Mary' and ' John' are several tokens for the shipped byte-level models: the page says the tokens compared
+    (M vs J), as the command's own line does, not only the answers."""
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    page = tmp_path / "p.html"
+    result = CliRunner().invoke(app, [command, "When Mary and John went to the store, John gave a drink to",
+                                      "When Mary and John went to the store, Mary gave a drink to", "--answer", " Mary",
+                                      "--wrong", " John", "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    assert "compared on M vs J, their first differing tokens" in page.read_text()

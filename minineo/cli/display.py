@@ -39,6 +39,18 @@ def show(text: str, limit: int = SHOWN) -> str:
     return escape(shown if len(text) <= limit else f"{shown}… ({len(text)} characters)")
 
 
+def plain_token(m, token_id: int) -> str:
+    """A token's text as `show` writes it (a space is ␣), without rich's markup escapes: for a page or a plot."""
+    return visible(token_text(m, token_id)).replace(" ", "␣")
+
+
+def compared_on(m, answer: str, wrong: str, answer_id: int, wrong_id: int) -> str:
+    """What a logit difference of two answers reads, for a page: "' Mary' over ' John' (compared on M vs J, their
+    first differing tokens)"; answers past 40 characters are cut (`clip`)."""
+    return (f"{clip(answer)} over {clip(wrong)} (compared on {plain_token(m, answer_id)} vs "
+            f"{plain_token(m, wrong_id)}, their first differing tokens)")
+
+
 def show_token(m, token_id: int) -> str:
     """`show` of one token id's `token_text`."""
     return show(token_text(m, token_id))

@@ -10,7 +10,7 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import show, show_token, signed, titled_table
+from minineo.cli.display import compared_on, show, show_token, signed, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_options,
                                 console, html_path, load_or_exit, normalised_logit_diff, pair_labels, plot_path,
                                 prompt_pair, working)
@@ -80,6 +80,6 @@ def patch(clean: str, corrupted: str,
         views.patching(values, per, tokens=words, name=model,
                        prompt=f"clean: {clean}\ncorrupted: {corrupted}",
                        title=f"Activation patching: {site} per {per}",
-                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of {answer!r} over {wrong!r} when this cell of "
-                              f"the clean run is patched into the corrupted run").save(html)
+                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of "
+                              f"{compared_on(m, answer, wrong, answer_id, wrong_id)} when this cell of the clean run is patched into the corrupted run").save(html)
         console.print(f"wrote {html}")

@@ -10,7 +10,7 @@ import typer
 
 from minineo import analysis
 from minineo.cli import plots
-from minineo.cli.display import clip, show, show_token, signed, titled_table
+from minineo.cli.display import clip, compared_on, show, show_token, signed, titled_table
 from minineo.cli.shared import (METRIC_NAME, DeviceOption, HtmlOption, ModelOption, answer_tokens, app, check_positive,
                                 console, html_path, list_items, load_or_exit, normalised_logit_diff, plot_path,
                                 prompt_pair)
@@ -95,6 +95,7 @@ def path_patch(clean: str, corrupted: str,
 
         views.patching(grid, "head", name=model, prompt=f"clean: {clean}\ncorrupted: {corrupted}",
                        title=f"Path patching: every head -> {target}", centre=1.0,
-                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of {answer!r} over {wrong!r} when only this head's "
-                              f"path to {target} carries its corrupted output (1 = no effect)").save(html)
+                       metric=f"{METRIC_NAME.replace(chr(10), ' ')} of "
+                              f"{compared_on(m, answer, wrong, answer_id, wrong_id)} when only this head's path to "
+                              f"{target} carries its corrupted output (1 = no effect)").save(html)
         console.print(f"wrote {html}")
