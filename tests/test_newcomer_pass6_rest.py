@@ -34,3 +34,20 @@ def test_the_patching_pages_say_which_tokens_the_logit_difference_compares(tmp_p
                                       "--wrong", " John", "--html", str(page)])
     assert result.exit_code == 0, result.output
     assert "compared on M vs J, their first differing tokens" in page.read_text()
+
+
+def test_cache_norms_all_show_four_significant_digits():
+    """`minineo cache` printed 53 beside 4.684: every norm now keeps 4 significant digits (53.00)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    result = CliRunner().invoke(app, ["cache", "Hello world"])
+    assert result.exit_code == 0, result.output
+    norms = re.findall(r"│\s+([0-9.e+-]+)(?: \(finite entries\))? │\s*$", result.output, flags=re.M)
+    assert len(norms) > 10
+    for norm in norms:
+        mantissa = norm.split("e")[0].replace(".", "").lstrip("0") or "0"
+        assert len(mantissa) == 4, norm

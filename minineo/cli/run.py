@@ -105,7 +105,7 @@ def cache(prompt: str, model: str = ModelOption, save: Optional[Path] = typer.Op
         table.add_column(column, justify="right" if column == "norm" else "left")
     for name in names:
         value = recorded[name]
-        norm = f"{finite_norm(value):.4g}" + (" (finite entries)" if not bool(value.isfinite().all()) else "")
+        norm = f"{finite_norm(value):#.4g}" + (" (finite entries)" if not bool(value.isfinite().all()) else "")
         table.add_row(name, str(tuple(value.shape)), str(value.dtype).removeprefix("torch."), norm)
     console.print(table)
     if save is not None:
