@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from minineo import checks
-from minineo.errors import UserError
+from minineo.errors import UserError, WrongTypeError
 
 if TYPE_CHECKING:
     from minineo.forward.model import Model
@@ -65,8 +65,12 @@ class FactoredMatrix:
     @property
     def BA(self) -> torch.Tensor:
         """(..., r, r): it has the nonzero eigenvalues of AB (square products only)."""
-        if self.A.shape[-2] != self.B.shape[-1]:
-            raise UserError(f"BA needs a square product; this one is {tuple(self.shape[-2:])}")
+        m, n = self.A.shape[-2], self.B.shape[-1]
+        if m != n:
+            r = self.A.shape[-1]
+            raise UserError(f"FactoredMatrix: eigenvalues (and BA) need the product AB to be square; AB is {(m, n)}, "
+                            f"not square (BA, {(r, r)}, is computed from factors A {tuple(self.A.shape)} and "
+                            f"B {tuple(self.B.shape)}, and has AB's eigenvalues only when AB is square)")
         return self.B @ self.A
 
     @property
@@ -97,6 +101,18 @@ class FactoredMatrix:
             return ((other[None, :] @ self.A) @ self.B)[..., 0, :]  # (..., n)
         _check_inner(other.shape, self.shape, "@")
         return FactoredMatrix(other @ self.A, self.B)
+
+    def __len__(self) -> int:
+        """The size of the first batch dimension (layers, for qk_circuit / ov_circuit), as a tensor's len."""
+        batch = tuple(self.shape[:-2])
+        if not batch:
+            raise WrongTypeError(f"FactoredMatrix of shape {tuple(self.shape)} has no batch dimension, so no len() "
+                                 f"and no iteration; use it whole (its .AB, .svd(), @ ...)")
+        return batch[0]
+
+    def __iter__(self):
+        """The FactoredMatrix of each index of the first batch dimension: `for layer in ov_circuit(model)`."""
+        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, index) -> FactoredMatrix:
         """Index the batch dimensions: `ov[layer, head]` is one head's (d_model x d_model) circuit.

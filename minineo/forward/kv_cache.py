@@ -18,6 +18,7 @@ import torch
 
 from minineo.forward.attention import allowed_keys, window_masks
 from minineo.config import Config
+from minineo.errors import UserError
 
 
 class KVCache:
@@ -27,7 +28,8 @@ class KVCache:
                  dtype: torch.dtype = torch.float32, static: bool = False, layers: range | None = None):
         """`layers`: the only layers that will run with this cache (default all); the others get no buffers."""
         if max_len > config.n_ctx:
-            raise ValueError(f"a key/value cache of {max_len} positions exceeds the model's context n_ctx={config.n_ctx}")
+            raise UserError(f"max_len={max_len}: a key/value cache of {max_len} positions is longer than the model's "
+                            f"context n_ctx={config.n_ctx}; give max_len <= {config.n_ctx}")
         shape = (batch, max_len, config.n_heads, config.d_head)
         used = range(config.n_layers) if layers is None else layers
         # static: zeros, not empty, as unwritten slots are read (masked), and 0 * garbage could be NaN; a dynamic
@@ -50,8 +52,9 @@ class KVCache:
         `attention_mask` (batch, n_new) marks which of them are padding (0). None means plain causal.
         """
         if self.length + n_new > self.max_len:
-            raise ValueError(f"the key/value cache holds {self.max_len} positions; {self.length} are used and "
-                             f"{n_new} more do not fit: make it larger (max_len)")
+            raise UserError(f"the key/value cache holds max_len={self.max_len} positions; {self.length} are used and "
+                            f"the {n_new} new tokens do not fit: make it larger (model.kv_cache(batch, "
+                            f"max_len={self.length + n_new}))")
         if attention_mask is not None:
             self.key_mask[:, self.length:self.length + n_new] = attention_mask
             self.padded = self.padded or bool((attention_mask == 0).any())
@@ -89,7 +92,8 @@ class KVCache:
         at j * batch + i, as Tensor.repeat), of `layers` only (default: every layer this one holds): a run continued
         from it writes its own buffers, not this cache's."""
         if self.static:
-            raise ValueError("a static key/value cache is captured in place; repeat a dynamic one")
+            raise UserError("a static key/value cache is captured in place and cannot be repeated; repeat a dynamic "
+                            "one (model.kv_cache(batch, max_len, static=False))")
         out = copy.copy(self)
         kept = range(len(self.keys)) if layers is None else layers
         out.keys = [None if t is None or l not in kept else t.repeat(times, 1, 1, 1) for l, t in enumerate(self.keys)]

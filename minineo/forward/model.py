@@ -67,8 +67,9 @@ class Model(nn.Module):
         `stop_at_layer=L` runs blocks 0..L-1 only and returns the residual `blocks.L.resid_pre`
         (batch, pos, d_model) instead (L = n_layers: the last resid_post, before ln_final; -1: before the last block).
         """
-        rec = Recorder(patch=self._resolve_patch(patch))
-        out = self._run(tokens, rec, attention_mask, position_ids, explicit, self._stop_layer(stop_at_layer))
+        stop = self._stop_layer(stop_at_layer)
+        rec = Recorder(patch=self._check_reached(self._resolve_patch(patch), stop, stop_at_layer, "patch"))
+        out = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         rec.check_patches(out)
         return out
 
@@ -83,10 +84,16 @@ class Model(nn.Module):
         `names` is a list of names, one name, or a predicate on names. Every attention layer uses the
         fused kernel unless `explicit=True` or its scores/pattern are patched: patterns, scores, normalised
         residuals, resid_mid and mlp.post are computed on access, bit-identically (minineo.record.lazy_sites). With
-        `stop_at_layer` (see `forward`) the residual replaces the logits and only the sites that ran are recorded.
+        `stop_at_layer` (see `forward`) the residual replaces the logits and only the sites that ran are recorded:
+        names=None or a predicate keeps what ran; names listed explicitly (and patches) at sites that never run
+        before that layer are a UserError.
         """
         stop = self._stop_layer(stop_at_layer)
-        rec, lazy, helpers = self._recorder(self._resolve_names(names), self._resolve_patch(patch))
+        keep = self._resolve_names(names)
+        if names is not None and not callable(names):
+            self._check_reached(keep, stop, stop_at_layer, "names")
+        patch = self._check_reached(self._resolve_patch(patch), stop, stop_at_layer, "patch")
+        rec, lazy, helpers = self._recorder(keep, patch)
         logits = self._run(tokens, rec, attention_mask, position_ids, explicit, stop)
         rec.check_patches(logits)
         return logits, self._cache(rec, lazy, helpers)
@@ -169,6 +176,23 @@ class Model(nn.Module):
         if stop_at_layer is None:
             return None
         return checks.layer_boundary(stop_at_layer, self.config.n_layers, "stop_at_layer")
+
+    def _check_reached(self, names, stop: int | None, stop_at_layer: int | None, what: str):
+        """`names` (canonical site names, or a patch dict keyed by them) unchanged, or a UserError naming those a
+        forward stopped before block `stop` never computes (blocks stop.. and everything after them)."""
+        if stop is None or not names:
+            return names
+        def runs(name: str) -> bool:
+            return int(name.split(".")[1]) < stop if name.startswith("blocks.") else name in ("embed", "pos_embed")
+        order = sites.all_names(self.config, include_on_request=True)
+        missed = sorted((name for name in names if not runs(name)), key=order.index)
+        if missed:
+            ran = f"blocks 0..{stop - 1} run" if stop > 0 else "no block runs"
+            effect = "they would never be recorded" if what == "names" else "their patches would never be applied"
+            raise UserError(f"{what}: {missed} never run with stop_at_layer={stop_at_layer} ({ran}, then "
+                            f"blocks.{stop}.resid_pre is returned), so {effect}; drop them, or stop at a later "
+                            f"layer (stop_at_layer=None runs to the logits)")
+        return names
 
     @checks.typed
     def token_batch(
@@ -253,7 +277,11 @@ class Model(nn.Module):
         only those positions: logits (selected, d_vocab) in row-major order. `stop_at_layer` (as for `forward`,
         after `layer`) runs blocks layer..stop_at_layer-1 and returns that residual instead of logits.
         """
-        layer = checks.layer(layer, self.config.n_layers, "run_from: layer")
+        n_layers = self.config.n_layers
+        fix = f"this model has layers 0..{n_layers - 1} (or -{n_layers}..-1 counting from the end)"
+        if checks.is_integer(layer) and not isinstance(layer, bool) and int(layer) < 0:  # TransformerLens's: -1 is the last
+            layer = checks.integer(layer, "run_from: layer", low=-n_layers, high=-1, fix=fix) + n_layers
+        layer = checks.layer(layer, n_layers, "run_from: layer", fix=fix)
         resid_pre = checks.tensor(resid_pre, f"run_from: resid_pre (pass a cached blocks.{layer}.resid_pre)",
                                   (None, None, self.config.d_model), dtype=self.W_E.dtype, cast=True,
                                   dims="(batch, pos, d_model)")
@@ -262,6 +290,9 @@ class Model(nn.Module):
             raise UserError(f"run_from: stop_at_layer={stop_at_layer} is not after the start layer {layer}")
         batch, pos, _ = resid_pre.shape
         past = kv.length if kv is not None else 0
+        if kv is not None and past + pos > kv.max_len:
+            raise UserError(f"run_from: the key/value cache holds max_len={kv.max_len} positions; {past} are used and "
+                            f"resid_pre's {pos} more do not fit: make it larger (model.kv_cache(batch, {past + pos}))")
         if attention_mask is not None:
             attention_mask = validate_mask(attention_mask, torch.Size((batch, pos)), resid_pre.device, past)
         record = names is not False and names is not None
@@ -319,8 +350,16 @@ class Model(nn.Module):
         """Continue the sequence held in `kv` by `tokens` (batch, n) at `position_ids` (batch, n).
 
         Their keys and values are written into `kv`; returns the logits of the last position (batch, d_vocab).
-        `attention_mask` (batch, n) marks padding among these tokens. Inputs are trusted (no validation).
+        `attention_mask` (batch, n) marks padding among these tokens. For speed (generate calls this every token)
+        only the shapes are checked, O(1) comparisons with no device sync: tokens (batch, n) of the cache's batch,
+        position_ids (batch or 1, n), attention_mask (batch, n), and that n more positions fit in the cache's
+        max_len; the values (token ids below d_vocab, positions below n_ctx) are trusted.
         """
+        if not (isinstance(tokens, torch.Tensor) and isinstance(position_ids, torch.Tensor) and tokens.dim() == 2
+                and position_ids.dim() == 2 and position_ids.shape[1] == tokens.shape[1]
+                and tokens.shape[0] == kv.key_mask.shape[0] and position_ids.shape[0] in (1, tokens.shape[0])
+                and (attention_mask is None or attention_mask.shape == tokens.shape)):
+            self._decode_shape_error(tokens, kv, position_ids, attention_mask)
         masks = kv.masks(tokens.shape[1], attention_mask)
         if kv.static and self._compiled_decode is not None:
             try:
@@ -335,6 +374,23 @@ class Model(nn.Module):
             logits = self._decode_core(tokens, position_ids, masks, kv)
         kv.advance(tokens.shape[1])
         return logits
+
+    def _decode_shape_error(self, tokens, kv: KVCache, position_ids, attention_mask) -> None:
+        """The UserError for decode's inputs of the wrong shapes (the check itself stays inline, cheap)."""
+        batch = kv.key_mask.shape[0]
+        for name, value in (("tokens", tokens), ("position_ids", position_ids)):
+            if not isinstance(value, torch.Tensor) or value.dim() != 2:
+                raise UserError(f"decode: {name} must be a (batch, n) tensor, got {checks.describe(value)}; e.g. "
+                                f"tokens[:, -1:] and position_ids of the same shape")
+        if tokens.shape[0] != batch:
+            raise UserError(f"decode: tokens {tuple(tokens.shape)} have {tokens.shape[0]} rows but the key/value cache "
+                            f"was made for batch={batch}; make it with model.kv_cache({tokens.shape[0]}, max_len)")
+        if position_ids.shape[1] != tokens.shape[1] or position_ids.shape[0] not in (1, tokens.shape[0]):
+            raise UserError(f"decode: position_ids {tuple(position_ids.shape)} do not match tokens "
+                            f"{tuple(tokens.shape)}; give one position per token, (batch or 1, {tokens.shape[1]}), "
+                            f"e.g. torch.arange(past, past + {tokens.shape[1]})[None]")
+        raise UserError(f"decode: attention_mask {checks.describe(attention_mask)} does not match tokens "
+                        f"{tuple(tokens.shape)}; give one (batch, n) mask of 1 (real) and 0 (padding), or None")
 
     def _decode_core(
         self, tokens: torch.Tensor, position_ids: torch.Tensor, masks: dict[int | None, torch.Tensor | None], kv: KVCache,

@@ -44,7 +44,16 @@ class Cache(Mapping):
 
     def _key(self, key: str | tuple[str, int]) -> str:
         if isinstance(key, tuple):
+            if len(key) != 2:
+                raise UnknownNameError(f"cache[{', '.join(map(repr, key))}]: give a name, or a (site, layer) pair such "
+                                       f"as cache['pattern', 0]")
             site, layer = key
+            n_layers = self.config.n_layers
+            if checks.is_integer(layer) and not isinstance(layer, bool) and int(layer) < 0:
+                if int(layer) < -n_layers:  # TransformerLens's negative layers: -1 is the last
+                    raise UnknownNameError(f"cache[{site!r}, {int(layer)}]: layer {int(layer)} does not exist; this "
+                                           f"model has layers 0..{n_layers - 1} (or -{n_layers}..-1 from the end)")
+                layer = int(layer) + n_layers
             key = f"blocks.{layer}.{sites.block_site(site)}"
         return sites.resolve(key, self.config)
 
