@@ -23,17 +23,25 @@ METHODS = ("zero", "mean", "resample")
 HEAD_SCORE_UNITS = "attention to the target keys (probability, 0..1)"  # induction, previous- and duplicate-token scores
 
 
-def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False) -> Table:
-    """The `top` heads by the first score (largest first, or most negative first), every score as a column."""
+NOT_SCORED = "–"  # a score with nothing to measure (NaN): never printed as 0.000
+
+
+def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False,
+                fmt=number) -> Table:
+    """The `top` heads by the first score (largest first, or most negative first), every score as a column.
+
+    `fmt`: display.number (scores) or display.signed (changes). A NaN (not scored) is NOT_SCORED, ranked last."""
     table = titled_table(title)
     table.add_column("head")
     for name in scores:
         table.add_column(name, justify="right")
-    first = next(iter(scores.values()))
+    first = next(iter(scores.values())).float()
     n_heads = first.shape[1]
-    for index in first.flatten().argsort(descending=not ascending)[:top].tolist():
+    key = first.nan_to_num(nan=float("inf") if ascending else float("-inf"))  # NaN last in either order
+    for index in key.flatten().argsort(descending=not ascending, stable=True)[:top].tolist():
         layer, head = divmod(index, n_heads)
-        table.add_row(f"L{layer}H{head}", *[number(s[layer, head]) for s in scores.values()])
+        table.add_row(f"L{layer}H{head}", *[NOT_SCORED if bool(s[layer, head].isnan()) else fmt(s[layer, head])
+                                            for s in scores.values()])
     return table
 
 
@@ -149,7 +157,7 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
     if needed > m.config.n_ctx:
         fail(f"--seq-len {seq_len} needs {needed} positions (the sequence twice{', plus BOS' if bos else ''}) but "
              f"{model} reads at most n_ctx={m.config.n_ctx}; use --seq-len {(m.config.n_ctx - int(bos)) // 2} or less")
-    prompt_ids = prompt_tokens(m, prompt, model) if prompt else None
+    prompt_ids = prompt_tokens(m, prompt, model) if prompt is not None else None  # "": BOS alone, as `lens ""`
     tokens = analysis.repeated_tokens(m, seq_len, n_seqs, seed, bos)
     with torch.inference_mode():
         scores = analysis.head_scores(m, tokens, repeated_len=seq_len)
@@ -166,11 +174,17 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
         named_prompt = {"induction": on_prompt.induction, "previous token": on_prompt.previous_token,
                         "duplicate token": on_prompt.duplicate_token}
         console.print(heads_table(f"heads by induction score on {quote(prompt)}", named_prompt, top))
+        missing = [name for name, value in named_prompt.items() if bool(value.isnan().all())]
+        if missing:
+            why = ("the prompt is a single token (no earlier position, no repeated token)" if prompt_ids.shape[1] < 2
+                   else "the prompt has no repeated token (no query attends back to an earlier copy)")
+            console.print(f"[yellow]note:[/yellow] {', '.join(missing[:-1]) + ' and ' * (len(missing) > 1) + missing[-1]} {'score is' if len(missing) == 1 else 'scores are'} "
+                          f"not defined on the prompt ({NOT_SCORED}): {why}")
         plotted |= {f"{name}\n(on the prompt)": value for name, value in named_prompt.items()}
     if plot:
         what = "repeated random tokens" + (" (top row) and the prompt (bottom row)" if prompt_ids is not None else "")
         plots.head_heatmaps(plotted, plot, title=f"{model}: head scores on {what}", columns=3,
-                            colorbar=HEAD_SCORE_UNITS)
+                            colorbar=HEAD_SCORE_UNITS, unscored="not scored: no query to measure")
         console.print(f"wrote {escape(str(plot))}")
 
 

@@ -61,11 +61,17 @@ def _position_ticks(ax, labels: list[str], width_in: float, axis: str = "x", kee
 
 
 def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diverging: bool = False,
-                  columns: int | None = None, colorbar: str | dict[str, str] = "") -> None:
+                  columns: int | None = None, colorbar: str | dict[str, str] = "",
+                  unscored: str = "not scored") -> None:
     """One layer x head heatmap per score, `columns` per row (default: all in one row).
 
     `colorbar`: the colour bar's label (the quantity and its unit), one for all panels or one per score name.
+    NaN cells (not scored) are drawn hatched in grey, outside the colour scale, and named in a legend under their
+    panel with the `unscored` text (e.g. UNSCORED_LABEL, "not scored: no path"), never as a colour of the scale.
     """
+    import numpy as np
+    from matplotlib.patches import Patch, Rectangle
+
     plt = _pyplot()
     columns = min(columns or len(scores), len(scores))
     rows = math.ceil(len(scores) / columns)
@@ -75,9 +81,17 @@ def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diver
         ax.set_visible(False)
     for ax, (name, values) in zip(axes.flat, scores.items()):
         values = values.detach().float().cpu()
-        limit = float(values.abs().max()) or 1.0
-        image = ax.imshow(values.numpy(), cmap="RdBu" if diverging else "viridis", vmin=-limit if diverging else None,
-                          vmax=limit if diverging else None, aspect="auto")
+        hidden = values.isnan()
+        scored = values[~hidden]
+        limit = (float(scored.abs().max()) if scored.numel() else 0.0) or 1.0
+        cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=UNSCORED_COLOUR)
+        image = ax.imshow(np.ma.masked_array(values.numpy(), mask=hidden.numpy()), cmap=cmap,
+                          vmin=-limit if diverging else None, vmax=limit if diverging else None, aspect="auto")
+        for row, column in hidden.nonzero().tolist():
+            ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.35", lw=0))
+        if bool(hidden.any()):
+            ax.legend(handles=[Patch(facecolor=UNSCORED_COLOUR, hatch="//", edgecolor="0.35", label=unscored)],
+                      loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False, fontsize="small")
         n_layers, n_heads = values.shape
         ax.set_xticks(range(n_heads))  # whole heads and layers: no fractional ticks
         ax.set_yticks(range(n_layers))
