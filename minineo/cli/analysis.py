@@ -293,7 +293,7 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]
 
 @app.command()
 def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = None, model: str = ModelOption,
-           method: str = typer.Option("zero", help="zero, mean or resample"),
+           method: str = typer.Option("zero", help="zero or mean (resample needs several prompts; ablate reads one)"),
            heads_: Optional[str] = typer.Option(None, "--heads", help="heads to ablate together as LAYER.HEAD, "
                                                 "e.g. '1.0,1.2' (GPT-2's name movers: 9.9,10.0)"),
            top: int = 10, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
@@ -304,6 +304,10 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     check_options(top=(top, ">= 1"))
     if method not in METHODS:
         fail(f"--method {method!r} is unknown; use one of {', '.join(METHODS)}")
+    if method == "resample":
+        fail("--method resample replaces each prompt's head outputs with another prompt's, and `ablate` reads one "
+             "prompt, so there is nothing to resample from; use --method mean or zero (in Python, "
+             "analysis.head_ablation_effects(..., method='resample') on a batch of 2 or more prompts)")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     chosen = parse_heads(heads_, m.config.n_layers, m.config.n_heads) if heads_ else None
@@ -322,11 +326,11 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
             summary += f", with heads {escape(heads_)} {method}-ablated {signed(ablated)}"
         console.print(summary)
         effects = analysis.head_ablation_effects(m, tokens, metric, method)
-        backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method="mean" if method == "mean" else "zero")
+        backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method=method)
     console.print(heads_table(f"single-head {method}-ablation: metric change (most negative = most needed)",
-                              {"change in metric": effects}, top, ascending=True))
+                              {"change in metric": effects}, top, ascending=True, fmt=signed))
     ablated_names = ", ".join(f"L{l}H{h}" for l, h in backup.ablated)
-    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are ablated")
+    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are {method}-ablated")
     for column in ("head", "DLA before", "DLA after", "growth"):
         table.add_column(column, justify="right")
     for (l, h), growth in backup.backups:
