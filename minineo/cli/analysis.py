@@ -368,7 +368,14 @@ def ioi(model: str = ModelOption,
         movers = ", ".join(f"L{layer}H{head}" for layer, head in result.name_movers)
         console.print(f"name movers (largest DLA; their queries are the path receivers): {movers}; path and ablation "
                       "columns are changes in the logit difference")
-    console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
+        last = max(layer for layer, _ in result.name_movers)  # a head reaches a query only from an earlier layer
+        if last < m.config.n_layers:
+            title = next(t for t in scores if t.endswith("queries"))
+            scores[title] = scores[title].clone()
+            scores[title][last:] = float("nan")  # not scored: no path (path-patch hatches the same cells)
+            console.print(f"{plural((m.config.n_layers - last) * m.config.n_heads, 'head')} of layer {last} and later "
+                          f"have no path to the name movers' queries: {NOT_SCORED} in that column (not scored)")
+    console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top, fmt=signed))
     if plot:
         plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,
                             colorbar={title: "copying score of the full OV circuit\n(no unit, -1 to 1)" if title == "copying score"
@@ -376,7 +383,7 @@ def ioi(model: str = ModelOption,
                                       else "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"
                                       if title.startswith("ablation")
                                       else "change in logit(IO) - logit(S)\nwhen path-patched (logits)"
-                                      for title in scores})
+                                      for title in scores}, unscored=plots.UNSCORED_LABEL)
         console.print(f"wrote {escape(str(plot))}")
 
 
