@@ -207,13 +207,15 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     contributions = result.contributions[:, 0]
     plain = f"'{visible(token_text(m, answer_id))}'" + (f" - '{visible(token_text(m, wrong_id))}'" if wrong_id is not None else "")
     target = show_token(m, answer_id) + (f" - {show_token(m, wrong_id)}" if wrong_id is not None else "")
+    n_shown = min(top, len(result.labels))
     table = titled_table(f"direct logit attribution to {target}")
     table.add_column("component")
     table.add_column("contribution", justify="right")
     for i in contributions.abs().argsort(descending=True)[:top].tolist():
         table.add_row(result.labels[i], signed(contributions[i]))
     console.print(table)
-    console.print(f"sum of all {len(result.labels)} components {signed(contributions.sum(), 4)} + ln_final bias term "
+    of_all = f" (the table: the top {n_shown} of {len(result.labels)} by size)" if n_shown < len(result.labels) else ""
+    console.print(f"sum of all {len(result.labels)} components{of_all} {signed(contributions.sum(), 4)} + ln_final bias term "
                   f"{signed(result.ln_bias_term[0], 4)} = {signed(contributions.sum() + result.ln_bias_term[0], 4)}; "
                   f"true logit{' difference' if wrong else ''} {signed(result.logit[0], 4)}")
     if plot:
