@@ -117,11 +117,16 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
         console.print(table)
     kl = ", ".join(f"{label} {number(result.kl_to_final[i].mean())}" for i, label in enumerate(result.labels))
     console.print(f"mean KL(final || layer) over positions: {kl}")
-    if plot:
-        plots.lens_heatmap(result, words, plot, title=f"logit lens, {model}: log10 rank of the next token")
-        console.print(f"wrote {escape(str(plot))}")
+    tuned_result = None
     if tuned_lens is not None:
-        console.print(lens_comparison(m, tokens, result, tuned_lens))
+        with torch.inference_mode():
+            tuned_result = analysis.apply_tuned_lens(tuned_lens, tokens)
+        console.print(lens_comparison(m, result, tuned_result))
+    if plot:
+        both = "logit lens (top) and tuned lens (bottom)" if tuned_result is not None else "logit lens"
+        plots.lens_heatmap(result, words, plot, title=f"{both}, {model}: log10 rank of the next token",
+                           tuned=tuned_result)
+        console.print(f"wrote {escape(str(plot))}")
     if html:
         from minineo import views
 
@@ -389,17 +394,15 @@ def ioi(model: str = ModelOption,
         console.print(f"wrote {escape(str(plot))}")
 
 
-def lens_comparison(model: Model, tokens: torch.Tensor, logit: analysis.LogitLens, lens: analysis.TunedLens) -> Table:
+def lens_comparison(model: Model, logit: analysis.LogitLens, tuned: analysis.LogitLens) -> Table:
     """Both lenses side by side, one row per layer: the top token at the last position and the mean KL to
-    the final distribution over the prompt's positions."""
-    with torch.inference_mode():
-        tuned = analysis.apply_tuned_lens(lens, tokens)
+    the final distribution over the prompt's positions (`tuned`: analysis.apply_tuned_lens's result)."""
     table = titled_table("logit lens vs tuned lens: top token at the last position, mean KL to final")
     table.add_column("layer")
     for column in ("logit top", "logit KL", "tuned top", "tuned KL"):
         table.add_column(column, justify="right")
     def top(result: analysis.LogitLens, layer: int) -> str:
-        return escape(f"'{visible(token_text(model, int(result.top_tokens[layer, -1])))}'")  # quoted: ' ' stays visible
+        return show_token(model, int(result.top_tokens[layer, -1]))  # a space is ␣, as in the lens table
 
     for i, label in enumerate(logit.labels):
         table.add_row(label, top(logit, i), number(logit.kl_to_final[i].mean()), top(tuned, i),

@@ -132,17 +132,25 @@ def composition_heatmap(scores: torch.Tensor, path: Path, title: str, label: str
     _save(fig, plt, path)
 
 
-def lens_heatmap(result, words: list[str], path: Path, title: str) -> None:
-    """Layer x position: log10(1 + rank) of the actual next token under the logit lens."""
+def lens_heatmap(result, words: list[str], path: Path, title: str, tuned=None) -> None:
+    """Layer x position: log10(1 + rank) of the actual next token under the logit lens; with `tuned` (the tuned
+    lens's result on the same tokens) a second panel below it, on the same colour scale."""
     plt = _pyplot()
-    ranks = torch.log10(1 + result.next_token_rank.float()).cpu()
+    panels = {"logit lens": result} | ({} if tuned is None else {"tuned lens": tuned})
+    ranks = {name: torch.log10(1 + r.next_token_rank.float()).cpu() for name, r in panels.items()}
+    top = max(float(r.max()) for r in ranks.values()) if all(r.numel() for r in ranks.values()) else None
     width = min(MAX_WIDTH_IN, max(6.0, 0.35 * len(words) + 3))
-    fig, ax = plt.subplots(figsize=(width, 0.4 * len(result.labels) + 2.5), layout="constrained")
-    image = ax.imshow(ranks.numpy(), cmap="magma_r", aspect="auto")
-    _position_ticks(ax, [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], width)
-    ax.set_yticks(range(len(result.labels)), result.labels)
-    ax.set(xlabel="position (predicting the next token)", ylabel="residual stream")
-    fig.colorbar(image, ax=ax, label="log10(1 + rank of the next token)\n(0 = the lens's top token)")
+    height = 0.4 * len(result.labels) + 2.5
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, height * len(panels)), squeeze=False,
+                             layout="constrained")
+    for ax, (name, r) in zip(axes[:, 0], panels.items()):
+        image = ax.imshow(ranks[name].numpy(), cmap="magma_r", aspect="auto", vmin=0 if top is not None else None,
+                          vmax=top or None)
+        _position_ticks(ax, [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], width)
+        ax.set_yticks(range(len(r.labels)), r.labels)
+        ax.set(xlabel="position (predicting the next token)", ylabel="residual stream",
+               title=name if tuned is not None else "")
+        fig.colorbar(image, ax=ax, label="log10(1 + rank of the next token)\n(0 = the lens's top token)")
     _title(fig, title)
     _save(fig, plt, path)
 
