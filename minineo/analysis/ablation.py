@@ -30,7 +30,8 @@ def ablation_values(
 
     zero: 0. mean: the mean of z over the batch and real (unpadded) positions of `reference_tokens`
     (default: tokens). resample: z of a reference row (default: the batch shuffled with `seed`) at the
-    same position. `reference_mask` is the reference's attention mask (default: `attention_mask`).
+    same position; each row resampled from a different row (`resample_sources`; a batch of 1 is refused).
+    `reference_mask` is the reference's attention mask (default: `attention_mask`).
     `cache`: a run of `tokens` holding attn.z, reused for the mean over `tokens` instead of a new run.
     """
     checks.one_of(method, "method", METHODS, "zero, mean or resample ablation")
@@ -41,7 +42,7 @@ def ablation_values(
     mask = attention_mask if reference_tokens is None else reference_mask
     names = [f"blocks.{layer}.attn.z" for layer in layers]
     if method == "resample" and reference_tokens is None:
-        perm = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed)).to(tokens.device)
+        perm = resample_sources(tokens.shape[0], seed).to(tokens.device)
         reference, mask = reference[perm], None if mask is None else mask[perm]
     reuse = method == "mean" and reference_tokens is None and cache is not None and all(n in cache for n in names)
     if not reuse:  # (the mean over `tokens` themselves reads their z from the cache)
@@ -56,6 +57,19 @@ def ablation_values(
         else:
             values[layer] = z
     return values
+
+
+def resample_sources(batch: int, seed: int = 0) -> torch.Tensor:
+    """(batch,): the row each row's resampled z comes from -- a random derangement (one cycle through a seeded
+    random order), so no row is ever "resampled" from itself. A batch of 1 is a UserError."""
+    if batch < 2:
+        raise UserError(f"resample ablation needs at least 2 prompts (each row's z comes from another row), got a "
+                        f"batch of {batch}; give 2 or more prompts, pass reference_tokens to resample from, or use "
+                        "method='mean' or 'zero'")
+    order = torch.randperm(batch, generator=torch.Generator().manual_seed(seed))
+    sources = torch.empty(batch, dtype=torch.long)
+    sources[order] = order.roll(-1)  # order[i] reads order[i + 1]: one cycle, no fixed point
+    return sources
 
 
 def ablation_patch(

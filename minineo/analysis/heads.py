@@ -13,7 +13,9 @@ from minineo.forward.model import Model
 
 @dataclass
 class HeadScores:
-    """Each score is (layer, head): the mean attention a head pays to the position the pattern predicts."""
+    """Each score is (layer, head): the mean attention a head pays to the position the pattern predicts, over the
+    queries that have such a position; NaN when none has (tokens with no repeated token: induction and
+    duplicate-token; a single token: previous-token too)."""
 
     induction: torch.Tensor  # to the token after an earlier occurrence of the current token
     previous_token: torch.Tensor  # to the position just before
@@ -70,7 +72,11 @@ def head_scores(model: Model, tokens: torch.Tensor, repeated_len: int | None = N
 
 
 def _mean_mass(patterns: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over (batch, query) of the attention on the target keys, for queries that have any: (layer, head)."""
+    """Mean over (batch, query) of the attention on the target keys, for queries that have any: (layer, head).
+
+    NaN when no query has a target key (e.g. no repeated token: no induction or duplicate-token query), never a
+    measured-looking 0."""
     mass = (patterns * target[None, :, None].to(patterns.dtype)).sum(-1)  # (layer, batch, head, q_pos)
     has = target.any(-1)[None, :, None].to(patterns.dtype)  # (1, batch, 1, q_pos)
-    return (mass * has).sum((1, 3)) / has.sum((1, 3)).clamp(min=1)
+    count = has.sum((1, 3))
+    return torch.where(count > 0, (mass * has).sum((1, 3)) / count.clamp(min=1), float("nan"))

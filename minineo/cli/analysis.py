@@ -23,17 +23,25 @@ METHODS = ("zero", "mean", "resample")
 HEAD_SCORE_UNITS = "attention to the target keys (probability, 0..1)"  # induction, previous- and duplicate-token scores
 
 
-def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False) -> Table:
-    """The `top` heads by the first score (largest first, or most negative first), every score as a column."""
+NOT_SCORED = "–"  # a score with nothing to measure (NaN): never printed as 0.000
+
+
+def heads_table(title: str, scores: dict[str, torch.Tensor], top: int = 10, ascending: bool = False,
+                fmt=number) -> Table:
+    """The `top` heads by the first score (largest first, or most negative first), every score as a column.
+
+    `fmt`: display.number (scores) or display.signed (changes). A NaN (not scored) is NOT_SCORED, ranked last."""
     table = titled_table(title)
     table.add_column("head")
     for name in scores:
         table.add_column(name, justify="right")
-    first = next(iter(scores.values()))
+    first = next(iter(scores.values())).float()
     n_heads = first.shape[1]
-    for index in first.flatten().argsort(descending=not ascending)[:top].tolist():
+    key = first.nan_to_num(nan=float("inf") if ascending else float("-inf"))  # NaN last in either order
+    for index in key.flatten().argsort(descending=not ascending, stable=True)[:top].tolist():
         layer, head = divmod(index, n_heads)
-        table.add_row(f"L{layer}H{head}", *[number(s[layer, head]) for s in scores.values()])
+        table.add_row(f"L{layer}H{head}", *[NOT_SCORED if bool(s[layer, head].isnan()) else fmt(s[layer, head])
+                                            for s in scores.values()])
     return table
 
 
@@ -109,11 +117,16 @@ def lens(prompt: str, model: str = ModelOption, plot: Optional[Path] = PlotOptio
         console.print(table)
     kl = ", ".join(f"{label} {number(result.kl_to_final[i].mean())}" for i, label in enumerate(result.labels))
     console.print(f"mean KL(final || layer) over positions: {kl}")
-    if plot:
-        plots.lens_heatmap(result, words, plot, title=f"logit lens, {model}: log10 rank of the next token")
-        console.print(f"wrote {escape(str(plot))}")
+    tuned_result = None
     if tuned_lens is not None:
-        console.print(lens_comparison(m, tokens, result, tuned_lens))
+        with torch.inference_mode():
+            tuned_result = analysis.apply_tuned_lens(tuned_lens, tokens)
+        console.print(lens_comparison(m, result, tuned_result))
+    if plot:
+        both = "logit lens (top) and tuned lens (bottom)" if tuned_result is not None else "logit lens"
+        plots.lens_heatmap(result, words, plot, title=f"{both}, {model}: log10 rank of the next token",
+                           tuned=tuned_result)
+        console.print(f"wrote {escape(str(plot))}")
     if html:
         from minineo import views
 
@@ -149,7 +162,7 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
     if needed > m.config.n_ctx:
         fail(f"--seq-len {seq_len} needs {needed} positions (the sequence twice{', plus BOS' if bos else ''}) but "
              f"{model} reads at most n_ctx={m.config.n_ctx}; use --seq-len {(m.config.n_ctx - int(bos)) // 2} or less")
-    prompt_ids = prompt_tokens(m, prompt, model) if prompt else None
+    prompt_ids = prompt_tokens(m, prompt, model) if prompt is not None else None  # "": BOS alone, as `lens ""`
     tokens = analysis.repeated_tokens(m, seq_len, n_seqs, seed, bos)
     with torch.inference_mode():
         scores = analysis.head_scores(m, tokens, repeated_len=seq_len)
@@ -166,11 +179,17 @@ def heads(model: str = ModelOption, seq_len: int = 50, n_seqs: int = 8, seed: in
         named_prompt = {"induction": on_prompt.induction, "previous token": on_prompt.previous_token,
                         "duplicate token": on_prompt.duplicate_token}
         console.print(heads_table(f"heads by induction score on {quote(prompt)}", named_prompt, top))
+        missing = [name for name, value in named_prompt.items() if bool(value.isnan().all())]
+        if missing:
+            why = ("the prompt is a single token (no earlier position, no repeated token)" if prompt_ids.shape[1] < 2
+                   else "the prompt has no repeated token (no query attends back to an earlier copy)")
+            console.print(f"[yellow]note:[/yellow] {', '.join(missing[:-1]) + ' and ' * (len(missing) > 1) + missing[-1]} {'score is' if len(missing) == 1 else 'scores are'} "
+                          f"not defined on the prompt ({NOT_SCORED}): {why}")
         plotted |= {f"{name}\n(on the prompt)": value for name, value in named_prompt.items()}
     if plot:
         what = "repeated random tokens" + (" (top row) and the prompt (bottom row)" if prompt_ids is not None else "")
         plots.head_heatmaps(plotted, plot, title=f"{model}: head scores on {what}", columns=3,
-                            colorbar=HEAD_SCORE_UNITS)
+                            colorbar=HEAD_SCORE_UNITS, unscored="not scored: no query to measure")
         console.print(f"wrote {escape(str(plot))}")
 
 
@@ -193,13 +212,15 @@ def attribute(prompt: str, answer: str = typer.Option(..., help="the answer's te
     contributions = result.contributions[:, 0]
     plain = f"'{visible(token_text(m, answer_id))}'" + (f" - '{visible(token_text(m, wrong_id))}'" if wrong_id is not None else "")
     target = show_token(m, answer_id) + (f" - {show_token(m, wrong_id)}" if wrong_id is not None else "")
+    n_shown = min(top, len(result.labels))
     table = titled_table(f"direct logit attribution to {target}")
     table.add_column("component")
     table.add_column("contribution", justify="right")
     for i in contributions.abs().argsort(descending=True)[:top].tolist():
         table.add_row(result.labels[i], signed(contributions[i]))
     console.print(table)
-    console.print(f"sum of all {len(result.labels)} components {signed(contributions.sum(), 4)} + ln_final bias term "
+    of_all = f" (the table: the top {n_shown} of {len(result.labels)} by size)" if n_shown < len(result.labels) else ""
+    console.print(f"sum of all {len(result.labels)} components{of_all} {signed(contributions.sum(), 4)} + ln_final bias term "
                   f"{signed(result.ln_bias_term[0], 4)} = {signed(contributions.sum() + result.ln_bias_term[0], 4)}; "
                   f"true logit{' difference' if wrong else ''} {signed(result.logit[0], 4)}")
     if plot:
@@ -279,7 +300,7 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]
 
 @app.command()
 def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = None, model: str = ModelOption,
-           method: str = typer.Option("zero", help="zero, mean or resample"),
+           method: str = typer.Option("zero", help="zero or mean (resample needs several prompts; ablate reads one)"),
            heads_: Optional[str] = typer.Option(None, "--heads", help="heads to ablate together as LAYER.HEAD, "
                                                 "e.g. '1.0,1.2' (GPT-2's name movers: 9.9,10.0)"),
            top: int = 10, plot: Optional[Path] = PlotOption, device: str = DeviceOption) -> None:
@@ -290,6 +311,10 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     check_options(top=(top, ">= 1"))
     if method not in METHODS:
         fail(f"--method {method!r} is unknown; use one of {', '.join(METHODS)}")
+    if method == "resample":
+        fail("--method resample replaces each prompt's head outputs with another prompt's, and `ablate` reads one "
+             "prompt, so there is nothing to resample from; use --method mean or zero (in Python, "
+             "analysis.head_ablation_effects(..., method='resample') on a batch of 2 or more prompts)")
     plot = plot_path(plot)
     m = load_or_exit(model, device)
     chosen = parse_heads(heads_, m.config.n_layers, m.config.n_heads) if heads_ else None
@@ -308,11 +333,11 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
             summary += f", with heads {escape(heads_)} {method}-ablated {signed(ablated)}"
         console.print(summary)
         effects = analysis.head_ablation_effects(m, tokens, metric, method)
-        backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method="mean" if method == "mean" else "zero")
+        backup = analysis.backup_heads(m, tokens, answer_id, wrong_id, top=3, method=method)
     console.print(heads_table(f"single-head {method}-ablation: metric change (most negative = most needed)",
-                              {"change in metric": effects}, top, ascending=True))
+                              {"change in metric": effects}, top, ascending=True, fmt=signed))
     ablated_names = ", ".join(f"L{l}H{h}" for l, h in backup.ablated)
-    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are ablated")
+    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are {method}-ablated")
     for column in ("head", "DLA before", "DLA after", "growth"):
         table.add_column(column, justify="right")
     for (l, h), growth in backup.backups:
@@ -350,7 +375,14 @@ def ioi(model: str = ModelOption,
         movers = ", ".join(f"L{layer}H{head}" for layer, head in result.name_movers)
         console.print(f"name movers (largest DLA; their queries are the path receivers): {movers}; path and ablation "
                       "columns are changes in the logit difference")
-    console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top))
+        last = max(layer for layer, _ in result.name_movers)  # a head reaches a query only from an earlier layer
+        if last < m.config.n_layers:
+            title = next(t for t in scores if t.endswith("queries"))
+            scores[title] = scores[title].clone()
+            scores[title][last:] = float("nan")  # not scored: no path (path-patch hatches the same cells)
+            console.print(f"{plural((m.config.n_layers - last) * m.config.n_heads, 'head')} of layer {last} and later "
+                          f"have no path to the name movers' queries: {NOT_SCORED} in that column (not scored)")
+    console.print(heads_table("heads by direct effect on the IO - S logit difference", scores, top, fmt=signed))
     if plot:
         plots.head_heatmaps(scores, plot, title=f"{model}: IOI head effects", diverging=True,
                             colorbar={title: "copying score of the full OV circuit\n(no unit, -1 to 1)" if title == "copying score"
@@ -358,21 +390,19 @@ def ioi(model: str = ModelOption,
                                       else "change in logit(IO) - logit(S)\nwhen mean-ablated (logits)"
                                       if title.startswith("ablation")
                                       else "change in logit(IO) - logit(S)\nwhen path-patched (logits)"
-                                      for title in scores})
+                                      for title in scores}, unscored=plots.UNSCORED_LABEL)
         console.print(f"wrote {escape(str(plot))}")
 
 
-def lens_comparison(model: Model, tokens: torch.Tensor, logit: analysis.LogitLens, lens: analysis.TunedLens) -> Table:
+def lens_comparison(model: Model, logit: analysis.LogitLens, tuned: analysis.LogitLens) -> Table:
     """Both lenses side by side, one row per layer: the top token at the last position and the mean KL to
-    the final distribution over the prompt's positions."""
-    with torch.inference_mode():
-        tuned = analysis.apply_tuned_lens(lens, tokens)
+    the final distribution over the prompt's positions (`tuned`: analysis.apply_tuned_lens's result)."""
     table = titled_table("logit lens vs tuned lens: top token at the last position, mean KL to final")
     table.add_column("layer")
     for column in ("logit top", "logit KL", "tuned top", "tuned KL"):
         table.add_column(column, justify="right")
     def top(result: analysis.LogitLens, layer: int) -> str:
-        return escape(f"'{visible(token_text(model, int(result.top_tokens[layer, -1])))}'")  # quoted: ' ' stays visible
+        return show_token(model, int(result.top_tokens[layer, -1]))  # a space is ␣, as in the lens table
 
     for i, label in enumerate(logit.labels):
         table.add_row(label, top(logit, i), number(logit.kl_to_final[i].mean()), top(tuned, i),

@@ -61,11 +61,17 @@ def _position_ticks(ax, labels: list[str], width_in: float, axis: str = "x", kee
 
 
 def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diverging: bool = False,
-                  columns: int | None = None, colorbar: str | dict[str, str] = "") -> None:
+                  columns: int | None = None, colorbar: str | dict[str, str] = "",
+                  unscored: str = "not scored") -> None:
     """One layer x head heatmap per score, `columns` per row (default: all in one row).
 
     `colorbar`: the colour bar's label (the quantity and its unit), one for all panels or one per score name.
+    NaN cells (not scored) are drawn hatched in grey, outside the colour scale, and named in a legend under their
+    panel with the `unscored` text (e.g. UNSCORED_LABEL, "not scored: no path"), never as a colour of the scale.
     """
+    import numpy as np
+    from matplotlib.patches import Patch, Rectangle
+
     plt = _pyplot()
     columns = min(columns or len(scores), len(scores))
     rows = math.ceil(len(scores) / columns)
@@ -75,9 +81,17 @@ def head_heatmaps(scores: dict[str, torch.Tensor], path: Path, title: str, diver
         ax.set_visible(False)
     for ax, (name, values) in zip(axes.flat, scores.items()):
         values = values.detach().float().cpu()
-        limit = float(values.abs().max()) or 1.0
-        image = ax.imshow(values.numpy(), cmap="RdBu" if diverging else "viridis", vmin=-limit if diverging else None,
-                          vmax=limit if diverging else None, aspect="auto")
+        hidden = values.isnan()
+        scored = values[~hidden]
+        limit = (float(scored.abs().max()) if scored.numel() else 0.0) or 1.0
+        cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=UNSCORED_COLOUR)
+        image = ax.imshow(np.ma.masked_array(values.numpy(), mask=hidden.numpy()), cmap=cmap,
+                          vmin=-limit if diverging else None, vmax=limit if diverging else None, aspect="auto")
+        for row, column in hidden.nonzero().tolist():
+            ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.35", lw=0))
+        if bool(hidden.any()):
+            ax.legend(handles=[Patch(facecolor=UNSCORED_COLOUR, hatch="//", edgecolor="0.35", label=unscored)],
+                      loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False, fontsize="small")
         n_layers, n_heads = values.shape
         ax.set_xticks(range(n_heads))  # whole heads and layers: no fractional ticks
         ax.set_yticks(range(n_layers))
@@ -118,17 +132,25 @@ def composition_heatmap(scores: torch.Tensor, path: Path, title: str, label: str
     _save(fig, plt, path)
 
 
-def lens_heatmap(result, words: list[str], path: Path, title: str) -> None:
-    """Layer x position: log10(1 + rank) of the actual next token under the logit lens."""
+def lens_heatmap(result, words: list[str], path: Path, title: str, tuned=None) -> None:
+    """Layer x position: log10(1 + rank) of the actual next token under the logit lens; with `tuned` (the tuned
+    lens's result on the same tokens) a second panel below it, on the same colour scale."""
     plt = _pyplot()
-    ranks = torch.log10(1 + result.next_token_rank.float()).cpu()
+    panels = {"logit lens": result} | ({} if tuned is None else {"tuned lens": tuned})
+    ranks = {name: torch.log10(1 + r.next_token_rank.float()).cpu() for name, r in panels.items()}
+    top = max(float(r.max()) for r in ranks.values()) if all(r.numel() for r in ranks.values()) else None
     width = min(MAX_WIDTH_IN, max(6.0, 0.35 * len(words) + 3))
-    fig, ax = plt.subplots(figsize=(width, 0.4 * len(result.labels) + 2.5), layout="constrained")
-    image = ax.imshow(ranks.numpy(), cmap="magma_r", aspect="auto")
-    _position_ticks(ax, [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], width)
-    ax.set_yticks(range(len(result.labels)), result.labels)
-    ax.set(xlabel="position (predicting the next token)", ylabel="residual stream")
-    fig.colorbar(image, ax=ax, label="log10(1 + rank of the next token)\n(0 = the lens's top token)")
+    height = 0.4 * len(result.labels) + 2.5
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, height * len(panels)), squeeze=False,
+                             layout="constrained")
+    for ax, (name, r) in zip(axes[:, 0], panels.items()):
+        image = ax.imshow(ranks[name].numpy(), cmap="magma_r", aspect="auto", vmin=0 if top is not None else None,
+                          vmax=top or None)
+        _position_ticks(ax, [repr(w)[1:-1].replace(" ", "␣") for w in words[:-1]], width)
+        ax.set_yticks(range(len(r.labels)), r.labels)
+        ax.set(xlabel="position (predicting the next token)", ylabel="residual stream",
+               title=name if tuned is not None else "")
+        fig.colorbar(image, ax=ax, label="log10(1 + rank of the next token)\n(0 = the lens's top token)")
     _title(fig, title)
     _save(fig, plt, path)
 
