@@ -98,9 +98,9 @@ def test_ablate_prints_the_clean_metric_once(heads):
 @pytest.mark.parametrize("args, titles", [
     (["run", PROMPT, "--top-k", "3", "--generate", "0"], ["next token after ' went to the store, John gave a drink to' (␣ is a space)"]),
     (["attribute", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3"], ["direct logit attribution to M - J"]),
-    (["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3", "--method", "resample"],
-     ["single-head resample-ablation: metric change (most negative = most needed)",
-      r"backup heads: direct effect growth when L\dH\d, L\dH\d, L\dH\d are ablated"]),  # the model's top 3
+    (["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3", "--method", "mean"],
+     ["single-head mean-ablation: metric change (most negative = most needed)",
+      r"backup heads: direct effect growth when L\dH\d, L\dH\d, L\dH\d are mean-ablated"]),  # the model's top 3
     (["heads", "--top", "2", "--n-seqs", "2", "--prompt", "abcdabcd"],
      ["heads by induction score (2 random sequences of 50 tokens, repeated)", "heads by induction score on 'abcdabcd'"]),
 ])

@@ -51,3 +51,16 @@ def test_cache_norms_all_show_four_significant_digits():
     for norm in norms:
         mantissa = norm.split("e")[0].replace(".", "").lstrip("0") or "0"
         assert len(mantissa) == 4, norm
+
+
+def test_the_tuned_lens_of_a_batch_is_refused_as_the_logit_lens_is():
+    import minineo
+    from minineo.analysis.tuned_lens import TunedLens, apply_tuned_lens
+    from minineo.errors import UserError
+
+    model = minineo.load("tiny-neo")
+    lens = TunedLens(model)  # the identity tuned lens: a batch was read as its row 0, silently
+    with pytest.raises(UserError, match=r"a lens reads one prompt"):
+        apply_tuned_lens(lens, model.to_tokens(["Hi", "Hello there"]))
+    one = apply_tuned_lens(lens, model.to_tokens("Hello there"))
+    assert one.logits.shape[1] == model.to_tokens("Hello there").shape[1]

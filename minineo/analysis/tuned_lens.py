@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from minineo import checks, report
-from minineo.analysis.lens import LogitLens, summarise_lens
+from minineo.analysis.lens import LogitLens, check_one_row, summarise_lens
 from minineo.analysis.tuned_lens_files import read_lens, write_lens, write_package_lens
 from minineo.record.cache import Cache
 from minineo.errors import UserError
@@ -208,12 +208,14 @@ class TunedLens(nn.Module):
 
 @checks.typed
 def apply_tuned_lens(lens: TunedLens, tokens: torch.Tensor | str) -> LogitLens:
-    """The tuned lens over the first row of `tokens` (batch, pos) or a prompt, summarised like `logit_lens`."""
+    """The tuned lens over one prompt: `tokens` (pos,) or (1, pos), or its text; summarised like `logit_lens`.
+    UserError for a batch of several rows (as logit_lens: lens each row on its own)."""
     model = lens.model
     tokens = model.to_tokens(tokens) if isinstance(tokens, str) else torch.as_tensor(tokens, device=model.W_E.device)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
+    check_one_row(tokens, "tokens")
     with torch.no_grad():
-        logits = lens.logits(model, tokens[:1])[:, 0]  # (layer + 1, pos, d_vocab)
+        logits = lens.logits(model, tokens)[:, 0]  # (layer + 1, pos, d_vocab)
     return summarise_lens(lens.labels(), logits, tokens[0])
 
 
