@@ -64,3 +64,34 @@ def test_the_tuned_lens_of_a_batch_is_refused_as_the_logit_lens_is():
         apply_tuned_lens(lens, model.to_tokens(["Hi", "Hello there"]))
     one = apply_tuned_lens(lens, model.to_tokens("Hello there"))
     assert one.logits.shape[1] == model.to_tokens("Hello there").shape[1]
+
+
+def test_pairs_iterate_as_batches_of_one_and_stop():
+    import minineo
+    from minineo.discovery import ioi_pairs
+
+    pairs = ioi_pairs(minineo.load("tiny-neo"), 3)
+    rows = list(pairs)
+    assert len(rows) == 3 and all(len(row) == 1 for row in rows)
+    for i, row in enumerate(rows):
+        assert bool((row.clean == pairs.clean[i:i + 1]).all()) and int(row.answer) == int(pairs.answer[i])
+
+
+def test_a_threshold_whose_edges_pruning_removes_is_warned():
+    """apply_threshold(absolute=False) kept 6 edges on tiny-neo's IOI, pruning removed all: said, as apply_greedy and
+    apply_nodes say it. An empty circuit's faithfulness is 0 by construction."""
+    import minineo
+    from minineo import report
+    from minineo.discovery import Graph, apply_threshold, attribute, ioi_pairs
+
+    model = minineo.load("tiny-neo")
+    pairs = ioi_pairs(model, 3)
+    graph = attribute(model, Graph.from_model(model), pairs, method="eap")
+    kept = int(((graph.scores >= 0.5) & graph.real_edges).sum())
+    with report.collect() as said:
+        circuit = apply_threshold(graph.copy(), 0.5, absolute=False)
+    assert kept > 0 and circuit.n_edges_in_graph == 0  # the case: kept some, pruned to none
+    assert len(said) == 1 and "pruning removed them all" in said[0], said
+    with report.collect() as said:
+        assert apply_threshold(graph.copy(), 0.0).n_edges_in_graph > 0
+    assert said == []

@@ -119,8 +119,17 @@ def apply_threshold(graph: Graph, threshold: float, absolute: bool = True, prune
 
     A threshold that keeps no edge is a UserError saying the largest score (as `minineo discover --threshold`
     says): an empty circuit's faithfulness is 0 by construction, never a finding. An infinite or NaN threshold
-    is refused (a negative one keeps every edge), and so is an infinite or NaN score, naming the edge."""
-    return _threshold(graph, threshold, absolute, prune, "threshold")
+    is refused (a negative one keeps every edge), and so is an infinite or NaN score, naming the edge. When the
+    threshold keeps edges but pruning removes them all (none lies on a path from input to logits), minineo.report
+    warns."""
+    _threshold(graph, threshold, absolute, False, "threshold")
+    if prune:
+        before, after = _prune(graph)
+        if not after:
+            report.warn(f"apply_threshold: the {before} edges at or above threshold {threshold:g} lie on no path from "
+                        "input to logits, so pruning removed them all and the circuit is empty (its faithfulness is "
+                        "0 by construction, not a finding); give a smaller threshold")
+    return graph
 
 
 def _threshold(graph: Graph, threshold: float, absolute: bool, prune: bool, name: str) -> Graph:

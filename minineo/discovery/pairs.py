@@ -60,6 +60,10 @@ class Pairs:
     def __len__(self) -> int:
         return self.clean.shape[0]
 
+    def __iter__(self) -> Iterator[Pairs]:
+        """Each pair as a batch of one, in order (`for pair in pairs`)."""
+        return (self[i] for i in range(len(self)))
+
     def same_prompts(self) -> torch.Tensor:
         """(n,) bool: the pairs whose clean and corrupted prompts are the same tokens (padding is not compared). Such a
         pair moves nothing: every sender's corrupted - clean output is 0, so it adds 0 to every edge score."""
