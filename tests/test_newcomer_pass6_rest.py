@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def test_a_corpus_that_is_not_json_is_one_error_line_and_nothing_else(tmp_path):
@@ -95,3 +96,20 @@ def test_a_threshold_whose_edges_pruning_removes_is_warned():
     with report.collect() as said:
         assert apply_threshold(graph.copy(), 0.0).n_edges_in_graph > 0
     assert said == []
+
+
+def test_run_from_a_cached_residual_of_a_padded_batch_uses_that_runs_mask():
+    """run_from(L, cache[resid_pre]) of a left-padded batch equals the forward for the padded row too (it was 0.61
+    off: the mask did not travel); an explicit mask still wins, and a slice drops the carried one (documented)."""
+    import minineo
+
+    model = minineo.load("tiny-neo")
+    tokens = model.to_tokens(["Hi", "When Mary and John went"])
+    full, cache = model.run_with_cache(tokens)
+    resid = cache["blocks.1.resid_pre"]
+    assert torch.equal(resid.attention_mask, tokens.attention_mask)
+    assert float((model.run_from(1, resid) - full)[tokens.attention_mask.bool()].abs().max()) < 1e-5
+    explicit = model.run_from(1, resid, attention_mask=tokens.attention_mask)
+    assert torch.equal(explicit, model.run_from(1, resid))
+    unpadded, plain = model.run_with_cache(model.to_tokens("When Mary"))
+    assert not hasattr(plain["blocks.1.resid_pre"], "attention_mask")

@@ -138,7 +138,7 @@ class Model(nn.Module):
     def _cache(self, rec: Recorder, lazy: set[str] = frozenset(), helpers: set[str] = frozenset()) -> Cache:
         W_O = [block.attn.W_O for block in self.blocks]
         masks = [rec.attention_masks.get(window) for window in self.config.windows]
-        return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b,
+        return Cache(rec.store, self.config, W_O, self.ln_final.w, self.ln_final.b, key_mask=rec.key_mask,
                      lazy=lazy, attention_masks=masks, unlisted=helpers, model=self.identity())
 
     def identity(self) -> str:
@@ -163,6 +163,7 @@ class Model(nn.Module):
         position_ids: torch.Tensor | None, explicit: bool, stop_at_layer: int | None = None,
     ) -> torch.Tensor:
         tokens, attention_mask, position_ids = self._prepare(tokens, attention_mask, position_ids)
+        rec.key_mask = attention_mask  # (batch, pos) or None: the Cache hands it on with its (batch, pos, ...) sites
         if rec.idle and not explicit and stop_at_layer is None and self._compiled is not None:
             try:
                 return self._compiled(tokens, position_ids, attention_mask)
@@ -276,7 +277,10 @@ class Model(nn.Module):
         holds only the later positions, as in generation). `logits_at`, a (batch, pos) bool mask, unembeds
         only those positions: logits (selected, d_vocab) in row-major order. `stop_at_layer` (as for `forward`,
         after `layer`) runs blocks layer..stop_at_layer-1 and returns that residual instead of logits.
+        A residual read from the Cache of a padded batch carries that run's mask (`.attention_mask`, as a padded
+        `to_tokens` batch does), used when no `attention_mask` and no `kv` are given; slicing drops it.
         """
+        carried = getattr(resid_pre, "attention_mask", None) if attention_mask is None and kv is None else None
         n_layers = self.config.n_layers
         fix = f"this model has layers 0..{n_layers - 1} (or -{n_layers}..-1 counting from the end)"
         if checks.is_integer(layer) and not isinstance(layer, bool) and int(layer) < 0:  # TransformerLens's: -1 is the last
@@ -289,6 +293,8 @@ class Model(nn.Module):
         if stop is not None and stop <= layer:
             raise UserError(f"run_from: stop_at_layer={stop_at_layer} is not after the start layer {layer}")
         batch, pos, _ = resid_pre.shape
+        if isinstance(carried, torch.Tensor) and tuple(carried.shape) == (batch, pos):
+            attention_mask = carried  # the mask of the run the residual was recorded in
         past = kv.length if kv is not None else 0
         if kv is not None and past + pos > kv.max_len:
             raise UserError(f"run_from: the key/value cache holds max_len={kv.max_len} positions; {past} are used and "

@@ -27,9 +27,12 @@ class Cache(Mapping):
         self, store: dict[str, torch.Tensor], config: Config, W_O: list[torch.Tensor],
         ln_final_w: torch.Tensor, ln_final_b: torch.Tensor, lazy: set[str] | frozenset[str] = frozenset(),
         attention_masks: list[torch.Tensor | None] | None = None, unlisted: set[str] | frozenset[str] = frozenset(),
-        model: str | None = None,
+        model: str | None = None, key_mask: torch.Tensor | None = None,
     ):
         self._store, self.config = store, config
+        # the recorded run's (batch, pos) 0/1 attention mask (None: no padding); a (batch, pos, ...) site read from
+        # the cache carries it as `.attention_mask`, which run_from uses when given none (as a to_tokens batch does)
+        self.attention_mask = key_mask
         # who recorded it: the model's name and a fingerprint of its weights (Model.identity), so that a view or
         # an analysis handed another model of the same shape can refuse it; None for a cache built by hand
         self.model = model
@@ -60,14 +63,21 @@ class Cache(Mapping):
     def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
         name = self._key(key)
         if name in self._store and name not in self._unlisted:
-            return self._store[name]
+            return self._with_mask(self._store[name])
         compute = self._computable(name)
         if compute is None:
             raise UnknownNameError(
                 f"{name!r} was not recorded in this cache; pass it in names= to run_with_cache "
                 f"(recorded: {len(self)} names, e.g. {list(self)[:3]})"
             )
-        return compute()
+        return self._with_mask(compute())
+
+    def _with_mask(self, value: torch.Tensor) -> torch.Tensor:
+        """`value`, carrying the run's mask as `.attention_mask` when its leading axes are the run's (batch, pos)."""
+        mask = self.attention_mask
+        if mask is not None and value.ndim >= 2 and tuple(value.shape[:2]) == tuple(mask.shape):
+            value.attention_mask = mask
+        return value
 
     def _computable(self, name: str) -> Callable[[], torch.Tensor] | None:
         """How to compute a site that is not stored from what is: attn.scores and attn.pattern from q and

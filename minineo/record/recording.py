@@ -30,6 +30,7 @@ class Recorder:
         self.patch = patch or {}
         self.store: dict[str, torch.Tensor] = {}
         self.attention_masks: dict[int | None, torch.Tensor | None] = {}  # per window, set by the forward
+        self.key_mask: torch.Tensor | None = None  # the run's (batch, pos) 0/1 mask, set by the forward
         # per patched floating site: a 0-dim bool, True when the patch holds a NaN or an infinity and the forward's own
         # value held none (a sum is non-finite exactly then: one fast pass each); read once by check_patches, so no
         # device sync per site
