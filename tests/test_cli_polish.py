@@ -100,7 +100,7 @@ def test_ablate_prints_the_clean_metric_once(heads):
     (["attribute", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3"], ["direct logit attribution to M - J"]),
     (["ablate", PROMPT, "--answer", " Mary", "--wrong", " John", "--top", "3", "--method", "mean"],
      ["single-head mean-ablation: metric change (most negative = most needed)",
-      r"backup heads: direct effect growth when L\dH\d, L\dH\d, L\dH\d are mean-ablated"]),  # the model's top 3
+      r"backup heads: DLA growth, top 3 heads by DLA \(L\dH\d, L\dH\d, L\dH\d\) mean-ablated"]),  # top 3 by DLA
     (["heads", "--top", "2", "--n-seqs", "2", "--prompt", "abcdabcd"],
      ["heads by induction score (2 random sequences of 50 tokens, repeated)", "heads by induction score on 'abcdabcd'"]),
 ])

@@ -53,8 +53,8 @@ def test_a_damaged_field_is_refused_naming_it(gpt2, pairs, complete_state, tmp_p
     path.write_text(json.dumps({**complete_state, field: value}))  # json writes NaN / Infinity as Python reads them
     with pytest.raises(UserError) as err:
         acdc(gpt2, pairs, threshold=0.05, state=path)
-    assert str(err.value) == (f"{path}: not an ACDC state file ({said}); delete it to start afresh, or give another "
-                              "state path")
+    assert str(err.value) == (f"{path}: not an ACDC state file ({said}); give another state path (--state) for this "
+                              "run, and keep the file if it is something else (a circuit file, say)")
 
 
 def test_decisions_that_do_not_fit_the_visiting_order_are_refused(gpt2, pairs, complete_state, tmp_path):

@@ -113,3 +113,20 @@ def test_run_from_a_cached_residual_of_a_padded_batch_uses_that_runs_mask():
     assert torch.equal(explicit, model.run_from(1, resid))
     unpadded, plain = model.run_with_cache(model.to_tokens("When Mary"))
     assert not hasattr(plain["blocks.1.resid_pre"], "attention_mask")
+
+
+def test_a_harvest_folder_of_another_model_says_so_in_words(tmp_path):
+    pytest.importorskip("datasets", reason="harvest reads a corpus with pip install 'minineo[harvest]'")
+    from typer.testing import CliRunner
+
+    from minineo.cli import app
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("When Mary and John went to the store, John gave a drink to Mary\n" * 40)
+    args = ["harvest", str(corpus), "--names", "blocks.1.resid_post", "--out", str(tmp_path / "acts"), "--context",
+            "32", "--max-tokens", "256"]
+    assert CliRunner().invoke(app, [*args, "--model", "tiny-neo"]).exit_code == 0
+    result = CliRunner().invoke(app, [*args, "--model", "tiny-gpt2"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "model: another model's config or weights" in text and "harvested from a different model" in text, text

@@ -337,7 +337,8 @@ def ablate(prompt: str, answer: str = typer.Option(...), wrong: Optional[str] = 
     console.print(heads_table(f"single-head {method}-ablation: metric change (most negative = most needed)",
                               {"change in metric": effects}, top, ascending=True, fmt=signed))
     ablated_names = ", ".join(f"L{l}H{h}" for l, h in backup.ablated)
-    table = titled_table(f"backup heads: direct effect growth when {ablated_names} are {method}-ablated")
+    table = titled_table(f"backup heads: DLA growth, top {len(backup.ablated)} heads by DLA ({ablated_names}) "
+                         f"{method}-ablated")
     for column in ("head", "DLA before", "DLA after", "growth"):
         table.add_column(column, justify="right")
     for (l, h), growth in backup.backups:

@@ -100,8 +100,8 @@ def evaluate(
         checks.count(max_tokens, "max_tokens")
         max_rows = max_tokens // context
         if max_rows < 1:
-            raise UserError(f"max_tokens={max_tokens} is less than one row of context={context}; "
-                            f"give --max-tokens >= {context}")
+            raise UserError(f"max_tokens (--max-tokens) {max_tokens} is less than one row of context (--context) "
+                            f"{context}; give max_tokens >= {context}")
     special_ids(model)  # no tokenizer: a clear error before reading the corpus
     rows = pack_rows(model, read_documents(corpus, text_field), context)
     rows = itertools.islice(rows, max_rows) if max_rows is not None else rows

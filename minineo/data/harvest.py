@@ -168,8 +168,8 @@ class _Job:
         if max_tokens is not None:
             self.max_rows = checks.count(max_tokens, "max_tokens") // context
             if self.max_rows < 1:
-                raise UserError(f"max_tokens={max_tokens} is less than one row of context={context}; "
-                                f"give --max-tokens >= {context}")
+                raise UserError(f"max_tokens (--max-tokens) {max_tokens} is less than one row of context (--context) "
+                                f"{context}; give max_tokens >= {context}")
         self.dtype = model.W_E.dtype if dtype is None else checks.dtype(dtype, "dtype")
         self.widths = {n: int(np.prod(sites.shape_of(n, config, 1, context)[2:])) for n in self.names}
         row_bytes = context * sum(self.widths.values()) * torch.finfo(self.dtype).bits // 8

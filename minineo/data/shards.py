@@ -176,8 +176,16 @@ def _differences(old: dict, new: dict, derived: dict[str, str]) -> str:
     """The arguments that differ; derived ones only when nothing else does (then with their note)."""
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     keys = [k for k in keys if k not in derived] or keys
-    return "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now"
+    return "; ".join(_model_difference(old.get(k), new.get(k)) if k == "model" else
+                     f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now"
                      + (f" ({derived[k].format(there=old.get(k))})" if k in derived else "") for k in keys)
+
+
+def _model_difference(old, new) -> str:
+    """The model of a harvest is a fingerprint of its config and weights: say what differing means."""
+    fingerprint = lambda v: v.get("sha256", v) if isinstance(v, dict) else v  # noqa: E731
+    return (f"model: another model's config or weights (fingerprint {_short(fingerprint(old))} there, "
+            f"{_short(fingerprint(new))} now: the folder was harvested from a different model or checkpoint)")
 
 
 def _short(value) -> str:

@@ -149,7 +149,8 @@ STATE_KEYS = ("settings", "done", "current", "removed", "scores")
 
 
 def _damaged(path: Path, why: str) -> UserError:
-    return UserError(f"{path}: not an ACDC state file ({why}); delete it to start afresh, or give another state path")
+    return UserError(f"{path}: not an ACDC state file ({why}); give another state path (--state) for this run, "
+                     "and keep the file if it is something else (a circuit file, say)")
 
 
 def load_state(path: str | Path) -> dict | None:
