@@ -90,3 +90,21 @@ def cached_hub_model(name: str):
                 continue
     pytest.skip(f"real {name} weights are not cached in {[str(p) for p in places]}; "
                 f"run `minineo download {name}` on a machine with network to run this test")
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures minineo.cli.plots draws, kept open for inspection (and still written, to check the pixel size)."""
+    from minineo.cli import plots
+
+    kept = []
+
+    def keep(fig, plt, path):
+        kept.append(fig)
+        fig.savefig(path, dpi=120)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield kept
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

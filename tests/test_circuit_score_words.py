@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from minineo import views
-from minineo.cli import app, circuit_plot, plots
+from minineo.cli import app, circuit_plot
 from minineo.cli.discover import KL_UNIT, LOGIT_UNIT, curve_table
 from minineo.discovery import files
 from minineo.discovery.faithfulness import FaithfulnessCurve
@@ -25,20 +25,6 @@ runner = CliRunner()
 EAP = Path(__file__).parent / "data" / "eap_ig"
 GRADIENT_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted")
 
-
-@pytest.fixture
-def figures(monkeypatch):
-    kept = []
-
-    def keep(fig, plt, path):
-        kept.append(fig)
-        fig.savefig(path, dpi=120)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    yield kept
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

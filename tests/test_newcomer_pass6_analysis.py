@@ -26,21 +26,6 @@ def m():
     return minineo.load()
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the commands draw, kept open for inspection (as tests/test_plots_read.py does)."""
-    kept = []
-
-    def keep(fig, plt, path):
-        kept.append(fig)
-        fig.savefig(path, dpi=60)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    yield kept
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-
 
 def batch(m, n):
     texts = ["When Mary and John went to the store, John gave a drink to", "The cat sat on the mat and then",

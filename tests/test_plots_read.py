@@ -23,21 +23,6 @@ LONG = "When Mary and John went to the store after a long and tiring day at thei
 ANSWERS = ["--answer", " Mary", "--wrong", " John"]
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the commands draw, kept open for inspection (and still written, to check the pixel size)."""
-    kept = []
-
-    def keep(fig, plt, path):
-        kept.append(fig)
-        fig.savefig(path, dpi=120)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    yield kept
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-
 
 def colour_bar_labels(fig) -> list[str]:
     return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
